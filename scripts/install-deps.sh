@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages scenecomp needs to build, test and benchmark.
+# Idempotent: installs only what is missing. Needs root (or sudo) and apt.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config git ca-certificates
+  liblua5.4-dev lua5.4 lua-cjson lua-busted
+  libmicrohttpd-dev libcurl4-openssl-dev libstb-dev
+  libdeflate-dev libturbojpeg0-dev libcjson-dev
+  python3 python3-pytest python3-pil curl
+)
+# Benchmarks only (scripts/bench.sh): wrk, nginx, the FastAPI + Pillow anchor.
+if [ "${SC_BENCH_DEPS:-0}" = 1 ]; then
+  PKGS+=(wrk nginx-light python3-fastapi python3-uvicorn python3-multipart python3-uvloop clang)
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "install-deps: installing ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

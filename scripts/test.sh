@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every suite:
+#   1. C unit tests (ctest)            2. Lua specs (busted)
+#   3. integration tests (pytest, the real server + a local fake Replicate)
+#   4. the C unit + integration suites again under ASan + UBSan
+# Prints one "N passed, N failed" line at the end; exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh || exit 1
+
+PY=/usr/bin/python3
+passed=0
+failed=0
+step() { # name, command...
+  local name=$1; shift
+  echo "=== $name"
+  if "$@"; then passed=$((passed + 1)); echo "=== $name: ok"
+  else failed=$((failed + 1)); echo "=== $name: FAILED"; fi
+}
+
+step "build" ./scripts/build.sh
+step "unit tests" ctest --test-dir build --output-on-failure -j2
+step "lua specs" busted --lua=lua5.4 -o utfTerminal tests/lua
+step "integration tests" env SCENECOMP_BIN="$PWD/build/scenecomp" \
+  $PY -m pytest -q -x -p no:cacheprovider tests/integration
+
+if [ "${SC_SKIP_SANITIZE:-0}" != 1 ]; then
+  step "build (asan+ubsan)" env BUILD_DIR=build-asan BUILD_TYPE=Debug ./scripts/build.sh -DSC_SANITIZE=ON
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  step "unit tests (asan+ubsan)" ctest --test-dir build-asan --output-on-failure -j2
+  step "integration tests (asan+ubsan)" env SCENECOMP_BIN="$PWD/build-asan/scenecomp" SC_SANITIZED=1 \
+    $PY -m pytest -q -x -p no:cacheprovider tests/integration
+fi
+
+echo "test.sh: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

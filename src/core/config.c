@@ -1,0 +1,278 @@
+#include "core/config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/fsutil.h"
+
+/* The .env pairs, kept so that sc_config_lookup answers like sc_config_load read.
+ * Written once at start-up (main thread), read-only afterwards. */
+#define DOTENV_MAX 256
+static struct {
+    char *name;
+    char *value;
+} g_dotenv[DOTENV_MAX];
+static int g_dotenv_n;
+
+static void dotenv_clear(void)
+{
+    for (int i = 0; i < g_dotenv_n; i++) {
+        free(g_dotenv[i].name);
+        free(g_dotenv[i].value);
+    }
+    g_dotenv_n = 0;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
+        *--e = '\0';
+    return s;
+}
+
+/* Parses KEY=VALUE lines; `export ` prefixes, comments, blank lines and quoted
+ * values ("..." or '...') are accepted like docker/compose and python-dotenv do.
+ * An unquoted value ends at ` #` (an inline comment). */
+static int dotenv_load(const char *path, char *err, size_t errlen)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = sc_fs_read_file(path, 1 << 20, &text, &len);
+    if (rc == -1 && errno == ENOENT)
+        return 0;
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot read %s: %s", path, rc == -2 ? "file too large" : strerror(errno));
+        return -1;
+    }
+    int lineno = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        lineno++;
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        if (strncmp(s, "export ", 7) == 0)
+            s = trim(s + 7);
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s: line %d: expected NAME=VALUE", path, lineno);
+            free(text);
+            return -1;
+        }
+        *eq = '\0';
+        char *name = trim(s);
+        char *val = trim(eq + 1);
+        size_t vl = strlen(val);
+        if (vl >= 2 && (val[0] == '"' || val[0] == '\'') && val[vl - 1] == val[0]) {
+            val[vl - 1] = '\0';
+            val++;
+        } else {
+            char *hash = strstr(val, " #");
+            if (hash) {
+                *hash = '\0';
+                val = trim(val);
+            }
+        }
+        if (g_dotenv_n == DOTENV_MAX) {
+            snprintf(err, errlen, "%s: more than %d variables", path, DOTENV_MAX);
+            free(text);
+            return -1;
+        }
+        g_dotenv[g_dotenv_n].name = strdup(name);
+        g_dotenv[g_dotenv_n].value = strdup(val);
+        if (!g_dotenv[g_dotenv_n].name || !g_dotenv[g_dotenv_n].value) {
+            snprintf(err, errlen, "out of memory reading %s", path);
+            free(text);
+            return -1;
+        }
+        g_dotenv_n++;
+    }
+    free(text);
+    return 0;
+}
+
+const char *sc_config_lookup(const char *name)
+{
+    const char *v = getenv(name);
+    if (v)
+        return v;
+    for (int i = g_dotenv_n - 1; i >= 0; i--)
+        if (strcmp(g_dotenv[i].name, name) == 0)
+            return g_dotenv[i].value;
+    return NULL;
+}
+
+void sc_config_defaults(sc_config_t *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->host, sizeof c->host, "127.0.0.1");
+    c->port = 8000;
+    c->use_kontext = false;
+    snprintf(c->method, sizeof c->method, "pil");
+    snprintf(c->kontext_model_id, sizeof c->kontext_model_id,
+             "flux-kontext-apps/multi-image-kontext-pro");
+    c->kontext_timeout_seconds = 60;
+    c->max_concurrent_kontext = 5;
+    c->max_kontext_per_hour = 50;
+    c->kontext_daily_limit = 500;
+    snprintf(c->scene_model_id, sizeof c->scene_model_id, "black-forest-labs/flux-schnell");
+    c->scene_timeout_seconds = 60;
+    snprintf(c->replicate_api_base, sizeof c->replicate_api_base, "https://api.replicate.com/v1");
+    snprintf(c->logs_dir, sizeof c->logs_dir, "logs");
+    snprintf(c->output_dir, sizeof c->output_dir, "output");
+    snprintf(c->policy_file, sizeof c->policy_file, "lua/policy.lua");
+    snprintf(c->alerts_file, sizeof c->alerts_file, "lua/alerts.lua");
+    c->max_upload_bytes = 26214400;
+    c->max_image_pixels = 40000000;
+    c->alert_interval_seconds = 5;
+    c->kontext_price_usd = 0.08;
+    c->scene_price_usd = 0.003;
+    c->http_threads = 0;
+    snprintf(c->log_level, sizeof c->log_level, "info");
+}
+
+static int get_str(const char *name, char *dst, size_t cap, char *err, size_t errlen)
+{
+    const char *v = sc_config_lookup(name);
+    if (!v)
+        return 0;
+    if (strlen(v) >= cap) {
+        snprintf(err, errlen, "%s is too long (max %zu bytes)", name, cap - 1);
+        return -1;
+    }
+    memcpy(dst, v, strlen(v) + 1);
+    return 0;
+}
+
+static int get_ll(const char *name, long long *dst, long long lo, long long hi, char *err,
+                  size_t errlen)
+{
+    const char *v = sc_config_lookup(name);
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    while (*end == ' ')
+        end++;
+    if (errno || end == v || *end != '\0' || x < lo || x > hi) {
+        snprintf(err, errlen, "%s must be an integer between %lld and %lld (got '%.64s')", name,
+                 lo, hi, v);
+        return -1;
+    }
+    *dst = x;
+    return 0;
+}
+
+static int get_int(const char *name, int *dst, int lo, int hi, char *err, size_t errlen)
+{
+    long long x = *dst;
+    if (get_ll(name, &x, lo, hi, err, errlen) != 0)
+        return -1;
+    *dst = (int)x;
+    return 0;
+}
+
+static int get_double(const char *name, double *dst, double lo, double hi, char *err,
+                      size_t errlen)
+{
+    const char *v = sc_config_lookup(name);
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    while (*end == ' ')
+        end++;
+    if (errno || end == v || *end != '\0' || !isfinite(x) || x < lo || x > hi) {
+        snprintf(err, errlen, "%s must be a number between %g and %g (got '%.64s')", name, lo, hi,
+                 v);
+        return -1;
+    }
+    *dst = x;
+    return 0;
+}
+
+static int get_bool(const char *name, bool *dst, char *err, size_t errlen)
+{
+    const char *v = sc_config_lookup(name);
+    if (!v)
+        return 0;
+    static const char *yes[] = {"1", "true", "yes", "on"};
+    static const char *no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) {
+            *dst = true;
+            return 0;
+        }
+        if (strcasecmp(v, no[i]) == 0) {
+            *dst = false;
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "%s must be a boolean (true/false, 1/0, yes/no, on/off; got '%.64s')",
+             name, v);
+    return -1;
+}
+
+int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t errlen)
+{
+    sc_config_defaults(c);
+    dotenv_clear();
+    if (dotenv_path && dotenv_load(dotenv_path, err, errlen) != 0)
+        return -1;
+#define S(n, f) get_str(n, c->f, sizeof c->f, err, errlen)
+    if (S("HOST", host) || get_int("PORT", &c->port, 0, 65535, err, errlen) ||
+        get_bool("USE_KONTEXT_COMPOSITE", &c->use_kontext, err, errlen) ||
+        S("COMPOSITE_METHOD", method) || S("KONTEXT_MODEL_ID", kontext_model_id) ||
+        get_double("KONTEXT_TIMEOUT_SECONDS", &c->kontext_timeout_seconds, 0.1, 3600, err,
+                   errlen) ||
+        get_int("MAX_CONCURRENT_KONTEXT", &c->max_concurrent_kontext, 0, 100000, err, errlen) ||
+        get_int("MAX_KONTEXT_PER_HOUR", &c->max_kontext_per_hour, 0, 100000000, err, errlen) ||
+        get_int("KONTEXT_DAILY_GENERATION_LIMIT", &c->kontext_daily_limit, 0, 100000000, err,
+                errlen) ||
+        S("SCENE_MODEL_ID", scene_model_id) ||
+        get_double("SCENE_TIMEOUT_SECONDS", &c->scene_timeout_seconds, 0.1, 3600, err, errlen) ||
+        S("REPLICATE_API_TOKEN", replicate_api_token) ||
+        S("REPLICATE_API_BASE", replicate_api_base) || S("LOGS_DIR", logs_dir) ||
+        S("OUTPUT_DIR", output_dir) || S("POLICY_FILE", policy_file) ||
+        S("ALERTS_FILE", alerts_file) || S("ADMIN_TOKEN", admin_token) ||
+        get_ll("MAX_UPLOAD_BYTES", &c->max_upload_bytes, 1024, (long long)1 << 40, err, errlen) ||
+        get_ll("MAX_IMAGE_PIXELS", &c->max_image_pixels, 1, (long long)1 << 40, err, errlen) ||
+        S("ALERT_WEBHOOK_URL", alert_webhook_url) ||
+        get_double("ALERT_EVAL_INTERVAL_SECONDS", &c->alert_interval_seconds, 0.05, 3600, err,
+                   errlen) ||
+        get_double("KONTEXT_PRICE_USD", &c->kontext_price_usd, 0, 1000, err, errlen) ||
+        get_double("SCENE_PRICE_USD", &c->scene_price_usd, 0, 1000, err, errlen) ||
+        get_int("HTTP_THREADS", &c->http_threads, 0, 256, err, errlen) ||
+        S("LOG_LEVEL", log_level))
+        return -1;
+#undef S
+    if (strcmp(c->method, "pil") != 0 && strcmp(c->method, "kontext") != 0) {
+        snprintf(err, errlen, "COMPOSITE_METHOD must be 'pil' or 'kontext' (got '%.64s')",
+                 c->method);
+        return -1;
+    }
+    if (strcmp(c->log_level, "debug") && strcmp(c->log_level, "info") &&
+        strcmp(c->log_level, "warning") && strcmp(c->log_level, "error")) {
+        snprintf(err, errlen, "LOG_LEVEL must be debug, info, warning or error (got '%.64s')",
+                 c->log_level);
+        return -1;
+    }
+    size_t bl = strlen(c->replicate_api_base);
+    while (bl > 0 && c->replicate_api_base[bl - 1] == '/')
+        c->replicate_api_base[--bl] = '\0';
+    if (strncmp(c->replicate_api_base, "http://", 7) != 0 &&
+        strncmp(c->replicate_api_base, "https://", 8) != 0) {
+        snprintf(err, errlen, "REPLICATE_API_BASE must start with http:// or https://");
+        return -1;
+    }
+    return 0;
+}

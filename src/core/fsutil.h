@@ -1,0 +1,17 @@
+/* Filesystem helpers: atomic replace (temp file, fsync, rename, fsync dir),
+ * recursive mkdir, bounded whole-file read. Thread-safe (no shared state). */
+#ifndef SCENECOMP_CORE_FSUTIL_H
+#define SCENECOMP_CORE_FSUTIL_H
+
+#include <stddef.h>
+
+/* Writes data to path atomically: readers see the old or the new file, never a
+ * partial one, also after a crash. Returns 0, or -1 with errno set. */
+int sc_fs_write_atomic(const char *path, const void *data, size_t len);
+/* mkdir -p with mode 0755. Returns 0 (also when it exists) or -1 with errno. */
+int sc_fs_mkdirs(const char *path);
+/* Reads a whole file of at most max bytes into a malloc'd NUL-terminated buffer
+ * (caller frees *out). Returns 0, -1 with errno, or -2 when the file is larger than max. */
+int sc_fs_read_file(const char *path, size_t max, char **out, size_t *len);
+
+#endif

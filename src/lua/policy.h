@@ -1,0 +1,77 @@
+/* The live routing policy (POLICY_FILE): generations, per-thread states, reload.
+ *
+ * A generation = {number, source text, effective config}. Reload loads the file
+ * into a fresh sandboxed lua_State, validates it (types, known keys, phase exists,
+ * route/on_kontext_error callable on a sample request), then publishes it; a
+ * failing file leaves the previous generation in force and records last_error.
+ * Each thread that calls sc_policy_route owns one lua_State (thread-local) and
+ * swaps it to the newest generation at its next call, so a request sees one
+ * generation from its decision to its end (its `eff` copy), never a mix.
+ * When POLICY_FILE does not exist the embedded default lua/policy.lua is used.
+ *
+ * Threads: route/on_kontext_error from any worker thread; reload from any thread
+ * (serialised inside); SIGHUP only sets a flag (sc_policy_request_reload). */
+#ifndef SCENECOMP_LUA_POLICY_H
+#define SCENECOMP_LUA_POLICY_H
+
+#include <stdbool.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+
+typedef struct sc_policy_req {
+    const char *user_id; /* may be NULL */
+    const char *prompt;  /* may be NULL */
+    int scene_w, scene_h;
+    bool scene_alpha;
+    int product_w, product_h;
+    bool product_alpha;
+} sc_policy_req_t;
+
+/* The effective config of one generation: env defaults < table keys < phases[phase]. */
+typedef struct sc_policy_effective {
+    long long version;
+    bool use_kontext;
+    char method[16];
+    char model_id[SC_CFG_STR];
+    double timeout_seconds;
+    int max_concurrent, max_per_hour, daily_limit;
+    char phase[64]; /* "" = none */
+} sc_policy_effective_t;
+
+typedef enum { SC_ROUTE_PIL = 0, SC_ROUTE_KONTEXT = 1 } sc_route_t;
+
+/* Loads POLICY_FILE (or the embedded default when the file does not exist) as
+ * generation 1. Returns 0, or -1 with "file:line: message" in err (start-up stops). */
+int sc_policy_init(const sc_config_t *cfg, char *err, size_t errlen);
+void sc_policy_shutdown(void);
+
+/* Decides the method for req with this thread's state (swapped to the newest
+ * generation first) and copies that generation's effective config into eff.
+ * A route error/invalid answer gives SC_ROUTE_PIL, is logged with `[Policy]`
+ * and counted (sc_metrics_route_error). Never fails. */
+sc_route_t sc_policy_route(const sc_policy_req_t *req, sc_policy_effective_t *eff);
+
+/* Asks on_kontext_error(err, req, ctx) of generation eff->version if still
+ * current (else the newest). Returns true for "fail", false for "fallback"
+ * (also on error or when the policy has no such function). */
+bool sc_policy_on_kontext_error(const sc_policy_effective_t *eff, const char *reason,
+                                const char *message, const sc_policy_req_t *req);
+
+/* The newest published generation's effective config, without Lua. */
+void sc_policy_current(sc_policy_effective_t *eff);
+long long sc_policy_version(void);
+
+/* Reloads POLICY_FILE now. trigger names the cause for the log ("file change",
+ * "SIGHUP", "admin"). Returns 0 (published, version in *version) or -1 with the
+ * error in err (old generation kept; last_error set; `[Policy]` logged). */
+int sc_policy_reload(const char *trigger, long long *version, char *err, size_t errlen);
+
+/* Appends {"version","loaded_at","source","phase","effective":{...},"last_error"}. */
+int sc_policy_status_json(sc_buf_t *out);
+
+/* Offline validation (`scenecomp check-policy FILE`), the same checks reload runs.
+ * Returns 0 or -1 with the error in err. */
+int sc_policy_check_file(const sc_config_t *cfg, const char *path, char *err, size_t errlen);
+
+#endif

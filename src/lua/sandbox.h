@@ -1,0 +1,50 @@
+/* Sandboxed Lua states for policy and alert files, and the one door into Lua.
+ *
+ * A state has: base (minus dofile/loadfile/load of binary chunks/collectgarbage
+ * tuning), string, table, math, utf8, os.time/os.clock/os.date only, cjson (as
+ * `cjson`), and the `scenecomp` module (env, log, now, bucket, metrics). No io,
+ * no os.execute/remove/rename/exit/getenv, no require of native modules, no
+ * debug. Assignments to undeclared globals raise. Chunks are loaded as text only.
+ * Every call into Lua runs under sc_lua_call: traceback handler, an
+ * instruction-count hook enforcing a deadline (so an infinite loop becomes a
+ * runtime error), stack restored on every exit.
+ *
+ * Threads: a state belongs to the thread that uses it; these functions touch no
+ * shared state except the config lookup and the metrics snapshot (both thread-safe). */
+#ifndef SCENECOMP_LUA_SANDBOX_H
+#define SCENECOMP_LUA_SANDBOX_H
+
+#include <stddef.h>
+
+#include <lua.h>
+
+#include "metrics/metrics.h"
+
+/* Default budget for one call into policy/alert code. */
+#define SC_LUA_CALL_BUDGET_SECONDS 0.25
+
+/* Creates a sandboxed state. Returns NULL with err set on failure. Close with lua_close. */
+lua_State *sc_lua_new_state(char *err, size_t errlen);
+
+/* Loads source (text only) as chunkname (e.g. "@lua/policy.lua") into the
+ * sandbox and runs it under the budget; on success its first result is left on
+ * the stack (top +1) and 0 returned; else -1 with "file:line: message" in err
+ * and the stack unchanged. */
+int sc_lua_run_chunk(lua_State *L, const char *source, size_t len, const char *chunkname,
+                     double budget_seconds, char *err, size_t errlen);
+
+/* The one door: calls the function below nargs arguments on the stack
+ * (stack: fn, arg1..argn -> res1..resn on success, nothing on failure) with a
+ * traceback handler and a deadline. Returns 0, or -1 with the message in err
+ * ("timeout: ..." when the budget ran out). */
+int sc_lua_call(lua_State *L, int nargs, int nresults, double budget_seconds, char *err,
+                size_t errlen);
+
+/* Pushes a table with the fields of /api/admin/metrics/composite (NaN -> nil). */
+void sc_lua_push_metrics(lua_State *L, const sc_metrics_snapshot_t *s);
+
+/* Stable bucket 0..99 of key under salt: FNV-1a 32-bit over salt ":" key, mod 100.
+ * The same on every instance and after restarts. */
+int sc_lua_bucket(const char *key, size_t keylen, const char *salt, size_t saltlen);
+
+#endif

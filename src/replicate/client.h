@@ -1,0 +1,64 @@
+/* Replicate predictions client on libcurl's multi interface, driven by ONE I/O
+ * thread. A submitted job runs: create (POST /models/{owner}/{name}/predictions,
+ * `Prefer: wait=N`, `Cancel-After` as a backstop) -> poll `urls.get` until a
+ * terminal status -> download the output (https: or data: URI) -> done callback.
+ * 429 (Retry-After, body retry_after, else backoff) and 5xx/transport errors on
+ * GETs are retried while the deadline allows; when the deadline passes the
+ * prediction is cancelled upstream (POST urls.cancel) and the job ends as
+ * SC_REP_TIMEOUT. The token goes only in the Authorization header and is never
+ * copied into a message. The I/O thread never touches Lua.
+ *
+ * Threads: sc_replicate_submit may be called from any thread; callbacks run on
+ * the I/O thread and must be short (e.g. store the result, resume a connection). */
+#ifndef SCENECOMP_REPLICATE_CLIENT_H
+#define SCENECOMP_REPLICATE_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+
+typedef enum {
+    SC_REP_OK = 0,
+    SC_REP_TIMEOUT,        /* deadline passed anywhere (create, poll, download) */
+    SC_REP_API_ERROR,      /* failed/canceled/aborted prediction, HTTP error after retries, bad JSON */
+    SC_REP_INVALID_OUTPUT, /* output missing, not an image, or of insane size */
+    SC_REP_NO_TOKEN,       /* REPLICATE_API_TOKEN unset */
+} sc_rep_status_t;
+
+typedef struct sc_rep_result {
+    sc_rep_status_t status;
+    char message[512];        /* upstream reason, e.g. "prediction failed: ... (E005)" */
+    char prediction_id[64];   /* "" if none was created */
+    uint8_t *output;          /* downloaded bytes of the first output (owned) */
+    size_t output_len;
+    int http_status;          /* last HTTP status seen from the API (0 = none) */
+    int attempts;             /* HTTP requests made for the create (retries included) */
+    bool cancel_sent;         /* POST .../cancel was sent */
+    double seconds;           /* submit to done */
+} sc_rep_result_t;
+
+/* Called exactly once per accepted job, on the I/O thread. Takes ownership of
+ * res: free it with sc_rep_result_free (any thread). */
+typedef void (*sc_rep_done_fn)(sc_rep_result_t *res, void *ud);
+
+/* Starts the I/O thread. cfg must outlive the client. Returns 0 or -1. */
+int sc_replicate_init(const sc_config_t *cfg);
+
+/* Queues a prediction of model ("owner/name") with input_json (a JSON object
+ * text for "input"; ownership is taken, freed by the client). The job's deadline
+ * is now + timeout_seconds. Returns 0 (done will be called) or -1 (not queued:
+ * out of memory or client stopped; done will NOT be called; input_json freed).
+ * With no token configured, the job completes at once as SC_REP_NO_TOKEN. */
+int sc_replicate_submit(const char *model, char *input_json, double timeout_seconds,
+                        sc_rep_done_fn done, void *ud);
+
+void sc_replicate_result_free(sc_rep_result_t *res);
+const char *sc_replicate_status_name(sc_rep_status_t s); /* "ok","timeout","api_error",... */
+
+/* Stops the I/O thread: pending jobs complete with SC_REP_TIMEOUT after their
+ * upstream predictions are cancelled (best effort). */
+void sc_replicate_shutdown(void);
+
+#endif

@@ -1,0 +1,26 @@
+/* Builds the model inputs (the JSON text of "input") for the two models. Runs on
+ * the request thread (CPU work: downscale + re-encode + base64), never on the I/O
+ * thread. Images are sent as data URIs; anything over SC_INPUTS_MAX_SIDE pixels on
+ * its long side is downscaled first, scenes go as JPEG q90, products as PNG (to
+ * keep alpha), so an upload stays well under Replicate's data-URI guidance. */
+#ifndef SCENECOMP_REPLICATE_INPUTS_H
+#define SCENECOMP_REPLICATE_INPUTS_H
+
+#include "image/image.h"
+
+#define SC_INPUTS_MAX_SIDE 1024
+
+/* Kontext (multi-image-kontext-pro): input_image_1 = scene, input_image_2 =
+ * product, prompt (a default placement prompt when NULL/empty),
+ * aspect_ratio "match_input_image", output_format "png". *json is malloc'd
+ * (caller frees). Returns 0 or -1 (out of memory / encode failure). */
+int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
+                      char **json);
+
+/* Scene generation (flux-schnell): prompt, aspect_ratio, optional seed
+ * (has_seed), num_outputs 1, output_format "png" (our decoders do not read
+ * WebP). Returns 0 or -1. */
+int sc_inputs_scene(const char *prompt, const char *aspect_ratio, int has_seed, long long seed,
+                    char **json);
+
+#endif
