@@ -1,7 +1,405 @@
-/* placeholder until the HTTP/CLI work lands */
+/* scenecomp: the command line.
+ *
+ *   scenecomp serve                       the HTTP service (config: env, then .env)
+ *   scenecomp composite --scene S --product P -o OUT [--x --y --scale --format]
+ *   scenecomp check-policy FILE           validate a policy file (exit 0 ok, 1 error)
+ *   scenecomp check-alerts FILE           validate an alert rules file
+ *   scenecomp --version | --help
+ *
+ * Exit codes: 0 success, 1 failure (bad file, start-up error), 2 bad usage. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "alerts/alerts.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "http/compose.h"
+#include "http/server.h"
+#include "image/codec.h"
+#include "limits/limiter.h"
+#include "lua/policy.h"
+#include "lua/reload.h"
+#include "metrics/metrics.h"
+#include "replicate/client.h"
+
+/* How long a graceful stop lets in-flight Kontext predictions finish before
+ * the Replicate client cancels them (their requests then fall back to PIL). */
+#define SHUTDOWN_GRACE_SECONDS 10.0
+/* How long it waits for the last answers to be written. */
+#define SHUTDOWN_DRAIN_SECONDS 5.0
+
+static void usage(FILE *f)
 {
-    puts("scenecomp");
+    fprintf(f,
+            "usage: scenecomp <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  serve                      run the HTTP service (config from env and .env)\n"
+            "  composite --scene FILE --product FILE -o OUT [--x 0.5] [--y 0.6]\n"
+            "            [--scale 0.4] [--format png|jpeg]\n"
+            "                             composite locally (PIL method) and write OUT\n"
+            "  check-policy FILE          validate a policy file (exit 0 ok, 1 with the error)\n"
+            "  check-alerts FILE          validate an alert rules file\n"
+            "  --version                  print the version\n"
+            "  --help                     print this help\n");
+}
+
+/* ==== composite ==== */
+
+static int read_image(const char *what, const char *path, long long max_pixels, sc_image_t *img)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int rc = sc_fs_read_file(path, (size_t)1 << 30, &data, &len);
+    if (rc != 0) {
+        fprintf(stderr, "scenecomp: cannot read %s '%s': %s\n", what, path,
+                rc == -2 ? "file too large" : strerror(errno));
+        return -1;
+    }
+    const char *err = NULL;
+    sc_codec_status_t st = sc_codec_decode((const uint8_t *)data, len, max_pixels, img, &err);
+    free(data);
+    if (st == SC_CODEC_TOO_LARGE) {
+        fprintf(stderr, "scenecomp: %s '%s' has more than %lld pixels\n", what, path, max_pixels);
+        return -1;
+    }
+    if (st != SC_CODEC_OK) {
+        fprintf(stderr, "scenecomp: %s '%s' is not a valid PNG or JPEG image%s%s\n", what, path,
+                err ? ": " : "", err ? err : "");
+        return -1;
+    }
     return 0;
+}
+
+/* Matches --name VALUE or --name=VALUE; advances *i past what it used. */
+static bool opt_value(int argc, char **argv, int *i, const char *name, const char **out)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0)
+        return false;
+    if (a[n] == '=') {
+        *out = a + n + 1;
+        return true;
+    }
+    if (a[n] != '\0')
+        return false;
+    if (*i + 1 >= argc) {
+        *out = NULL;
+        return true;
+    }
+    *out = argv[++*i];
+    return true;
+}
+
+static int cmd_composite(int argc, char **argv)
+{
+    const char *scene = NULL, *product = NULL, *out = NULL, *format = NULL;
+    const char *sx = NULL, *sy = NULL, *sscale = NULL;
+    for (int i = 2; i < argc; i++) {
+        const char *v = NULL;
+        const char **slot = NULL;
+        const char *name = argv[i];
+        if (opt_value(argc, argv, &i, "--scene", &v))
+            slot = &scene;
+        else if (opt_value(argc, argv, &i, "--product", &v))
+            slot = &product;
+        else if (opt_value(argc, argv, &i, "--output", &v) || opt_value(argc, argv, &i, "-o", &v))
+            slot = &out;
+        else if (opt_value(argc, argv, &i, "--x", &v))
+            slot = &sx;
+        else if (opt_value(argc, argv, &i, "--y", &v))
+            slot = &sy;
+        else if (opt_value(argc, argv, &i, "--scale", &v))
+            slot = &sscale;
+        else if (opt_value(argc, argv, &i, "--format", &v))
+            slot = &format;
+        if (!slot) {
+            fprintf(stderr, "scenecomp composite: unknown option '%s'\n", name);
+            usage(stderr);
+            return 2;
+        }
+        if (!v) {
+            fprintf(stderr, "scenecomp composite: option '%s' needs a value\n", name);
+            return 2;
+        }
+        *slot = v;
+    }
+    if (!scene || !product || !out) {
+        fprintf(stderr, "scenecomp composite: --scene, --product and -o are required\n");
+        usage(stderr);
+        return 2;
+    }
+    sc_place_params_t p = {0.5, 0.6, 0.4};
+    if ((sx && sc_compose_parse_number(sx, &p.x) != 0) ||
+        (sy && sc_compose_parse_number(sy, &p.y) != 0) ||
+        (sscale && sc_compose_parse_number(sscale, &p.scale) != 0)) {
+        fprintf(stderr, "scenecomp composite: --x, --y and --scale take numbers\n");
+        return 2;
+    }
+    char perr[160];
+    if (sc_compose_check_params(&p, perr, sizeof perr) != 0) {
+        fprintf(stderr, "scenecomp composite: %s\n", perr);
+        return 2;
+    }
+    sc_image_format_t fmt = SC_FMT_PNG;
+    if (format) {
+        fmt = sc_compose_parse_format(format);
+        if (fmt == SC_FMT_UNKNOWN) {
+            fprintf(stderr, "scenecomp composite: --format must be png or jpeg\n");
+            return 2;
+        }
+    } else {
+        /* No --format: the output's extension decides (.jpg/.jpeg -> JPEG). */
+        const char *dot = strrchr(out, '.');
+        if (dot && (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0))
+            fmt = SC_FMT_JPEG;
+    }
+
+    sc_config_t cfg;
+    sc_config_defaults(&cfg);
+    sc_image_t s = SC_IMAGE_INIT, pr = SC_IMAGE_INIT;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    int rc = 1;
+    if (read_image("scene", scene, cfg.max_image_pixels, &s) != 0 ||
+        read_image("product", product, cfg.max_image_pixels, &pr) != 0)
+        goto cleanup;
+    double t0 = sc_clock_mono();
+    const char *err = NULL;
+    if (sc_compose_pil(&s, &pr, &p, fmt, &bytes, &len, &err) != 0) {
+        fprintf(stderr, "scenecomp: composite failed: %s\n", err ? err : "unknown error");
+        goto cleanup;
+    }
+    if (sc_fs_write_atomic(out, bytes, len) != 0) {
+        fprintf(stderr, "scenecomp: cannot write '%s': %s\n", out, strerror(errno));
+        goto cleanup;
+    }
+    printf("wrote %s (%dx%d %s, %.3f s)\n", out, s.width, s.height, sc_compose_format_name(fmt),
+           sc_clock_mono() - t0);
+    rc = 0;
+cleanup:
+    free(bytes);
+    sc_image_free(&s);
+    sc_image_free(&pr);
+    return rc;
+}
+
+/* ==== check-policy / check-alerts ==== */
+
+static int cmd_check(int argc, char **argv, bool policy)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: scenecomp %s FILE\n", argv[1]);
+        return 2;
+    }
+    char err[2048] = "";
+    int rc;
+    if (policy) {
+        sc_config_t cfg;
+        if (sc_config_load(&cfg, ".env", err, sizeof err) != 0) {
+            fprintf(stderr, "scenecomp: configuration error: %s\n", err);
+            return 1;
+        }
+        rc = sc_policy_check_file(&cfg, argv[2], err, sizeof err);
+    } else {
+        rc = sc_alerts_check_file(argv[2], err, sizeof err);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "%s\n", err[0] ? err : "invalid file");
+        fprintf(stderr, "%s: test failed\n", argv[2]);
+        return 1;
+    }
+    printf("%s: ok\n", argv[2]);
+    return 0;
+}
+
+/* ==== serve ==== */
+
+/* Waits up to seconds for pred() to be true; returns early (false) on a
+ * second SIGINT/SIGTERM so an impatient operator can cut the grace short. */
+static bool wait_until(bool (*pred)(void), double seconds, const sigset_t *sigs)
+{
+    double end = sc_clock_mono() + seconds;
+    while (!pred()) {
+        if (sc_clock_mono() >= end)
+            return false;
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        int sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig == SIGINT || sig == SIGTERM)
+            return false;
+        if (sig == SIGHUP)
+            sc_reload_request();
+    }
+    return true;
+}
+
+static bool none_suspended(void)
+{
+    return sc_http_suspended() == 0;
+}
+
+static bool no_connections(void)
+{
+    return sc_http_connections() == 0;
+}
+
+static int cmd_serve(void)
+{
+    sc_config_t *cfg = calloc(1, sizeof *cfg); /* outlives every module; freed at exit */
+    char err[2048] = "";
+    if (!cfg)
+        return 1;
+    if (sc_config_load(cfg, ".env", err, sizeof err) != 0) {
+        fprintf(stderr, "scenecomp: configuration error: %s\n", err);
+        free(cfg);
+        return 1;
+    }
+    if (sc_log_open(cfg->logs_dir) != 0) {
+        fprintf(stderr, "scenecomp: cannot open the log in LOGS_DIR '%s': %s\n", cfg->logs_dir,
+                strerror(errno));
+        free(cfg);
+        return 1;
+    }
+    sc_log_set_level(sc_log_level_parse(cfg->log_level));
+    sc_log_add_secret(cfg->replicate_api_token);
+    sc_log_add_secret(cfg->admin_token);
+
+    /* Signals go to the main thread only (sigtimedwait below): block them before
+     * any module starts a thread, so every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    bool metrics_up = false, policy_up = false, alerts_up = false, rep_up = false, reload_up = false;
+    if (sc_fs_mkdirs(cfg->output_dir) != 0) {
+        sc_log_error("cannot create OUTPUT_DIR '%s': %s", cfg->output_dir, strerror(errno));
+        goto out;
+    }
+    sc_limits_store_t *store = sc_limits_memory_new();
+    if (!store) {
+        sc_log_error("out of memory creating the limiter");
+        goto out;
+    }
+    sc_limiter_init(store);
+    if (sc_metrics_init(cfg, sc_limiter_store()) != 0) {
+        sc_log_error("cannot start metrics in LOGS_DIR '%s'", cfg->logs_dir);
+        goto out;
+    }
+    metrics_up = true;
+    if (sc_policy_init(cfg, err, sizeof err) != 0) {
+        sc_log_error("[Policy] cannot load the policy: %s", err);
+        goto out;
+    }
+    policy_up = true;
+    if (sc_alerts_init(cfg, err, sizeof err) != 0) {
+        sc_log_error("[Alert] cannot load the alert rules: %s", err);
+        goto out;
+    }
+    alerts_up = true;
+    if (sc_replicate_init(cfg) != 0) {
+        sc_log_error("cannot start the Replicate client");
+        goto out;
+    }
+    rep_up = true;
+    if (sc_reload_start(cfg) != 0) {
+        sc_log_error("cannot start the policy file watcher");
+        goto out;
+    }
+    reload_up = true;
+    if (sc_http_start(cfg, err, sizeof err) != 0) {
+        sc_log_error("%s", err);
+        goto out;
+    }
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            sc_log_info("[Policy] SIGHUP: reload requested");
+            sc_reload_request();
+            continue;
+        }
+        sc_log_info("shutting down (%s): no new connections, finishing requests",
+                    sig == SIGINT ? "SIGINT" : "SIGTERM");
+        break;
+    }
+    sc_http_quiesce();
+    sc_reload_stop();
+    reload_up = false;
+    if (!wait_until(none_suspended, SHUTDOWN_GRACE_SECONDS, &sigs))
+        sc_log_warn("shutdown: cancelling %d Kontext/scene job(s) still running",
+                    sc_http_suspended());
+    sc_replicate_shutdown(); /* completes every pending job, so every connection resumes */
+    rep_up = false;
+    while (sc_http_suspended() > 0) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    wait_until(no_connections, SHUTDOWN_DRAIN_SECONDS, &sigs);
+    sc_http_stop();
+    rc = 0;
+out:
+    if (reload_up)
+        sc_reload_stop();
+    if (rep_up)
+        sc_replicate_shutdown();
+    if (alerts_up)
+        sc_alerts_shutdown();
+    if (policy_up)
+        sc_policy_shutdown();
+    if (metrics_up)
+        sc_metrics_shutdown();
+    sc_limiter_shutdown();
+    sc_log_info(rc == 0 ? "stopped" : "start-up failed");
+    sc_log_close();
+    free(cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
+        printf("scenecomp %s\n", SC_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0) {
+        if (argc != 2) {
+            fprintf(stderr, "scenecomp serve: takes no arguments (configure with env or .env)\n");
+            return 2;
+        }
+        return cmd_serve();
+    }
+    if (strcmp(cmd, "composite") == 0)
+        return cmd_composite(argc, argv);
+    if (strcmp(cmd, "check-policy") == 0)
+        return cmd_check(argc, argv, true);
+    if (strcmp(cmd, "check-alerts") == 0)
+        return cmd_check(argc, argv, false);
+    fprintf(stderr, "scenecomp: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
 }

@@ -1,0 +1,233 @@
+/* The admin endpoints (/api/admin/...) and /metrics, behind one access rule:
+ * with ADMIN_TOKEN set, `Authorization: Bearer <token>` is required (401
+ * otherwise, also from loopback); without it only loopback peers are answered
+ * (403 for others). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "alerts/alerts.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "http/compose.h"
+#include "http/conn.h"
+#include "lua/policy.h"
+#include "metrics/metrics.h"
+
+/* ==== Access ==== */
+
+static bool const_time_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char d = (unsigned char)(alen != blen);
+    size_t n = alen < blen ? alen : blen;
+    for (size_t i = 0; i < n; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+static bool peer_is_loopback(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr)
+        return false;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
+    }
+    return false;
+}
+
+bool sc_http__admin_allowed(struct MHD_Connection *conn, const sc_config_t *cfg,
+                            enum MHD_Result *queued)
+{
+    if (cfg->admin_token[0]) {
+        const char *auth =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+            const char *tok = auth + 7;
+            while (*tok == ' ')
+                tok++;
+            if (const_time_eq(tok, strlen(tok), cfg->admin_token, strlen(cfg->admin_token)))
+                return true;
+        }
+        struct MHD_Response *r = NULL;
+        static const char body[] =
+            "{\"error\": {\"code\": \"unauthorized\", \"message\": \"missing or wrong admin token\"}}\n";
+        r = MHD_create_response_from_buffer(sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+        if (!r) {
+            *queued = MHD_NO;
+            return false;
+        }
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"scenecomp-admin\"");
+        *queued = MHD_queue_response(conn, 401, r);
+        MHD_destroy_response(r);
+        return false;
+    }
+    if (peer_is_loopback(conn))
+        return true;
+    *queued = sc_http__send_error(conn, 403, "forbidden",
+                                  "admin endpoints answer loopback peers only when ADMIN_TOKEN is not set");
+    return false;
+}
+
+/* ==== Endpoints ==== */
+
+static void effective_caps(sc_limits_caps_t *caps)
+{
+    sc_policy_effective_t eff;
+    sc_policy_current(&eff);
+    *caps = (sc_limits_caps_t){eff.max_concurrent, eff.max_per_hour, eff.daily_limit};
+}
+
+static enum MHD_Result metrics_composite(struct MHD_Connection *conn)
+{
+    sc_limits_caps_t caps;
+    effective_caps(&caps);
+    sc_metrics_snapshot_t s;
+    sc_metrics_snapshot(sc_clock_wall(), &caps, &s);
+    sc_buf_t b = SC_BUF_INIT;
+    if (sc_metrics_snapshot_json(&s, &b) != 0) {
+        sc_buf_free(&b);
+        return sc_http__send_oom(conn);
+    }
+    return sc_http__send_json(conn, 200, &b);
+}
+
+static enum MHD_Result daily_generations(struct MHD_Connection *conn)
+{
+    int days = 7;
+    const char *arg = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "days");
+    if (arg) {
+        char *end = NULL;
+        long v = strtol(arg, &end, 10);
+        bool digits = arg[0] >= '0' && arg[0] <= '9';
+        if (!digits || end == arg || *end != '\0' || v < 1 || v > 365)
+            return sc_http__send_error(conn, 400, "invalid_parameter",
+                                       "query parameter 'days' must be an integer from 1 to 365");
+        days = (int)v;
+    }
+    sc_limits_caps_t caps;
+    effective_caps(&caps);
+    sc_buf_t b = SC_BUF_INIT;
+    if (sc_metrics_daily_json(sc_clock_wall(), days, caps.daily_limit, &b) != 0) {
+        sc_buf_free(&b);
+        return sc_http__send_oom(conn);
+    }
+    return sc_http__send_json(conn, 200, &b);
+}
+
+typedef int (*json_fn)(sc_buf_t *out);
+
+static enum MHD_Result send_from(struct MHD_Connection *conn, json_fn fn)
+{
+    sc_buf_t b = SC_BUF_INIT;
+    if (fn(&b) != 0) {
+        sc_buf_free(&b);
+        return sc_http__send_oom(conn);
+    }
+    return sc_http__send_json(conn, 200, &b);
+}
+
+static enum MHD_Result metrics_reset(struct MHD_Connection *conn)
+{
+    sc_metrics_reset(sc_clock_wall());
+    sc_alerts_evaluate_now();
+    sc_log_info("[Admin] metrics reset");
+    sc_buf_t b = SC_BUF_INIT;
+    if (sc_buf_puts(&b, "{\"status\": \"reset\"}") != 0) {
+        sc_buf_free(&b);
+        return sc_http__send_oom(conn);
+    }
+    return sc_http__send_json(conn, 200, &b);
+}
+
+static enum MHD_Result reload(struct MHD_Connection *conn)
+{
+    char perr[1024] = "", aerr[1024] = "";
+    long long version = 0;
+    int prc = sc_policy_reload("admin", &version, perr, sizeof perr);
+    int arc = sc_alerts_reload("admin", aerr, sizeof aerr);
+    if (prc != 0 || arc != 0) {
+        return sc_http__send_error(conn, 422, "reload_failed", "%s%s%s%s%s",
+                                   prc ? "policy: " : "", prc ? perr : "",
+                                   prc && arc ? "; " : "", arc ? "alerts: " : "", arc ? aerr : "");
+    }
+    sc_buf_t b = SC_BUF_INIT;
+    if (sc_buf_printf(&b, "{\"status\": \"reloaded\", \"version\": %lld}", version) != 0) {
+        sc_buf_free(&b);
+        return sc_http__send_oom(conn);
+    }
+    return sc_http__send_json(conn, 200, &b);
+}
+
+static enum MHD_Result prometheus(struct MHD_Connection *conn)
+{
+    sc_limits_caps_t caps;
+    effective_caps(&caps);
+    sc_buf_t b = SC_BUF_INIT;
+    if (sc_metrics_prometheus(sc_clock_wall(), &caps, &b) != 0) {
+        sc_buf_free(&b);
+        return sc_http__send_oom(conn);
+    }
+    size_t len = 0;
+    char *data = sc_buf_steal(&b, &len);
+    return sc_http__send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", data, len);
+}
+
+enum MHD_Result sc_http__admin(struct MHD_Connection *conn, const sc_config_t *cfg,
+                               const char *method, const char *url)
+{
+    enum MHD_Result queued = MHD_NO;
+    if (!sc_http__admin_allowed(conn, cfg, &queued))
+        return queued;
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool post = strcmp(method, "POST") == 0;
+
+    static const struct {
+        const char *path;
+        bool post;
+    } routes[] = {
+        {"/api/admin/metrics/composite", false}, {"/api/admin/metrics/health", false},
+        {"/api/admin/metrics/daily-generations", false}, {"/api/admin/metrics/reset", true},
+        {"/api/admin/alerts", false}, {"/api/admin/policy", false},
+        {"/api/admin/reload", true}, {"/metrics", false},
+    };
+    int idx = -1;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (strcmp(url, routes[i].path) == 0)
+            idx = (int)i;
+    if (idx < 0)
+        return sc_http__send_error(conn, 404, "not_found", "no route for %s %s", method, url);
+    if (routes[idx].post ? !post : !get)
+        return sc_http__send_405(conn, routes[idx].post ? "POST" : "GET, HEAD");
+    switch (idx) {
+    case 0:
+        return metrics_composite(conn);
+    case 1:
+        return send_from(conn, sc_alerts_health_json);
+    case 2:
+        return daily_generations(conn);
+    case 3:
+        return metrics_reset(conn);
+    case 4:
+        return send_from(conn, sc_alerts_json);
+    case 5:
+        return send_from(conn, sc_policy_status_json);
+    case 6:
+        return reload(conn);
+    default:
+        return prometheus(conn);
+    }
+}

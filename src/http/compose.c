@@ -1,0 +1,112 @@
+#include "http/compose.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fsutil.h"
+#include "core/ids.h"
+
+int sc_compose_parse_number(const char *s, double *out)
+{
+    /* strtod alone accepts " 1", "0x1p-1", "inf" and "nan"; a client sending
+     * any of those made a mistake, so only plain decimals pass. */
+    if (!s || !*s)
+        return -1;
+    for (const char *c = s; *c; c++) {
+        if (!strchr("0123456789+-.eE", *c))
+            return -1;
+    }
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int sc_compose_check_params(const sc_place_params_t *p, char *err, size_t errlen)
+{
+    if (!(p->x >= 0.0 && p->x <= 1.0)) {
+        snprintf(err, errlen, "field 'x' must be a number between 0 and 1");
+        return -1;
+    }
+    if (!(p->y >= 0.0 && p->y <= 1.0)) {
+        snprintf(err, errlen, "field 'y' must be a number between 0 and 1");
+        return -1;
+    }
+    if (!(p->scale > 0.0 && p->scale <= 4.0)) {
+        snprintf(err, errlen, "field 'scale' must be a number greater than 0 and at most 4");
+        return -1;
+    }
+    return 0;
+}
+
+sc_image_format_t sc_compose_parse_format(const char *s)
+{
+    if (!s)
+        return SC_FMT_UNKNOWN;
+    if (strcmp(s, "png") == 0)
+        return SC_FMT_PNG;
+    if (strcmp(s, "jpeg") == 0 || strcmp(s, "jpg") == 0)
+        return SC_FMT_JPEG;
+    return SC_FMT_UNKNOWN;
+}
+
+const char *sc_compose_format_name(sc_image_format_t f)
+{
+    return f == SC_FMT_JPEG ? "jpeg" : "png";
+}
+
+const char *sc_compose_format_ext(sc_image_format_t f)
+{
+    return f == SC_FMT_JPEG ? "jpg" : "png";
+}
+
+const char *sc_compose_format_mime(sc_image_format_t f)
+{
+    return f == SC_FMT_JPEG ? "image/jpeg" : "image/png";
+}
+
+int sc_compose_encode(const sc_image_t *img, sc_image_format_t fmt, uint8_t **out,
+                      size_t *out_len)
+{
+    if (fmt == SC_FMT_JPEG)
+        return sc_codec_encode_jpeg(img, SC_COMPOSE_JPEG_QUALITY, out, out_len);
+    return sc_codec_encode_png(img, out, out_len);
+}
+
+int sc_compose_pil(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
+                   sc_image_format_t fmt, uint8_t **out, size_t *out_len, const char **err)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (sc_place_composite(scene, product, p, err) != 0)
+        return -1;
+    if (sc_compose_encode(scene, fmt, out, out_len) != 0) {
+        *err = "cannot encode the composite (out of memory)";
+        return -1;
+    }
+    return 0;
+}
+
+int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, const void *data,
+                    size_t len)
+{
+    if (!sc_id_valid(id, strlen(id))) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (sc_fs_mkdirs(dir) != 0)
+        return -1;
+    char path[2048];
+    int n = snprintf(path, sizeof path, "%s/%s.%s", dir, id, sc_compose_format_ext(fmt));
+    if (n < 0 || (size_t)n >= sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return sc_fs_write_atomic(path, data, len);
+}

@@ -1,0 +1,133 @@
+/* Internal to src/http: the per-connection context, the response helpers and
+ * the route handlers, shared by server.c (dispatch, lifecycle), composite.c,
+ * scenes.c, admin.c and files.c. Not used outside src/http.
+ *
+ * Lifecycle of a context (why the refcount): it is created at the first call of
+ * the access handler and referenced once by the request; a Replicate job takes a
+ * second reference, dropped by its done callback on the curl I/O thread after it
+ * resumed the connection. MHD's "request completed" notification drops the
+ * request's reference. Whichever drop comes last frees it, so the callback never
+ * touches freed memory, also when the client went away while suspended. */
+#ifndef SCENECOMP_HTTP_CONN_H
+#define SCENECOMP_HTTP_CONN_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <microhttpd.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "image/codec.h"
+#include "image/image.h"
+#include "image/place.h"
+#include "lua/policy.h"
+#include "replicate/client.h"
+
+/* Bounds for the small multipart text fields and JSON bodies. */
+#define SC_HTTP_MAX_TEXT_FIELD (64 * 1024)
+#define SC_HTTP_MAX_JSON_BODY (64 * 1024)
+/* Bytes past MAX_UPLOAD_BYTES a chunked upload may still send (dropped, not
+ * buffered) before the connection is cut instead of answered with a 413. */
+#define SC_HTTP_DRAIN_BYTES (1024 * 1024)
+
+typedef enum {
+    SC_HTTP_ROUTE_NONE = 0,
+    SC_HTTP_ROUTE_COMPOSITE, /* POST /api/composite */
+    SC_HTTP_ROUTE_SCENES,    /* POST /api/scenes */
+    SC_HTTP_ROUTE_ADMIN_POST /* POST /api/admin/... with a body we ignore */
+} sc_http_route_t;
+
+typedef enum {
+    SC_STAGE_UPLOAD = 0, /* receiving the body */
+    SC_STAGE_WAITING,    /* suspended, a Replicate job runs */
+    SC_STAGE_DONE        /* a response was queued */
+} sc_http_stage_t;
+
+/* One text or file field of the multipart form. */
+typedef struct sc_http_field {
+    sc_buf_t data;
+    bool present;
+} sc_http_field_t;
+
+typedef struct sc_http_conn {
+    atomic_int refs;
+    struct MHD_Connection *mhd;
+    const sc_config_t *cfg;
+    sc_http_route_t route;
+    sc_http_stage_t stage;
+    double t_start; /* monotonic, body complete */
+    long long body_bytes;
+    bool refused; /* an error was already decided while uploading */
+    int refused_status;
+    const char *refused_code;
+    char refused_msg[256];
+
+    /* POST /api/composite upload */
+    struct MHD_PostProcessor *pp;
+    sc_http_field_t f_scene, f_product, f_prompt, f_user_id, f_x, f_y, f_scale, f_format;
+
+    /* POST /api/scenes and other bodies */
+    sc_buf_t body;
+
+    /* Kept across the suspension of a Kontext / scene request. */
+    sc_image_t scene, product;
+    sc_place_params_t params;
+    sc_image_format_t format;
+    bool want_image; /* Accept: image/... */
+    sc_policy_req_t preq;
+    sc_policy_effective_t eff;
+    char id[33];
+    double t_kontext; /* monotonic, submit */
+    bool limiter_held;
+    sc_rep_result_t *result; /* set by the done callback before resuming */
+    /* scenes */
+    double t_scene;
+} sc_http_conn_t;
+
+void sc_http__conn_ref(sc_http_conn_t *c);
+void sc_http__conn_unref(sc_http_conn_t *c);
+
+/* Suspends c's connection for a Replicate job (ref taken for the callback) and
+ * the matching resume, called from the done callback. */
+void sc_http__suspend(sc_http_conn_t *c);
+void sc_http__resume_from_callback(sc_http_conn_t *c, sc_rep_result_t *res);
+
+/* ==== Responses (each returns the MHD_queue_response result) ==== */
+
+/* Takes ownership of body (malloc'd, may be NULL for an empty body). */
+enum MHD_Result sc_http__send(struct MHD_Connection *conn, unsigned status, const char *ctype,
+                              char *body, size_t len);
+/* Sends body->data as application/json and empties body. */
+enum MHD_Result sc_http__send_json(struct MHD_Connection *conn, unsigned status, sc_buf_t *body);
+/* {"error": {"code", "message"}} */
+enum MHD_Result sc_http__send_error(struct MHD_Connection *conn, unsigned status, const char *code,
+                                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* 405 with an Allow header. */
+enum MHD_Result sc_http__send_405(struct MHD_Connection *conn, const char *allow);
+enum MHD_Result sc_http__send_oom(struct MHD_Connection *conn);
+
+/* ==== Handlers ==== */
+
+/* POST /api/composite: body chunks, then the final call (upload_size == 0). */
+enum MHD_Result sc_http__composite_begin(sc_http_conn_t *c);
+enum MHD_Result sc_http__composite_data(sc_http_conn_t *c, const char *data, size_t size);
+enum MHD_Result sc_http__composite_finish(sc_http_conn_t *c);
+/* Called again after a resume. */
+enum MHD_Result sc_http__composite_resumed(sc_http_conn_t *c);
+
+enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c);
+enum MHD_Result sc_http__scenes_resumed(sc_http_conn_t *c);
+
+/* GET /api/composites/{name} and /api/scenes/{name}; name is the tail of the URL. */
+enum MHD_Result sc_http__serve_output(sc_http_conn_t *c, const char *subdir, const char *name);
+
+/* Admin: returns MHD_NO-less results; handles auth itself. method is "GET"/"POST". */
+enum MHD_Result sc_http__admin(struct MHD_Connection *conn, const sc_config_t *cfg,
+                               const char *method, const char *url);
+/* The admin access rule; when refused an error is queued and *queued set. */
+bool sc_http__admin_allowed(struct MHD_Connection *conn, const sc_config_t *cfg,
+                            enum MHD_Result *queued);
+
+#endif

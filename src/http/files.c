@@ -1,0 +1,47 @@
+/* GET /api/composites/{id}.{png|jpg} and GET /api/scenes/{id}.png: saved images.
+ * The name is checked (32 lowercase hex + a known extension) before any path is
+ * built, so nothing a client sends reaches the filesystem unchecked. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/ids.h"
+#include "http/conn.h"
+
+enum MHD_Result sc_http__serve_output(sc_http_conn_t *c, const char *subdir, const char *name)
+{
+    size_t n = strlen(name);
+    const char *ctype = NULL;
+    if (n == SC_ID_LEN + 4 && strcmp(name + SC_ID_LEN, ".png") == 0)
+        ctype = "image/png";
+    else if (n == SC_ID_LEN + 4 && strcmp(name + SC_ID_LEN, ".jpg") == 0 && !subdir)
+        ctype = "image/jpeg";
+    if (!ctype || !sc_id_valid(name, SC_ID_LEN))
+        return sc_http__send_error(c->mhd, 404, "not_found", "no such image");
+
+    char path[2200];
+    snprintf(path, sizeof path, "%s%s%s/%s", c->cfg->output_dir, subdir ? "/" : "",
+             subdir ? subdir : "", name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return sc_http__send_error(c->mhd, 404, "not_found", "no such image");
+    struct stat stt;
+    if (fstat(fd, &stt) != 0 || !S_ISREG(stt.st_mode)) {
+        close(fd);
+        return sc_http__send_error(c->mhd, 404, "not_found", "no such image");
+    }
+    /* MHD owns fd from here and closes it when the response is destroyed. */
+    struct MHD_Response *r = MHD_create_response_from_fd((uint64_t)stt.st_size, fd);
+    if (!r) {
+        close(fd);
+        return sc_http__send_oom(c->mhd);
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "public, max-age=31536000, immutable");
+    enum MHD_Result ret = MHD_queue_response(c->mhd, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}

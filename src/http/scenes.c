@@ -1,0 +1,162 @@
+/* POST /api/scenes: generate a scene with SCENE_MODEL_ID on Replicate. The JSON
+ * body is parsed with cJSON; the job runs with the connection suspended; the
+ * output is decoded (untrusted), saved as OUTPUT_DIR/scenes/<id>.png and served
+ * by GET /api/scenes/<id>.png. Scenes are not rate limited by the Kontext limiter. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/clock.h"
+#include "core/ids.h"
+#include "core/log.h"
+#include "http/compose.h"
+#include "http/conn.h"
+#include "metrics/metrics.h"
+#include "replicate/inputs.h"
+
+/* flux-schnell's accepted aspect ratios. */
+static const char *const k_aspects[] = {"1:1", "16:9", "21:9", "3:2", "2:3", "4:5",
+                                        "5:4", "3:4",  "4:3",  "9:16", "9:21"};
+
+static bool aspect_ok(const char *s)
+{
+    for (size_t i = 0; i < sizeof k_aspects / sizeof k_aspects[0]; i++)
+        if (strcmp(s, k_aspects[i]) == 0)
+            return true;
+    return false;
+}
+
+static void on_scene_done(sc_rep_result_t *res, void *ud)
+{
+    sc_http__resume_from_callback(ud, res);
+}
+
+enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
+{
+    cJSON *root = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
+    enum MHD_Result r;
+    if (!root || !cJSON_IsObject(root)) {
+        r = sc_http__send_error(c->mhd, 400, "bad_request", "body must be a JSON object");
+        goto done;
+    }
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    const cJSON *aspect = cJSON_GetObjectItemCaseSensitive(root, "aspect_ratio");
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(root, "seed");
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(root, "user_id");
+    if (!cJSON_IsString(prompt) || !prompt->valuestring[0]) {
+        r = sc_http__send_error(c->mhd, 400, "bad_request", "field 'prompt' is required (a non-empty string)");
+        goto done;
+    }
+    const char *ar = "16:9";
+    if (aspect && !cJSON_IsNull(aspect)) {
+        if (!cJSON_IsString(aspect) || !aspect_ok(aspect->valuestring)) {
+            r = sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                    "field 'aspect_ratio' must be one of 1:1, 16:9, 21:9, 3:2, "
+                                    "2:3, 4:5, 5:4, 3:4, 4:3, 9:16, 9:21");
+            goto done;
+        }
+        ar = aspect->valuestring;
+    }
+    int has_seed = 0;
+    long long seed_v = 0;
+    if (seed && !cJSON_IsNull(seed)) {
+        double d = cJSON_IsNumber(seed) ? seed->valuedouble : NAN;
+        if (!(d >= 0 && d <= 4294967295.0) || floor(d) != d) {
+            r = sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                    "field 'seed' must be an integer between 0 and 4294967295");
+            goto done;
+        }
+        has_seed = 1;
+        seed_v = (long long)d;
+    }
+    if (user && !cJSON_IsNull(user) && !cJSON_IsString(user)) {
+        r = sc_http__send_error(c->mhd, 400, "invalid_parameter", "field 'user_id' must be a string");
+        goto done;
+    }
+    if (c->cfg->replicate_api_token[0] == '\0') {
+        r = sc_http__send_error(c->mhd, 503, "service_unavailable",
+                                "scene generation needs REPLICATE_API_TOKEN");
+        goto done;
+    }
+    char *json = NULL;
+    if (sc_inputs_scene(prompt->valuestring, ar, has_seed, seed_v, &json) != 0) {
+        r = sc_http__send_oom(c->mhd);
+        goto done;
+    }
+    sc_id_new(c->id);
+    c->t_scene = sc_clock_mono();
+    sc_log_info("[Scene] generating id=%s model=%s aspect_ratio=%s", c->id, c->cfg->scene_model_id, ar);
+    sc_http__suspend(c);
+    if (sc_replicate_submit(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds,
+                            on_scene_done, c) != 0) {
+        sc_rep_result_t *res = calloc(1, sizeof *res);
+        if (res) {
+            res->status = SC_REP_API_ERROR;
+            snprintf(res->message, sizeof res->message, "cannot queue the prediction");
+        }
+        sc_http__resume_from_callback(c, res);
+    }
+    r = MHD_YES;
+done:
+    cJSON_Delete(root);
+    sc_buf_free(&c->body);
+    return r;
+}
+
+enum MHD_Result sc_http__scenes_resumed(sc_http_conn_t *c)
+{
+    sc_rep_result_t *res = c->result;
+    double secs = sc_clock_mono() - c->t_scene;
+    const char *why = !res ? "cannot queue the prediction"
+                      : res->message[0] ? res->message
+                                        : sc_replicate_status_name(res->status);
+    if (!res || res->status != SC_REP_OK) {
+        sc_metrics_scene(sc_clock_wall(), false, secs);
+        sc_log_warn("[Scene] generation failed id=%s: %s", c->id, why);
+        return sc_http__send_error(c->mhd, 502, "upstream_error", "%s", why);
+    }
+    sc_image_t img = SC_IMAGE_INIT;
+    const char *err = NULL;
+    uint8_t *png = NULL;
+    size_t len = 0;
+    enum MHD_Result r;
+    if (sc_codec_decode(res->output, res->output_len, c->cfg->max_image_pixels, &img, &err) !=
+        SC_CODEC_OK) {
+        sc_metrics_scene(sc_clock_wall(), false, secs);
+        sc_log_warn("[Scene] generation failed id=%s: output is not an image (%s)", c->id,
+                    err ? err : "-");
+        r = sc_http__send_error(c->mhd, 502, "upstream_error", "model output is not a PNG or JPEG image");
+        goto cleanup;
+    }
+    char dir[SC_CFG_PATH + 16];
+    snprintf(dir, sizeof dir, "%s/scenes", c->cfg->output_dir);
+    if (sc_codec_encode_png(&img, &png, &len) != 0 ||
+        sc_compose_save(dir, c->id, SC_FMT_PNG, png, len) != 0) {
+        sc_metrics_scene(sc_clock_wall(), false, secs);
+        sc_log_error("[Scene] cannot save scene %s", c->id);
+        r = sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the scene");
+        goto cleanup;
+    }
+    secs = sc_clock_mono() - c->t_scene;
+    sc_metrics_scene(sc_clock_wall(), true, secs);
+    sc_log_info("[Scene] saved id=%s seconds=%.2f", c->id, secs);
+    sc_buf_t b = SC_BUF_INIT;
+    int rc = sc_buf_printf(&b, "{\"id\": \"%s\", \"image_url\": \"/api/scenes/%s.png\", "
+                               "\"width\": %d, \"height\": %d, \"duration_seconds\": ",
+                           c->id, c->id, img.width, img.height);
+    rc |= sc_buf_json_num(&b, round(secs * 1000.0) / 1000.0);
+    rc |= sc_buf_puts(&b, "}");
+    if (rc != 0) {
+        sc_buf_free(&b);
+        r = sc_http__send_oom(c->mhd);
+        goto cleanup;
+    }
+    r = sc_http__send_json(c->mhd, 200, &b);
+cleanup:
+    free(png);
+    sc_image_free(&img);
+    return r;
+}

@@ -1,0 +1,482 @@
+/* The libmicrohttpd daemon, the router and the connection lifecycle.
+ *
+ * Threading: MHD runs a pool of worker threads, each with its own epoll set;
+ * every handler below runs on one of them. A connection waiting for Replicate is
+ * suspended (MHD_suspend_connection) and resumed from the curl I/O thread, so no
+ * worker ever blocks on the network. */
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "http/conn.h"
+#include "lua/policy.h"
+
+#define SC_HTTP_CONNECTION_LIMIT 512
+#define SC_HTTP_IDLE_TIMEOUT 60
+#define SC_HTTP_MEMORY_LIMIT (128 * 1024)
+
+static struct MHD_Daemon *g_daemon;
+static const sc_config_t *g_cfg;
+static int g_port;
+static double g_started; /* monotonic */
+static atomic_int g_suspended;
+
+/* ==== Context lifecycle ==== */
+
+static void field_free(sc_http_field_t *f)
+{
+    sc_buf_free(&f->data);
+    f->present = false;
+}
+
+static void conn_free(sc_http_conn_t *c)
+{
+    if (c->pp)
+        MHD_destroy_post_processor(c->pp);
+    field_free(&c->f_scene);
+    field_free(&c->f_product);
+    field_free(&c->f_prompt);
+    field_free(&c->f_user_id);
+    field_free(&c->f_x);
+    field_free(&c->f_y);
+    field_free(&c->f_scale);
+    field_free(&c->f_format);
+    sc_buf_free(&c->body);
+    sc_image_free(&c->scene);
+    sc_image_free(&c->product);
+    if (c->result)
+        sc_replicate_result_free(c->result);
+    free(c);
+}
+
+void sc_http__conn_ref(sc_http_conn_t *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+}
+
+void sc_http__conn_unref(sc_http_conn_t *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) == 1)
+        conn_free(c);
+}
+
+void sc_http__suspend(sc_http_conn_t *c)
+{
+    /* Suspend BEFORE the job is submitted: the callback may run at once on the
+     * I/O thread, and resuming a connection that is not suspended yet is not
+     * something MHD promises to handle. */
+    sc_http__conn_ref(c);
+    c->stage = SC_STAGE_WAITING;
+    atomic_fetch_add(&g_suspended, 1);
+    MHD_suspend_connection(c->mhd);
+}
+
+void sc_http__resume_from_callback(sc_http_conn_t *c, sc_rep_result_t *res)
+{
+    /* Runs on the curl I/O thread (or on the worker when a submit failed). The
+     * result is stored before the resume so the worker sees it; after the resume
+     * only our own reference is touched. */
+    c->result = res;
+    atomic_fetch_sub(&g_suspended, 1);
+    MHD_resume_connection(c->mhd);
+    sc_http__conn_unref(c);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    sc_http_conn_t *c = *con_cls;
+    if (!c)
+        return;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        sc_log_debug("http: request ended early (code %d)", (int)toe);
+    *con_cls = NULL;
+    sc_http__conn_unref(c);
+}
+
+/* ==== Responses ==== */
+
+enum MHD_Result sc_http__send(struct MHD_Connection *conn, unsigned status, const char *ctype,
+                              char *body, size_t len)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, body ? body : (void *)"", body ? MHD_RESPMEM_MUST_FREE
+                                                                            : MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    if (ctype)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result sc_http__send_json(struct MHD_Connection *conn, unsigned status, sc_buf_t *body)
+{
+    if (sc_buf_puts(body, "\n") != 0) {
+        sc_buf_free(body);
+        return sc_http__send_oom(conn);
+    }
+    size_t len = 0;
+    char *data = sc_buf_steal(body, &len);
+    return sc_http__send(conn, status, "application/json", data, len);
+}
+
+enum MHD_Result sc_http__send_error(struct MHD_Connection *conn, unsigned status, const char *code,
+                                    const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sc_buf_t b = SC_BUF_INIT;
+    int rc = sc_buf_puts(&b, "{\"error\": {\"code\": ");
+    rc |= sc_buf_json_str(&b, code);
+    rc |= sc_buf_puts(&b, ", \"message\": ");
+    rc |= sc_buf_json_str(&b, msg);
+    rc |= sc_buf_puts(&b, "}}");
+    if (rc != 0) {
+        sc_buf_free(&b);
+        return sc_http__send_oom(conn);
+    }
+    return sc_http__send_json(conn, status, &b);
+}
+
+enum MHD_Result sc_http__send_oom(struct MHD_Connection *conn)
+{
+    static const char body[] = "{\"error\": {\"code\": \"internal_error\", \"message\": \"out of memory\"}}\n";
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    enum MHD_Result ret = MHD_queue_response(conn, 500, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result sc_http__send_405(struct MHD_Connection *conn, const char *allow)
+{
+    sc_buf_t b = SC_BUF_INIT;
+    if (sc_buf_printf(&b, "{\"error\": {\"code\": \"method_not_allowed\", \"message\": "
+                          "\"method not allowed; allowed: %s\"}}\n",
+                      allow) != 0) {
+        sc_buf_free(&b);
+        return sc_http__send_oom(conn);
+    }
+    size_t len = 0;
+    char *data = sc_buf_steal(&b, &len);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result ret = MHD_queue_response(conn, 405, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ==== Simple routes ==== */
+
+static enum MHD_Result handle_health(struct MHD_Connection *conn)
+{
+    sc_buf_t b = SC_BUF_INIT;
+    int rc = sc_buf_printf(&b, "{\"status\": \"ok\", \"version\": \"%s\", \"policy_version\": %lld, "
+                               "\"uptime_seconds\": ",
+                           SC_VERSION, sc_policy_version());
+    rc |= sc_buf_json_num(&b, sc_clock_mono() - g_started);
+    rc |= sc_buf_puts(&b, "}");
+    if (rc != 0) {
+        sc_buf_free(&b);
+        return sc_http__send_oom(conn);
+    }
+    return sc_http__send_json(conn, 200, &b);
+}
+
+static bool is_get(const char *method)
+{
+    return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* First call for a body-carrying POST: allocate the context that collects it. */
+static enum MHD_Result begin_body(struct MHD_Connection *conn, sc_http_route_t route,
+                                  void **con_cls)
+{
+    sc_http_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return sc_http__send_oom(conn);
+    atomic_init(&c->refs, 1);
+    c->mhd = conn;
+    c->cfg = g_cfg;
+    c->route = route;
+    c->stage = SC_STAGE_UPLOAD;
+    *con_cls = c;
+
+    /* Refuse an announced oversize body before reading a byte of it. */
+    long long limit = route == SC_HTTP_ROUTE_COMPOSITE ? g_cfg->max_upload_bytes : SC_HTTP_MAX_JSON_BODY;
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end = NULL;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (end != cl && *end == '\0' && n > (unsigned long long)limit) {
+            c->stage = SC_STAGE_DONE;
+            return sc_http__send_error(conn, 413, "payload_too_large",
+                                       "request body of %llu bytes is over the limit of %lld bytes",
+                                       n, limit);
+        }
+    }
+    if (route == SC_HTTP_ROUTE_COMPOSITE)
+        return sc_http__composite_begin(c);
+    return MHD_YES;
+}
+
+/* Body bytes for JSON routes, bounded. */
+static enum MHD_Result body_data(sc_http_conn_t *c, const char *data, size_t size)
+{
+    if (c->refused)
+        return MHD_YES;
+    if (c->body.len + size > SC_HTTP_MAX_JSON_BODY) {
+        c->refused = true;
+        c->refused_status = 413;
+        c->refused_code = "payload_too_large";
+        snprintf(c->refused_msg, sizeof c->refused_msg, "request body is over the limit of %d bytes",
+                 SC_HTTP_MAX_JSON_BODY);
+        sc_buf_free(&c->body);
+        return MHD_YES;
+    }
+    if (sc_buf_append(&c->body, data, size) != 0) {
+        c->refused = true;
+        c->refused_status = 500;
+        c->refused_code = "internal_error";
+        snprintf(c->refused_msg, sizeof c->refused_msg, "out of memory");
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
+{
+    (void)cls;
+    (void)version;
+    sc_http_conn_t *c = *con_cls;
+
+    if (c) {
+        if (c->stage == SC_STAGE_DONE) {
+            *upload_size = 0; /* a response is queued; drop what still arrives */
+            return MHD_YES;
+        }
+        if (c->stage == SC_STAGE_WAITING) {
+            c->stage = SC_STAGE_UPLOAD;
+            enum MHD_Result r = c->route == SC_HTTP_ROUTE_COMPOSITE ? sc_http__composite_resumed(c)
+                                                               : sc_http__scenes_resumed(c);
+            if (c->stage != SC_STAGE_WAITING)
+                c->stage = SC_STAGE_DONE;
+            return r;
+        }
+        if (*upload_size > 0) {
+            size_t n = *upload_size;
+            *upload_size = 0;
+            c->body_bytes += (long long)n;
+            if (c->route == SC_HTTP_ROUTE_COMPOSITE)
+                return sc_http__composite_data(c, upload_data, n);
+            if (c->route == SC_HTTP_ROUTE_ADMIN_POST)
+                return MHD_YES;
+            return body_data(c, upload_data, n);
+        }
+        /* The body is complete. */
+        c->t_start = sc_clock_mono();
+        enum MHD_Result r;
+        if (c->refused) {
+            r = sc_http__send_error(conn, (unsigned)c->refused_status, c->refused_code, "%s",
+                                    c->refused_msg);
+        } else if (c->route == SC_HTTP_ROUTE_COMPOSITE) {
+            r = sc_http__composite_finish(c);
+        } else if (c->route == SC_HTTP_ROUTE_SCENES) {
+            r = sc_http__scenes_finish(c);
+        } else {
+            r = sc_http__admin(conn, g_cfg, method, url);
+        }
+        if (c->stage != SC_STAGE_WAITING)
+            c->stage = SC_STAGE_DONE;
+        return r;
+    }
+
+    /* ==== First call: route ==== */
+    if (strcmp(url, "/health") == 0) {
+        if (!is_get(method))
+            return sc_http__send_405(conn, "GET, HEAD");
+        return handle_health(conn);
+    }
+    if (strcmp(url, "/api/composite") == 0) {
+        if (strcmp(method, "POST") != 0)
+            return sc_http__send_405(conn, "POST");
+        return begin_body(conn, SC_HTTP_ROUTE_COMPOSITE, con_cls);
+    }
+    if (strcmp(url, "/api/scenes") == 0) {
+        if (strcmp(method, "POST") != 0)
+            return sc_http__send_405(conn, "POST");
+        return begin_body(conn, SC_HTTP_ROUTE_SCENES, con_cls);
+    }
+    if (starts_with(url, "/api/composites/") || starts_with(url, "/api/scenes/")) {
+        if (!is_get(method))
+            return sc_http__send_405(conn, "GET, HEAD");
+        sc_http_conn_t tmp = {.mhd = conn, .cfg = g_cfg};
+        if (starts_with(url, "/api/composites/"))
+            return sc_http__serve_output(&tmp, NULL, url + strlen("/api/composites/"));
+        return sc_http__serve_output(&tmp, "scenes", url + strlen("/api/scenes/"));
+    }
+    if (starts_with(url, "/api/admin/") || strcmp(url, "/metrics") == 0) {
+        /* POSTs with a body are answered once the (ignored) body is read, so
+         * that the reply is not mistaken for an early refusal. */
+        if (strcmp(method, "POST") == 0) {
+            const char *cl =
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                         MHD_HTTP_HEADER_TRANSFER_ENCODING);
+            if ((cl && strcmp(cl, "0") != 0) || te)
+                return begin_body(conn, SC_HTTP_ROUTE_ADMIN_POST, con_cls);
+        }
+        return sc_http__admin(conn, g_cfg, method, url);
+    }
+    return sc_http__send_error(conn, 404, "not_found", "no route for %s %s", method, url);
+}
+
+/* ==== Daemon ==== */
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    sc_log_debug("http: %s", line);
+}
+
+static int resolve(const char *host, int port, struct sockaddr_storage *ss, socklen_t *sslen,
+                   char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int rc = getaddrinfo(host[0] ? host : NULL, portstr, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, errlen, "cannot resolve HOST '%s': %s", host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static unsigned pool_size(const sc_config_t *cfg)
+{
+    if (cfg->http_threads > 0)
+        return (unsigned)cfg->http_threads;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1)
+        cores = 1;
+    long n = 2 * cores;
+    return (unsigned)(n < 4 ? 4 : n);
+}
+
+int sc_http_start(const sc_config_t *cfg, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = 0;
+    if (resolve(cfg->host, cfg->port, &ss, &sslen, err, errlen) != 0)
+        return -1;
+    (void)sslen;
+    g_cfg = cfg;
+    g_started = sc_clock_mono();
+    atomic_init(&g_suspended, 0);
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG;
+    flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    unsigned threads = pool_size(cfg);
+    g_daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, NULL,
+                                MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                                MHD_OPTION_THREAD_POOL_SIZE, threads,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)SC_HTTP_CONNECTION_LIMIT,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SC_HTTP_IDLE_TIMEOUT,
+                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SC_HTTP_MEMORY_LIMIT,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+                                MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u, MHD_OPTION_END);
+    if (!g_daemon) {
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not permitted)",
+                 cfg->host, cfg->port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_BIND_PORT);
+    g_port = di ? di->port : cfg->port;
+    sc_log_info("scenecomp %s listening on http://%s:%d (%u worker threads)", SC_VERSION,
+                cfg->host, g_port, threads);
+    return 0;
+}
+
+int sc_http_port(void)
+{
+    return g_daemon ? g_port : 0;
+}
+
+void sc_http_quiesce(void)
+{
+    if (!g_daemon)
+        return;
+    MHD_socket s = MHD_quiesce_daemon(g_daemon);
+    if (s != MHD_INVALID_SOCKET)
+        close(s);
+}
+
+int sc_http_suspended(void)
+{
+    return atomic_load(&g_suspended);
+}
+
+int sc_http_connections(void)
+{
+    if (!g_daemon)
+        return 0;
+    const union MHD_DaemonInfo *di =
+        MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return di ? (int)di->num_connections : 0;
+}
+
+void sc_http_stop(void)
+{
+    if (!g_daemon)
+        return;
+    MHD_stop_daemon(g_daemon);
+    g_daemon = NULL;
+    g_port = 0;
+}
