@@ -167,3 +167,30 @@ def test_unknown_fields_are_ignored(server):
                        color="blue", prompt="a bottle on a table", user_id="u-1")
     assert r.status_code == 200, r.text
     assert r.json()["method"] == "pil"
+
+
+def test_parallel_requests_all_correct(server):
+    """Many composites at once over the worker pool: every answer is complete,
+    ids are distinct, and each saved image is the expected one."""
+    from concurrent.futures import ThreadPoolExecutor
+    srv = server()
+    scene, product = gradient_scene(200, 100), sample_product(40, 20)
+    s_bytes, p_bytes = encode(scene), encode(product)
+    positions = [(0.1 + 0.05 * i, 0.2 + 0.03 * i) for i in range(16)]
+
+    def one(pos):
+        r = post_composite(srv.base, s_bytes, p_bytes, x=pos[0], y=pos[1], scale=0.2,
+                           headers={"Accept": "image/png"})
+        assert r.status_code == 200, r.text
+        return pos, r.headers["X-Composite-Id"], r.content
+
+    with ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(one, positions))
+    assert len({cid for _, cid, _ in results}) == len(positions)
+    for (x, y), cid, content in results:
+        want, _ = expected_composite(scene, product, x, y, 0.2)
+        assert_close(decode(content), want, 1)
+        with open(os.path.join(srv.output_dir, cid + ".png"), "rb") as f:
+            assert f.read() == content
+    text = srv.wait_log("Using PIL composite method", count=len(positions))
+    assert text.count("Using PIL composite method") == len(positions)
