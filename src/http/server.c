@@ -29,6 +29,8 @@ static const sc_config_t *g_cfg;
 static int g_port;
 static double g_started; /* monotonic */
 static atomic_int g_suspended;
+/* Marks a request without a body whose routing waits for the second call. */
+static const char k_deferred = 0;
 
 /* ==== Context lifecycle ==== */
 
@@ -97,7 +99,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)cls;
     (void)conn;
     sc_http_conn_t *c = *con_cls;
-    if (!c)
+    if (!c || c == (void *)&k_deferred)
         return;
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         sc_log_debug("http: request ended early (code %d)", (int)toe);
@@ -274,12 +276,29 @@ static enum MHD_Result body_data(sc_http_conn_t *c, const char *data, size_t siz
     return MHD_YES;
 }
 
+static bool has_body(struct MHD_Connection *conn)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    return te || (cl && strcmp(cl, "0") != 0);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_size, void **con_cls)
 {
     (void)cls;
     (void)version;
+    if (*con_cls == NULL && !has_body(conn)) {
+        /* Answering in the very first call makes MHD 0.9.75 discard the rest of
+         * the request and close the connection (no keep-alive); so a request
+         * without a body is answered at the second call. */
+        *con_cls = (void *)&k_deferred;
+        return MHD_YES;
+    }
+    if (*con_cls == (void *)&k_deferred)
+        *con_cls = NULL; /* route it now, as a first call */
     sc_http_conn_t *c = *con_cls;
 
     if (c) {
@@ -301,8 +320,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             c->body_bytes += (long long)n;
             if (c->route == SC_HTTP_ROUTE_COMPOSITE)
                 return sc_http__composite_data(c, upload_data, n);
+            /* Small JSON bodies: a chunked stream that goes on past the limit
+             * is cut rather than read forever. */
+            if (c->body_bytes > SC_HTTP_MAX_JSON_BODY + SC_HTTP_DRAIN_BYTES)
+                return MHD_NO;
             if (c->route == SC_HTTP_ROUTE_ADMIN_POST)
-                return MHD_YES;
+                return MHD_YES; /* the admin POSTs take no body; it is dropped */
             return body_data(c, upload_data, n);
         }
         /* The body is complete. */
@@ -418,7 +441,7 @@ int sc_http_start(const sc_config_t *cfg, char *err, size_t errlen)
     atomic_init(&g_suspended, 0);
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
