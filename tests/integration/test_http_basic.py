@@ -92,3 +92,25 @@ def test_saved_image_served_with_same_bytes(server):
         # The other extension does not exist for this id.
         other = "jpg" if ext == "png" else "png"
         assert requests.get(srv.url("/api/composites/%s.%s" % (cid, other)), timeout=10).status_code == 404
+
+
+def test_keep_alive(server):
+    """Body-less requests keep the connection open (no 'Connection: close')."""
+    srv = server()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        f = s.makefile("rb")
+        for _ in range(3):
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            status = f.readline()
+            assert status.startswith(b"HTTP/1.1 200"), status
+            length = None
+            while True:
+                line = f.readline()
+                if line in (b"\r\n", b""):
+                    break
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "connection":
+                    assert value.strip().lower() != "close"
+                if name.lower() == "content-length":
+                    length = int(value)
+            assert b'"status": "ok"' in f.read(length)
