@@ -284,7 +284,7 @@ static int cmd_serve(void)
     signal(SIGPIPE, SIG_IGN);
 
     int rc = 1;
-    bool metrics_up = false, policy_up = false, alerts_up = false, rep_up = false, reload_up = false;
+    bool limiter_up = false, metrics_up = false, policy_up = false, alerts_up = false, rep_up = false, reload_up = false;
     if (sc_fs_mkdirs(cfg->output_dir) != 0) {
         sc_log_error("cannot create OUTPUT_DIR '%s': %s", cfg->output_dir, strerror(errno));
         goto out;
@@ -295,6 +295,7 @@ static int cmd_serve(void)
         goto out;
     }
     sc_limiter_init(store);
+    limiter_up = true;
     if (sc_metrics_init(cfg, sc_limiter_store()) != 0) {
         sc_log_error("cannot start metrics in LOGS_DIR '%s'", cfg->logs_dir);
         goto out;
@@ -364,7 +365,8 @@ out:
         sc_policy_shutdown();
     if (metrics_up)
         sc_metrics_shutdown();
-    sc_limiter_shutdown();
+    if (limiter_up)
+        sc_limiter_shutdown();
     sc_log_info(rc == 0 ? "stopped" : "start-up failed");
     sc_log_close();
     free(cfg);
