@@ -54,7 +54,8 @@ sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps)
 {
     sc_limits_store_t *s = atomic_load(&g_store);
     if (!s) {
-        sc_log_error("[Rate Limiter] Kontext refused: concurrency_limit (no limiter store installed)");
+        sc_log_error(
+            "[Rate Limiter] Kontext refused: concurrency_limit (no limiter store installed)");
         return SC_LIMIT_CONCURRENCY;
     }
     sc_limit_result_t r = s->take(s, now, caps);
@@ -64,9 +65,10 @@ sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps)
     }
     sc_limits_counts_t c = {0, 0, 0};
     s->count(s, now, &c);
-    sc_log_debug("[Rate Limiter] Kontext admitted (in flight %d/%d, last hour %d/%d, today %lld/%d)",
-                 c.in_flight, caps->max_concurrent, c.last_hour, caps->max_per_hour, c.today,
-                 caps->daily_limit);
+    sc_log_debug(
+        "[Rate Limiter] Kontext admitted (in flight %d/%d, last hour %d/%d, today %lld/%d)",
+        c.in_flight, caps->max_concurrent, c.last_hour, caps->max_per_hour, c.today,
+        caps->daily_limit);
     return r;
 }
 

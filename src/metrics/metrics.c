@@ -23,10 +23,10 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 
-#define RECENT_N 1024       /* successful Kontext durations kept for the p95 */
-#define DAY_SLOTS 512       /* daily rows kept (>= 400 days) */
+#define RECENT_N 1024        /* successful Kontext durations kept for the p95 */
+#define DAY_SLOTS 512        /* daily rows kept (>= 400 days) */
 #define DEBOUNCE_SECONDS 0.5 /* a change reaches the file within ~0.5 s + write time */
-#define RETRY_SECONDS 5.0   /* after a failed write */
+#define RETRY_SECONDS 5.0    /* after a failed write */
 #define FILE_MAX_BYTES (64u << 20)
 #define FILE_NAME "composite_metrics.json"
 #define FILE_VERSION 1
@@ -69,8 +69,8 @@ static sc_limits_store_t *g_store;
 static char g_path[PATH_MAX];
 
 static const char *const reason_names[SC_FB__COUNT] = {
-    "timeout",           "api_error",    "invalid_output", "concurrency_limit",
-    "hourly_limit",      "daily_limit",  "no_token",
+    "timeout",      "api_error",   "invalid_output", "concurrency_limit",
+    "hourly_limit", "daily_limit", "no_token",
 };
 
 const char *sc_fallback_reason_name(sc_fallback_reason_t r)
@@ -426,8 +426,9 @@ int sc_metrics_snapshot_json(const sc_metrics_snapshot_t *s, sc_buf_t *out)
     rc |= sc_buf_json_num(out, s->p_success_rate);
     rc |= sc_buf_puts(out, ",\"avg_time_seconds\":");
     rc |= sc_buf_json_num(out, s->p_avg_seconds);
-    rc |= sc_buf_printf(out, "}},\"total_requests\":%lld,\"routed_kontext\":%lld,\"fallbacks\":%lld,"
-                             "\"fallback_rate\":",
+    rc |= sc_buf_printf(out,
+                        "}},\"total_requests\":%lld,\"routed_kontext\":%lld,\"fallbacks\":%lld,"
+                        "\"fallback_rate\":",
                         s->total_requests, s->routed_kontext, s->fallbacks);
     rc |= sc_buf_json_num(out, s->fallback_rate);
     rc |= sc_buf_puts(out, ",\"fallback_reasons\":{");
@@ -574,8 +575,8 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
     rc |= prom_head(out, "scenecomp_fallbacks_total", "counter",
                     "Requests routed to Kontext that finished with PIL, by reason.");
     for (int i = 0; i < SC_FB__COUNT; i++)
-        rc |= sc_buf_printf(out, "scenecomp_fallbacks_total{reason=\"%s\"} %lld\n",
-                            reason_names[i], s.fallback_reasons[i]);
+        rc |= sc_buf_printf(out, "scenecomp_fallbacks_total{reason=\"%s\"} %lld\n", reason_names[i],
+                            s.fallback_reasons[i]);
     rc |= prom_head(out, "scenecomp_scenes_total", "counter", "Scene generations by outcome.");
     rc |= sc_buf_printf(out,
                         "scenecomp_scenes_total{outcome=\"success\"} %lld\n"
@@ -592,12 +593,14 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
     rc |= prom_head(out, "scenecomp_kontext_last_hour", "gauge",
                     "Kontext predictions started in the last 3600 seconds.");
     rc |= sc_buf_printf(out, "scenecomp_kontext_last_hour %d\n", s.last_hour);
-    rc |= prom_head(out, "scenecomp_kontext_max_per_hour", "gauge", "Effective MAX_KONTEXT_PER_HOUR.");
+    rc |= prom_head(out, "scenecomp_kontext_max_per_hour", "gauge",
+                    "Effective MAX_KONTEXT_PER_HOUR.");
     rc |= sc_buf_printf(out, "scenecomp_kontext_max_per_hour %d\n", s.max_per_hour);
     rc |= prom_head(out, "scenecomp_today_generations", "gauge",
                     "Kontext predictions started today (UTC), as the daily limit counts them.");
     rc |= sc_buf_printf(out, "scenecomp_today_generations %lld\n", s.today_generations);
-    rc |= prom_head(out, "scenecomp_daily_limit", "gauge", "Effective KONTEXT_DAILY_GENERATION_LIMIT.");
+    rc |= prom_head(out, "scenecomp_daily_limit", "gauge",
+                    "Effective KONTEXT_DAILY_GENERATION_LIMIT.");
     rc |= sc_buf_printf(out, "scenecomp_daily_limit %d\n", s.daily_limit);
     rc |= prom_head(out, "scenecomp_kontext_success_ratio", "gauge",
                     "Kontext successes / predictions started (NaN before the first start).");
@@ -890,8 +893,8 @@ static int state_from_json(const cJSON *root, metrics_state_t *st, const char **
             return -1;
         metrics_day_t *slot = day_row(st, row.day); /* an older duplicate slot loses */
         if (slot)
-            *slot = (metrics_day_t){row.day, 1, row.kontext, row.pil, row.fallbacks, row.total,
-                                    row.scenes};
+            *slot = (metrics_day_t){row.day,       1,         row.kontext, row.pil,
+                                    row.fallbacks, row.total, row.scenes};
     }
     return 0;
 }
@@ -943,8 +946,17 @@ static void load_file(double now)
         sc_log_error("[Metrics] out of memory loading %s; starting with zero counters", g_path);
         goto done;
     }
-    root = cJSON_ParseWithLength(text, len);
-    if (!root) {
+    /* NUL bytes never occur in our JSON; a file of zeros is what some
+     * filesystems leave after a crash, so say so. */
+    if (memchr(text, '\0', len)) {
+        move_aside("contains NUL bytes");
+        goto done;
+    }
+    const char *end = NULL;
+    root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    while (root && end < text + len && *end && strchr(" \t\r\n", *end))
+        end++;
+    if (!root || end != text + len) { /* trailing bytes are corruption too */
         move_aside("not valid JSON");
         goto done;
     }

@@ -69,7 +69,8 @@ int main(void)
         CHECK(strstr(log, "[Rate Limiter] Kontext refused: concurrency_limit (2/2 in flight)"));
         CHECK(strstr(log, "[Rate Limiter] Kontext refused: hourly_limit (3/3 in the last hour)"));
         CHECK(strstr(log, "[Rate Limiter] Kontext refused: daily_limit (3/3 today, UTC)"));
-        CHECK(strstr(log, "[Rate Limiter] Kontext admitted (in flight 1/2, last hour 1/3, today 1/100)"));
+        CHECK(strstr(
+            log, "[Rate Limiter] Kontext admitted (in flight 1/2, last hour 1/3, today 1/100)"));
         CHECK(strstr(log, "no limiter store installed"));
         free(log);
     }

@@ -145,9 +145,9 @@ static void test_round_trip(void)
             found = cJSON_GetObjectItem(row, "pil")->valueint == 1;
     }
     CHECK(found);
-    CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "limiter"),
-                                                        "hour_window")),
-                 3);
+    CHECK_EQ_INT(
+        cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "limiter"), "hour_window")),
+        3);
     cJSON_Delete(j);
     free(text);
 
