@@ -172,8 +172,8 @@ static void mem_count(sc_limits_store_t *s, double now, sc_limits_counts_t *out)
     pthread_mutex_unlock(&m->mu);
 }
 
-/* {"hour_window": [t, ...] (wall seconds, oldest first), "date": "YYYY-MM-DD",
- *  "day_count": n}. Caller owns the result; NULL on out of memory. */
+/* {"hour_window": [[second, starts], ...] (wall seconds, oldest first),
+ *  "date": "YYYY-MM-DD", "day_count": n}. Caller owns the result; NULL on out of memory. */
 static cJSON *mem_export(sc_limits_store_t *s, double now)
 {
     limits_memory_t *m = (limits_memory_t *)s;
@@ -201,12 +201,27 @@ static cJSON *mem_export(sc_limits_store_t *s, double now)
     cJSON *arr = cJSON_AddArrayToObject(o, "hour_window");
     if (!o || !arr)
         goto fail;
-    for (size_t i = 0; i < n; i++) {
-        /* milliseconds are plenty and keep the file short */
-        cJSON *v = cJSON_CreateNumber(floor(copy[i] * 1000.0 + 0.5) / 1000.0);
-        if (!v)
+    /* Run-length pairs [second, starts] with each start rounded up to its
+     * whole second: at most 3600 pairs however busy the hour was, and a
+     * restored start expires at most 1 s late, never early. */
+    for (size_t i = 0; i < n;) {
+        double sec = ceil(copy[i]);
+        size_t j = i;
+        while (j < n && ceil(copy[j]) == sec)
+            j++;
+        cJSON *pair = cJSON_CreateArray();
+        cJSON *t = cJSON_CreateNumber(sec);
+        cJSON *c = cJSON_CreateNumber((double)(j - i));
+        if (pair)
+            cJSON_AddItemToArray(arr, pair);
+        if (!pair || !t || !c) {
+            cJSON_Delete(t);
+            cJSON_Delete(c);
             goto fail;
-        cJSON_AddItemToArray(arr, v);
+        }
+        cJSON_AddItemToArray(pair, t);
+        cJSON_AddItemToArray(pair, c);
+        i = j;
     }
     sc_clock_utc_date((time_t)day * 86400, date);
     if (!cJSON_AddStringToObject(o, "date", date) ||
@@ -246,6 +261,27 @@ static int parse_date(const char *s, long *day)
     return 0;
 }
 
+/* One hour_window entry: a number (one start) or [second, starts] with
+ * starts a positive integer. Returns 0 or -1. */
+static int window_entry(const cJSON *it, double *t, double *k)
+{
+    const cJSON *v = it;
+    *k = 1;
+    if (cJSON_IsArray(it)) {
+        const cJSON *c = cJSON_GetArrayItem(it, 1);
+        if (cJSON_GetArraySize(it) != 2 || !cJSON_IsNumber(c))
+            return -1;
+        *k = c->valuedouble;
+        if (!isfinite(*k) || *k < 1 || *k > IMPORT_MAX_STARTS || *k != floor(*k))
+            return -1;
+        v = cJSON_GetArrayItem(it, 0);
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return -1;
+    *t = v->valuedouble;
+    return 0;
+}
+
 /* Replaces the hour window and day counter with state (the export shape).
  * Validates everything before touching the store: returns -1 and changes
  * nothing on a wrong shape. Starts already outside the window are dropped,
@@ -267,26 +303,36 @@ static int mem_import(sc_limits_store_t *s, const cJSON *state, double now)
     double c = cnt->valuedouble;
     if (!isfinite(c) || c < 0 || c > 1e15 || c != floor(c))
         return -1;
-    int n = cJSON_GetArraySize(win);
-    if (n < 0 || n > IMPORT_MAX_STARTS)
-        return -1;
+    /* Each entry is [second, starts] (what export writes) or a bare start
+     * time (one start). First pass: validate and total the starts. */
+    long long total = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, win)
+    {
+        double t, k;
+        if (window_entry(it, &t, &k) != 0)
+            return -1;
+        total += (long long)k;
+        if (total > IMPORT_MAX_STARTS)
+            return -1;
+    }
 
     size_t cap = 64;
-    while (cap < (size_t)n)
+    while (cap < (size_t)total)
         cap *= 2;
     double *ring = malloc(cap * sizeof *ring);
     if (!ring)
         return -1;
     size_t len = 0;
-    const cJSON *it;
     cJSON_ArrayForEach(it, win)
     {
-        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) {
-            free(ring);
-            return -1;
-        }
-        double t = it->valuedouble > now ? now : it->valuedouble;
-        if (now - t < WINDOW_SECONDS)
+        double t, k;
+        window_entry(it, &t, &k);
+        if (t > now)
+            t = now;
+        if (now - t >= WINDOW_SECONDS)
+            continue;
+        for (long long i = 0; i < (long long)k; i++)
             ring[len++] = t;
     }
     qsort(ring, len, sizeof *ring, cmp_double);

@@ -191,6 +191,12 @@ static void test_export_import(void)
         "{\"hour_window\":[],\"date\":\"2026-03-01\",\"day_count\":1.5}",
         "{\"hour_window\":[],\"date\":\"2026-03-01\",\"day_count\":\"3\"}",
         "{\"hour_window\":[],\"date\":\"2026-03-01\",\"day_count\":1e300}",
+        "{\"hour_window\":[[1772366400,0]],\"date\":\"2026-03-01\",\"day_count\":1}",
+        "{\"hour_window\":[[1772366400,1.5]],\"date\":\"2026-03-01\",\"day_count\":1}",
+        "{\"hour_window\":[[1772366400]],\"date\":\"2026-03-01\",\"day_count\":1}",
+        "{\"hour_window\":[[1772366400,1,1]],\"date\":\"2026-03-01\",\"day_count\":1}",
+        "{\"hour_window\":[[\"x\",1]],\"date\":\"2026-03-01\",\"day_count\":1}",
+        "{\"hour_window\":[[1772366400,1e12]],\"date\":\"2026-03-01\",\"day_count\":1}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cJSON *j = cJSON_Parse(bad[i]);
@@ -201,6 +207,39 @@ static void test_export_import(void)
     CHECK_EQ_INT(counts(b, now).last_hour, 4);
     CHECK_EQ_INT(counts(b, now).today, 5);
 
+    cJSON_Delete(st);
+    a->destroy(a);
+    b->destroy(b);
+}
+
+/* Export groups starts by whole second (rounded up): a busy hour stays a
+ * short file, and a restored start never expires early. */
+static void test_export_compact(void)
+{
+    sc_limits_store_t *a = sc_limits_memory_new();
+    sc_limits_store_t *b = sc_limits_memory_new();
+    sc_limits_caps_t caps = {1 << 20, 1 << 20, 1 << 20};
+    double t0 = T_DAY + 15 * 3600; /* a whole second */
+    for (int i = 0; i < 1000; i++) {
+        CHECK_EQ_INT(a->take(a, t0 + 0.2 + (i % 2) * 0.5, &caps), SC_LIMIT_OK); /* .2 and .7 */
+        a->release(a);
+    }
+    for (int i = 0; i < 10; i++)
+        CHECK_EQ_INT(a->take(a, t0 + 1.0, &caps), SC_LIMIT_OK);
+    double now = t0 + 60;
+    cJSON *st = a->export_state(a, now);
+    cJSON *win = cJSON_GetObjectItem(st, "hour_window");
+    CHECK_EQ_INT(cJSON_GetArraySize(win), 1); /* every start in (t0, t0+1] */
+    cJSON *pair = cJSON_GetArrayItem(win, 0);
+    CHECK_EQ_INT(cJSON_GetArrayItem(pair, 0)->valuedouble, t0 + 1);
+    CHECK_EQ_INT(cJSON_GetArrayItem(pair, 1)->valuedouble, 1010);
+    CHECK_EQ_INT(b->import_state(b, st, now), 0);
+    CHECK_EQ_INT(counts(b, now).last_hour, 1010);
+    CHECK_EQ_INT(counts(b, now).today, 1010);
+    /* originals expire at t0+3600.2 / .7 / t0+3601; the restored ones at t0+3601 */
+    CHECK_EQ_INT(counts(a, t0 + 3600.8).last_hour, 10);
+    CHECK_EQ_INT(counts(b, t0 + 3600.8).last_hour, 1010);
+    CHECK_EQ_INT(counts(b, t0 + 3601).last_hour, 0);
     cJSON_Delete(st);
     a->destroy(a);
     b->destroy(b);
@@ -319,6 +358,7 @@ int main(void)
     test_window_growth();
     test_day_rollover();
     test_export_import();
+    test_export_compact();
     test_reset();
     test_stress_concurrency();
     test_stress_hourly_exact();
