@@ -38,18 +38,17 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: scenecomp <command> [options]\n"
-            "\n"
-            "commands:\n"
-            "  serve                      run the HTTP service (config from env and .env)\n"
-            "  composite --scene FILE --product FILE -o OUT [--x 0.5] [--y 0.6]\n"
-            "            [--scale 0.4] [--format png|jpeg]\n"
-            "                             composite locally (PIL method) and write OUT\n"
-            "  check-policy FILE          validate a policy file (exit 0 ok, 1 with the error)\n"
-            "  check-alerts FILE          validate an alert rules file\n"
-            "  --version                  print the version\n"
-            "  --help                     print this help\n");
+    fprintf(f, "usage: scenecomp <command> [options]\n"
+               "\n"
+               "commands:\n"
+               "  serve                      run the HTTP service (config from env and .env)\n"
+               "  composite --scene FILE --product FILE -o OUT [--x 0.5] [--y 0.6]\n"
+               "            [--scale 0.4] [--format png|jpeg]\n"
+               "                             composite locally (PIL method) and write OUT\n"
+               "  check-policy FILE          validate a policy file (exit 0 ok, 1 with the error)\n"
+               "  check-alerts FILE          validate an alert rules file\n"
+               "  --version                  print the version\n"
+               "  --help                     print this help\n");
 }
 
 /* ==== composite ==== */
@@ -284,7 +283,8 @@ static int cmd_serve(void)
     signal(SIGPIPE, SIG_IGN);
 
     int rc = 1;
-    bool limiter_up = false, metrics_up = false, policy_up = false, alerts_up = false, rep_up = false, reload_up = false;
+    bool limiter_up = false, metrics_up = false, policy_up = false, alerts_up = false,
+         rep_up = false, reload_up = false;
     if (sc_fs_mkdirs(cfg->output_dir) != 0) {
         sc_log_error("cannot create OUTPUT_DIR '%s': %s", cfg->output_dir, strerror(errno));
         goto out;

@@ -62,23 +62,25 @@ bool sc_http__admin_allowed(struct MHD_Connection *conn, const sc_config_t *cfg,
                 return true;
         }
         struct MHD_Response *r = NULL;
-        static const char body[] =
-            "{\"error\": {\"code\": \"unauthorized\", \"message\": \"missing or wrong admin token\"}}\n";
+        static const char body[] = "{\"error\": {\"code\": \"unauthorized\", \"message\": "
+                                   "\"missing or wrong admin token\"}}\n";
         r = MHD_create_response_from_buffer(sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
         if (!r) {
             *queued = MHD_NO;
             return false;
         }
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"scenecomp-admin\"");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer realm=\"scenecomp-admin\"");
         *queued = MHD_queue_response(conn, 401, r);
         MHD_destroy_response(r);
         return false;
     }
     if (peer_is_loopback(conn))
         return true;
-    *queued = sc_http__send_error(conn, 403, "forbidden",
-                                  "admin endpoints answer loopback peers only when ADMIN_TOKEN is not set");
+    *queued = sc_http__send_error(
+        conn, 403, "forbidden",
+        "admin endpoints answer loopback peers only when ADMIN_TOKEN is not set");
     return false;
 }
 
@@ -160,9 +162,9 @@ static enum MHD_Result reload(struct MHD_Connection *conn)
     int prc = sc_policy_reload("admin", &version, perr, sizeof perr);
     int arc = sc_alerts_reload("admin", aerr, sizeof aerr);
     if (prc != 0 || arc != 0) {
-        return sc_http__send_error(conn, 422, "reload_failed", "%s%s%s%s%s",
-                                   prc ? "policy: " : "", prc ? perr : "",
-                                   prc && arc ? "; " : "", arc ? "alerts: " : "", arc ? aerr : "");
+        return sc_http__send_error(conn, 422, "reload_failed", "%s%s%s%s%s", prc ? "policy: " : "",
+                                   prc ? perr : "", prc && arc ? "; " : "", arc ? "alerts: " : "",
+                                   arc ? aerr : "");
     }
     sc_buf_t b = SC_BUF_INIT;
     if (sc_buf_printf(&b, "{\"status\": \"reloaded\", \"version\": %lld}", version) != 0) {
@@ -199,10 +201,14 @@ enum MHD_Result sc_http__admin(struct MHD_Connection *conn, const sc_config_t *c
         const char *path;
         bool post;
     } routes[] = {
-        {"/api/admin/metrics/composite", false}, {"/api/admin/metrics/health", false},
-        {"/api/admin/metrics/daily-generations", false}, {"/api/admin/metrics/reset", true},
-        {"/api/admin/alerts", false}, {"/api/admin/policy", false},
-        {"/api/admin/reload", true}, {"/metrics", false},
+        {"/api/admin/metrics/composite", false},
+        {"/api/admin/metrics/health", false},
+        {"/api/admin/metrics/daily-generations", false},
+        {"/api/admin/metrics/reset", true},
+        {"/api/admin/alerts", false},
+        {"/api/admin/policy", false},
+        {"/api/admin/reload", true},
+        {"/metrics", false},
     };
     int idx = -1;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)

@@ -71,8 +71,7 @@ const char *sc_compose_format_mime(sc_image_format_t f)
     return f == SC_FMT_JPEG ? "image/jpeg" : "image/png";
 }
 
-int sc_compose_encode(const sc_image_t *img, sc_image_format_t fmt, uint8_t **out,
-                      size_t *out_len)
+int sc_compose_encode(const sc_image_t *img, sc_image_format_t fmt, uint8_t **out, size_t *out_len)
 {
     if (fmt == SC_FMT_JPEG)
         return sc_codec_encode_jpeg(img, SC_COMPOSE_JPEG_QUALITY, out, out_len);

@@ -30,8 +30,7 @@ const char *sc_compose_format_ext(sc_image_format_t f);  /* "png" | "jpg" */
 const char *sc_compose_format_mime(sc_image_format_t f); /* "image/png" | "image/jpeg" */
 
 /* Encodes img as fmt. *out is malloc'd (caller frees). Returns 0 or -1. */
-int sc_compose_encode(const sc_image_t *img, sc_image_format_t fmt, uint8_t **out,
-                      size_t *out_len);
+int sc_compose_encode(const sc_image_t *img, sc_image_format_t fmt, uint8_t **out, size_t *out_len);
 
 /* Composites product onto scene IN PLACE (scene becomes the result) and encodes
  * it. Returns 0, or -1 with a static message in *err. */

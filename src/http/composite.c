@@ -81,7 +81,8 @@ static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *
     }
     if (!is_file && f->data.len + size > SC_HTTP_MAX_TEXT_FIELD) {
         char msg[128];
-        snprintf(msg, sizeof msg, "field '%s' is longer than %d bytes", key, SC_HTTP_MAX_TEXT_FIELD);
+        snprintf(msg, sizeof msg, "field '%s' is longer than %d bytes", key,
+                 SC_HTTP_MAX_TEXT_FIELD);
         refuse(c, 400, "invalid_parameter", msg);
         return MHD_YES;
     }
@@ -94,7 +95,8 @@ static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *
 
 enum MHD_Result sc_http__composite_begin(sc_http_conn_t *c)
 {
-    const char *ct = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    const char *ct =
+        MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (!ct || strncasecmp(ct, "multipart/form-data", strlen("multipart/form-data")) != 0) {
         c->stage = SC_STAGE_DONE;
         return sc_http__send_error(c->mhd, 415, "unsupported_media_type",
@@ -128,8 +130,9 @@ enum MHD_Result sc_http__composite_data(sc_http_conn_t *c, const char *data, siz
             refuse(c, 413, "payload_too_large", msg);
         }
         if (c->body_bytes - limit > SC_HTTP_DRAIN_BYTES) {
-            sc_log_warn("http: upload over MAX_UPLOAD_BYTES (%lld) still streaming; connection closed",
-                        limit);
+            sc_log_warn(
+                "http: upload over MAX_UPLOAD_BYTES (%lld) still streaming; connection closed",
+                limit);
             return MHD_NO;
         }
         return MHD_YES;
@@ -177,7 +180,7 @@ static bool accept_image(struct MHD_Connection *conn, sc_image_format_t *fmt)
 }
 
 typedef struct answer {
-    const char *method;    /* "pil" | "kontext" */
+    const char *method; /* "pil" | "kontext" */
     bool requested_kontext;
     bool fallback;
     const char *fallback_reason; /* NULL when none */
@@ -185,8 +188,7 @@ typedef struct answer {
 } answer_t;
 
 /* Sends the composite: the image itself (takes ownership of bytes) or the JSON. */
-static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t *bytes,
-                                   size_t len)
+static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t *bytes, size_t len)
 {
     double secs = sc_clock_mono() - c->t_start;
     if (c->want_image) {
@@ -207,15 +209,17 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
     }
     free(bytes);
     sc_buf_t b = SC_BUF_INIT;
-    int rc = sc_buf_printf(&b, "{\"id\": \"%s\", \"method\": \"%s\", \"requested_method\": \"%s\", "
-                               "\"fallback\": %s, \"fallback_reason\": ",
+    int rc = sc_buf_printf(&b,
+                           "{\"id\": \"%s\", \"method\": \"%s\", \"requested_method\": \"%s\", "
+                           "\"fallback\": %s, \"fallback_reason\": ",
                            c->id, a->method, a->requested_kontext ? "kontext" : "pil",
                            a->fallback ? "true" : "false");
     rc |= sc_buf_json_str(&b, a->fallback_reason);
     rc |= sc_buf_puts(&b, ", \"duration_seconds\": ");
     rc |= sc_buf_json_num(&b, round(secs * 1000.0) / 1000.0);
-    rc |= sc_buf_printf(&b, ", \"width\": %d, \"height\": %d, \"format\": \"%s\", "
-                            "\"image_url\": \"/api/composites/%s.%s\"}",
+    rc |= sc_buf_printf(&b,
+                        ", \"width\": %d, \"height\": %d, \"format\": \"%s\", "
+                        "\"image_url\": \"/api/composites/%s.%s\"}",
                         a->width, a->height, sc_compose_format_name(c->format), c->id,
                         sc_compose_format_ext(c->format));
     if (rc != 0) {
@@ -304,7 +308,8 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     sc_log_info("[Kontext Composite] submitting id=%s model=%s timeout=%.0fs", c->id,
                 c->eff.model_id, c->eff.timeout_seconds);
     sc_http__suspend(c);
-    if (sc_replicate_submit(c->eff.model_id, json, c->eff.timeout_seconds, on_kontext_done, c) != 0) {
+    if (sc_replicate_submit(c->eff.model_id, json, c->eff.timeout_seconds, on_kontext_done, c) !=
+        0) {
         /* Not queued, so no callback will come: resume ourselves with a failure. */
         sc_rep_result_t *res = calloc(1, sizeof *res);
         if (res) {
@@ -332,8 +337,8 @@ static sc_fallback_reason_t reason_of(sc_rep_status_t s)
 
 /* The Kontext output as the final image: decoded, at the scene's size, encoded.
  * Returns 0, or -1 with a message (the output counts as invalid). */
-static int kontext_output(sc_http_conn_t *c, const sc_rep_result_t *res, uint8_t **out,
-                          size_t *len, const char **err)
+static int kontext_output(sc_http_conn_t *c, const sc_rep_result_t *res, uint8_t **out, size_t *len,
+                          const char **err)
 {
     sc_image_t img = SC_IMAGE_INIT, sized = SC_IMAGE_INIT;
     int rc = -1;
@@ -395,8 +400,8 @@ enum MHD_Result sc_http__composite_resumed(sc_http_conn_t *c)
 
     sc_fallback_reason_t reason = reason_of(st);
     const char *reason_name = sc_fallback_reason_name(reason);
-    sc_metrics_kontext_finished(sc_clock_wall(),
-                                st == SC_REP_TIMEOUT ? SC_KONTEXT_TIMEOUT : SC_KONTEXT_FAILURE, secs);
+    sc_metrics_kontext_finished(
+        sc_clock_wall(), st == SC_REP_TIMEOUT ? SC_KONTEXT_TIMEOUT : SC_KONTEXT_FAILURE, secs);
     if (st == SC_REP_TIMEOUT) {
         sc_log_warn("[Kontext Composite] Kontext timeout after %.1fs id=%s prediction=%s "
                     "(cancelled upstream)",
@@ -426,15 +431,15 @@ static enum MHD_Result image_error(sc_http_conn_t *c, const char *name, sc_codec
                                "field '%s' is not a valid PNG or JPEG image", name);
 }
 
-static enum MHD_Result param_number(sc_http_conn_t *c, const sc_http_field_t *f,
-                                    const char *name, double *out, bool *bad)
+static enum MHD_Result param_number(sc_http_conn_t *c, const sc_http_field_t *f, const char *name,
+                                    double *out, bool *bad)
 {
     if (!f->present)
         return MHD_YES;
     if (sc_compose_parse_number(f->data.data ? f->data.data : "", out) != 0) {
         *bad = true;
-        return sc_http__send_error(c->mhd, 400, "invalid_parameter",
-                                   "field '%s' must be a number", name);
+        return sc_http__send_error(c->mhd, 400, "invalid_parameter", "field '%s' must be a number",
+                                   name);
     }
     return MHD_YES;
 }
@@ -485,8 +490,8 @@ enum MHD_Result sc_http__composite_finish(sc_http_conn_t *c)
      * decoding the scene. */
     sc_image_info_t si, pi;
     long long maxpx = c->cfg->max_image_pixels;
-    sc_codec_status_t st = sc_codec_probe((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
-                                          maxpx, &si);
+    sc_codec_status_t st =
+        sc_codec_probe((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len, maxpx, &si);
     if (st != SC_CODEC_OK)
         return image_error(c, "scene", st);
     st = sc_codec_probe((const uint8_t *)c->f_product.data.data, c->f_product.data.len, maxpx, &pi);

@@ -40,7 +40,8 @@ enum MHD_Result sc_http__serve_output(sc_http_conn_t *c, const char *subdir, con
         return sc_http__send_oom(c->mhd);
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "public, max-age=31536000, immutable");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL,
+                            "public, max-age=31536000, immutable");
     enum MHD_Result ret = MHD_queue_response(c->mhd, 200, r);
     MHD_destroy_response(r);
     return ret;

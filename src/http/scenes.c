@@ -18,7 +18,7 @@
 #include "replicate/inputs.h"
 
 /* flux-schnell's accepted aspect ratios. */
-static const char *const k_aspects[] = {"1:1", "16:9", "21:9", "3:2", "2:3", "4:5",
+static const char *const k_aspects[] = {"1:1", "16:9", "21:9", "3:2",  "2:3", "4:5",
                                         "5:4", "3:4",  "4:3",  "9:16", "9:21"};
 
 static bool aspect_ok(const char *s)
@@ -47,7 +47,8 @@ enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(root, "seed");
     const cJSON *user = cJSON_GetObjectItemCaseSensitive(root, "user_id");
     if (!cJSON_IsString(prompt) || !prompt->valuestring[0]) {
-        r = sc_http__send_error(c->mhd, 400, "bad_request", "field 'prompt' is required (a non-empty string)");
+        r = sc_http__send_error(c->mhd, 400, "bad_request",
+                                "field 'prompt' is required (a non-empty string)");
         goto done;
     }
     const char *ar = "16:9";
@@ -73,7 +74,8 @@ enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
         seed_v = (long long)d;
     }
     if (user && !cJSON_IsNull(user) && !cJSON_IsString(user)) {
-        r = sc_http__send_error(c->mhd, 400, "invalid_parameter", "field 'user_id' must be a string");
+        r = sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                "field 'user_id' must be a string");
         goto done;
     }
     if (c->cfg->replicate_api_token[0] == '\0') {
@@ -88,7 +90,8 @@ enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
     }
     sc_id_new(c->id);
     c->t_scene = sc_clock_mono();
-    sc_log_info("[Scene] generating id=%s model=%s aspect_ratio=%s", c->id, c->cfg->scene_model_id, ar);
+    sc_log_info("[Scene] generating id=%s model=%s aspect_ratio=%s", c->id, c->cfg->scene_model_id,
+                ar);
     sc_http__suspend(c);
     if (sc_replicate_submit(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds,
                             on_scene_done, c) != 0) {
@@ -110,7 +113,7 @@ enum MHD_Result sc_http__scenes_resumed(sc_http_conn_t *c)
 {
     sc_rep_result_t *res = c->result;
     double secs = sc_clock_mono() - c->t_scene;
-    const char *why = !res ? "cannot queue the prediction"
+    const char *why = !res              ? "cannot queue the prediction"
                       : res->message[0] ? res->message
                                         : sc_replicate_status_name(res->status);
     if (!res || res->status != SC_REP_OK) {
@@ -128,7 +131,8 @@ enum MHD_Result sc_http__scenes_resumed(sc_http_conn_t *c)
         sc_metrics_scene(sc_clock_wall(), false, secs);
         sc_log_warn("[Scene] generation failed id=%s: output is not an image (%s)", c->id,
                     err ? err : "-");
-        r = sc_http__send_error(c->mhd, 502, "upstream_error", "model output is not a PNG or JPEG image");
+        r = sc_http__send_error(c->mhd, 502, "upstream_error",
+                                "model output is not a PNG or JPEG image");
         goto cleanup;
     }
     char dir[SC_CFG_PATH + 16];
@@ -144,8 +148,9 @@ enum MHD_Result sc_http__scenes_resumed(sc_http_conn_t *c)
     sc_metrics_scene(sc_clock_wall(), true, secs);
     sc_log_info("[Scene] saved id=%s seconds=%.2f", c->id, secs);
     sc_buf_t b = SC_BUF_INIT;
-    int rc = sc_buf_printf(&b, "{\"id\": \"%s\", \"image_url\": \"/api/scenes/%s.png\", "
-                               "\"width\": %d, \"height\": %d, \"duration_seconds\": ",
+    int rc = sc_buf_printf(&b,
+                           "{\"id\": \"%s\", \"image_url\": \"/api/scenes/%s.png\", "
+                           "\"width\": %d, \"height\": %d, \"duration_seconds\": ",
                            c->id, c->id, img.width, img.height);
     rc |= sc_buf_json_num(&b, round(secs * 1000.0) / 1000.0);
     rc |= sc_buf_puts(&b, "}");

@@ -112,9 +112,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 enum MHD_Result sc_http__send(struct MHD_Connection *conn, unsigned status, const char *ctype,
                               char *body, size_t len)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, body ? body : (void *)"", body ? MHD_RESPMEM_MUST_FREE
-                                                                            : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        len, body ? body : (void *)"", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r) {
         free(body);
         return MHD_NO;
@@ -160,7 +159,8 @@ enum MHD_Result sc_http__send_error(struct MHD_Connection *conn, unsigned status
 
 enum MHD_Result sc_http__send_oom(struct MHD_Connection *conn)
 {
-    static const char body[] = "{\"error\": {\"code\": \"internal_error\", \"message\": \"out of memory\"}}\n";
+    static const char body[] =
+        "{\"error\": {\"code\": \"internal_error\", \"message\": \"out of memory\"}}\n";
     struct MHD_Response *r =
         MHD_create_response_from_buffer(sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
     if (!r)
@@ -174,8 +174,9 @@ enum MHD_Result sc_http__send_oom(struct MHD_Connection *conn)
 enum MHD_Result sc_http__send_405(struct MHD_Connection *conn, const char *allow)
 {
     sc_buf_t b = SC_BUF_INIT;
-    if (sc_buf_printf(&b, "{\"error\": {\"code\": \"method_not_allowed\", \"message\": "
-                          "\"method not allowed; allowed: %s\"}}\n",
+    if (sc_buf_printf(&b,
+                      "{\"error\": {\"code\": \"method_not_allowed\", \"message\": "
+                      "\"method not allowed; allowed: %s\"}}\n",
                       allow) != 0) {
         sc_buf_free(&b);
         return sc_http__send_oom(conn);
@@ -199,8 +200,9 @@ enum MHD_Result sc_http__send_405(struct MHD_Connection *conn, const char *allow
 static enum MHD_Result handle_health(struct MHD_Connection *conn)
 {
     sc_buf_t b = SC_BUF_INIT;
-    int rc = sc_buf_printf(&b, "{\"status\": \"ok\", \"version\": \"%s\", \"policy_version\": %lld, "
-                               "\"uptime_seconds\": ",
+    int rc = sc_buf_printf(&b,
+                           "{\"status\": \"ok\", \"version\": \"%s\", \"policy_version\": %lld, "
+                           "\"uptime_seconds\": ",
                            SC_VERSION, sc_policy_version());
     rc |= sc_buf_json_num(&b, sc_clock_mono() - g_started);
     rc |= sc_buf_puts(&b, "}");
@@ -236,8 +238,10 @@ static enum MHD_Result begin_body(struct MHD_Connection *conn, sc_http_route_t r
     *con_cls = c;
 
     /* Refuse an announced oversize body before reading a byte of it. */
-    long long limit = route == SC_HTTP_ROUTE_COMPOSITE ? g_cfg->max_upload_bytes : SC_HTTP_MAX_JSON_BODY;
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    long long limit =
+        route == SC_HTTP_ROUTE_COMPOSITE ? g_cfg->max_upload_bytes : SC_HTTP_MAX_JSON_BODY;
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end = NULL;
         unsigned long long n = strtoull(cl, &end, 10);
@@ -262,8 +266,8 @@ static enum MHD_Result body_data(sc_http_conn_t *c, const char *data, size_t siz
         c->refused = true;
         c->refused_status = 413;
         c->refused_code = "payload_too_large";
-        snprintf(c->refused_msg, sizeof c->refused_msg, "request body is over the limit of %d bytes",
-                 SC_HTTP_MAX_JSON_BODY);
+        snprintf(c->refused_msg, sizeof c->refused_msg,
+                 "request body is over the limit of %d bytes", SC_HTTP_MAX_JSON_BODY);
         sc_buf_free(&c->body);
         return MHD_YES;
     }
@@ -278,7 +282,8 @@ static enum MHD_Result body_data(sc_http_conn_t *c, const char *data, size_t siz
 
 static bool has_body(struct MHD_Connection *conn)
 {
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     const char *te =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
     return te || (cl && strcmp(cl, "0") != 0);
@@ -309,7 +314,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (c->stage == SC_STAGE_WAITING) {
             c->stage = SC_STAGE_UPLOAD;
             enum MHD_Result r = c->route == SC_HTTP_ROUTE_COMPOSITE ? sc_http__composite_resumed(c)
-                                                               : sc_http__scenes_resumed(c);
+                                                                    : sc_http__scenes_resumed(c);
             if (c->stage != SC_STAGE_WAITING)
                 c->stage = SC_STAGE_DONE;
             return r;
@@ -402,7 +407,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 static int resolve(const char *host, int port, struct sockaddr_storage *ss, socklen_t *sslen,
                    char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char portstr[16];
@@ -448,22 +454,21 @@ int sc_http_start(const sc_config_t *cfg, char *err, size_t errlen)
     unsigned threads = pool_size(cfg);
     g_daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, NULL,
                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                                MHD_OPTION_THREAD_POOL_SIZE, threads,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)SC_HTTP_CONNECTION_LIMIT,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SC_HTTP_IDLE_TIMEOUT,
-                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SC_HTTP_MEMORY_LIMIT,
-                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+                                MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+                                (unsigned)SC_HTTP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+                                (unsigned)SC_HTTP_IDLE_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                                (size_t)SC_HTTP_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED,
+                                on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                                 MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u, MHD_OPTION_END);
     if (!g_daemon) {
-        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not permitted)",
-                 cfg->host, cfg->port);
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not permitted)", cfg->host,
+                 cfg->port);
         return -1;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_BIND_PORT);
     g_port = di ? di->port : cfg->port;
-    sc_log_info("scenecomp %s listening on http://%s:%d (%u worker threads)", SC_VERSION,
-                cfg->host, g_port, threads);
+    sc_log_info("scenecomp %s listening on http://%s:%d (%u worker threads)", SC_VERSION, cfg->host,
+                g_port, threads);
     return 0;
 }
 
