@@ -772,6 +772,11 @@ static policy_gen_t *gen_load(const sc_config_t *cfg, const char *source, size_t
     lua_close(L);
     return g;
 fail:
+    /* every refusal names the file, also for "not enough memory" */
+    if (g && !strstr(err, g->origin)) {
+        snprintf(msg, sizeof msg, "%s", err);
+        snprintf(err, errlen, "%s: %s", g->origin, msg);
+    }
     if (L)
         lua_close(L);
     gen_unref(g);
