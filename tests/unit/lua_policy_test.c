@@ -535,6 +535,11 @@ static void test_embedded(void)
     status(&b);
     CHECK(strstr(b.data, "\"source\":\"embedded\"") != NULL);
     CHECK(strstr(b.data, "\"route\":\"default\"") != NULL);
+    /* reload while still without a file: a no-op success */
+    long long v = -1;
+    CHECK(sc_policy_reload("test", &v, err, sizeof err) == 0);
+    CHECK_EQ_INT(v, 1);
+    CHECK_EQ_INT(sc_policy_version(), 1);
     sc_policy_shutdown();
     sc_buf_free(&b);
     /* a broken file at start is an error naming file and line */
