@@ -9,6 +9,7 @@
  *     enforcing the deadline of the current sc_lua_call. */
 #include "lua/sandbox.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +126,25 @@ static int sandbox_collectgarbage(lua_State *L)
     return lua_gettop(L);
 }
 
+/* Lua: t = setmetatable(t, mt)
+ * As the base function, but raises for a metatable with a __gc field:
+ * finalizers run whenever the collector decides, including inside lua_close
+ * where no deadline applies, so a looping __gc could hang the thread closing
+ * the state. (In 5.4 only a __gc present at setmetatable time marks t.) */
+static int sandbox_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "__gc metamethods are not allowed in policy and alert code");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1)); /* t, mt, original setmetatable */
+    lua_insert(L, 1);                      /* setmetatable, t, mt */
+    lua_call(L, lua_gettop(L) - 1, 1);     /* t */
+    return 1;
+}
+
 /* Lua: print(...) -- logged at info level with the state's tag, not stdout. */
 static int sandbox_print(lua_State *L)
 {
@@ -180,12 +200,11 @@ static void copy_table(lua_State *L, int src)
  * system paths are searched. Leaves cjson or nil on the stack (+1). */
 static void setup_cjson(lua_State *L)
 {
-    static int warned;
+    static atomic_int warned;
     lua_getglobal(L, "require"); /* require */
     lua_pushliteral(L, "cjson");  /* require, "cjson" */
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        if (!warned) { /* benign race: at worst logged twice */
-            warned = 1;
+        if (!atomic_exchange(&warned, 1)) {
             sc_log_warn("[Lua] lua-cjson not available, `cjson` is nil in policy and alert "
                         "code: %s",
                         lua_tostring(L, -1));
@@ -202,7 +221,7 @@ static int sandbox_setup_l(lua_State *L)
     static const char *const base_names[] = {
         "assert",   "error",    "ipairs", "next",     "pairs",    "pcall",  "xpcall",
         "rawequal", "rawget",   "rawlen", "rawset",   "select",   "tonumber", "tostring",
-        "type",     "_VERSION", "getmetatable", "setmetatable", NULL};
+        "type",     "_VERSION", "getmetatable", NULL};
     static const char *const os_names[] = {"time", "clock", "date", "difftime", NULL};
 
     lua_pushboolean(L, 1);
@@ -228,6 +247,9 @@ static int sandbox_setup_l(lua_State *L)
     lua_getfield(L, 2, "collectgarbage");
     lua_pushcclosure(L, sandbox_collectgarbage, 1);
     lua_setfield(L, env, "collectgarbage");
+    lua_getfield(L, 2, "setmetatable");
+    lua_pushcclosure(L, sandbox_setmetatable, 1);
+    lua_setfield(L, env, "setmetatable");
     lua_pushcfunction(L, sandbox_print);
     lua_setfield(L, env, "print");
 

@@ -80,6 +80,12 @@ static void test_allow_list(lua_State *L)
     CHECK_STR(run(L, "return _G == _ENV", 1), "true");
     CHECK_STR(run(L, "return getmetatable(_G)", 1), "false");
     CHECK(starts(run(L, "setmetatable(_G, nil)", 1), "ERR:"));
+    /* no finalizers: they could run (and loop) inside lua_close, outside any deadline */
+    CHECK(strstr(run(L, "setmetatable({}, { __gc = function() while true do end end })", 1),
+                 "__gc metamethods are not allowed") != NULL);
+    CHECK_STR(run(L, "return getmetatable(setmetatable({}, { __index = { a = 7 } })).__index.a", 1),
+              "7");
+    CHECK_STR(run(L, "return setmetatable({}, { __index = function() return 5 end }).x", 1), "5");
 }
 
 static void test_globals(lua_State *L)

@@ -70,6 +70,12 @@ function M.sandbox_env(host)
     for i = 1, select("#", ...) do parts[#parts + 1] = tostring((select(i, ...))) end
     host.logs[#host.logs + 1] = { level = "info", msg = table.concat(parts, "\t") }
   end
+  env.setmetatable = function(t, mt)
+    if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+      error("__gc metamethods are not allowed in policy and alert code", 2)
+    end
+    return setmetatable(t, mt)
+  end
   env.load = function(chunk, name, _, e) return load(chunk, name, "t", e or env) end
   env._G = env
   return setmetatable(env, {
