@@ -269,6 +269,7 @@ void sc_webhook_enqueue(const sc_webhook_alert_t *a)
     }
     char *body = sc_buf_steal(&b, NULL);
     char *dropped = NULL;
+    long long ndropped = 0;
     pthread_mutex_lock(&wh.mu);
     if (!wh.running || wh.stop) {
         pthread_mutex_unlock(&wh.mu);
@@ -280,18 +281,19 @@ void sc_webhook_enqueue(const sc_webhook_alert_t *a)
         wh.queue[wh.head] = NULL;
         wh.head = (wh.head + 1) % SC_WEBHOOK_QUEUE_MAX;
         wh.count--;
-        wh.stats.dropped++;
+        ndropped = ++wh.stats.dropped;
     }
     wh.queue[(wh.head + wh.count) % SC_WEBHOOK_QUEUE_MAX] = body;
     wh.count++;
     wh.stats.queued++;
     pthread_cond_broadcast(&wh.cond);
     pthread_mutex_unlock(&wh.mu);
-    if (dropped) {
-        free(dropped);
-        sc_log_warn("[Alert] webhook queue full (%d): dropped the oldest notification",
-                    SC_WEBHOOK_QUEUE_MAX);
-    }
+    free(dropped);
+    /* a dead receiver during a storm would otherwise log one line per change */
+    if (ndropped == 1 || (ndropped > 0 && ndropped % 50 == 0))
+        sc_log_warn("[Alert] webhook queue full (%d): dropped the oldest notification (%lld "
+                    "dropped so far)",
+                    SC_WEBHOOK_QUEUE_MAX, ndropped);
 }
 
 void sc_webhook_stop(void)
