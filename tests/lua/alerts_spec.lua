@@ -240,3 +240,66 @@ describe("lua/alerts.lua", function()
     end)
   end)
 end)
+
+describe("examples/alerts", function()
+  describe("cost_budget.lua", function()
+    local rules = H.load("examples/alerts/cost_budget.lua", { ALERT_DAILY_BUDGET_USD = "10" })
+
+    it("is a valid rule list", function()
+      assert.is_true((H.valid(rules)))
+    end)
+
+    it("warns over the daily budget, and near it", function()
+      local over = H.by_name(rules, "daily_cost_over_budget")
+      local near = H.by_name(rules, "daily_cost_near_budget")
+      local function spend(x) return snap({ estimated_cost_usd = { today = x } }) end
+      assert.is_true(over.when(spend(10.01)))
+      assert.is_false(over.when(spend(10)))
+      assert.is_false(near.when(spend(8)))
+      assert.is_true(near.when(spend(8.5)))
+      assert.is_true(near.when(spend(10)))
+      assert.is_false(near.when(spend(10.5))) -- "over" has it
+      assert.are.equal("estimated Kontext spend today $12.50 is over the $10.00 budget",
+        over.summary(spend(12.5)))
+      assert.is_false(over.when(snap({ estimated_cost_usd = {} })))
+    end)
+
+    it("warns when the sliding hour is nearly used", function()
+      local r = H.by_name(rules, "hourly_quota_nearly_used")
+      assert.is_true(r.when(snap({ rate_limiter = { last_hour = 40, max_per_hour = 50 } })))
+      assert.is_false(r.when(snap({ rate_limiter = { last_hour = 39, max_per_hour = 50 } })))
+      assert.is_false(r.when(snap({ rate_limiter = { last_hour = 0, max_per_hour = 0 } })))
+    end)
+  end)
+
+  describe("shipped_plus_budget.lua", function()
+    local rules = H.load("examples/alerts/shipped_plus_budget.lua", { ALERT_DAILY_BUDGET_USD = "5" })
+
+    it("keeps the shipped four, adjusted, and adds its own", function()
+      assert.is_true((H.valid(rules)))
+      assert.are.equal(6, #rules)
+      assert.are.equal(60, H.by_name(rules, "high_fallback_rate").for_seconds)
+      assert.are.equal("critical", H.by_name(rules, "low_kontext_success_rate").severity)
+      -- the original is untouched
+      assert.are.equal(120, rule("high_fallback_rate").for_seconds)
+    end)
+
+    it("fires on the error rate above 5% over enough predictions", function()
+      local r = H.by_name(rules, "high_kontext_error_rate")
+      local function k(attempts, failures)
+        return snap({ stats = { kontext = { attempts = attempts, failures = failures } } })
+      end
+      assert.is_true(r.when(k(100, 6)))
+      assert.is_false(r.when(k(100, 5)))
+      assert.is_false(r.when(k(10, 9)))
+      assert.is_false(r.when(snap()))
+      assert.is_nil(r.value(snap()))
+    end)
+
+    it("fires over the budget from the environment", function()
+      local r = H.by_name(rules, "daily_cost_over_budget")
+      assert.is_true(r.when(snap({ estimated_cost_usd = { today = 5.5 } })))
+      assert.is_false(r.when(snap({ estimated_cost_usd = { today = 4.0 } })))
+    end)
+  end)
+end)

@@ -355,6 +355,13 @@ static void test_check_file(void)
     write_rules(RULES_V1);
     CHECK_EQ_INT(sc_alerts_check_file(rules_path, err, sizeof err), 0);
     CHECK_EQ_INT(sc_alerts_check_file("lua/alerts.lua", err, sizeof err), 0);
+    /* the examples, one of which builds on shipped_alerts() */
+    CHECK_EQ_INT(sc_alerts_check_file("examples/alerts/cost_budget.lua", err, sizeof err), 0);
+    err[0] = '\0';
+    CHECK_EQ_INT(sc_alerts_check_file("examples/alerts/shipped_plus_budget.lua", err, sizeof err),
+                 0);
+    if (err[0])
+        fprintf(stderr, "shipped_plus_budget: %s\n", err);
     write_rules("return {}");
     CHECK_EQ_INT(sc_alerts_check_file(rules_path, err, sizeof err), 0); /* no rules is fine */
     char missing[600];
@@ -405,6 +412,33 @@ static void test_init_default_and_broken(void)
     CHECK_EQ_INT(sc_alerts_reload("test", err, sizeof err), -1);
 }
 
+/* shipped_alerts() gives alert files fresh copies of the shipped four. */
+static void test_shipped_alerts(void)
+{
+    write_rules("local a, b = shipped_alerts(), shipped_alerts()\n"
+                "assert(#a == 4 and a ~= b and a[1] ~= b[1] and a[1].when == b[1].when)\n"
+                "for _, r in ipairs(a) do r.for_seconds = 0 end\n"
+                "assert(b[1].for_seconds > 0, 'copies are independent')\n"
+                "a[#a + 1] = { name = 'extra', severity = 'warning', for_seconds = 0,\n"
+                "  when = function(m) return m.total_requests > 1000 end }\n"
+                "return a\n");
+    init_alerts();
+    CHECK_EQ_INT(sc_alerts__rule_count(), 5);
+    sc_metrics_snapshot_t s;
+    sc_alert_rules_sample(&s, false);
+    s.total_requests = 2000;
+    s.routed_kontext = 100;
+    s.fallbacks = 50;
+    s.fallback_rate = 0.5;
+    sc_alerts__evaluate_with(7000, &s);
+    CHECK_EQ_INT(sc_alerts__state("high_fallback_rate"), SC_ALERT_FIRING);
+    CHECK_EQ_INT(sc_alerts__state("extra"), SC_ALERT_FIRING);
+    CHECK_EQ_INT(sc_alerts__state("low_kontext_success_rate"), SC_ALERT_INACTIVE);
+    CHECK(log_has("[Alert] high_fallback_rate firing (warning): fallback rate 50% over 100 "
+                  "Kontext-routed requests (alert above 10%)"));
+    sc_alerts_shutdown();
+}
+
 /* The same embedded bytes the binary ships equal lua/alerts.lua. */
 extern const char sc_embedded_alerts[];
 extern const size_t sc_embedded_alerts_len;
@@ -431,6 +465,7 @@ int main(void)
     test_reload();
     test_check_file();
     test_init_default_and_broken();
+    test_shipped_alerts();
     test_embedded_matches_file();
 
     sc_log_close();

@@ -15,10 +15,12 @@ function M.scenecomp(vars)
 end
 
 -- Loads a rules file with `scenecomp` = the stub (or none when vars == false)
--- and returns the list it returns.
+-- and returns the list it returns. Like the service, it offers
+-- shipped_alerts(): a fresh copy of lua/alerts.lua's rules.
 function M.load(path, vars)
   local env = setmetatable({}, { __index = _G })
   if vars ~= false then env.scenecomp = M.scenecomp(vars) end
+  env.shipped_alerts = function() return M.load("lua/alerts.lua", vars) end
   local chunk = assert(loadfile(path or "lua/alerts.lua", "t", env))
   return chunk()
 end
