@@ -58,6 +58,7 @@ static struct {
     char pending_chunk[SC_CFG_PATH + 2];
     bool has_error;
     char last_error[ALERTS_ERR_MAX];
+    bool on_embedded; /* the rules in force (or pending) came from the built-in default */
     bool thread_running, stop;
     unsigned long req_seq, done_seq;
 
@@ -461,6 +462,7 @@ int sc_alerts__init(const sc_config_t *cfg, bool start_thread, char *err, size_t
     A.entries = es;
     A.n = rs->n;
     A.has_error = false;
+    A.on_embedded = from == 1;
     A.stop = false;
     A.req_seq = A.done_seq = 0;
     A.thread_running = false;
@@ -546,11 +548,23 @@ int sc_alerts_reload(const char *trigger, char *err, size_t errlen)
         snprintf(err, errlen, "alerts are not initialised");
         return -1;
     }
+    int rrc = sc_alert_rules_read_file(A.cfg.alerts_file, &src, &len, err, errlen);
+    pthread_mutex_lock(&A.mu);
+    bool on_embedded = A.on_embedded;
+    pthread_mutex_unlock(&A.mu);
+    if (rrc == -2 && on_embedded) {
+        /* still no file, as at start-up: the built-in rules stay, nothing to refuse */
+        pthread_mutex_lock(&A.mu);
+        A.has_error = false;
+        pthread_mutex_unlock(&A.mu);
+        sc_log_info("[Alert] reload (%s): %s does not exist; keeping the embedded default rules",
+                    trigger ? trigger : "request", A.cfg.alerts_file);
+        return 0;
+    }
+    snprintf(chunk, sizeof chunk, "@%s", A.cfg.alerts_file);
     /* a vanished file is refused rather than silently replaced by the defaults:
      * an editor's save must never drop an operator's custom rules */
-    if (alerts_source(A.cfg.alerts_file, false, &src, &len, chunk, sizeof chunk, err, errlen) <
-            0 ||
-        sc_alert_rules_load(src, len, chunk, &rs, err, errlen) != 0) {
+    if (rrc != 0 || sc_alert_rules_load(src, len, chunk, &rs, err, errlen) != 0) {
         pthread_mutex_lock(&A.mu);
         A.has_error = true;
         snprintf(A.last_error, sizeof A.last_error, "%s", err);
@@ -571,6 +585,7 @@ int sc_alerts_reload(const char *trigger, char *err, size_t errlen)
     snprintf(A.pending_chunk, sizeof A.pending_chunk, "%s", chunk);
     A.has_error = false;
     A.last_error[0] = '\0';
+    A.on_embedded = false;
     A.req_seq++; /* wake the loop so the new rules apply now, not one interval later */
     pthread_cond_broadcast(&A.cond);
     pthread_mutex_unlock(&A.mu);

@@ -399,6 +399,27 @@ static void test_init_default_and_broken(void)
     sc_alerts__evaluate_with(5120, &s);
     CHECK_EQ_INT(sc_alerts__state("low_kontext_success_rate"), SC_ALERT_FIRING);
     CHECK_STR(health_status(), "unhealthy");
+
+    /* still no file: a reload keeps the built-in rules and is not an error */
+    CHECK_EQ_INT(sc_alerts_reload("test", err, sizeof err), 0);
+    CHECK(sc_alerts_last_error() == NULL);
+    sc_alerts__evaluate_with(5121, &s);
+    CHECK_EQ_INT(sc_alerts__rule_count(), 4);
+    CHECK_EQ_INT(sc_alerts__state("low_kontext_success_rate"), SC_ALERT_FIRING);
+    /* the file appears: it replaces the default; the kept name keeps its state */
+    const char *one = "return {{ name = 'low_kontext_success_rate', severity = 'critical',\n"
+                      "  for_seconds = 0, when = function(m) return true end }}\n";
+    CHECK(sc_fs_write_atomic(cfg.alerts_file, one, strlen(one)) == 0);
+    CHECK_EQ_INT(sc_alerts_reload("test", err, sizeof err), 0);
+    sc_alerts__evaluate_with(5122, &s);
+    CHECK_EQ_INT(sc_alerts__rule_count(), 1);
+    CHECK_EQ_INT(sc_alerts__state("low_kontext_success_rate"), SC_ALERT_FIRING);
+    /* and vanishes again: now that is refused, the file's rules stay */
+    CHECK(unlink(cfg.alerts_file) == 0);
+    CHECK_EQ_INT(sc_alerts_reload("test", err, sizeof err), -1);
+    CHECK(sc_alerts_last_error() != NULL);
+    sc_alerts__evaluate_with(5123, &s);
+    CHECK_EQ_INT(sc_alerts__rule_count(), 1);
     sc_alerts_shutdown();
 
     write_rules("return {{ name = 'a' }}");
