@@ -38,7 +38,7 @@ typedef struct alerts_entry {
     double active_since; /* when the condition last became true */
     double since;        /* when the current state began */
     char summary[SC_ALERT_SUMMARY_MAX];
-    double value; /* NaN = none */
+    double value;  /* NaN = none */
     bool erroring; /* the last evaluation raised (logged once per streak) */
 } alerts_entry_t;
 
@@ -113,8 +113,9 @@ static void alerts_emit(const alerts_event_t *ev)
         sc_log_info("[Alert] %s resolved (%s): %s", ev->name, sev, ev->summary);
         break;
     }
-    sc_webhook_alert_t w = {ev->name,      ev->critical, ev->ch == CH_FIRING, ev->starts_at,
-                            ev->ends_at,   ev->summary,  ev->value};
+    sc_webhook_alert_t w = {ev->name,      ev->critical, ev->ch == CH_FIRING,
+                            ev->starts_at, ev->ends_at,  ev->summary,
+                            ev->value};
     sc_webhook_enqueue(&w); /* no-op without ALERT_WEBHOOK_URL */
 }
 
@@ -210,8 +211,7 @@ static void alerts_apply_swap(double now)
 
     if (sc_alert_rules_load(src, len, chunk, &nrs, err, sizeof err) != 0) {
         /* validated moments ago; only a resource failure gets here */
-        sc_log_error("[Alert] swapping in the new rules failed, keeping the current ones: %s",
-                     err);
+        sc_log_error("[Alert] swapping in the new rules failed, keeping the current ones: %s", err);
         goto cleanup;
     }
     nes = alerts_entries_for(nrs);
@@ -406,8 +406,8 @@ void sc_alerts_evaluate_now(void)
 /* ==== Life cycle ==== */
 
 /* Reads ALERTS_FILE, or the embedded default when it does not exist. */
-static int alerts_source(const char *path, bool allow_default, char **src, size_t *len,
-                         char *chunk, size_t chunklen, char *err, size_t errlen)
+static int alerts_source(const char *path, bool allow_default, char **src, size_t *len, char *chunk,
+                         size_t chunklen, char *err, size_t errlen)
 {
     int rc = sc_alert_rules_read_file(path, src, len, err, errlen);
     if (rc == -2 && allow_default) {
@@ -518,6 +518,8 @@ void sc_alerts_shutdown(void)
     pthread_mutex_unlock(&A.mu);
     if (joined)
         pthread_join(A.thread, NULL);
+    /* a last "resolved" may still be queued: give the receiver a short grace */
+    sc_webhook_wait_idle(2.0);
     sc_webhook_stop();
 
     pthread_mutex_lock(&A.mu);
@@ -630,11 +632,10 @@ static int alerts_entry_json(sc_buf_t *out, const alerts_entry_t *e, bool first)
     return sc_buf_puts(out, first ? "{\"name\":" : ",{\"name\":") ||
            sc_buf_json_str(out, e->name) || sc_buf_puts(out, ",\"severity\":") ||
            sc_buf_json_str(out, alerts_sev(e->critical)) || sc_buf_puts(out, ",\"state\":") ||
-           sc_buf_json_str(out, alerts_state_name(e->state)) ||
-           sc_buf_puts(out, ",\"since\":") || sc_buf_json_str(out, since) ||
-           sc_buf_puts(out, ",\"summary\":") || sc_buf_json_str(out, e->summary) ||
-           sc_buf_puts(out, ",\"value\":") || sc_buf_json_num(out, e->value) ||
-           sc_buf_puts(out, "}");
+           sc_buf_json_str(out, alerts_state_name(e->state)) || sc_buf_puts(out, ",\"since\":") ||
+           sc_buf_json_str(out, since) || sc_buf_puts(out, ",\"summary\":") ||
+           sc_buf_json_str(out, e->summary) || sc_buf_puts(out, ",\"value\":") ||
+           sc_buf_json_num(out, e->value) || sc_buf_puts(out, "}");
 }
 
 /* Appends `"alerts":[...]` of the entries in state >= min (A.mu held). */
@@ -656,8 +657,8 @@ static int alerts_list_locked(sc_buf_t *out, sc_alert_state_t min)
 int sc_alerts_json(sc_buf_t *out)
 {
     pthread_mutex_lock(&A.mu);
-    int rc = sc_buf_puts(out, "{") || alerts_list_locked(out, SC_ALERT_PENDING) ||
-             sc_buf_puts(out, "}");
+    int rc =
+        sc_buf_puts(out, "{") || alerts_list_locked(out, SC_ALERT_PENDING) || sc_buf_puts(out, "}");
     pthread_mutex_unlock(&A.mu);
     return rc ? -1 : 0;
 }

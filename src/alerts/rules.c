@@ -22,8 +22,8 @@ extern const size_t sc_embedded_alerts_len;
 /* Budget for running the file's top level (it only builds a table). */
 #define RULES_CHUNK_BUDGET_SECONDS 1.0
 
-static const char *const rules_known_keys[] = {"name", "severity", "for_seconds",
-                                               "when", "summary", "value", NULL};
+static const char *const rules_known_keys[] = {"name",    "severity", "for_seconds", "when",
+                                               "summary", "value",    NULL};
 
 /* ==== Small helpers ==== */
 
@@ -121,7 +121,7 @@ static void rules_check_one(lua_State *L, int rule, size_t i, rules_ctx_t *c, sc
     }
 
     /* no unknown keys: a typo ("for_second") must not silently drop a setting */
-    lua_pushnil(L); /* rule nil */
+    lua_pushnil(L);                  /* rule nil */
     while (lua_next(L, rule) != 0) { /* rule key value */
         bool known = false;
         if (lua_type(L, -2) == LUA_TSTRING) {
@@ -198,8 +198,8 @@ static int rules_check_k(lua_State *L)
         return luaL_error(L, "%s: the file must return a list of rules (got %s)", c->file,
                           luaL_typename(L, 2));
     lua_Unsigned n = lua_rawlen(L, 2);
-    lua_pushnil(L);                 /* ctx list nil */
-    while (lua_next(L, 2) != 0) {   /* ctx list key value */
+    lua_pushnil(L);               /* ctx list nil */
+    while (lua_next(L, 2) != 0) { /* ctx list key value */
         if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 ||
             (lua_Unsigned)lua_tointeger(L, -2) > n)
             return luaL_error(L, "%s: the file must return a list of rules (found a %s key)",
@@ -242,10 +242,10 @@ static int rules_call(lua_State *L, int ref, const sc_metrics_snapshot_t *m, cha
                       size_t errlen)
 {
     int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);        /* fn */
-    lua_pushcfunction(L, rules_push_metrics_k);    /* fn k */
-    lua_pushlightuserdata(L, (void *)m);           /* fn k m* */
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {         /* fn mtable | fn errobj */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);     /* fn */
+    lua_pushcfunction(L, rules_push_metrics_k); /* fn k */
+    lua_pushlightuserdata(L, (void *)m);        /* fn k m* */
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {      /* fn mtable | fn errobj */
         snprintf(err, errlen, "cannot build the metrics table: %s",
                  lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "out of memory");
         lua_settop(L, top);
@@ -321,16 +321,16 @@ static int rules_shipped_l(lua_State *L)
     lua_Integer n = (lua_Integer)lua_rawlen(L, src);
     lua_createtable(L, (int)n, 0); /* list */
     for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, src, i);         /* list orig */
-        lua_createtable(L, 0, 6);       /* list orig copy */
-        lua_pushnil(L);                 /* list orig copy nil */
-        while (lua_next(L, -3) != 0) {  /* list orig copy key value */
-            lua_pushvalue(L, -2);       /* list orig copy key value key */
-            lua_insert(L, -2);          /* list orig copy key key value */
-            lua_rawset(L, -4);          /* list orig copy key */
+        lua_rawgeti(L, src, i);        /* list orig */
+        lua_createtable(L, 0, 6);      /* list orig copy */
+        lua_pushnil(L);                /* list orig copy nil */
+        while (lua_next(L, -3) != 0) { /* list orig copy key value */
+            lua_pushvalue(L, -2);      /* list orig copy key value key */
+            lua_insert(L, -2);         /* list orig copy key key value */
+            lua_rawset(L, -4);         /* list orig copy key */
         }
-        lua_rawseti(L, -3, i);          /* list orig */
-        lua_pop(L, 1);                  /* list */
+        lua_rawseti(L, -3, i); /* list orig */
+        lua_pop(L, 1);         /* list */
     }
     return 1;
 }
@@ -338,11 +338,11 @@ static int rules_shipped_l(lua_State *L)
 /* Protected: [list] -> env.shipped_alerts = closure over list. */
 static int rules_install_shipped_k(lua_State *L)
 {
-    sc_lua_push_env(L);                         /* list env */
-    lua_pushliteral(L, "shipped_alerts");       /* list env name */
-    lua_pushvalue(L, 1);                        /* list env name list */
-    lua_pushcclosure(L, rules_shipped_l, 1);    /* list env name fn */
-    lua_rawset(L, -3);                          /* list env (rawset: past the global guard) */
+    sc_lua_push_env(L);                      /* list env */
+    lua_pushliteral(L, "shipped_alerts");    /* list env name */
+    lua_pushvalue(L, 1);                     /* list env name list */
+    lua_pushcclosure(L, rules_shipped_l, 1); /* list env name fn */
+    lua_rawset(L, -3);                       /* list env (rawset: past the global guard) */
     return 0;
 }
 
@@ -353,9 +353,8 @@ static void rules_offer_shipped(lua_State *L)
 {
     char e[512];
     int top = lua_gettop(L);
-    if (sc_lua_run_chunk(L, sc_embedded_alerts, sc_embedded_alerts_len,
-                         "=embedded lua/alerts.lua", RULES_CHUNK_BUDGET_SECONDS, e,
-                         sizeof e) != 0)
+    if (sc_lua_run_chunk(L, sc_embedded_alerts, sc_embedded_alerts_len, "=embedded lua/alerts.lua",
+                         RULES_CHUNK_BUDGET_SECONDS, e, sizeof e) != 0)
         return;
     /* stack: list */
     if (lua_type(L, -1) == LUA_TTABLE) {
@@ -440,9 +439,8 @@ static int rules_try_samples(sc_alert_ruleset_t *rs, char *err, size_t errlen)
             int t = lua_type(L, -1);
             lua_settop(L, top);
             if (calls[k].want != LUA_TNONE && t != calls[k].want && t != LUA_TNIL) {
-                snprintf(err, errlen, "rule '%s': %s returned a %s (expected a %s or nil)",
-                         r->name, calls[k].what, lua_typename(L, t),
-                         lua_typename(L, calls[k].want));
+                snprintf(err, errlen, "rule '%s': %s returned a %s (expected a %s or nil)", r->name,
+                         calls[k].what, lua_typename(L, t), lua_typename(L, calls[k].want));
                 return -1;
             }
         }
@@ -471,15 +469,14 @@ int sc_alert_rules_load(const char *source, size_t len, const char *chunkname,
     lua_State *L = rs->L;
     sc_lua_set_log_tag(L, "[Alert]");
     rules_offer_shipped(L);
-    if (sc_lua_run_chunk(L, source, len, chunkname, RULES_CHUNK_BUDGET_SECONDS, e, sizeof e) !=
-        0) {
+    if (sc_lua_run_chunk(L, source, len, chunkname, RULES_CHUNK_BUDGET_SECONDS, e, sizeof e) != 0) {
         snprintf(err, errlen, "%s", e);
         goto fail;
     }
     /* stack: list */
-    lua_pushcfunction(L, rules_check_k); /* list k */
-    lua_pushlightuserdata(L, &ctx);      /* list k ctx* */
-    lua_pushvalue(L, -3);                /* list k ctx* list */
+    lua_pushcfunction(L, rules_check_k);   /* list k */
+    lua_pushlightuserdata(L, &ctx);        /* list k ctx* */
+    lua_pushvalue(L, -3);                  /* list k ctx* list */
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) { /* list | list errobj */
         snprintf(err, errlen, "%s",
                  lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "invalid alert file");

@@ -21,7 +21,7 @@
 #define WEBHOOK_TIMEOUT_MS 5000L
 
 static struct {
-    pthread_mutex_t mu; /* guards everything below */
+    pthread_mutex_t mu;  /* guards everything below */
     pthread_cond_t cond; /* queue changed, stop requested, or sender went idle */
     bool running, stop;
     pthread_t thread;
@@ -96,10 +96,9 @@ int sc_webhook_payload(const sc_webhook_alert_t *a, sc_buf_t *o)
     snprintf(group, sizeof group, "{}:{alertname=\"%.128s\"}", a->name);
 
     if (sc_buf_puts(o, "{\"version\":\"4\",\"status\":") || sc_buf_json_str(o, status) ||
-        sc_buf_puts(o, ",\"receiver\":\"scenecomp\",\"groupKey\":") ||
-        sc_buf_json_str(o, group) || sc_buf_puts(o, ",\"truncatedAlerts\":0,\"alerts\":[") ||
-        sc_buf_puts(o, "{\"status\":") || sc_buf_json_str(o, status) ||
-        sc_buf_puts(o, ",\"labels\":") || webhook_labels(o, a) ||
+        sc_buf_puts(o, ",\"receiver\":\"scenecomp\",\"groupKey\":") || sc_buf_json_str(o, group) ||
+        sc_buf_puts(o, ",\"truncatedAlerts\":0,\"alerts\":[") || sc_buf_puts(o, "{\"status\":") ||
+        sc_buf_json_str(o, status) || sc_buf_puts(o, ",\"labels\":") || webhook_labels(o, a) ||
         sc_buf_puts(o, ",\"annotations\":") || webhook_annotations(o, a) ||
         sc_buf_puts(o, ",\"startsAt\":") || sc_buf_json_str(o, starts) ||
         sc_buf_puts(o, ",\"endsAt\":") || sc_buf_json_str(o, ends) ||
@@ -208,8 +207,8 @@ static void *webhook_main(void *arg)
                 snprintf(err, sizeof err, "cannot create a curl handle");
             delivered = status >= 200 && status < 300;
             if (!delivered)
-                sc_log_warn("[Alert] webhook delivery failed (try %d/%d): %s", t,
-                            SC_WEBHOOK_TRIES, err);
+                sc_log_warn("[Alert] webhook delivery failed (try %d/%d): %s", t, SC_WEBHOOK_TRIES,
+                            err);
             pthread_mutex_lock(&wh.mu);
             if (delivered || t == SC_WEBHOOK_TRIES)
                 break;

@@ -21,12 +21,12 @@
 
 typedef struct sc_webhook_alert {
     const char *name;
-    bool critical;     /* severity label "critical" (else "warning") */
-    bool firing;       /* false = resolved */
-    double starts_at;  /* wall time the alert started firing */
-    double ends_at;    /* wall time it resolved (ignored while firing) */
+    bool critical;    /* severity label "critical" (else "warning") */
+    bool firing;      /* false = resolved */
+    double starts_at; /* wall time the alert started firing */
+    double ends_at;   /* wall time it resolved (ignored while firing) */
     const char *summary;
-    double value;      /* NaN = none (then no "value" annotation) */
+    double value; /* NaN = none (then no "value" annotation) */
 } sc_webhook_alert_t;
 
 typedef struct sc_webhook_stats {

@@ -169,8 +169,8 @@ static void test_state_machine(void)
     CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(j, "alerts")), 1);
     a = find_alert(j, "fb");
     CHECK(a != NULL && strcmp(cJSON_GetObjectItem(a, "state")->valuestring, "firing") == 0);
-    CHECK(a != NULL && strcmp(cJSON_GetObjectItem(a, "since")->valuestring,
-                              "1970-01-01T00:16:51.000Z") == 0);
+    CHECK(a != NULL &&
+          strcmp(cJSON_GetObjectItem(a, "since")->valuestring, "1970-01-01T00:16:51.000Z") == 0);
     cJSON_Delete(j);
 
     /* a critical rule with for_seconds = 0 fires at once: unhealthy */
@@ -238,7 +238,8 @@ static void test_reload(void)
 
     CHECK(sc_alerts_last_error() == NULL);
     /* a syntax error: refused with file:line, old rules kept */
-    write_rules("return {\n  { name = 'x', severity = 'warning',\n  for_seconds = 1 when = 1 },\n}\n");
+    write_rules(
+        "return {\n  { name = 'x', severity = 'warning',\n  for_seconds = 1 when = 1 },\n}\n");
     CHECK_EQ_INT(sc_alerts_reload("test", err, sizeof err), -1);
     char want[600];
     snprintf(want, sizeof want, "%s:3:", rules_path);
@@ -285,8 +286,8 @@ static void test_reload(void)
     const cJSON *a = find_alert(j, "fb");
     CHECK(a && strcmp(cJSON_GetObjectItem(a, "severity")->valuestring, "critical") == 0);
     /* still the moment it started firing in the first file */
-    CHECK(a && strcmp(cJSON_GetObjectItem(a, "since")->valuestring,
-                      "1970-01-01T00:17:22.000Z") == 0);
+    CHECK(a &&
+          strcmp(cJSON_GetObjectItem(a, "since")->valuestring, "1970-01-01T00:17:22.000Z") == 0);
     cJSON_Delete(j);
     CHECK_STR(health_status(), "unhealthy");
     sc_alerts__evaluate_with(1107, &s);

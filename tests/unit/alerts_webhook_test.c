@@ -114,9 +114,9 @@ static void *rx_main(void *arg)
         }
         free(body);
         char resp[128];
-        int len = snprintf(resp, sizeof resp,
-                           "HTTP/1.1 %d X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                           status);
+        int len =
+            snprintf(resp, sizeof resp,
+                     "HTTP/1.1 %d X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", status);
         if (send(c, resp, (size_t)len, MSG_NOSIGNAL) < 0)
             perror("receiver send");
         close(c);
@@ -233,8 +233,13 @@ static void test_url_ok(void)
 
 static void test_payload(void)
 {
-    sc_webhook_alert_t a = {"high_fallback_rate", false, true, 1000.5, 0,
-                            "fallback rate 34% over \"50\" requests", 0.34};
+    sc_webhook_alert_t a = {"high_fallback_rate",
+                            false,
+                            true,
+                            1000.5,
+                            0,
+                            "fallback rate 34% over \"50\" requests",
+                            0.34};
     sc_buf_t b = SC_BUF_INIT;
     CHECK(sc_webhook_payload(&a, &b) == 0);
     cJSON *j = cJSON_Parse(b.data);
