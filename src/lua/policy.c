@@ -772,6 +772,11 @@ static policy_gen_t *gen_load(const sc_config_t *cfg, const char *source, size_t
     lua_close(L);
     return g;
 fail:
+    /* every refusal names the file, also for "not enough memory" */
+    if (g && !strstr(err, g->origin)) {
+        snprintf(msg, sizeof msg, "%s", err);
+        snprintf(err, errlen, "%s: %s", g->origin, msg);
+    }
     if (L)
         lua_close(L);
     gen_unref(g);
@@ -1039,6 +1044,21 @@ static int policy_reload(const char *trigger, bool only_if_changed, long long *v
     policy_gen_t *g = NULL;
     int rc = read_policy_file(g_cfg.policy_file, &src, &len, err, errlen);
     if (rc == 1) {
+        /* Never had a file (embedded default in force): nothing to reload, and
+         * nothing wrong either. A file that disappears is refused below. */
+        pthread_mutex_lock(&g_mu);
+        policy_gen_t *cur = atomic_load_explicit(&g_cur, memory_order_relaxed);
+        bool embedded = cur && strcmp(cur->origin, "embedded") == 0;
+        pthread_mutex_unlock(&g_mu);
+        if (embedded) {
+            sc_log_info("[Policy] reload (%s): %s not found, the embedded default policy "
+                        "stays in force (version %lld)",
+                        trigger, g_cfg.policy_file, keep);
+            pthread_mutex_unlock(&g_reload_mu);
+            if (version)
+                *version = keep;
+            return 1;
+        }
         snprintf(err, errlen, "%s: file not found", g_cfg.policy_file);
         rc = -1;
     }

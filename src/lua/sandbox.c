@@ -78,7 +78,12 @@ static void sandbox_hook(lua_State *L, lua_Debug *ar)
         return;
     info->expired = true;
     lua_sethook(L, sandbox_hook, LUA_MASKCOUNT, 1);
-    luaL_error(L, "timeout: Lua code ran longer than %d ms", (int)(info->budget * 1000 + 0.5));
+    /* level 0 is the interrupted Lua function: name where the time went */
+    luaL_where(L, 0);
+    lua_pushfstring(L, "timeout: Lua code ran longer than %d ms",
+                    (int)(info->budget * 1000 + 0.5));
+    lua_concat(L, 2);
+    lua_error(L);
 }
 
 /* ==== Sandboxed base functions ==== */
