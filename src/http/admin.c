@@ -72,8 +72,7 @@ bool sc_http__admin_allowed(struct MHD_Connection *conn, const sc_config_t *cfg,
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 "Bearer realm=\"scenecomp-admin\"");
-        *queued = MHD_queue_response(conn, 401, r);
-        MHD_destroy_response(r);
+        *queued = sc_http__deliver(conn, 401, r);
         return false;
     }
     if (peer_is_loopback(conn))

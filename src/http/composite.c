@@ -203,9 +203,7 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
         MHD_add_response_header(r, "X-Composite-Fallback", a->fallback ? "true" : "false");
         if (a->fallback_reason)
             MHD_add_response_header(r, "X-Composite-Fallback-Reason", a->fallback_reason);
-        enum MHD_Result ret = MHD_queue_response(c->mhd, 200, r);
-        MHD_destroy_response(r);
-        return ret;
+        return sc_http__deliver(c->mhd, 200, r);
     }
     free(bytes);
     sc_buf_t b = SC_BUF_INIT;
@@ -307,7 +305,9 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     c->t_kontext = sc_clock_mono();
     sc_log_info("[Kontext Composite] submitting id=%s model=%s timeout=%.0fs", c->id,
                 c->eff.model_id, c->eff.timeout_seconds);
-    sc_http__suspend(c);
+    /* The suspension of this pool job passes to the Replicate job; from the
+     * successful submit on, c belongs to the done callback. */
+    sc_http__hand_off(c);
     if (sc_replicate_submit(c->eff.model_id, json, c->eff.timeout_seconds, on_kontext_done, c) !=
         0) {
         /* Not queued, so no callback will come: resume ourselves with a failure. */
@@ -365,7 +365,8 @@ cleanup:
     return rc;
 }
 
-enum MHD_Result sc_http__composite_resumed(sc_http_conn_t *c)
+/* Pool job: the end of a Kontext job (result in c->result). */
+static enum MHD_Result kontext_done(sc_http_conn_t *c)
 {
     if (c->limiter_held) {
         sc_limiter_release();
@@ -456,6 +457,12 @@ enum MHD_Result sc_http__composite_finish(sc_http_conn_t *c)
             return sc_http__send_error(c->mhd, 400, "bad_request",
                                        "malformed or truncated multipart/form-data body");
     }
+    return sc_http__offload(c, sc_http__composite_process);
+}
+
+/* Pool job: everything after the upload. */
+static enum MHD_Result process(sc_http_conn_t *c)
+{
     if (!c->f_scene.present)
         return sc_http__send_error(c->mhd, 400, "bad_request", "field 'scene' is required");
     if (!c->f_product.present)
@@ -530,4 +537,14 @@ enum MHD_Result sc_http__composite_finish(sc_http_conn_t *c)
     if (route == SC_ROUTE_KONTEXT)
         return start_kontext(c);
     return run_pil(c, false, NULL);
+}
+
+void sc_http__composite_process(sc_http_conn_t *c)
+{
+    (void)process(c);
+}
+
+void sc_http__composite_kontext_done(sc_http_conn_t *c)
+{
+    (void)kontext_done(c);
 }

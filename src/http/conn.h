@@ -7,7 +7,13 @@
  * second reference, dropped by its done callback on the curl I/O thread after it
  * resumed the connection. MHD's "request completed" notification drops the
  * request's reference. Whichever drop comes last frees it, so the callback never
- * touches freed memory, also when the client went away while suspended. */
+ * touches freed memory, also when the client went away while suspended.
+ *
+ * Where the work runs: upload parsing on the MHD worker that owns the
+ * connection; the CPU-heavy rest of a composite on the compute pool (pool.c),
+ * with the connection suspended. A pool job does not queue its answer (MHD only
+ * allows that inside the access handler): sc_http__deliver stashes it in the
+ * context, the job resumes the connection, and the handler queues it. */
 #ifndef SCENECOMP_HTTP_CONN_H
 #define SCENECOMP_HTTP_CONN_H
 
@@ -41,6 +47,7 @@ typedef enum {
 
 typedef enum {
     SC_STAGE_UPLOAD = 0, /* receiving the body */
+    SC_STAGE_JOB,        /* suspended, a compute-pool job runs */
     SC_STAGE_WAITING,    /* suspended, a Replicate job runs */
     SC_STAGE_DONE        /* a response was queued */
 } sc_http_stage_t;
@@ -81,7 +88,10 @@ typedef struct sc_http_conn {
     char id[33];
     double t_kontext; /* monotonic, submit */
     bool limiter_held;
-    sc_rep_result_t *result; /* set by the done callback before resuming */
+    sc_rep_result_t *result;      /* set by the done callback before resuming */
+    struct MHD_Response *pending; /* answer stashed by a pool job */
+    unsigned pending_status;
+    void (*job)(struct sc_http_conn *c); /* what the pool runs next */
     /* scenes */
     double t_scene;
 } sc_http_conn_t;
@@ -89,12 +99,36 @@ typedef struct sc_http_conn {
 void sc_http__conn_ref(sc_http_conn_t *c);
 void sc_http__conn_unref(sc_http_conn_t *c);
 
-/* Suspends c's connection for a Replicate job (ref taken for the callback) and
- * the matching resume, called from the done callback. */
+/* Suspends c's connection (MHD thread, inside the handler); the suspension
+ * holds a reference, given back by the one sc_http__resume that ends it (any
+ * thread). */
 void sc_http__suspend(sc_http_conn_t *c);
+void sc_http__resume(sc_http_conn_t *c);
+/* The Replicate done callback's resume: stores res (owned by c from now on), resumes. */
 void sc_http__resume_from_callback(sc_http_conn_t *c, sc_rep_result_t *res);
 
+/* Suspends c and runs job on the compute pool (inline when the pool refuses).
+ * The job answers through the sc_http__send helpers; then the connection is
+ * resumed and the stashed answer queued. Call inside the access handler. */
+enum MHD_Result sc_http__offload(sc_http_conn_t *c, void (*job)(sc_http_conn_t *c));
+/* Called by a pool job just before it hands its suspended connection to a
+ * Replicate job: the pool will not resume it, the done callback will. The job
+ * must not touch c once the submit succeeded. */
+void sc_http__hand_off(sc_http_conn_t *c);
+
+/* Compute pool (pool.c): nthreads threads running queued fn(arg), FIFO. */
+int sc_http__pool_start(int nthreads);
+/* Returns 0, or -1 (out of memory, or stopping) when fn will not run. */
+int sc_http__pool_submit(void (*fn)(void *), void *arg);
+/* Runs what is queued, then joins the threads. */
+void sc_http__pool_stop(void);
+
 /* ==== Responses (each returns the MHD_queue_response result) ==== */
+
+/* Queues r with status on conn and releases r; inside a pool job working on
+ * conn, stashes r in the job's context instead (returns MHD_YES). */
+enum MHD_Result sc_http__deliver(struct MHD_Connection *conn, unsigned status,
+                                 struct MHD_Response *r);
 
 /* Takes ownership of body (malloc'd, may be NULL for an empty body). */
 enum MHD_Result sc_http__send(struct MHD_Connection *conn, unsigned status, const char *ctype,
@@ -110,12 +144,14 @@ enum MHD_Result sc_http__send_oom(struct MHD_Connection *conn);
 
 /* ==== Handlers ==== */
 
-/* POST /api/composite: body chunks, then the final call (upload_size == 0). */
+/* POST /api/composite: body chunks, then the final call (upload_size == 0),
+ * which offloads sc_http__composite_process to the pool. */
 enum MHD_Result sc_http__composite_begin(sc_http_conn_t *c);
 enum MHD_Result sc_http__composite_data(sc_http_conn_t *c, const char *data, size_t size);
 enum MHD_Result sc_http__composite_finish(sc_http_conn_t *c);
-/* Called again after a resume. */
-enum MHD_Result sc_http__composite_resumed(sc_http_conn_t *c);
+/* Pool jobs: the request after its upload, and the end of a Kontext job. */
+void sc_http__composite_process(sc_http_conn_t *c);
+void sc_http__composite_kontext_done(sc_http_conn_t *c);
 
 enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c);
 enum MHD_Result sc_http__scenes_resumed(sc_http_conn_t *c);

@@ -42,7 +42,5 @@ enum MHD_Result sc_http__serve_output(sc_http_conn_t *c, const char *subdir, con
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL,
                             "public, max-age=31536000, immutable");
-    enum MHD_Result ret = MHD_queue_response(c->mhd, 200, r);
-    MHD_destroy_response(r);
-    return ret;
+    return sc_http__deliver(c->mhd, 200, r);
 }

@@ -92,6 +92,7 @@ enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
     c->t_scene = sc_clock_mono();
     sc_log_info("[Scene] generating id=%s model=%s aspect_ratio=%s", c->id, c->cfg->scene_model_id,
                 ar);
+    c->stage = SC_STAGE_WAITING;
     sc_http__suspend(c);
     if (sc_replicate_submit(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds,
                             on_scene_done, c) != 0) {

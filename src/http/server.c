@@ -57,6 +57,8 @@ static void conn_free(sc_http_conn_t *c)
     sc_image_free(&c->product);
     if (c->result)
         sc_replicate_result_free(c->result);
+    if (c->pending)
+        MHD_destroy_response(c->pending);
     free(c);
 }
 
@@ -73,24 +75,78 @@ void sc_http__conn_unref(sc_http_conn_t *c)
 
 void sc_http__suspend(sc_http_conn_t *c)
 {
-    /* Suspend BEFORE the job is submitted: the callback may run at once on the
-     * I/O thread, and resuming a connection that is not suspended yet is not
-     * something MHD promises to handle. */
     sc_http__conn_ref(c);
-    c->stage = SC_STAGE_WAITING;
     atomic_fetch_add(&g_suspended, 1);
     MHD_suspend_connection(c->mhd);
 }
 
-void sc_http__resume_from_callback(sc_http_conn_t *c, sc_rep_result_t *res)
+void sc_http__resume(sc_http_conn_t *c)
 {
-    /* Runs on the curl I/O thread (or on the worker when a submit failed). The
-     * result is stored before the resume so the worker sees it; after the resume
-     * only our own reference is touched. */
-    c->result = res;
+    /* After MHD_resume_connection the handler may run (and the request end) at
+     * once on the MHD thread, so only our own reference is touched after it. */
     atomic_fetch_sub(&g_suspended, 1);
     MHD_resume_connection(c->mhd);
     sc_http__conn_unref(c);
+}
+
+void sc_http__resume_from_callback(sc_http_conn_t *c, sc_rep_result_t *res)
+{
+    /* Runs on the curl I/O thread (or on the job's thread when a submit
+     * failed). The result is stored before the resume so the handler sees it. */
+    c->result = res;
+    sc_http__resume(c);
+}
+
+/* ==== Compute pool jobs ==== */
+
+/* The connection whose job runs on this thread (NULL outside jobs), and
+ * whether that job handed its connection over to a Replicate job. */
+static _Thread_local sc_http_conn_t *tl_job;
+static _Thread_local bool tl_handed_off;
+
+static void job_trampoline(void *arg)
+{
+    sc_http_conn_t *c = arg;
+    tl_job = c;
+    tl_handed_off = false;
+    c->job(c);
+    bool handed = tl_handed_off;
+    tl_job = NULL;
+    /* Handed off: the done callback resumes, and c may already be gone. */
+    if (!handed)
+        sc_http__resume(c);
+}
+
+void sc_http__hand_off(sc_http_conn_t *c)
+{
+    c->stage = SC_STAGE_WAITING; /* read by the handler after the callback's resume */
+    tl_handed_off = true;
+}
+
+enum MHD_Result sc_http__offload(sc_http_conn_t *c, void (*job)(sc_http_conn_t *c))
+{
+    c->job = job;
+    c->stage = SC_STAGE_JOB;
+    sc_http__suspend(c);
+    if (sc_http__pool_submit(job_trampoline, c) != 0)
+        job_trampoline(c); /* the pool is stopping or out of memory: run it here */
+    return MHD_YES;
+}
+
+enum MHD_Result sc_http__deliver(struct MHD_Connection *conn, unsigned status,
+                                 struct MHD_Response *r)
+{
+    sc_http_conn_t *c = tl_job;
+    if (c && c->mhd == conn) {
+        if (c->pending)
+            MHD_destroy_response(c->pending); /* a second answer replaces the first */
+        c->pending = r;
+        c->pending_status = status;
+        return MHD_YES;
+    }
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -120,9 +176,7 @@ enum MHD_Result sc_http__send(struct MHD_Connection *conn, unsigned status, cons
     }
     if (ctype)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    enum MHD_Result ret = MHD_queue_response(conn, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return sc_http__deliver(conn, status, r);
 }
 
 enum MHD_Result sc_http__send_json(struct MHD_Connection *conn, unsigned status, sc_buf_t *body)
@@ -166,9 +220,7 @@ enum MHD_Result sc_http__send_oom(struct MHD_Connection *conn)
     if (!r)
         return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    enum MHD_Result ret = MHD_queue_response(conn, 500, r);
-    MHD_destroy_response(r);
-    return ret;
+    return sc_http__deliver(conn, 500, r);
 }
 
 enum MHD_Result sc_http__send_405(struct MHD_Connection *conn, const char *allow)
@@ -190,9 +242,7 @@ enum MHD_Result sc_http__send_405(struct MHD_Connection *conn, const char *allow
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-    enum MHD_Result ret = MHD_queue_response(conn, 405, r);
-    MHD_destroy_response(r);
-    return ret;
+    return sc_http__deliver(conn, 405, r);
 }
 
 /* ==== Simple routes ==== */
@@ -311,10 +361,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             *upload_size = 0; /* a response is queued; drop what still arrives */
             return MHD_YES;
         }
+        if (c->stage == SC_STAGE_JOB) {
+            /* Resumed by a finished pool job: queue what it stashed. */
+            struct MHD_Response *r = c->pending;
+            c->pending = NULL;
+            c->stage = SC_STAGE_DONE;
+            if (!r)
+                return MHD_NO; /* the job could not even build an answer */
+            enum MHD_Result ret = MHD_queue_response(conn, c->pending_status, r);
+            MHD_destroy_response(r);
+            return ret;
+        }
         if (c->stage == SC_STAGE_WAITING) {
+            /* Resumed by a Replicate callback. */
+            if (c->route == SC_HTTP_ROUTE_COMPOSITE)
+                return sc_http__offload(c, sc_http__composite_kontext_done);
             c->stage = SC_STAGE_UPLOAD;
-            enum MHD_Result r = c->route == SC_HTTP_ROUTE_COMPOSITE ? sc_http__composite_resumed(c)
-                                                                    : sc_http__scenes_resumed(c);
+            enum MHD_Result r = sc_http__scenes_resumed(c);
             if (c->stage != SC_STAGE_WAITING)
                 c->stage = SC_STAGE_DONE;
             return r;
@@ -346,7 +409,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         } else {
             r = sc_http__admin(conn, g_cfg, method, url);
         }
-        if (c->stage != SC_STAGE_WAITING)
+        if (c->stage == SC_STAGE_UPLOAD)
             c->stage = SC_STAGE_DONE;
         return r;
     }
@@ -452,6 +515,12 @@ int sc_http_start(const sc_config_t *cfg, char *err, size_t errlen)
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned threads = pool_size(cfg);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int compute = cores < 1 ? 1 : (int)cores;
+    if (sc_http__pool_start(compute) != 0) {
+        snprintf(err, errlen, "cannot start the compute threads");
+        return -1;
+    }
     g_daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, NULL,
                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                                 MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
@@ -467,8 +536,9 @@ int sc_http_start(const sc_config_t *cfg, char *err, size_t errlen)
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_BIND_PORT);
     g_port = di ? di->port : cfg->port;
-    sc_log_info("scenecomp %s listening on http://%s:%d (%u worker threads)", SC_VERSION, cfg->host,
-                g_port, threads);
+    sc_log_info("scenecomp %s listening on http://%s:%d (%u connection threads, %d compute "
+                "threads)",
+                SC_VERSION, cfg->host, g_port, threads, compute);
     return 0;
 }
 
@@ -506,5 +576,6 @@ void sc_http_stop(void)
         return;
     MHD_stop_daemon(g_daemon);
     g_daemon = NULL;
+    sc_http__pool_stop();
     g_port = 0;
 }
