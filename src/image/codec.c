@@ -225,9 +225,10 @@ done:
 
 /* ==== Encoding ==== */
 
-/* libdeflate level for PNG: chosen in docs/performance.md (size within Pillow's
- * zlib-6 output, several times faster). */
-#define SC_PNG_DEFLATE_LEVEL 6
+/* 0 = our Huffman + run-length deflate on two threads (png.h): within a few
+ * percent of Pillow's zlib-6 size at a fraction of libdeflate-6's time; the
+ * figures are in docs/performance.md. */
+#define SC_PNG_DEFLATE_LEVEL 0
 
 int sc_codec_encode_png(const sc_image_t *img, uint8_t **out, size_t *out_len)
 {

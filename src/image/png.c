@@ -1,7 +1,10 @@
 /* Fast PNG decode (subset) and encode; see png.h. */
 #include "image/png.h"
 
+#include "image/deflate.h"
+
 #include <immintrin.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -406,42 +409,130 @@ static uint8_t *put_chunk_crc(uint8_t *data, uint32_t len)
     return data + len + 4;
 }
 
+/* One horizontal band of the image: filter rows [y0, y1) into filt, then
+ * (level 0) compress them as an independent deflate segment. */
+typedef struct {
+    const sc_image_t *img;
+    uint8_t *filt;  /* the whole filtered buffer */
+    size_t y0, y1;
+    int final;
+    uint8_t *z;     /* segment output (level 0), malloc'd */
+    size_t zlen;
+    int rc;
+} band_t;
+
+static void filter_band(band_t *b)
+{
+    const sc_image_t *img = b->img;
+    int bpp = img->channels;
+    size_t n = (size_t)img->width * (size_t)bpp, row_sz = n + 32;
+    uint8_t *rows = calloc(7, row_sz);
+    if (!rows) {
+        b->rc = -1;
+        return;
+    }
+    uint8_t *cur = rows + 16, *prev = rows + row_sz + 16, *scratch = rows + 2 * row_sz;
+    if (b->y0 > 0)
+        memcpy(prev, img->pixels + (b->y0 - 1) * n, n);
+    sc_simd_level_t lvl = sc_simd_level();
+    for (size_t y = b->y0; y < b->y1; y++) {
+        memcpy(cur, img->pixels + y * n, n);
+        sc_png_filter_row(cur, prev, n, bpp, b->filt + y * (n + 1), scratch, lvl);
+        uint8_t *t = cur;
+        cur = prev;
+        prev = t;
+    }
+    free(rows);
+    b->rc = 0;
+}
+
+static void *band_run(void *arg)
+{
+    band_t *b = arg;
+    filter_band(b);
+    if (b->rc != 0)
+        return NULL;
+    size_t n = (size_t)b->img->width * (size_t)b->img->channels + 1;
+    size_t len = (b->y1 - b->y0) * n;
+    b->z = malloc(sc_deflate_bound(len));
+    if (!b->z) {
+        b->rc = -1;
+        return NULL;
+    }
+    b->zlen = sc_deflate_segment(b->filt + b->y0 * n, len, b->final, b->z);
+    b->rc = b->zlen ? 0 : -1;
+    return NULL;
+}
+
+/* Images at least this many bytes are encoded in two bands on two threads. */
+#define SC_PNG_PARALLEL_BYTES (1u << 20)
+
 int sc_png_encode(const sc_image_t *img, int level, uint8_t **out, size_t *out_len)
 {
-    uint8_t *filt = NULL, *rows = NULL, *png = NULL;
+    uint8_t *filt = NULL, *png = NULL;
     struct libdeflate_compressor *c = NULL;
-    int rc = -1;
+    band_t bands[2];
+    memset(bands, 0, sizeof(bands));
+    int rc = -1, nb = 1;
     *out = NULL;
     *out_len = 0;
     if (!img->pixels || img->width <= 0 || img->height <= 0 ||
-        (img->channels != 3 && img->channels != 4))
+        (img->channels != 3 && img->channels != 4) || level < 0 || level > 12)
         return -1;
     int bpp = img->channels;
     size_t n = (size_t)img->width * (size_t)bpp, h = (size_t)img->height;
     size_t filt_len = h * (n + 1);
     filt = malloc(filt_len);
-    /* two padded rows (16 zero bytes before each) + 5 scratch rows */
-    size_t row_sz = n + 32;
-    rows = calloc(7, row_sz);
-    c = libdeflate_alloc_compressor(level);
-    if (!filt || !rows || !c)
+    if (!filt)
         goto cleanup;
-    uint8_t *cur = rows + 16, *prev = rows + row_sz + 16, *scratch = rows + 2 * row_sz;
-    sc_simd_level_t lvl = sc_simd_level();
-    for (size_t y = 0; y < h; y++) {
-        memcpy(cur, img->pixels + y * n, n);
-        sc_png_filter_row(cur, prev, n, bpp, filt + y * (n + 1), scratch, lvl);
-        uint8_t *t = cur;
-        cur = prev;
-        prev = t;
+    size_t zlen = 0;
+    const size_t head = 8 + 25 + 8 + 2, tail = 4 + 4 + 12;
+    if (level == 0) {
+        if (filt_len >= SC_PNG_PARALLEL_BYTES && h >= 2)
+            nb = 2;
+        for (int i = 0; i < nb; i++) {
+            bands[i].img = img;
+            bands[i].filt = filt;
+            bands[i].y0 = h * (size_t)i / (size_t)nb;
+            bands[i].y1 = h * (size_t)(i + 1) / (size_t)nb;
+            bands[i].final = i == nb - 1;
+        }
+        pthread_t th;
+        int threaded = nb == 2 && pthread_create(&th, NULL, band_run, &bands[1]) == 0;
+        band_run(&bands[0]);
+        if (threaded)
+            pthread_join(th, NULL);
+        else if (nb == 2)
+            band_run(&bands[1]);
+        for (int i = 0; i < nb; i++)
+            if (bands[i].rc != 0)
+                goto cleanup;
+        zlen = 2 + bands[0].zlen + (nb == 2 ? bands[1].zlen : 0) + 4;
+        png = malloc(head + zlen + tail);
+        if (!png)
+            goto cleanup;
+        uint8_t *z = png + head - 2;
+        z[0] = 0x78; /* zlib header: deflate, 32 KiB window, no dictionary */
+        z[1] = 0x01;
+        memcpy(z + 2, bands[0].z, bands[0].zlen);
+        if (nb == 2)
+            memcpy(z + 2 + bands[0].zlen, bands[1].z, bands[1].zlen);
+        put_be32(z + zlen - 4, libdeflate_adler32(1, filt, filt_len));
+    } else {
+        band_t all = {img, filt, 0, h, 1, NULL, 0, 0};
+        filter_band(&all);
+        c = libdeflate_alloc_compressor(level);
+        if (all.rc != 0 || !c)
+            goto cleanup;
+        size_t bound = libdeflate_zlib_compress_bound(c, filt_len);
+        png = malloc(head - 2 + bound + tail);
+        if (!png)
+            goto cleanup;
+        zlen = libdeflate_zlib_compress(c, filt, filt_len, png + head - 2, bound);
+        if (zlen == 0)
+            goto cleanup;
     }
-    size_t bound = libdeflate_zlib_compress_bound(c, filt_len);
-    size_t head = 8 + 25 + 8, tail = 4 + 12;
-    png = malloc(head + bound + tail);
-    if (!png)
-        goto cleanup;
-    size_t zlen = libdeflate_zlib_compress(c, filt, filt_len, png + head, bound);
-    if (zlen == 0 || zlen > 0x7fffffff)
+    if (zlen > 0x7fffffff)
         goto cleanup;
     uint8_t *p = png;
     memcpy(p, png_sig, 8);
@@ -463,8 +554,9 @@ int sc_png_encode(const sc_image_t *img, int level, uint8_t **out, size_t *out_l
 cleanup:
     if (c)
         libdeflate_free_compressor(c);
+    free(bands[0].z);
+    free(bands[1].z);
     free(png);
-    free(rows);
     free(filt);
     return rc;
 }
