@@ -3,7 +3,9 @@
  * 2 warm-ups, then N reps (N so a stage takes about --target-s seconds, at
  * least --min-reps, at most 101), median reported as
  *   tool=scenecomp stage=NAME ms=MEDIAN mpix_s=X min_ms=.. max_ms=.. n=.. cpu_ms=..
- * Usage: sc_bench INDIR [--target-s S] [--min-reps N] */
+ * Usage: sc_bench INDIR [--target-s S] [--min-reps N] [--extra]
+ * --extra adds x_* stages: the alternatives (libdeflate levels, stb_image_write,
+ * stb JPEG/PNG decode, the single-thread pipeline) behind the design choices. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +13,10 @@
 
 #include "image/codec.h"
 #include "image/composite.h"
+#include "image/pipeline.h"
 #include "image/place.h"
+#include "image/png.h"
+#include "image/stb_glue.h"
 #include "image/resize.h"
 #include "image/simd.h"
 
@@ -202,14 +207,19 @@ typedef struct {
     file_t scene, prod;
     int jpeg;
     sc_place_params_t params;
+    int png_level;
 } e2e_ctx;
 
+/* decode both (product + resize on a second thread), composite, encode */
 static void st_e2e(void *c)
 {
     e2e_ctx *e = c;
-    sc_image_t sc = decode_or_die(e->scene), pr = decode_or_die(e->prod);
+    sc_pipeline_in_t in = {e->scene.data, e->scene.len, e->prod.data, e->prod.len, 40000000,
+                           e->params};
+    sc_image_t sc;
+    int which;
     const char *err = NULL;
-    if (sc_place_composite(&sc, &pr, &e->params, &err) != 0)
+    if (sc_pipeline_composite(&in, &sc, &which, &err) != SC_CODEC_OK)
         die(err);
     uint8_t *out;
     size_t len;
@@ -218,7 +228,63 @@ static void st_e2e(void *c)
         die("encode");
     free(out);
     sc_image_free(&sc);
+}
+
+/* the same, one thread, one step after the other */
+static void st_e2e_serial(void *c)
+{
+    e2e_ctx *e = c;
+    sc_image_t sc = decode_or_die(e->scene), pr = decode_or_die(e->prod);
+    const char *err = NULL;
+    if (sc_place_composite(&sc, &pr, &e->params, &err) != 0)
+        die(err);
+    uint8_t *out;
+    size_t len;
+    int rc = e->jpeg ? sc_codec_encode_jpeg(&sc, 90, &out, &len)
+                     : sc_png_encode(&sc, e->png_level, &out, &len);
+    if (rc != 0)
+        die("encode");
+    free(out);
+    sc_image_free(&sc);
     sc_image_free(&pr);
+}
+
+/* ==== comparison stages (the alternatives, for docs/performance.md) ==== */
+
+typedef struct {
+    const sc_image_t *img;
+    int level;
+    size_t last_len;
+} alt_ctx;
+
+static void st_png_level(void *c)
+{
+    alt_ctx *a = c;
+    uint8_t *out;
+    if (sc_png_encode(a->img, a->level, &out, &a->last_len) != 0)
+        die("encode");
+    free(out);
+}
+
+static void st_png_stbiw(void *c)
+{
+    alt_ctx *a = c;
+    uint8_t *out = sc_stb_write_png(a->img->pixels, a->img->width, a->img->height,
+                                    a->img->channels, &a->last_len);
+    if (!out)
+        die("stbiw");
+    free(out);
+}
+
+static void st_decode_stb(void *c)
+{
+    dec_ctx *d = c;
+    int w, h, comp;
+    const char *err;
+    uint8_t *p = sc_stb_load(d->f.data, d->f.len, &w, &h, &comp, &err);
+    if (!p)
+        die(err);
+    sc_stb_free(p);
 }
 
 /* The anchor's bottom_center_box, expressed as the contract's centre/scale
@@ -245,8 +311,11 @@ static sc_place_params_t params_for(const sc_image_t *scene, const sc_image_t *p
 int main(int argc, char **argv)
 {
     opts_t o = {"/tmp/scenecomp-bench", 2.0, 9};
+    int extra = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--target-s") == 0 && i + 1 < argc)
+        if (strcmp(argv[i], "--extra") == 0)
+            extra = 1;
+        else if (strcmp(argv[i], "--target-s") == 0 && i + 1 < argc)
             o.target_s = atof(argv[++i]);
         else if (strcmp(argv[i], "--min-reps") == 0 && i + 1 < argc)
             o.min_reps = atoi(argv[++i]);
@@ -298,10 +367,26 @@ int main(int argc, char **argv)
     bench(&o, "encode_png_l6", st_encode, NULL, &ep, sp);
     bench(&o, "encode_jpeg_q90", st_encode, NULL, &ej, sp);
 
-    e2e_ctx e1 = {scene_png, prod_png, 0, params}, e2 = {scene_jpg, prod_png, 1, params};
+    e2e_ctx e1 = {scene_png, prod_png, 0, params, 0}, e2 = {scene_jpg, prod_png, 1, params, 0};
     bench(&o, "end_to_end", st_e2e, NULL, &e1, sp);
     bench(&o, "end_to_end_jpeg", st_e2e, NULL, &e2, sp);
     printf("# scenecomp output sizes bytes: png_l6=%zu jpeg_q90=%zu\n", ep.last_len, ej.last_len);
+
+    if (extra) { /* the alternatives behind the design choices */
+        e2e_ctx s1 = {scene_png, prod_png, 0, params, 0}, s2 = {scene_jpg, prod_png, 1, params, 0};
+        bench(&o, "x_end_to_end_serial", st_e2e_serial, NULL, &s1, sp);
+        bench(&o, "x_end_to_end_jpeg_serial", st_e2e_serial, NULL, &s2, sp);
+        s1.png_level = 6;
+        bench(&o, "x_end_to_end_serial_libdeflate6", st_e2e_serial, NULL, &s1, sp);
+        alt_ctx a6 = {&out, 6, 0}, a1 = {&out, 1, 0}, st = {&out, 0, 0};
+        bench(&o, "x_encode_png_libdeflate_l6", st_png_level, NULL, &a6, sp);
+        bench(&o, "x_encode_png_libdeflate_l1", st_png_level, NULL, &a1, sp);
+        bench(&o, "x_encode_png_stbiw_libdeflate6", st_png_stbiw, NULL, &st, sp);
+        bench(&o, "x_decode_scene_jpg_stb", st_decode_stb, NULL, &d2, sp);
+        bench(&o, "x_decode_scene_png_stb", st_decode_stb, NULL, &d1, sp);
+        printf("# alternative sizes bytes: libdeflate_l6=%zu libdeflate_l1=%zu stbiw_libdeflate6=%zu\n",
+               a6.last_len, a1.last_len, st.last_len);
+    }
 
     sc_image_free(&out);
     sc_image_free(&small);

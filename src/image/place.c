@@ -33,15 +33,18 @@ void sc_place_geometry(int scene_w, int scene_h, int prod_w, int prod_h,
     g->top = (int)round(p->y * scene_h - h / 2.0);
 }
 
-int sc_place_composite(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
-                       const char **err)
+int sc_place_prepare(const sc_image_t *product, int scene_w, int scene_h,
+                     const sc_place_params_t *p, sc_place_layer_t *layer, const char **err)
 {
-    sc_image_t keyed = SC_IMAGE_INIT, small = SC_IMAGE_INIT;
+    sc_image_t keyed = SC_IMAGE_INIT;
     const char *e = NULL;
     int rc = -1;
-    if (!scene || !scene->pixels || (scene->channels != 3 && scene->channels != 4) ||
-        !product || !product->pixels || (product->channels != 3 && product->channels != 4) ||
-        product->width <= 0 || product->height <= 0 || !p) {
+    if (layer) {
+        memset(layer, 0, sizeof(*layer));
+    }
+    if (!layer || scene_w <= 0 || scene_h <= 0 || !product || !product->pixels ||
+        (product->channels != 3 && product->channels != 4) || product->width <= 0 ||
+        product->height <= 0 || !p) {
         e = "bad image";
         goto done;
     }
@@ -54,18 +57,17 @@ int sc_place_composite(sc_image_t *scene, const sc_image_t *product, const sc_pl
         goto done;
     }
     sc_place_geometry_t g;
-    sc_place_geometry(scene->width, scene->height, product->width, product->height, p, &g);
+    sc_place_geometry(scene_w, scene_h, product->width, product->height, p, &g);
     long long x0 = g.left < 0 ? 0 : g.left, y0 = g.top < 0 ? 0 : g.top;
     long long x1 = (long long)g.left + g.width, y1 = (long long)g.top + g.height;
-    if (x1 > scene->width)
-        x1 = scene->width;
-    if (y1 > scene->height)
-        y1 = scene->height;
+    if (x1 > scene_w)
+        x1 = scene_w;
+    if (y1 > scene_h)
+        y1 = scene_h;
     if (x1 <= x0 || y1 <= y0) { /* entirely outside: nothing to draw */
         rc = 0;
         goto done;
     }
-
     const sc_image_t *prod = product;
     if (!sc_image_has_transparency(product)) {
         int k = sc_key_background(product, &keyed, NULL);
@@ -77,16 +79,34 @@ int sc_place_composite(sc_image_t *scene, const sc_image_t *product, const sc_pl
             prod = &keyed;
     }
     if (sc_resize_lanczos_region(prod, g.width, g.height, (int)(x0 - g.left), (int)(y0 - g.top),
-                                 (int)(x1 - x0), (int)(y1 - y0), &small, sc_simd_level()) != 0) {
+                                 (int)(x1 - x0), (int)(y1 - y0), &layer->img,
+                                 sc_simd_level()) != 0) {
         e = "out of memory resizing the product";
         goto done;
     }
+    layer->x0 = (int)x0;
+    layer->y0 = (int)y0;
+    rc = 0;
+done:
+    sc_image_free(&keyed);
+    if (err)
+        *err = e;
+    return rc;
+}
+
+void sc_place_apply(sc_image_t *scene, const sc_place_layer_t *layer)
+{
+    const sc_image_t *small = &layer->img;
+    if (!small->pixels || !scene->pixels || layer->x0 < 0 || layer->y0 < 0 ||
+        small->width > scene->width - layer->x0 || small->height > scene->height - layer->y0)
+        return;
     sc_simd_level_t lvl = sc_simd_level();
-    size_t sch = (size_t)scene->channels, rw = (size_t)(x1 - x0);
-    for (long long y = y0; y < y1; y++) {
-        uint8_t *d = scene->pixels + ((size_t)y * (size_t)scene->width + (size_t)x0) * sch;
-        const uint8_t *s = small.pixels + (size_t)(y - y0) * rw * (size_t)small.channels;
-        if (small.channels == 4) {
+    size_t sch = (size_t)scene->channels, rw = (size_t)small->width;
+    for (int y = 0; y < small->height; y++) {
+        uint8_t *d = scene->pixels +
+                     ((size_t)(y + layer->y0) * (size_t)scene->width + (size_t)layer->x0) * sch;
+        const uint8_t *s = small->pixels + (size_t)y * rw * (size_t)small->channels;
+        if (small->channels == 4) {
             if (sch == 3)
                 sc_over_rgba_on_rgb(d, s, rw, lvl);
             else
@@ -100,11 +120,26 @@ int sc_place_composite(sc_image_t *scene, const sc_image_t *product, const sc_pl
             }
         }
     }
-    rc = 0;
-done:
-    sc_image_free(&small);
-    sc_image_free(&keyed);
-    if (err)
-        *err = e;
-    return rc;
+}
+
+void sc_place_layer_free(sc_place_layer_t *layer)
+{
+    if (layer)
+        sc_image_free(&layer->img);
+}
+
+int sc_place_composite(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
+                       const char **err)
+{
+    sc_place_layer_t layer;
+    if (!scene || !scene->pixels || (scene->channels != 3 && scene->channels != 4)) {
+        if (err)
+            *err = "bad image";
+        return -1;
+    }
+    if (sc_place_prepare(product, scene->width, scene->height, p, &layer, err) != 0)
+        return -1;
+    sc_place_apply(scene, &layer);
+    sc_place_layer_free(&layer);
+    return 0;
 }
