@@ -109,6 +109,23 @@ sc_codec_status_t sc_codec_probe(const uint8_t *data, size_t len, long long max_
 
 /* ==== Decoding ==== */
 
+/* Every chunk up to IEND must lie inside the file. stb_image trusts chunk
+ * lengths when sizing its IDAT buffer, so a 60-byte file claiming a 2 GiB
+ * chunk would make it allocate 2 GiB; such files are refused before stb. */
+static int png_chunks_ok(const uint8_t *d, size_t len)
+{
+    size_t pos = 8;
+    while (pos + 12 <= len) {
+        uint32_t clen = be32(d + pos);
+        if (clen > len - pos - 12)
+            return 0;
+        if (memcmp(d + pos + 4, "IEND", 4) == 0)
+            return 1;
+        pos += 12 + (size_t)clen;
+    }
+    return 0;
+}
+
 /* Converts stb's 1..4 channel output to our 3/4 channel layout. */
 static int from_stb(const uint8_t *p, int w, int h, int comp, sc_image_t *out)
 {
@@ -183,6 +200,11 @@ sc_codec_status_t sc_codec_decode(const uint8_t *data, size_t len, long long max
     if (r < 0) {
         st = SC_CODEC_NOMEM;
         e = "out of memory";
+        goto done;
+    }
+    if (r > 0 && info.format == SC_FMT_PNG && !png_chunks_ok(data, len)) {
+        st = SC_CODEC_INVALID;
+        e = "corrupt or truncated PNG";
         goto done;
     }
     if (r > 0) {

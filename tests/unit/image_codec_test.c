@@ -78,6 +78,14 @@ static void test_limits(void)
     CHECK_EQ_INT(sc_codec_decode(j, sizeof(j), 40000000, &img, &err), SC_CODEC_TOO_LARGE);
     CHECK_EQ_INT(sc_codec_probe(j, sizeof(j), 0, &info), SC_CODEC_OK);
 
+    /* a chunk claiming more bytes than the file has is refused before any
+     * decoder sizes a buffer from it (found by the fuzzer: stb would
+     * allocate 2 GiB) */
+    n = png_header(b, 8, 5, 6);
+    put_be32(b + 33, 0x7ffffff0u);
+    CHECK_EQ_INT(sc_codec_decode(b, n, 0, &img, &err), SC_CODEC_INVALID);
+    CHECK(img.pixels == NULL);
+
     /* not images */
     CHECK_EQ_INT(sc_codec_probe((const uint8_t *)"hello world", 11, 0, &info), SC_CODEC_INVALID);
     CHECK_EQ_INT(sc_codec_probe(b, 10, 0, &info), SC_CODEC_INVALID);
