@@ -8,7 +8,8 @@
 #      per stage, and the output sizes of both
 # Env: SC_SHARED_BENCH (default ../shared/bench, relative to the repo),
 #      SC_BENCH_DIR (inputs, default /tmp/scenecomp-bench),
-#      SC_BENCH_TARGET_S (seconds per stage, default 1.5), BUILD_DIR (build-bench).
+#      SC_BENCH_TARGET_S (seconds per stage, default 1.5), BUILD_DIR (build-bench),
+#      SC_BENCH_EXTRA=1 adds the x_* stages (the alternatives behind the design).
 # Takes about 2 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ gcc -O3 -march=native -o "$OUT/membw" "$SHARED/membw.c"
 grep -E '^tool=(limit|c_ref)|stage=triad' "$OUT/membw.txt"
 
 # ---- scenecomp, then Pillow, same inputs, same method
-"$BUILD_DIR/sc_bench" "$IN" --target-s "$TARGET_S" | tee "$OUT/sc.txt"
+"$BUILD_DIR/sc_bench" "$IN" --target-s "$TARGET_S" ${SC_BENCH_EXTRA:+--extra} | tee "$OUT/sc.txt"
 $PY "$SHARED/anchor_pillow.py" "$IN" --target-s "$TARGET_S" | tee "$OUT/pil.txt"
 
 # ---- ratios

@@ -10,7 +10,7 @@
  *
  * Kernels work on 4-channel rows. Tap lists are padded with zero weights to a
  * multiple of 8 (horizontal) / 2 (vertical); the padded taps may read past a
- * row's end, so the buffers they read carry zeroed slack at their end. */
+ * row's end (with zero weight), so the buffers they read carry zeroed slack. */
 #include "image/resize.h"
 
 #include <immintrin.h>
@@ -182,6 +182,44 @@ hrow_avx512(const uint8_t *src, uint8_t *dst, const coeffs_t *c)
     }
 }
 
+/* Four source rows at once, one per 128-bit lane: the weights are shared, so
+ * there is no horizontal reduction per output pixel. */
+static __attribute__((target("avx512f,avx512bw,avx512vl"))) void
+hrow4_avx512(const uint8_t *const s[4], uint8_t *const d[4], const coeffs_t *c)
+{
+    const __m512i shuf = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15));
+    const __m512i zero = _mm512_setzero_si512(), rnd = _mm512_set1_epi32(1 << (PREC - 1));
+    const __m512i c255 = _mm512_set1_epi32(255);
+    for (int x = 0; x < c->n; x++) {
+        size_t off = (size_t)c->start[x] * 4;
+        const int16_t *k = c->w + (size_t)x * (size_t)c->kpad;
+        __m512i acc = zero;
+        for (int j = 0; j < c->kpad; j += 4) {
+            size_t o = off + (size_t)j * 4;
+            __m512i p = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(s[0] + o)));
+            p = _mm512_inserti32x4(p, _mm_loadu_si128((const __m128i *)(s[1] + o)), 1);
+            p = _mm512_inserti32x4(p, _mm_loadu_si128((const __m128i *)(s[2] + o)), 2);
+            p = _mm512_inserti32x4(p, _mm_loadu_si128((const __m128i *)(s[3] + o)), 3);
+            p = _mm512_shuffle_epi8(p, shuf);
+            int32_t w01, w23;
+            memcpy(&w01, k + j, 4);
+            memcpy(&w23, k + j + 2, 4);
+            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_unpacklo_epi8(p, zero),
+                                                          _mm512_set1_epi32(w01)));
+            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_unpackhi_epi8(p, zero),
+                                                          _mm512_set1_epi32(w23)));
+        }
+        acc = _mm512_srai_epi32(_mm512_add_epi32(acc, rnd), PREC);
+        acc = _mm512_min_epi32(_mm512_max_epi32(acc, zero), c255);
+        __m128i b = _mm512_cvtepi32_epi8(acc); /* row r's pixel in dword r */
+        uint32_t v[4];
+        _mm_storeu_si128((__m128i *)v, b);
+        for (int r = 0; r < 4; r++)
+            memcpy(d[r] + (size_t)x * 4, &v[r], 4);
+    }
+}
+
 /* ==== Vertical pass: one output row from kpad input rows ==== */
 
 static void vrow_scalar(const uint8_t *rows, size_t stride, size_t nbytes, const int16_t *k,
@@ -341,10 +379,10 @@ int sc_resize_lanczos_region(const sc_image_t *src, int dst_w, int dst_h, int rx
     }
     int mid_rows = yend - ylo, src_rows = (yend < in_h ? yend : in_h) - ylo;
 
-    /* premultiplied 4-channel copy of the needed source rows + slack for padded taps */
-    size_t in_n = (size_t)in_w * (size_t)src_rows;
-    size_t slack = (size_t)ch_.kpad * 4 + 64;
-    pre = malloc(in_n * 4 + slack);
+    /* premultiplied 4-channel source rows (up to 4 at a time, they stay in
+     * cache), each with zeroed slack for the padded taps that run past its end */
+    size_t slack = (size_t)ch_.kpad * 4 + 64, pre_stride = (size_t)in_w * 4 + slack;
+    pre = calloc(4, pre_stride);
     size_t mid_stride = (size_t)rw * 4;
     mid = malloc(mid_stride * (size_t)mid_rows + 64);
     if (sc_image_alloc(&res, rw, rh, chn) != 0 || !pre || !mid)
@@ -352,22 +390,29 @@ int sc_resize_lanczos_region(const sc_image_t *src, int dst_w, int dst_h, int rx
     out4 = chn == 4 ? res.pixels : malloc(mid_stride * (size_t)rh);
     if (!out4)
         goto cleanup;
-    memset(pre + in_n * 4, 0, slack);
-    const uint8_t *s0 = src->pixels + (size_t)ylo * (size_t)in_w * (size_t)chn;
-    if (chn == 4 && lvl >= SC_SIMD_AVX2)
-        premul_avx2(s0, pre, in_n);
-    else
-        premul_scalar(s0, chn, pre, in_n);
-
-    for (int y = 0; y < src_rows; y++) {
-        const uint8_t *sr = pre + (size_t)y * (size_t)in_w * 4;
-        uint8_t *dr = mid + (size_t)y * mid_stride;
-        if (lvl >= SC_SIMD_AVX512)
-            hrow_avx512(sr, dr, &ch_);
+    for (int y = 0; y < src_rows;) {
+        int batch = (lvl >= SC_SIMD_AVX512 && src_rows - y >= 4) ? 4 : 1;
+        const uint8_t *rows[4];
+        uint8_t *outs[4];
+        for (int r = 0; r < batch; r++) {
+            const uint8_t *s0 = src->pixels + (size_t)(ylo + y + r) * (size_t)in_w * (size_t)chn;
+            uint8_t *pr = pre + (size_t)r * pre_stride;
+            if (chn == 4 && lvl >= SC_SIMD_AVX2)
+                premul_avx2(s0, pr, (size_t)in_w);
+            else
+                premul_scalar(s0, chn, pr, (size_t)in_w);
+            rows[r] = pr;
+            outs[r] = mid + (size_t)(y + r) * mid_stride;
+        }
+        if (batch == 4)
+            hrow4_avx512(rows, outs, &ch_);
+        else if (lvl >= SC_SIMD_AVX512)
+            hrow_avx512(pre, outs[0], &ch_);
         else if (lvl >= SC_SIMD_AVX2)
-            hrow_avx2(sr, dr, &ch_);
+            hrow_avx2(pre, outs[0], &ch_);
         else
-            hrow_scalar(sr, dr, &ch_);
+            hrow_scalar(pre, outs[0], &ch_);
+        y += batch;
     }
     /* rows past the source's end only ever meet zero weights */
     memset(mid + (size_t)src_rows * mid_stride, 0, (size_t)(mid_rows - src_rows) * mid_stride + 64);
