@@ -111,19 +111,29 @@ sc_codec_status_t sc_codec_probe(const uint8_t *data, size_t len, long long max_
 
 /* Every chunk up to IEND must lie inside the file. stb_image trusts chunk
  * lengths when sizing its IDAT buffer, so a 60-byte file claiming a 2 GiB
- * chunk would make it allocate 2 GiB; such files are refused before stb. */
+ * chunk would make it allocate 2 GiB; such files are refused before stb.
+ * Deflate expands at most ~1032:1, so IDAT data too small to hold the rows
+ * the header announces cannot be a complete image: refused before any
+ * decoder allocates the frame. */
 static int png_chunks_ok(const uint8_t *d, size_t len)
 {
-    size_t pos = 8;
+    size_t pos = 8, idat = 0;
     while (pos + 12 <= len) {
         uint32_t clen = be32(d + pos);
         if (clen > len - pos - 12)
             return 0;
+        if (memcmp(d + pos + 4, "IDAT", 4) == 0)
+            idat += clen;
         if (memcmp(d + pos + 4, "IEND", 4) == 0)
-            return 1;
+            break;
         pos += 12 + (size_t)clen;
     }
-    return 0;
+    if (pos + 12 > len)
+        return 0;
+    static const int chans[7] = {1, 0, 3, 1, 2, 0, 4};
+    uint64_t w = be32(d + 16), h = be32(d + 20), bits = (uint64_t)d[24] * (uint64_t)chans[d[25] % 7];
+    uint64_t raw = h * (1 + (w * bits + 7) / 8); /* no overflow: w, h < 2^31, bits <= 64 */
+    return raw / 1032 <= (uint64_t)idat + 1;
 }
 
 /* Converts stb's 1..4 channel output to our 3/4 channel layout. */
@@ -194,7 +204,7 @@ sc_codec_status_t sc_codec_decode(const uint8_t *data, size_t len, long long max
     }
     int r = 1;
     if (info.format == SC_FMT_PNG)
-        r = sc_png_decode_fast(data, len, &tmp);
+        r = png_chunks_ok(data, len) ? sc_png_decode_fast(data, len, &tmp) : 2;
     else
         r = decode_jpeg_tj(data, len, &tmp);
     if (r < 0) {
@@ -202,7 +212,7 @@ sc_codec_status_t sc_codec_decode(const uint8_t *data, size_t len, long long max
         e = "out of memory";
         goto done;
     }
-    if (r > 0 && info.format == SC_FMT_PNG && !png_chunks_ok(data, len)) {
+    if (r == 2) {
         st = SC_CODEC_INVALID;
         e = "corrupt or truncated PNG";
         goto done;

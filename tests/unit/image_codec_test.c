@@ -42,7 +42,10 @@ static size_t png_header(uint8_t *b, uint32_t w, uint32_t h, int ct)
     put_be32(b + 33, 4);
     memcpy(b + 37, "IDAT", 4);
     memset(b + 41, 0xAB, 8);
-    return 49;
+    put_be32(b + 49, 0);
+    memcpy(b + 53, "IEND", 4);
+    memset(b + 57, 0, 4);
+    return 61;
 }
 
 static void test_limits(void)
@@ -83,6 +86,12 @@ static void test_limits(void)
      * allocate 2 GiB) */
     n = png_header(b, 8, 5, 6);
     put_be32(b + 33, 0x7ffffff0u);
+    CHECK_EQ_INT(sc_codec_decode(b, n, 0, &img, &err), SC_CODEC_INVALID);
+    CHECK(img.pixels == NULL);
+
+    /* a 30000 x 30000 header over 8 bytes of IDAT cannot be complete (deflate
+     * expands at most ~1032:1): refused without allocating the frame */
+    n = png_header(b, 30000, 30000, 2);
     CHECK_EQ_INT(sc_codec_decode(b, n, 0, &img, &err), SC_CODEC_INVALID);
     CHECK(img.pixels == NULL);
 
