@@ -2,7 +2,9 @@
  * their signature; the pixel limit is checked from our own header parse before
  * any decoder runs or any pixel buffer exists. PNG: fast path (png.c) with
  * stb_image as the fallback for everything outside it; JPEG: libjpeg-turbo
- * (about 2x faster than stb here) with stb as the fallback (e.g. CMYK). */
+ * (about 2x faster than stb here), stb only for CMYK/YCCK. Files that would
+ * make stb misbehave (overrunning chunks, oversized DHT tables) are refused
+ * before they reach it. */
 #include "image/codec.h"
 
 #include <stdlib.h>
@@ -157,23 +159,69 @@ static int from_stb(const uint8_t *p, int w, int h, int comp, sc_image_t *out)
     return 0;
 }
 
-/* libjpeg-turbo decode to RGB. Returns 0, 1 (not handled: fall back), -1 nomem. */
+/* stb_image 2.27 overflows its Huffman tables on a DHT whose counts add up
+ * to more than 256 symbols (found by our fuzzer), so any JPEG handed to stb
+ * has its DHT segments checked first. Returns 1 when they are sane. */
+static int jpeg_dht_ok(const uint8_t *d, size_t len)
+{
+    size_t pos = 2;
+    while (pos + 4 <= len) {
+        if (d[pos] != 0xFF)
+            return 0;
+        uint8_t m = d[pos + 1];
+        if (m == 0xFF) {
+            pos++;
+            continue;
+        }
+        if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {
+            pos += 2;
+            continue;
+        }
+        if (m == 0xD9 || m == 0xDA) /* headers end at the first scan */
+            return 1;
+        size_t seg = be16(d + pos + 2);
+        if (seg < 2 || pos + 2 + seg > len)
+            return 0;
+        if (m == 0xC4) {
+            size_t q = pos + 4, end = pos + 2 + seg;
+            while (q < end) {
+                if (q + 17 > end)
+                    return 0;
+                size_t n = 0;
+                for (int i = 0; i < 16; i++)
+                    n += d[q + 1 + i];
+                if (n > 256 || q + 17 + n > end)
+                    return 0;
+                q += 17 + n;
+            }
+        }
+        pos += 2 + seg;
+    }
+    return 0;
+}
+
+/* libjpeg-turbo decode to RGB. Returns 0, 1 (CMYK/YCCK, which TurboJPEG
+ * cannot turn into RGB: stb_image decodes those), 2 (invalid: a file
+ * libjpeg-turbo rejects is not retried elsewhere), -1 out of memory. */
 static int decode_jpeg_tj(const uint8_t *data, size_t len, sc_image_t *out)
 {
     tjhandle tj = tjInitDecompress();
     if (!tj)
-        return 1;
-    int w, h, subsamp, cs, rc = 1;
+        return -1;
+    int w, h, subsamp, cs, rc = 2;
     if (len > 0xffffffffUL ||
-        tjDecompressHeader3(tj, data, (unsigned long)len, &w, &h, &subsamp, &cs) != 0 ||
-        cs == TJCS_CMYK || cs == TJCS_YCCK)
+        tjDecompressHeader3(tj, data, (unsigned long)len, &w, &h, &subsamp, &cs) != 0)
         goto cleanup;
+    if (cs == TJCS_CMYK || cs == TJCS_YCCK) {
+        rc = 1;
+        goto cleanup;
+    }
     if (sc_image_alloc(out, w, h, 3) != 0) {
         rc = -1;
         goto cleanup;
     }
+    /* any error or warning (e.g. a truncated file) refuses the image */
     if (tjDecompress2(tj, data, (unsigned long)len, out->pixels, w, w * 3, h, TJPF_RGB, 0) != 0) {
-        /* warnings (e.g. a truncated file) are not fatal for stb either; retry there */
         sc_image_free(out);
         goto cleanup;
     }
@@ -212,9 +260,11 @@ sc_codec_status_t sc_codec_decode(const uint8_t *data, size_t len, long long max
         e = "out of memory";
         goto done;
     }
+    if (r == 1 && info.format == SC_FMT_JPEG && !jpeg_dht_ok(data, len))
+        r = 2;
     if (r == 2) {
         st = SC_CODEC_INVALID;
-        e = "corrupt or truncated PNG";
+        e = "corrupt or truncated image";
         goto done;
     }
     if (r > 0) {

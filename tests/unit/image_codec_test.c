@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <turbojpeg.h>
+
 #include "image/codec.h"
 #include "image/png.h"
 #include "image/stb_glue.h"
@@ -229,10 +231,9 @@ static void test_jpeg(void)
         CHECK(maxd <= 12);
         sc_stb_free(p);
         sc_image_free(&dec);
-        /* truncated JPEG: either refused or decoded to the right size */
-        sc_codec_status_t st = sc_codec_decode(jpg, len / 3, 0, &dec, NULL);
-        sc_image_free(&dec);
-        CHECK(st == SC_CODEC_OK || st == SC_CODEC_INVALID);
+        /* a truncated JPEG is refused, not padded with grey */
+        CHECK_EQ_INT(sc_codec_decode(jpg, len / 3, 0, &dec, NULL), SC_CODEC_INVALID);
+        CHECK(dec.pixels == NULL);
         sc_image_free(&img);
         free(jpg);
         CHECK_EQ_INT(sc_codec_encode_jpeg(&dec, 90, &jpg, &len), -1);
@@ -244,6 +245,38 @@ static void test_jpeg(void)
     CHECK_EQ_INT(sc_codec_encode_jpeg(&img, 0, &jpg, &len), -1);
     CHECK_EQ_INT(sc_codec_encode_jpeg(&img, 101, &jpg, &len), -1);
     sc_image_free(&img);
+}
+
+/* CMYK JPEGs go to stb_image (TurboJPEG cannot output RGB for them); a DHT
+ * with more than 256 symbols, which overflows stb 2.27's tables, is refused
+ * first. */
+static void test_cmyk_jpeg(void)
+{
+    enum { W = 24, H = 16 };
+    uint8_t cmyk[W * H * 4];
+    for (int i = 0; i < W * H; i++) {
+        cmyk[i * 4] = 10, cmyk[i * 4 + 1] = 200, cmyk[i * 4 + 2] = 30, cmyk[i * 4 + 3] = 0;
+    }
+    tjhandle tj = tjInitCompress();
+    unsigned char *jpg = NULL;
+    unsigned long len = 0;
+    CHECK_EQ_INT(tjCompress2(tj, cmyk, W, W * 4, H, TJPF_CMYK, &jpg, &len, TJSAMP_444, 95, 0), 0);
+    tjDestroy(tj);
+    sc_image_t dec;
+    CHECK_EQ_INT(sc_codec_decode(jpg, len, 0, &dec, NULL), SC_CODEC_OK);
+    CHECK(dec.channels == 3 && dec.width == W && dec.height == H);
+    sc_image_free(&dec);
+    /* find the first DHT and make its counts claim 16 * 255 symbols */
+    int patched = 0;
+    for (unsigned long i = 2; i + 21 < len && !patched; i++)
+        if (jpg[i] == 0xFF && jpg[i + 1] == 0xC4) {
+            memset(jpg + i + 5, 0xFF, 16);
+            patched = 1;
+        }
+    CHECK(patched);
+    CHECK_EQ_INT(sc_codec_decode(jpg, len, 0, &dec, NULL), SC_CODEC_INVALID);
+    CHECK(dec.pixels == NULL);
+    tjFree(jpg);
 }
 
 static void test_unfilter_kernels(void)
@@ -309,6 +342,7 @@ int main(void)
     test_png_roundtrip();
     test_grey_fallback();
     test_jpeg();
+    test_cmyk_jpeg();
     test_unfilter_kernels();
     test_filter_kernels();
     return test_report("image_codec_test");
