@@ -7,6 +7,7 @@
  * before they reach it. */
 #include "image/codec.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,7 +117,8 @@ sc_codec_status_t sc_codec_probe(const uint8_t *data, size_t len, long long max_
  * chunk would make it allocate 2 GiB; such files are refused before stb.
  * Deflate expands at most ~1032:1, so IDAT data too small to hold the rows
  * the header announces cannot be a complete image: refused before any
- * decoder allocates the frame. */
+ * decoder allocates the frame. A first IDAT of length 0 is refused too: stb
+ * then computes NULL + 0, which UBSan aborts on (fuzzer finding). */
 static int png_chunks_ok(const uint8_t *d, size_t len)
 {
     size_t pos = 8, idat = 0;
@@ -124,8 +126,11 @@ static int png_chunks_ok(const uint8_t *d, size_t len)
         uint32_t clen = be32(d + pos);
         if (clen > len - pos - 12)
             return 0;
-        if (memcmp(d + pos + 4, "IDAT", 4) == 0)
+        if (memcmp(d + pos + 4, "IDAT", 4) == 0) {
+            if (idat == 0 && clen == 0)
+                return 0;
             idat += clen;
+        }
         if (memcmp(d + pos + 4, "IEND", 4) == 0)
             break;
         pos += 12 + (size_t)clen;
@@ -317,6 +322,144 @@ int sc_codec_encode_png(const sc_image_t *img, uint8_t **out, size_t *out_len)
     return sc_png_encode(img, SC_PNG_DEFLATE_LEVEL, out, out_len);
 }
 
+/* One TurboJPEG encode of rows [y0, y0 + h) into a malloc'd buffer. */
+typedef struct {
+    const sc_image_t *img;
+    int y0, h, quality;
+    uint8_t *buf;
+    unsigned long size;
+    int rc;
+} jpeg_job_t;
+
+static void *jpeg_job_run(void *arg)
+{
+    jpeg_job_t *j = arg;
+    const sc_image_t *img = j->img;
+    j->rc = -1;
+    tjhandle tj = tjInitCompress();
+    if (!tj)
+        return NULL;
+    unsigned long cap = tjBufSize(img->width, j->h, TJSAMP_420);
+    j->buf = cap != (unsigned long)-1 ? malloc(cap) : NULL;
+    j->size = cap;
+    /* TJFLAG_NOREALLOC: the buffer is ours (malloc), so the caller can free() it */
+    if (j->buf &&
+        tjCompress2(tj, img->pixels + (size_t)j->y0 * (size_t)img->width * (size_t)img->channels,
+                    img->width, img->width * img->channels, j->h,
+                    img->channels == 4 ? TJPF_RGBX : TJPF_RGB, &j->buf, &j->size, TJSAMP_420,
+                    j->quality, TJFLAG_NOREALLOC) == 0)
+        j->rc = 0;
+    tjDestroy(tj);
+    return NULL;
+}
+
+/* Offsets in a TurboJPEG output: the SOF height field, and where the entropy
+ * coded data starts (after the SOS header) and ends (before EOI). */
+static int jpeg_layout(const uint8_t *d, size_t len, size_t *sof_h, size_t *data_start,
+                       size_t *data_end)
+{
+    size_t pos = 2;
+    *sof_h = 0;
+    if (len < 4 || d[0] != 0xFF || d[1] != 0xD8 || d[len - 2] != 0xFF || d[len - 1] != 0xD9)
+        return -1;
+    while (pos + 4 <= len && d[pos] == 0xFF) {
+        uint8_t m = d[pos + 1];
+        size_t seg = be16(d + pos + 2);
+        if (seg < 2 || pos + 2 + seg > len)
+            return -1;
+        if (m == 0xC0 || m == 0xC1)
+            *sof_h = pos + 5;
+        if (m == 0xDD) /* a DRI already: do not join */
+            return -1;
+        if (m == 0xDA) {
+            *data_start = pos + 2 + seg;
+            *data_end = len - 2;
+            return *sof_h && *data_start <= *data_end ? 0 : -1;
+        }
+        pos += 2 + seg;
+    }
+    return -1;
+}
+
+/* Encodes the top and bottom halves on two threads and joins them into one
+ * baseline JPEG: the halves have identical tables (same quality, TurboJPEG's
+ * standard Huffman tables); a DRI segment sets the restart interval to the
+ * top half's MCU count and an RST0 marker sits between the two entropy-coded
+ * parts, which is exactly what a single encoder with that restart interval
+ * writes (DC prediction restarts there; the top half is a whole number of
+ * 16-row MCU rows, so no block straddles the seam). Returns 0, 1 when the
+ * image does not suit (caller encodes it in one piece), -1 on failure. */
+static int encode_jpeg_2band(const sc_image_t *img, int quality, uint8_t **out, size_t *out_len)
+{
+    int mcu_rows = (img->height + 15) / 16, mcu_cols = (img->width + 15) / 16;
+    int top_rows = (mcu_rows + 1) / 2;
+    if ((long long)img->width * img->height < (1 << 18) || mcu_rows < 4 ||
+        (long long)mcu_cols * top_rows > 0xffff)
+        return 1;
+    jpeg_job_t jobs[2] = {{img, 0, top_rows * 16, quality, NULL, 0, -1},
+                          {img, top_rows * 16, img->height - top_rows * 16, quality, NULL, 0, -1}};
+    pthread_t th;
+    int threaded = pthread_create(&th, NULL, jpeg_job_run, &jobs[1]) == 0;
+    jpeg_job_run(&jobs[0]);
+    if (threaded)
+        pthread_join(th, NULL);
+    else
+        jpeg_job_run(&jobs[1]);
+    int rc = -1;
+    uint8_t *res = NULL;
+    if (jobs[0].rc != 0 || jobs[1].rc != 0)
+        goto cleanup;
+    rc = 1;
+    const uint8_t *a = jobs[0].buf, *b = jobs[1].buf;
+    size_t la = jobs[0].size, lb = jobs[1].size, ha, sa, ea, hb, sb, eb;
+    if (jpeg_layout(a, la, &ha, &sa, &ea) != 0 || jpeg_layout(b, lb, &hb, &sb, &eb) != 0 ||
+        sa != sb || ha != hb)
+        goto cleanup;
+    /* the headers must be identical apart from the height */
+    jobs[0].buf[ha] = jobs[1].buf[hb] = (uint8_t)(img->height >> 8);
+    jobs[0].buf[ha + 1] = jobs[1].buf[hb + 1] = (uint8_t)img->height;
+    if (memcmp(a, b, sa) != 0)
+        goto cleanup;
+    size_t sos = sa; /* the SOS header's start: walk back from the data start */
+    for (size_t p = 2; p + 4 <= sa;) {
+        if (a[p + 1] == 0xDA) {
+            sos = p;
+            break;
+        }
+        p += 2 + be16(a + p + 2);
+    }
+    size_t total = la + 6 + 2 + (eb - sb) + 2;
+    res = malloc(total);
+    if (!res) {
+        rc = -1;
+        goto cleanup;
+    }
+    unsigned interval = (unsigned)(mcu_cols * top_rows);
+    uint8_t *q = res;
+    memcpy(q, a, sos);
+    q += sos;
+    const uint8_t dri[6] = {0xFF, 0xDD, 0x00, 0x04, (uint8_t)(interval >> 8), (uint8_t)interval};
+    memcpy(q, dri, 6);
+    q += 6;
+    memcpy(q, a + sos, ea - sos); /* SOS header + top half's entropy data */
+    q += ea - sos;
+    *q++ = 0xFF;
+    *q++ = 0xD0; /* RST0 */
+    memcpy(q, b + sb, eb - sb);
+    q += eb - sb;
+    *q++ = 0xFF;
+    *q++ = 0xD9;
+    *out = res;
+    *out_len = (size_t)(q - res);
+    res = NULL;
+    rc = 0;
+cleanup:
+    free(res);
+    free(jobs[0].buf);
+    free(jobs[1].buf);
+    return rc;
+}
+
 int sc_codec_encode_jpeg(const sc_image_t *img, int quality, uint8_t **out, size_t *out_len)
 {
     *out = NULL;
@@ -324,29 +467,17 @@ int sc_codec_encode_jpeg(const sc_image_t *img, int quality, uint8_t **out, size
     if (!img || !img->pixels || img->width <= 0 || img->height <= 0 ||
         (img->channels != 3 && img->channels != 4) || quality < 1 || quality > 100)
         return -1;
-    tjhandle tj = tjInitCompress();
-    if (!tj)
+    int r = encode_jpeg_2band(img, quality, out, out_len);
+    if (r <= 0)
+        return r;
+    jpeg_job_t one = {img, 0, img->height, quality, NULL, 0, -1};
+    jpeg_job_run(&one);
+    if (one.rc != 0) {
+        free(one.buf);
         return -1;
-    int rc = -1;
-    unsigned long cap = tjBufSize(img->width, img->height, TJSAMP_420);
-    uint8_t *buf = cap != (unsigned long)-1 ? malloc(cap) : NULL;
-    unsigned long size = cap;
-    if (!buf)
-        goto cleanup;
-    /* TJFLAG_NOREALLOC: the buffer is ours (malloc), so the caller can free() it */
-    if (tjCompress2(tj, img->pixels, img->width, img->width * img->channels, img->height,
-                    img->channels == 4 ? TJPF_RGBX : TJPF_RGB, &buf, &size, TJSAMP_420, quality,
-                    TJFLAG_NOREALLOC) != 0)
-        goto cleanup;
-    uint8_t *shrunk = realloc(buf, size);
-    if (shrunk)
-        buf = shrunk;
-    *out = buf;
-    *out_len = size;
-    buf = NULL;
-    rc = 0;
-cleanup:
-    free(buf);
-    tjDestroy(tj);
-    return rc;
+    }
+    uint8_t *shrunk = realloc(one.buf, one.size);
+    *out = shrunk ? shrunk : one.buf;
+    *out_len = one.size;
+    return 0;
 }

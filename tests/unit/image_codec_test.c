@@ -97,6 +97,25 @@ static void test_limits(void)
     CHECK_EQ_INT(sc_codec_decode(b, n, 0, &img, &err), SC_CODEC_INVALID);
     CHECK(img.pixels == NULL);
 
+    /* a first IDAT of length 0 (stb would compute NULL + 0) */
+    static const char *crash =
+        "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAFCAYAAAB4ka1VAAAADFBMVEV4nGNgGAL/AAClAAFNMdgAAAAAAElEQVQAAAD0"
+        "AAAAAElFTkSuQmCC";
+    uint8_t raw[128];
+    size_t rn = 0;
+    unsigned acc = 0;
+    int bitsn = 0;
+    for (const char *c = crash; *c; c++) { /* base64 */
+        const char *tab = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        acc = (acc << 6) | (unsigned)(strchr(tab, *c) - tab);
+        bitsn += 6;
+        if (bitsn >= 8) {
+            bitsn -= 8;
+            raw[rn++] = (uint8_t)(acc >> bitsn);
+        }
+    }
+    CHECK_EQ_INT(sc_codec_decode(raw, rn, 0, &img, &err), SC_CODEC_INVALID);
+
     /* not images */
     CHECK_EQ_INT(sc_codec_probe((const uint8_t *)"hello world", 11, 0, &info), SC_CODEC_INVALID);
     CHECK_EQ_INT(sc_codec_probe(b, 10, 0, &info), SC_CODEC_INVALID);
@@ -279,6 +298,51 @@ static void test_cmyk_jpeg(void)
     tjFree(jpg);
 }
 
+/* Large images are encoded in two bands on two threads and joined with a
+ * restart marker: the result must decode (libjpeg-turbo and stb) to exactly
+ * the pixels of a one-piece encode with the same settings. */
+static void test_jpeg_two_bands(void)
+{
+    const int dims[][3] = {{700, 450, 3}, {701, 451, 4}, {1920, 1080, 3}};
+    for (int k = 0; k < 3; k++) {
+        int w = dims[k][0], h = dims[k][1], ch = dims[k][2];
+        sc_image_t img, a, b;
+        random_image(&img, w, h, ch, 1);
+        uint8_t *jpg;
+        size_t len;
+        CHECK_EQ_INT(sc_codec_encode_jpeg(&img, 90, &jpg, &len), 0);
+        tjhandle tj = tjInitCompress();
+        unsigned char *one = NULL;
+        unsigned long one_len = 0;
+        CHECK_EQ_INT(tjCompress2(tj, img.pixels, w, w * ch, h, ch == 4 ? TJPF_RGBX : TJPF_RGB, &one,
+                                 &one_len, TJSAMP_420, 90, 0), 0);
+        tjDestroy(tj);
+        int has_dri = 0;
+        for (size_t i = 0; i + 1 < len && !has_dri; i++)
+            has_dri = jpg[i] == 0xFF && jpg[i + 1] == 0xDD;
+        CHECK(has_dri);
+        if (!(len >= one_len && len <= one_len + 64))
+            fprintf(stderr, "joined %zu one %lu\n", len, one_len);
+        CHECK(len >= one_len && len <= one_len + 64); /* DRI, RST0, DC restart */
+        CHECK_EQ_INT(sc_codec_decode(jpg, len, 0, &a, NULL), SC_CODEC_OK);
+        CHECK_EQ_INT(sc_codec_decode(one, one_len, 0, &b, NULL), SC_CODEC_OK);
+        CHECK(a.width == w && a.height == h && b.width == w);
+        CHECK(a.pixels && b.pixels && memcmp(a.pixels, b.pixels, (size_t)w * h * 3) == 0);
+        int sw, sh, comp;
+        const char *e;
+        uint8_t *p = sc_stb_load(jpg, len, &sw, &sh, &comp, &e);
+        uint8_t *q = sc_stb_load(one, one_len, &sw, &sh, &comp, &e);
+        CHECK(p && q && memcmp(p, q, (size_t)w * h * 3) == 0);
+        sc_stb_free(p);
+        sc_stb_free(q);
+        tjFree(one);
+        free(jpg);
+        sc_image_free(&a);
+        sc_image_free(&b);
+        sc_image_free(&img);
+    }
+}
+
 static void test_unfilter_kernels(void)
 {
     sc_simd_level_t top = sc_simd_cpu_level();
@@ -343,6 +407,7 @@ int main(void)
     test_grey_fallback();
     test_jpeg();
     test_cmyk_jpeg();
+    test_jpeg_two_bands();
     test_unfilter_kernels();
     test_filter_kernels();
     return test_report("image_codec_test");
