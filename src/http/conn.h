@@ -154,7 +154,8 @@ void sc_http__composite_process(sc_http_conn_t *c);
 void sc_http__composite_kontext_done(sc_http_conn_t *c);
 
 enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c);
-enum MHD_Result sc_http__scenes_resumed(sc_http_conn_t *c);
+/* Pool job: the end of a scene job (result in c->result). */
+void sc_http__scenes_done(sc_http_conn_t *c);
 
 /* GET /api/composites/{name} and /api/scenes/{name}; name is the tail of the URL. */
 enum MHD_Result sc_http__serve_output(sc_http_conn_t *c, const char *subdir, const char *name);

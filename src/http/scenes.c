@@ -110,7 +110,7 @@ done:
     return r;
 }
 
-enum MHD_Result sc_http__scenes_resumed(sc_http_conn_t *c)
+static enum MHD_Result scene_done(sc_http_conn_t *c)
 {
     sc_rep_result_t *res = c->result;
     double secs = sc_clock_mono() - c->t_scene;
@@ -165,4 +165,9 @@ cleanup:
     free(png);
     sc_image_free(&img);
     return r;
+}
+
+void sc_http__scenes_done(sc_http_conn_t *c)
+{
+    (void)scene_done(c);
 }

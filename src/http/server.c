@@ -373,14 +373,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return ret;
         }
         if (c->stage == SC_STAGE_WAITING) {
-            /* Resumed by a Replicate callback. */
+            /* Resumed by a Replicate callback: the output is decoded, encoded
+             * and saved on the compute pool. */
             if (c->route == SC_HTTP_ROUTE_COMPOSITE)
                 return sc_http__offload(c, sc_http__composite_kontext_done);
-            c->stage = SC_STAGE_UPLOAD;
-            enum MHD_Result r = sc_http__scenes_resumed(c);
-            if (c->stage != SC_STAGE_WAITING)
-                c->stage = SC_STAGE_DONE;
-            return r;
+            return sc_http__offload(c, sc_http__scenes_done);
         }
         if (*upload_size > 0) {
             size_t n = *upload_size;
