@@ -438,9 +438,10 @@ class Handler(BaseHTTPRequestHandler):
             if k.lower() == "authorization":
                 hdrs[k] = "<redacted>"
                 continue
-            hdrs[k] = v
             if tok and tok in v:
                 elsewhere = True
+                v = v.replace(tok, "<token>")  # flagged, never stored
+            hdrs[k] = v
         if tok and (tok in self.path or tok.encode() in body):
             elsewhere = True
         rec = {"t": time.time(), "method": self.command, "path": urlsplit(self.path).path,
