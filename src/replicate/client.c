@@ -403,24 +403,24 @@ static void start_create(rep_job_t *j)
     char url[SC_CFG_STR + 300];
     snprintf(url, sizeof url, "%s/models/%s/predictions", g.cfg->replicate_api_base, j->model);
     /* wait=N must answer before our deadline so that we learn the id and can
-     * cancel: one second of slack, then clamp to Replicate's 1..60 */
+     * cancel: one second of slack, clamped to Replicate's 1..60. With less than
+     * two seconds left there is no room for a sync wait: create asynchronously
+     * (no Prefer header) and poll, so a short deadline still gets its cancel. */
     double r = remaining(j);
     long n = (long)floor(r - 1.0);
     if (n > 60)
         n = 60;
-    if (n < 1)
-        n = 1;
     long ca = (long)ceil(r) + REP_CANCEL_AFTER_EXTRA_S;
     if (ca < 5)
         ca = 5;
-    char prefer[32], cancel_after[48];
+    char prefer[48], cancel_after[48];
     snprintf(prefer, sizeof prefer, "Prefer: wait=%ld", n);
     snprintf(cancel_after, sizeof cancel_after, "Cancel-After: %lds", ca);
     j->phase = PH_CREATE;
     j->res->attempts++;
     job_request(j, "POST", url, true, j->body, j->body_len,
-                capped_ms(j, (double)(n + REP_MARGIN_S)), prefer, cancel_after,
-                REP_MAX_API_BYTES);
+                capped_ms(j, (double)(n >= 1 ? n : 0) + REP_MARGIN_S), cancel_after,
+                n >= 1 ? prefer : NULL, REP_MAX_API_BYTES);
 }
 
 static void start_poll(rep_job_t *j)

@@ -304,6 +304,23 @@ static void test_slow_times_out_and_cancels(void)
     cJSON_Delete(s);
 }
 
+/* A deadline too short for a sync wait: async create (no Prefer), poll, and
+ * the cancel still goes out because the id is known. */
+static void test_short_deadline_still_cancels(void)
+{
+    configure("{\"mode\":\"slow\"}");
+    sc_rep_result_t *r = run_one(KONTEXT, kontext_input(16, 16), 1.2);
+    CHECK(r && r->status == SC_REP_TIMEOUT);
+    CHECK(r && r->cancel_sent);
+    CHECK_EQ_INT(stat_int("cancels"), 1);
+    cJSON *s = control("GET", "/_control/stats", NULL);
+    cJSON *req = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(s, "requests"), 0);
+    cJSON *h = cJSON_GetObjectItemCaseSensitive(req, "headers");
+    CHECK(cJSON_GetObjectItemCaseSensitive(h, "Prefer") == NULL);
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(h, "Cancel-After")), "12s");
+    cJSON_Delete(s);
+}
+
 static void test_failed_prediction(void)
 {
     configure("{\"mode\":\"failed\",\"delay_ms\":200}");
@@ -618,6 +635,7 @@ int main(void)
     test_success_by_polling();
     test_scene_array_output();
     test_slow_times_out_and_cancels();
+    test_short_deadline_still_cancels();
     test_failed_prediction();
     test_http500_create();
     test_http500_get_retried();
