@@ -71,6 +71,7 @@ typedef struct rep_job {
     void *ud;
     rep_phase_t phase;
     bool no_token;
+    bool bad_model; /* not "owner/name": never put into a URL */
     /* the transfer in flight (easy != NULL) or the time to start the next one */
     CURL *easy;
     struct curl_slist *hdrs;
@@ -871,6 +872,8 @@ static void *io_main(void *arg)
             g.active = j;
             if (j->no_token)
                 job_finish(j, SC_REP_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
+            else if (j->bad_model)
+                job_finish(j, SC_REP_API_ERROR, "invalid model id (expected owner/name)");
             else if (stopping)
                 job_finish(j, SC_REP_TIMEOUT, "replicate client shut down");
             else
@@ -980,6 +983,18 @@ fail_unlocked:
     return -1;
 }
 
+/* "owner/name" with Replicate's name characters, so the id is safe in a URL path
+ * (it may come from a Lua policy). */
+static bool model_id_valid(const char *m)
+{
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+    size_t a = strspn(m, ok);
+    if (a == 0 || m[a] != '/' || m[0] == '.')
+        return false;
+    size_t b = strspn(m + a + 1, ok);
+    return b > 0 && m[a + 1 + b] == '\0' && m[a + 1] != '.' && a + 1 + b < 256;
+}
+
 int sc_replicate_submit(const char *model, char *input_json, double timeout_seconds,
                         sc_rep_done_fn done, void *ud)
 {
@@ -1014,6 +1029,7 @@ int sc_replicate_submit(const char *model, char *input_json, double timeout_seco
     j->done = done;
     j->ud = ud;
     j->retry_after_hdr = -1;
+    j->bad_model = !model_id_valid(model);
 
     pthread_mutex_lock(&g.mu);
     if (!g.running || g.stopping) {

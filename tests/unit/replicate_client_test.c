@@ -445,6 +445,16 @@ static void test_unknown_model_and_4xx(void)
     r = run_one("someone/not-official", kontext_input(16, 16), 20);
     CHECK(r && r->status == SC_REP_API_ERROR && r->http_status == 404);
 
+    /* a model id that is not owner/name never reaches a URL */
+    int before = stat_int("create_requests");
+    static const char *bad[] = {"../../etc", "owner/name/extra", "owner", "/name", "owner/",
+                                "own er/name", "./x", "owner/..", "owner/name?x=1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = run_one(bad[i], kontext_input(16, 16), 20);
+        CHECK(r && r->status == SC_REP_API_ERROR && contains(r->message, "invalid model id"));
+    }
+    CHECK_EQ_INT(stat_int("create_requests"), before);
+
     /* 422: the fake validates the input like Replicate */
     r = run_one(KONTEXT, strdup("{\"input_image_1\":\"data:image/png;base64,AA==\"}"), 20);
     CHECK(r && r->status == SC_REP_API_ERROR && r->http_status == 422);
