@@ -418,6 +418,41 @@ static void test_non_image_output(void)
     CHECK(r && r->output == NULL);
 }
 
+/* Outputs that must never be taken as an image. */
+static void test_bad_output_values(void)
+{
+    /* a PNG header claiming 60000 x 60000 pixels (valid CRC), as a data URI */
+    static const uint8_t huge_png[] = {
+        0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+        0, 0, 0xea, 0x60, 0, 0, 0xea, 0x60, 8, 2, 0, 0, 0, 0x0f, 0xb0, 0xe2, 0x15};
+    char huge_uri[128] = "data:image/png;base64,";
+    sc_base64_encode(huge_png, sizeof huge_png, huge_uri + strlen(huge_uri));
+    char cfg[512];
+    const char *values[] = {"null", "[]", "{\"a\":1}", "\"ftp://127.0.0.1/x.png\"",
+                            "\"data:image/png,not-base64\"", "\"data:image/png;base64,@@@@\"",
+                            "\"\"", NULL};
+    for (int i = 0; values[i]; i++) {
+        snprintf(cfg, sizeof cfg, "{\"mode\":\"ok\",\"output_override\":%s}", values[i]);
+        configure(cfg);
+        sc_rep_result_t *r = run_one(KONTEXT, kontext_input(16, 16), 20);
+        CHECK(r && r->status == SC_REP_INVALID_OUTPUT);
+        if (r && r->status != SC_REP_INVALID_OUTPUT)
+            fprintf(stderr, "  output %s gave %s\n", values[i], r->message);
+    }
+    snprintf(cfg, sizeof cfg, "{\"mode\":\"ok\",\"output_override\":[\"%s\"]}", huge_uri);
+    configure(cfg);
+    sc_rep_result_t *r = run_one(KONTEXT, kontext_input(16, 16), 20);
+    CHECK(r && r->status == SC_REP_INVALID_OUTPUT && contains(r->message, "too large"));
+    CHECK_EQ_INT(stat_int("downloads"), 0);
+
+    /* an output URL that 404s (expired delivery file) is an API error */
+    snprintf(cfg, sizeof cfg, "{\"mode\":\"ok\",\"output_override\":\"%s/delivery/nope/x.png\"}",
+             g_root);
+    configure(cfg);
+    r = run_one(KONTEXT, kontext_input(16, 16), 20);
+    CHECK(r && r->status == SC_REP_API_ERROR && contains(r->message, "HTTP 404"));
+}
+
 static void test_hang(void)
 {
     configure("{\"mode\":\"hang\",\"hang_target\":\"create\"}");
@@ -652,6 +687,7 @@ int main(void)
     test_rate429();
     test_malformed_json();
     test_non_image_output();
+    test_bad_output_values();
     test_hang();
     test_unknown_model_and_4xx();
     test_data_uri_and_quirk();
