@@ -64,7 +64,9 @@ long long sc_policy_version(void);
 
 /* Reloads POLICY_FILE now. trigger names the cause for the log ("file change",
  * "SIGHUP", "admin"). Returns 0 (published, version in *version) or -1 with the
- * error in err (old generation kept; last_error set; `[Policy]` logged). */
+ * error in err (old generation kept; last_error set; `[Policy]` logged).
+ * While the embedded default is in force and POLICY_FILE still does not exist,
+ * returns 0 with the current version (nothing to reload). */
 int sc_policy_reload(const char *trigger, long long *version, char *err, size_t errlen);
 
 /* Appends {"version","loaded_at","source","phase","effective":{...},"last_error"}. */

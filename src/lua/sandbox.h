@@ -23,8 +23,28 @@
 /* Default budget for one call into policy/alert code. */
 #define SC_LUA_CALL_BUDGET_SECONDS 0.25
 
-/* Creates a sandboxed state. Returns NULL with err set on failure. Close with lua_close. */
+/* Creates a sandboxed state. Returns NULL with err set on failure. Close with
+ * lua_close (the state's host data is freed with its last block). */
 lua_State *sc_lua_new_state(char *err, size_t errlen);
+
+/* Log prefix used by scenecomp.log and print in this state (default "[Lua]";
+ * the policy uses "[Policy]", alerts "[Alert]"). Copied (max 15 chars). */
+void sc_lua_set_log_tag(lua_State *L, const char *tag);
+
+/* Limits shown by scenecomp.metrics() in this state (rate_limiter.max_*, daily_limit).
+ * NULL (the default) = the current policy generation's effective limits. */
+void sc_lua_set_caps(lua_State *L, const sc_limits_caps_t *caps);
+
+/* An opaque pointer kept for the module owning the state (the policy keeps its
+ * generation there). Not freed by the sandbox. */
+void sc_lua_set_owner(lua_State *L, void *owner);
+void *sc_lua_owner(lua_State *L);
+
+/* Bytes currently allocated by the state (its cap is 64 MiB). */
+size_t sc_lua_memory_used(lua_State *L);
+
+/* Pushes the sandbox env table (the _ENV of chunks) (stack: -> +1). Never raises. */
+void sc_lua_push_env(lua_State *L);
 
 /* Loads source (text only) as chunkname (e.g. "@lua/policy.lua") into the
  * sandbox and runs it under the budget; on success its first result is left on

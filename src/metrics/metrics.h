@@ -29,6 +29,12 @@ typedef enum {
  * "daily_limit", "no_token". */
 const char *sc_fallback_reason_name(sc_fallback_reason_t r);
 
+/* The reason with that name, or -1 when name is NULL or unknown. */
+int sc_fallback_reason_parse(const char *name);
+/* The fallback reason for a limiter refusal (SC_LIMIT_OK maps to concurrency_limit,
+ * a value callers never pass). */
+sc_fallback_reason_t sc_metrics_reason_for_limit(sc_limit_result_t r);
+
 typedef enum { SC_KONTEXT_SUCCESS = 0, SC_KONTEXT_FAILURE, SC_KONTEXT_TIMEOUT } sc_kontext_outcome_t;
 
 /* Loads the file (imports the limiter state into store), starts the writer
@@ -70,7 +76,8 @@ typedef struct sc_metrics_snapshot {
 void sc_metrics_snapshot(double now, const sc_limits_caps_t *caps, sc_metrics_snapshot_t *out);
 /* Appends the JSON of /api/admin/metrics/composite. Returns 0 or -1 (OOM). */
 int sc_metrics_snapshot_json(const sc_metrics_snapshot_t *s, sc_buf_t *out);
-/* Appends {"days", "limit", "today_generations", "daily": [...]}; days in 1..365. */
+/* Appends {"days", "limit", "today_generations", "daily": [...]}; days in 1..365.
+ * Returns 0, or -1 (nothing appended) on out of memory or days out of range. */
 int sc_metrics_daily_json(double now, int days, int limit, sc_buf_t *out);
 /* Appends Prometheus text exposition (format 0.0.4). */
 int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *out);

@@ -1,0 +1,390 @@
+/* The in-process limiter store: one mutex around a concurrency counter, a
+ * growable ring of prediction start times (the sliding 60-minute window) and a
+ * per-UTC-day counter. Every operation is a few dozen instructions under the
+ * lock; the ring only grows while more starts are admitted within an hour than
+ * it has ever held, so take is O(1) amortised. */
+#include "limits/store.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/clock.h"
+
+#define WINDOW_SECONDS 3600.0
+/* An import never brings back more starts than this: a sane file holds at most
+ * MAX_KONTEXT_PER_HOUR entries, and the config caps that at 1e8. */
+#define IMPORT_MAX_STARTS 10000000
+
+typedef struct limits_memory {
+    sc_limits_store_t base; /* first: the vtable pointer is the struct pointer */
+    pthread_mutex_t mu;
+    int in_flight;
+    /* Ring of start times, oldest at head, non-decreasing (see window_push). */
+    double *ring;
+    size_t cap, head, len;
+    long day;            /* UTC day index the counter belongs to */
+    long long day_count; /* starts on that day */
+} limits_memory_t;
+
+const char *sc_limit_result_name(sc_limit_result_t r)
+{
+    switch (r) {
+    case SC_LIMIT_OK:
+        return "ok";
+    case SC_LIMIT_CONCURRENCY:
+        return "concurrency_limit";
+    case SC_LIMIT_HOURLY:
+        return "hourly_limit";
+    case SC_LIMIT_DAILY:
+        return "daily_limit";
+    }
+    return "unknown";
+}
+
+/* ==== Window and day (caller holds mu) ==== */
+
+static long day_of(double now)
+{
+    return sc_clock_utc_day((time_t)floor(now));
+}
+
+/* Drops starts that are 3600 s old or older: a start at t counts while
+ * now - t < 3600. */
+static void window_prune(limits_memory_t *m, double now)
+{
+    while (m->len > 0 && now - m->ring[m->head] >= WINDOW_SECONDS) {
+        m->head = (m->head + 1) % m->cap;
+        m->len--;
+    }
+}
+
+static int window_grow(limits_memory_t *m)
+{
+    size_t ncap = m->cap ? m->cap * 2 : 64;
+    double *n = malloc(ncap * sizeof *n);
+    if (!n)
+        return -1;
+    for (size_t i = 0; i < m->len; i++)
+        n[i] = m->ring[(m->head + i) % m->cap];
+    free(m->ring);
+    m->ring = n;
+    m->cap = ncap;
+    m->head = 0;
+    return 0;
+}
+
+/* Appends a start. The stored time never goes below the newest entry, so the
+ * ring stays sorted and pruning from the head stays exact even if the wall
+ * clock steps backwards (such a start then expires slightly late, never early). */
+static int window_push(limits_memory_t *m, double t)
+{
+    if (m->len == m->cap && window_grow(m) != 0)
+        return -1;
+    if (m->len > 0) {
+        double last = m->ring[(m->head + m->len - 1) % m->cap];
+        if (t < last)
+            t = last;
+    }
+    m->ring[(m->head + m->len) % m->cap] = t;
+    m->len++;
+    return 0;
+}
+
+/* Rolls the day counter over at UTC midnight. Only forwards: a wall clock
+ * stepping back across midnight keeps the newer day's count (conservative). */
+static void day_roll(limits_memory_t *m, double now)
+{
+    long d = day_of(now);
+    if (d > m->day) {
+        m->day = d;
+        m->day_count = 0;
+    }
+}
+
+/* Read-only views for count and export, so that a reader with another notion
+ * of "now" (the metrics writer, a snapshot) never changes what take sees. */
+
+/* Index (from the head) of the first start still inside the window at now. */
+static size_t window_first_live(const limits_memory_t *m, double now)
+{
+    size_t lo = 0, hi = m->len;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (now - m->ring[(m->head + mid) % m->cap] >= WINDOW_SECONDS)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static long long day_count_at(const limits_memory_t *m, double now)
+{
+    return day_of(now) > m->day ? 0 : m->day_count;
+}
+
+/* ==== vtable ==== */
+
+static sc_limit_result_t mem_take(sc_limits_store_t *s, double now, const sc_limits_caps_t *caps)
+{
+    limits_memory_t *m = (limits_memory_t *)s;
+    sc_limit_result_t r = SC_LIMIT_OK;
+    pthread_mutex_lock(&m->mu);
+    day_roll(m, now);
+    window_prune(m, now);
+    if (m->day_count >= caps->daily_limit)
+        r = SC_LIMIT_DAILY;
+    else if ((long long)m->len >= caps->max_per_hour)
+        r = SC_LIMIT_HOURLY;
+    else if (m->in_flight >= caps->max_concurrent)
+        r = SC_LIMIT_CONCURRENCY;
+    else if (window_push(m, now) != 0)
+        r = SC_LIMIT_HOURLY; /* out of memory: refuse rather than lose count */
+    else {
+        m->in_flight++;
+        m->day_count++;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return r;
+}
+
+static void mem_release(sc_limits_store_t *s)
+{
+    limits_memory_t *m = (limits_memory_t *)s;
+    pthread_mutex_lock(&m->mu);
+    if (m->in_flight > 0) /* an unmatched release must not open an extra slot */
+        m->in_flight--;
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void mem_count(sc_limits_store_t *s, double now, sc_limits_counts_t *out)
+{
+    limits_memory_t *m = (limits_memory_t *)s;
+    pthread_mutex_lock(&m->mu);
+    size_t live = m->len - window_first_live(m, now);
+    out->in_flight = m->in_flight;
+    out->last_hour = live > (size_t)0x7fffffff ? 0x7fffffff : (int)live;
+    out->today = day_count_at(m, now);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* {"hour_window": [[second, starts], ...] (wall seconds, oldest first),
+ *  "date": "YYYY-MM-DD", "day_count": n}. Caller owns the result; NULL on out of memory. */
+static cJSON *mem_export(sc_limits_store_t *s, double now)
+{
+    limits_memory_t *m = (limits_memory_t *)s;
+    double *copy = NULL;
+    size_t n;
+    long day;
+    long long count;
+    char date[11];
+
+    pthread_mutex_lock(&m->mu);
+    size_t first = window_first_live(m, now);
+    n = m->len - first;
+    if (n > 0)
+        copy = malloc(n * sizeof *copy);
+    if (copy)
+        for (size_t i = 0; i < n; i++)
+            copy[i] = m->ring[(m->head + first + i) % m->cap];
+    day = day_of(now) > m->day ? day_of(now) : m->day;
+    count = day_count_at(m, now);
+    pthread_mutex_unlock(&m->mu);
+    if (n > 0 && !copy)
+        return NULL;
+
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(o, "hour_window");
+    if (!o || !arr)
+        goto fail;
+    /* Run-length pairs [second, starts] with each start rounded up to its
+     * whole second: at most 3600 pairs however busy the hour was, and a
+     * restored start expires at most 1 s late, never early. */
+    for (size_t i = 0; i < n;) {
+        double sec = ceil(copy[i]);
+        size_t j = i;
+        while (j < n && ceil(copy[j]) == sec)
+            j++;
+        cJSON *pair = cJSON_CreateArray();
+        cJSON *t = cJSON_CreateNumber(sec);
+        cJSON *c = cJSON_CreateNumber((double)(j - i));
+        if (pair)
+            cJSON_AddItemToArray(arr, pair);
+        if (!pair || !t || !c) {
+            cJSON_Delete(t);
+            cJSON_Delete(c);
+            goto fail;
+        }
+        cJSON_AddItemToArray(pair, t);
+        cJSON_AddItemToArray(pair, c);
+        i = j;
+    }
+    sc_clock_utc_date((time_t)day * 86400, date);
+    if (!cJSON_AddStringToObject(o, "date", date) ||
+        !cJSON_AddNumberToObject(o, "day_count", (double)count))
+        goto fail;
+    free(copy);
+    return o;
+fail:
+    free(copy);
+    cJSON_Delete(o);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Parses "YYYY-MM-DD" strictly into a UTC day index. Returns 0 or -1. */
+static int parse_date(const char *s, long *day)
+{
+    int y, mo, d;
+    char tail;
+    if (strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &mo, &d, &tail) != 3)
+        return -1;
+    if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31)
+        return -1;
+    struct tm tm = {0};
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    *day = sc_clock_utc_day(t);
+    return 0;
+}
+
+/* One hour_window entry: a number (one start) or [second, starts] with
+ * starts a positive integer. Returns 0 or -1. */
+static int window_entry(const cJSON *it, double *t, double *k)
+{
+    const cJSON *v = it;
+    *k = 1;
+    if (cJSON_IsArray(it)) {
+        const cJSON *c = cJSON_GetArrayItem(it, 1);
+        if (cJSON_GetArraySize(it) != 2 || !cJSON_IsNumber(c))
+            return -1;
+        *k = c->valuedouble;
+        if (!isfinite(*k) || *k < 1 || *k > IMPORT_MAX_STARTS || *k != floor(*k))
+            return -1;
+        v = cJSON_GetArrayItem(it, 0);
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return -1;
+    *t = v->valuedouble;
+    return 0;
+}
+
+/* Replaces the hour window and day counter with state (the export shape).
+ * Validates everything before touching the store: returns -1 and changes
+ * nothing on a wrong shape. Starts already outside the window are dropped,
+ * starts in the future (clock skew, hand edits) count as now, and a day
+ * counter of another day than today is not carried over. */
+static int mem_import(sc_limits_store_t *s, const cJSON *state, double now)
+{
+    limits_memory_t *m = (limits_memory_t *)s;
+    const cJSON *win = cJSON_GetObjectItemCaseSensitive(state, "hour_window");
+    const cJSON *date = cJSON_GetObjectItemCaseSensitive(state, "date");
+    const cJSON *cnt = cJSON_GetObjectItemCaseSensitive(state, "day_count");
+    long day;
+
+    if (!cJSON_IsObject(state) || !cJSON_IsArray(win) || !cJSON_IsString(date) ||
+        !cJSON_IsNumber(cnt))
+        return -1;
+    if (parse_date(date->valuestring, &day) != 0)
+        return -1;
+    double c = cnt->valuedouble;
+    if (!isfinite(c) || c < 0 || c > 1e15 || c != floor(c))
+        return -1;
+    /* Each entry is [second, starts] (what export writes) or a bare start
+     * time (one start). First pass: validate and total the starts. */
+    long long total = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, win)
+    {
+        double t, k;
+        if (window_entry(it, &t, &k) != 0)
+            return -1;
+        total += (long long)k;
+        if (total > IMPORT_MAX_STARTS)
+            return -1;
+    }
+
+    size_t cap = 64;
+    while (cap < (size_t)total)
+        cap *= 2;
+    double *ring = malloc(cap * sizeof *ring);
+    if (!ring)
+        return -1;
+    size_t len = 0;
+    cJSON_ArrayForEach(it, win)
+    {
+        double t, k;
+        window_entry(it, &t, &k);
+        if (t > now)
+            t = now;
+        if (now - t >= WINDOW_SECONDS)
+            continue;
+        for (long long i = 0; i < (long long)k; i++)
+            ring[len++] = t;
+    }
+    qsort(ring, len, sizeof *ring, cmp_double);
+
+    pthread_mutex_lock(&m->mu);
+    free(m->ring);
+    m->ring = ring;
+    m->cap = cap;
+    m->head = 0;
+    m->len = len;
+    m->day = day_of(now);
+    m->day_count = (day == m->day) ? (long long)c : 0;
+    pthread_mutex_unlock(&m->mu);
+    return 0;
+}
+
+static void mem_reset(sc_limits_store_t *s)
+{
+    limits_memory_t *m = (limits_memory_t *)s;
+    pthread_mutex_lock(&m->mu);
+    m->head = 0;
+    m->len = 0;
+    m->day_count = 0;
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void mem_destroy(sc_limits_store_t *s)
+{
+    limits_memory_t *m = (limits_memory_t *)s;
+    if (!m)
+        return;
+    pthread_mutex_destroy(&m->mu);
+    free(m->ring);
+    free(m);
+}
+
+sc_limits_store_t *sc_limits_memory_new(void)
+{
+    limits_memory_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    if (pthread_mutex_init(&m->mu, NULL) != 0) {
+        free(m);
+        return NULL;
+    }
+    m->base.take = mem_take;
+    m->base.release = mem_release;
+    m->base.count = mem_count;
+    m->base.export_state = mem_export;
+    m->base.import_state = mem_import;
+    m->base.reset = mem_reset;
+    m->base.destroy = mem_destroy;
+    m->day = 0; /* the first take rolls it to today */
+    return &m->base;
+}

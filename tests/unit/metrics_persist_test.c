@@ -1,0 +1,455 @@
+/* The metrics file: round trip across a restart (counters, daily rows, the
+ * limiter's hour window and day count, so a limit holds after a restart), the
+ * debounced writer, reset, and every way a file can be unusable (moved aside,
+ * the service starts with zero counters). Uses real wall time: the file is
+ * written with the writer's clock. */
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/clock.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "metrics/metrics.h"
+#include "test.h"
+
+static char g_dir[64];
+static char g_file[256];
+static sc_config_t g_cfg;
+static sc_limits_caps_t g_caps = {10, 3, 100};
+
+static int exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+/* Number of composite_metrics.json.corrupt-* files; the newest name in last. */
+static int corrupt_files(char *last, size_t lastlen)
+{
+    int n = 0;
+    DIR *d = opendir(g_dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "composite_metrics.json.corrupt-", 31) == 0) {
+            n++;
+            if (last)
+                snprintf(last, lastlen, "%s/%s", g_dir, e->d_name);
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void remove_corrupt_files(void)
+{
+    char p[512];
+    while (corrupt_files(p, sizeof p) > 0)
+        unlink(p);
+}
+
+static char *slurp(const char *p)
+{
+    char *t = NULL;
+    size_t len;
+    if (sc_fs_read_file(p, 1 << 24, &t, &len) != 0)
+        return NULL;
+    return t;
+}
+
+static int spit(const char *p, const char *text)
+{
+    return sc_fs_write_atomic(p, text, strlen(text));
+}
+
+static sc_metrics_snapshot_t snap(double now)
+{
+    sc_metrics_snapshot_t s;
+    sc_metrics_snapshot(now, &g_caps, &s);
+    return s;
+}
+
+static int all_zero(const sc_metrics_snapshot_t *s)
+{
+    long long sum = s->k_attempts + s->k_successes + s->k_failures + s->p_attempts +
+                    s->total_requests + s->fallbacks + s->today_generations + s->last_hour +
+                    s->scenes_ok + s->route_errors;
+    return sum == 0 && isnan(s->k_avg_seconds);
+}
+
+/* A valid file with a known content, written through the module itself. */
+static char *make_valid_file(double now)
+{
+    unlink(g_file);
+    sc_limits_store_t *st = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
+    sc_metrics_request(now, true);
+    CHECK_EQ_INT(st->take(st, now, &g_caps), SC_LIMIT_OK);
+    sc_metrics_kontext_started(now);
+    sc_metrics_kontext_finished(now, SC_KONTEXT_SUCCESS, 7);
+    st->release(st);
+    CHECK_EQ_INT(sc_metrics_flush(), 0);
+    sc_metrics_shutdown();
+    st->destroy(st);
+    return slurp(g_file);
+}
+
+static void test_round_trip(void)
+{
+    double now = sc_clock_wall();
+    double old_day = now - 400 * 86400.0;
+    unlink(g_file);
+
+    sc_limits_store_t *a = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, a), 0);
+    sc_metrics_request(old_day, false); /* a row 400 days back must be kept */
+    sc_metrics_pil(old_day, true, 0.3);
+    for (int i = 0; i < 4; i++)
+        sc_metrics_request(now, true);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(a->take(a, now, &g_caps), SC_LIMIT_OK);
+        sc_metrics_kontext_started(now);
+    }
+    CHECK_EQ_INT(a->take(a, now, &g_caps), SC_LIMIT_HOURLY);
+    sc_metrics_fallback(now, SC_FB_HOURLY_LIMIT);
+    sc_metrics_kontext_finished(now, SC_KONTEXT_SUCCESS, 12.5);
+    sc_metrics_kontext_finished(now, SC_KONTEXT_SUCCESS, 30.125);
+    sc_metrics_kontext_finished(now, SC_KONTEXT_TIMEOUT, 60);
+    sc_metrics_fallback(now, SC_FB_TIMEOUT);
+    for (int i = 0; i < 3; i++)
+        a->release(a);
+    sc_metrics_pil(now, true, 0.25);
+    sc_metrics_pil(now, false, 0.5);
+    sc_metrics_scene(now, true, 3);
+    sc_metrics_route_error(now);
+    sc_metrics_snapshot_t before = snap(now);
+    CHECK_EQ_INT(sc_metrics_flush(), 0);
+
+    /* the file holds the row from 400 days ago and the hour window */
+    char *text = slurp(g_file);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    CHECK(j != NULL);
+    char old_date[11];
+    sc_clock_utc_date((time_t)old_day, old_date);
+    int found = 0;
+    const cJSON *row;
+    cJSON_ArrayForEach(row, cJSON_GetObjectItem(j, "daily"))
+    {
+        if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(row, "date")), old_date) == 0)
+            found = cJSON_GetObjectItem(row, "pil")->valueint == 1;
+    }
+    CHECK(found);
+    /* three starts in one second: one [second, 3] pair */
+    const cJSON *win = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "limiter"), "hour_window");
+    CHECK_EQ_INT(cJSON_GetArraySize(win), 1);
+    CHECK_EQ_INT(cJSON_GetArrayItem(cJSON_GetArrayItem(win, 0), 1)->valuedouble, 3);
+    cJSON_Delete(j);
+    free(text);
+
+    sc_metrics_shutdown();
+    a->destroy(a);
+
+    /* restart */
+    sc_limits_store_t *b = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, b), 0);
+    CHECK_EQ_INT(corrupt_files(NULL, 0), 0);
+    sc_metrics_snapshot_t after = snap(now);
+    CHECK_EQ_INT(after.k_attempts, 3);
+    CHECK_EQ_INT(after.k_attempts, before.k_attempts);
+    CHECK_EQ_INT(after.k_successes, 2);
+    CHECK_EQ_INT(after.k_failures, 1);
+    CHECK_EQ_INT(after.k_timeouts, 1);
+    CHECK(fabs(after.k_avg_seconds - (12.5 + 30.125) / 2) < 1e-9);
+    CHECK(fabs(after.k_p95_seconds - 30.125) < 1e-9);
+    CHECK_EQ_INT(after.p_attempts, 3);
+    CHECK_EQ_INT(after.p_successes, 2);
+    CHECK(fabs(after.p_avg_seconds - before.p_avg_seconds) < 1e-9);
+    CHECK_EQ_INT(after.total_requests, 5);
+    CHECK_EQ_INT(after.routed_kontext, 4);
+    CHECK_EQ_INT(after.fallbacks, 2);
+    CHECK_EQ_INT(after.fallback_reasons[SC_FB_HOURLY_LIMIT], 1);
+    CHECK_EQ_INT(after.fallback_reasons[SC_FB_TIMEOUT], 1);
+    CHECK_EQ_INT(after.scenes_ok, 1);
+    CHECK_EQ_INT(after.route_errors, 1);
+    CHECK(fabs(after.since - before.since) < 1e-3);
+    /* the limits hold across the restart */
+    CHECK_EQ_INT(after.today_generations, 3);
+    CHECK_EQ_INT(after.last_hour, 3);
+    CHECK_EQ_INT(after.in_flight, 0);
+    CHECK_EQ_INT(b->take(b, now + 1, &g_caps), SC_LIMIT_HOURLY);
+    sc_limits_caps_t daily3 = {10, 100, 3};
+    CHECK_EQ_INT(b->take(b, now + 1, &daily3), SC_LIMIT_DAILY);
+    /* daily rows came back too */
+    sc_buf_t out = SC_BUF_INIT;
+    CHECK_EQ_INT(sc_metrics_daily_json(now, 1, 100, &out), 0);
+    CHECK(strstr(out.data, "\"kontext\":3,\"pil\":2,\"fallbacks\":2,\"total\":4") != NULL);
+    sc_buf_free(&out);
+    sc_metrics_shutdown();
+    b->destroy(b);
+}
+
+/* No write while nothing changes; a change reaches the file without a flush. */
+static void test_writer(void)
+{
+    double now = sc_clock_wall();
+    sc_limits_store_t *st = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
+    CHECK_EQ_INT(sc_metrics_flush(), 0);
+    unlink(g_file);
+    usleep(1500 * 1000);
+    CHECK(!exists(g_file)); /* nothing changed: nothing written */
+
+    long long before = snap(now).total_requests;
+    sc_metrics_request(now, false);
+    int seen = 0;
+    for (int i = 0; i < 200 && !seen; i++) { /* generous: 10 s on a busy machine */
+        usleep(50 * 1000);
+        char *t = slurp(g_file);
+        if (t) {
+            cJSON *j = cJSON_Parse(t);
+            const cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "counters"), "requests");
+            seen = cJSON_IsNumber(c) && (long long)c->valuedouble == before + 1;
+            cJSON_Delete(j);
+            free(t);
+        }
+    }
+    CHECK(seen);
+    sc_metrics_shutdown();
+    st->destroy(st);
+}
+
+/* Reset is written at once, limiter state included. */
+static void test_reset_persists(void)
+{
+    double now = sc_clock_wall();
+    free(make_valid_file(now));
+    sc_limits_store_t *st = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
+    CHECK_EQ_INT(snap(now).k_attempts, 1);
+    CHECK_EQ_INT(snap(now).today_generations, 1);
+    sc_metrics_reset(now);
+    char *t = slurp(g_file);
+    cJSON *j = t ? cJSON_Parse(t) : NULL;
+    CHECK(j != NULL);
+    cJSON *c = cJSON_GetObjectItem(j, "counters");
+    CHECK_EQ_INT(cJSON_GetObjectItem(c, "requests")->valuedouble, 0);
+    CHECK_EQ_INT(cJSON_GetObjectItem(c, "kontext_started")->valuedouble, 0);
+    cJSON *lim = cJSON_GetObjectItem(j, "limiter");
+    CHECK_EQ_INT(cJSON_GetObjectItem(lim, "day_count")->valuedouble, 0);
+    CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(lim, "hour_window")), 0);
+    CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(j, "kontext_recent_seconds")), 0);
+    cJSON_Delete(j);
+    free(t);
+    sc_metrics_shutdown();
+    st->destroy(st);
+}
+
+/* Starts with the given file content; expects it moved aside (content kept),
+ * zero counters and a fresh file after shutdown. */
+static void expect_moved_aside(const char *label, const char *content)
+{
+    double now = sc_clock_wall();
+    remove_corrupt_files();
+    CHECK_EQ_INT(spit(g_file, content), 0);
+    sc_limits_store_t *st = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
+    char aside[512] = "";
+    int n = corrupt_files(aside, sizeof aside);
+    if (n != 1 || exists(g_file))
+        fprintf(stderr, "not moved aside: %s\n", label);
+    CHECK_EQ_INT(n, 1);
+    CHECK(!exists(g_file));
+    char *kept = slurp(aside);
+    CHECK(kept && strcmp(kept, content) == 0);
+    free(kept);
+    sc_metrics_snapshot_t s = snap(now);
+    CHECK(all_zero(&s));
+    sc_limits_counts_t c;
+    st->count(st, now, &c);
+    CHECK_EQ_INT(c.today + c.last_hour, 0); /* the limiter was not half-imported */
+    sc_metrics_shutdown();
+    st->destroy(st);
+    CHECK(exists(g_file)); /* shutdown wrote a fresh, valid file */
+    char *fresh = slurp(g_file);
+    cJSON *j = fresh ? cJSON_Parse(fresh) : NULL;
+    CHECK(cJSON_IsObject(j));
+    cJSON_Delete(j);
+    free(fresh);
+}
+
+/* Replaces key (a top-level or "a.b" path) in the valid file with value. */
+static char *mutate(const char *valid, const char *key, const char *value)
+{
+    cJSON *j = cJSON_Parse(valid);
+    cJSON *parent = j;
+    char k[64];
+    snprintf(k, sizeof k, "%s", key);
+    char *dot = strchr(k, '.');
+    if (dot) {
+        *dot = '\0';
+        parent = cJSON_GetObjectItem(j, k);
+        memmove(k, dot + 1, strlen(dot + 1) + 1);
+    }
+    if (value)
+        cJSON_ReplaceItemInObject(parent, k, cJSON_Parse(value));
+    else
+        cJSON_DeleteItemFromObject(parent, k);
+    char *out = cJSON_Print(j);
+    cJSON_Delete(j);
+    return out;
+}
+
+static void test_unusable_files(void)
+{
+    double now = sc_clock_wall();
+    char *valid = make_valid_file(now);
+    CHECK(valid != NULL);
+    if (!valid)
+        return;
+
+    expect_moved_aside("garbage", "{not json");
+    expect_moved_aside("empty", "");
+    expect_moved_aside("array", "[]");
+    expect_moved_aside("empty object", "{}");
+    expect_moved_aside("null", "null");
+    expect_moved_aside("binary", "\x01\x02\xff\xfe");
+    /* truncated at several points */
+    size_t len = strlen(valid);
+    size_t cuts[] = {1, len / 4, len / 2, len - 2};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        char *t = strndup(valid, cuts[i]);
+        expect_moved_aside("truncated", t);
+        free(t);
+    }
+    /* valid JSON, wrong shape */
+    struct {
+        const char *key, *value;
+    } bad[] = {
+        {"version", "2"},
+        {"version", NULL},
+        {"since", "\"yesterday\""},
+        {"counters", "[]"},
+        {"counters", NULL},
+        {"counters.requests", "-1"},
+        {"counters.requests", "1.5"},
+        {"counters.requests", "\"7\""},
+        {"counters.kontext_started", NULL},
+        {"counters.kontext_success_seconds", "-3"},
+        {"fallback_reasons", "{}"},
+        {"fallback_reasons.timeout", "null"},
+        {"kontext_recent_seconds", "{}"},
+        {"kontext_recent_seconds", "[1, -2]"},
+        {"daily", "{}"},
+        {"daily", "[{\"date\": \"2026-02-31\", \"kontext\": 1, \"pil\": 0, \"fallbacks\": 0, "
+                  "\"total\": 1, \"scenes\": 0}]"},
+        {"daily", "[{\"date\": \"2026-02-01\", \"kontext\": 1}]"},
+        {"daily", "[7]"},
+        {"limiter", NULL},
+        {"limiter", "[]"},
+        {"limiter.day_count", "-4"},
+        {"limiter.hour_window", "[\"now\"]"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *t = mutate(valid, bad[i].key, bad[i].value);
+        CHECK(t != NULL);
+        if (t)
+            expect_moved_aside(bad[i].key, t);
+        free(t);
+    }
+
+    /* extra keys are fine (forward compatible), the file is used */
+    cJSON *j = cJSON_Parse(valid);
+    char *extra;
+    cJSON_AddNumberToObject(j, "future_field", 1);
+    extra = cJSON_Print(j);
+    cJSON_Delete(j);
+    remove_corrupt_files();
+    spit(g_file, extra);
+    free(extra);
+    sc_limits_store_t *st = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
+    CHECK_EQ_INT(corrupt_files(NULL, 0), 0);
+    CHECK_EQ_INT(snap(now).k_attempts, 1);
+    CHECK_EQ_INT(snap(now).today_generations, 1);
+    sc_metrics_shutdown();
+    st->destroy(st);
+
+    /* two bad files in the same second are both kept */
+    remove_corrupt_files();
+    for (int i = 0; i < 2; i++) {
+        spit(g_file, "{bad");
+        st = sc_limits_memory_new();
+        CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
+        sc_metrics_shutdown();
+        st->destroy(st);
+        unlink(g_file);
+    }
+    CHECK(corrupt_files(NULL, 0) == 2);
+    remove_corrupt_files();
+    free(valid);
+}
+
+/* The path is a directory: nothing to load, writes fail, nothing crashes. */
+static void test_unwritable(void)
+{
+    double now = sc_clock_wall();
+    unlink(g_file);
+    CHECK_EQ_INT(mkdir(g_file, 0755), 0);
+    sc_limits_store_t *st = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
+    sc_metrics_request(now, false);
+    CHECK_EQ_INT(snap(now).total_requests, 1);
+    CHECK_EQ_INT(sc_metrics_flush(), -1);
+    sc_metrics_shutdown();
+    st->destroy(st);
+    CHECK_EQ_INT(rmdir(g_file), 0);
+
+    /* LOGS_DIR that cannot be created */
+    static sc_config_t bad;
+    bad = g_cfg;
+    char blocker[256];
+    snprintf(blocker, sizeof blocker, "%s/blocker", g_dir);
+    spit(blocker, "x");
+    snprintf(bad.logs_dir, sizeof bad.logs_dir, "%s/sub", blocker);
+    st = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&bad, st), -1);
+    CHECK_EQ_INT(sc_metrics_flush(), -1); /* not initialised */
+    sc_metrics_shutdown();                /* harmless */
+    st->destroy(st);
+    unlink(blocker);
+}
+
+int main(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/sc_metrics_persist_XXXXXX");
+    CHECK(mkdtemp(g_dir) != NULL);
+    snprintf(g_file, sizeof g_file, "%s/composite_metrics.json", g_dir);
+    sc_config_defaults(&g_cfg);
+    snprintf(g_cfg.logs_dir, sizeof g_cfg.logs_dir, "%s", g_dir);
+    CHECK_EQ_INT(sc_log_open(g_dir), 0);
+
+    test_round_trip();
+    test_writer();
+    test_reset_persists();
+    test_unusable_files();
+    test_unwritable();
+
+    sc_log_close();
+    char log[256];
+    snprintf(log, sizeof log, "%s/backend.log", g_dir);
+    char *text = slurp(log);
+    CHECK(text && strstr(text, "WARN") && strstr(text, "moved to") &&
+          strstr(text, "composite_metrics.json.corrupt-"));
+    free(text);
+    unlink(log);
+    unlink(g_file);
+    remove_corrupt_files();
+    CHECK_EQ_INT(rmdir(g_dir), 0);
+    return test_report("metrics_persist_test");
+}
