@@ -20,7 +20,9 @@ Modes (config "mode"): ok, slow, failed, http500, rate429, malformed_json,
 non_image_output, hang, unknown_model, data_uri_output, processing_with_output.
 
 Run: /usr/bin/python3 tests/fake/fake_replicate.py --port 0 --token T [--mode ok --delay-ms 200]
-prints `READY port=<port>` once listening on 127.0.0.1. Python 3 stdlib only (PIL is
+[--quiet] prints `READY port=<port>` once listening on 127.0.0.1, then one line per
+answered request on stderr (request line and status, never headers). The default
+token is r8_fake_token. Python 3 stdlib only (PIL is
 used for JPEG/WebP output when available, PNG otherwise).
 """
 
@@ -371,6 +373,7 @@ class State:
 
 
 STATE = None
+QUIET = False
 API_PREFIX = "/v1"
 
 
@@ -386,8 +389,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeReplicate/1.0"
 
-    def log_message(self, fmt, *args):  # quiet
-        pass
+    def log_message(self, fmt, *args):
+        """One line per answered request on stderr (request line and status only:
+        never headers, so never the token), unless --quiet."""
+        if not QUIET:
+            sys.stderr.write("fake-replicate: %s\n" % (fmt % args))
+            sys.stderr.flush()
 
     # ---- plumbing ----
 
@@ -735,16 +742,18 @@ class Server(ThreadingHTTPServer):
 
 
 def main(argv=None):
-    global STATE
+    global STATE, QUIET
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--token", default="r8_fake_token")
     ap.add_argument("--mode", default="ok")
     ap.add_argument("--delay-ms", type=int, default=DEFAULTS["delay_ms"])
+    ap.add_argument("--quiet", action="store_true", help="no request log on stderr")
     args = ap.parse_args(argv)
     defaults = copy.deepcopy(DEFAULTS)
     defaults.update(mode=args.mode, delay_ms=args.delay_ms, token=args.token)
     STATE = State(defaults)
+    QUIET = args.quiet
     srv = Server(("127.0.0.1", args.port), Handler)
     sys.stdout.write("READY port=%d\n" % srv.server_address[1])
     sys.stdout.flush()

@@ -10,6 +10,7 @@ test and stops it afterwards.
 import json
 import os
 import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -31,10 +32,12 @@ class FakeReplicate:
 
     def start(self):
         py = PYTHON if os.path.exists(PYTHON) else "python3"
+        # stderr to a file: a pipe nobody reads would block the fake once full
+        self._err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [py, SCRIPT, "--port", "0", "--token", self.token, "--mode", self.mode,
-             "--delay-ms", str(self.delay_ms)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             "--delay-ms", str(self.delay_ms), "--quiet"],
+            stdout=subprocess.PIPE, stderr=self._err, text=True)
         deadline = time.time() + self.start_timeout
         line = ""
         while time.time() < deadline:
@@ -44,7 +47,7 @@ class FakeReplicate:
                 return self
             if not line and self.proc.poll() is not None:
                 break
-        err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+        err = self.stderr_text()
         self.stop()
         raise RuntimeError("fake Replicate did not start: %r %s" % (line, err))
 
@@ -58,10 +61,16 @@ class FakeReplicate:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f:
-                f.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self._err.close()
         self.proc = None
+
+    def stderr_text(self):
+        """What the fake wrote on stderr (tracebacks, if any)."""
+        self._err.flush()
+        self._err.seek(0)
+        return self._err.read().decode("utf-8", "replace")
 
     def __enter__(self):
         return self.start()

@@ -51,7 +51,7 @@ static int fake_start(void)
         close(fds[0]);
         close(fds[1]);
         execl("/usr/bin/python3", "python3", "tests/fake/fake_replicate.py", "--port", "0",
-              "--token", TOKEN, (char *)NULL);
+              "--token", TOKEN, "--quiet", (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
