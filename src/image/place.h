@@ -31,4 +31,21 @@ void sc_place_geometry(int scene_w, int scene_h, int prod_w, int prod_h,
 int sc_place_composite(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
                        const char **err);
 
+/* The two halves of sc_place_composite, so that the product's half (key +
+ * resize, the expensive part) can run while the scene is still decoding: only
+ * the scene's size is needed for it. */
+typedef struct sc_place_layer {
+    sc_image_t img; /* the visible window of the resized product (RGB or RGBA) */
+    int x0, y0;     /* its top-left corner in the scene */
+} sc_place_layer_t;
+
+/* Validates p, keys and resizes the product for a scene_w x scene_h scene.
+ * An empty layer (img.pixels NULL) means nothing is visible. Returns 0 or -1
+ * with *err set. Free with sc_place_layer_free. */
+int sc_place_prepare(const sc_image_t *product, int scene_w, int scene_h,
+                     const sc_place_params_t *p, sc_place_layer_t *layer, const char **err);
+/* Composites a prepared layer onto the scene it was prepared for (same size). */
+void sc_place_apply(sc_image_t *scene, const sc_place_layer_t *layer);
+void sc_place_layer_free(sc_place_layer_t *layer);
+
 #endif

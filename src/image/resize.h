@@ -5,9 +5,17 @@
 #define SCENECOMP_IMAGE_RESIZE_H
 
 #include "image/image.h"
+#include "image/simd.h"
 
 /* Resizes src to dst_w x dst_h into *dst (allocated here, same channels as src;
  * caller frees with sc_image_free). Returns 0 or -1 (bad size / out of memory). */
 int sc_resize_lanczos(const sc_image_t *src, int dst_w, int dst_h, sc_image_t *dst);
+
+/* Computes only the window [rx, rx+rw) x [ry, ry+rh) of the dst_w x dst_h
+ * resize (so a product scaled far past the scene edge costs only what is
+ * visible). *dst is rw x rh. lvl selects the kernels (sc_simd_level() for the
+ * best; the tests compare every level). Returns 0 or -1. */
+int sc_resize_lanczos_region(const sc_image_t *src, int dst_w, int dst_h, int rx, int ry, int rw,
+                             int rh, sc_image_t *dst, sc_simd_level_t lvl);
 
 #endif

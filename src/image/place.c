@@ -1,0 +1,145 @@
+/* The PIL method end to end on decoded images (place.h): key, resize only the
+ * visible window of the product, composite with the row kernels. */
+#include "image/place.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "image/composite.h"
+#include "image/key.h"
+#include "image/resize.h"
+
+/* Resized products are clamped to this size per axis before clipping, so the
+ * geometry stays in int range whatever the aspect ratio. */
+#define SC_PLACE_MAX_DIM (1 << 28)
+
+static long long clamp_dim(double v)
+{
+    if (!(v >= 1.0))
+        return 1;
+    if (v > SC_PLACE_MAX_DIM)
+        return SC_PLACE_MAX_DIM;
+    return (long long)v;
+}
+
+void sc_place_geometry(int scene_w, int scene_h, int prod_w, int prod_h,
+                       const sc_place_params_t *p, sc_place_geometry_t *g)
+{
+    long long w = clamp_dim(round(p->scale * scene_w));
+    long long h = clamp_dim(round((double)w * prod_h / (prod_w > 0 ? prod_w : 1)));
+    g->width = (int)w;
+    g->height = (int)h;
+    g->left = (int)round(p->x * scene_w - w / 2.0);
+    g->top = (int)round(p->y * scene_h - h / 2.0);
+}
+
+int sc_place_prepare(const sc_image_t *product, int scene_w, int scene_h,
+                     const sc_place_params_t *p, sc_place_layer_t *layer, const char **err)
+{
+    sc_image_t keyed = SC_IMAGE_INIT;
+    const char *e = NULL;
+    int rc = -1;
+    if (layer) {
+        memset(layer, 0, sizeof(*layer));
+    }
+    if (!layer || scene_w <= 0 || scene_h <= 0 || !product || !product->pixels ||
+        (product->channels != 3 && product->channels != 4) || product->width <= 0 ||
+        product->height <= 0 || !p) {
+        e = "bad image";
+        goto done;
+    }
+    if (!(p->x >= 0.0 && p->x <= 1.0) || !(p->y >= 0.0 && p->y <= 1.0)) {
+        e = "x and y must lie in [0, 1]";
+        goto done;
+    }
+    if (!(p->scale > 0.0 && p->scale <= 4.0)) {
+        e = "scale must lie in (0, 4]";
+        goto done;
+    }
+    sc_place_geometry_t g;
+    sc_place_geometry(scene_w, scene_h, product->width, product->height, p, &g);
+    long long x0 = g.left < 0 ? 0 : g.left, y0 = g.top < 0 ? 0 : g.top;
+    long long x1 = (long long)g.left + g.width, y1 = (long long)g.top + g.height;
+    if (x1 > scene_w)
+        x1 = scene_w;
+    if (y1 > scene_h)
+        y1 = scene_h;
+    if (x1 <= x0 || y1 <= y0) { /* entirely outside: nothing to draw */
+        rc = 0;
+        goto done;
+    }
+    const sc_image_t *prod = product;
+    if (!sc_image_has_transparency(product)) {
+        int k = sc_key_background(product, &keyed, NULL);
+        if (k < 0) {
+            e = "out of memory";
+            goto done;
+        }
+        if (k == 1)
+            prod = &keyed;
+    }
+    if (sc_resize_lanczos_region(prod, g.width, g.height, (int)(x0 - g.left), (int)(y0 - g.top),
+                                 (int)(x1 - x0), (int)(y1 - y0), &layer->img,
+                                 sc_simd_level()) != 0) {
+        e = "out of memory resizing the product";
+        goto done;
+    }
+    layer->x0 = (int)x0;
+    layer->y0 = (int)y0;
+    rc = 0;
+done:
+    sc_image_free(&keyed);
+    if (err)
+        *err = e;
+    return rc;
+}
+
+void sc_place_apply(sc_image_t *scene, const sc_place_layer_t *layer)
+{
+    const sc_image_t *small = &layer->img;
+    if (!small->pixels || !scene->pixels || layer->x0 < 0 || layer->y0 < 0 ||
+        small->width > scene->width - layer->x0 || small->height > scene->height - layer->y0)
+        return;
+    sc_simd_level_t lvl = sc_simd_level();
+    size_t sch = (size_t)scene->channels, rw = (size_t)small->width;
+    for (int y = 0; y < small->height; y++) {
+        uint8_t *d = scene->pixels +
+                     ((size_t)(y + layer->y0) * (size_t)scene->width + (size_t)layer->x0) * sch;
+        const uint8_t *s = small->pixels + (size_t)y * rw * (size_t)small->channels;
+        if (small->channels == 4) {
+            if (sch == 3)
+                sc_over_rgba_on_rgb(d, s, rw, lvl);
+            else
+                sc_over_rgba_on_rgba(d, s, rw);
+        } else if (sch == 3) {
+            memcpy(d, s, rw * 3);
+        } else {
+            for (size_t i = 0; i < rw; i++) {
+                memcpy(d + i * 4, s + i * 3, 3);
+                d[i * 4 + 3] = 255;
+            }
+        }
+    }
+}
+
+void sc_place_layer_free(sc_place_layer_t *layer)
+{
+    if (layer)
+        sc_image_free(&layer->img);
+}
+
+int sc_place_composite(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
+                       const char **err)
+{
+    sc_place_layer_t layer;
+    if (!scene || !scene->pixels || (scene->channels != 3 && scene->channels != 4)) {
+        if (err)
+            *err = "bad image";
+        return -1;
+    }
+    if (sc_place_prepare(product, scene->width, scene->height, p, &layer, err) != 0)
+        return -1;
+    sc_place_apply(scene, &layer);
+    sc_place_layer_free(&layer);
+    return 0;
+}
