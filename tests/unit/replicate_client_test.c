@@ -462,6 +462,12 @@ static void test_hang(void)
     CHECK(r && !r->cancel_sent); /* no id was ever returned */
     CHECK(sc_clock_mono() - t0 < 12.0);
 
+    /* a hung poll: the id is known, so the timeout cancels upstream */
+    configure("{\"mode\":\"hang\",\"hang_target\":\"get\",\"honor_prefer\":false}");
+    r = run_one(KONTEXT, kontext_input(16, 16), 2.0);
+    CHECK(r && r->status == SC_REP_TIMEOUT && r->cancel_sent);
+    CHECK_EQ_INT(stat_int("cancels"), 1);
+
     /* a hung download also ends at the deadline */
     configure("{\"mode\":\"hang\",\"hang_target\":\"download\"}");
     r = run_one(KONTEXT, kontext_input(16, 16), 2.0);
