@@ -153,6 +153,20 @@ static void on_done(sc_rep_result_t *res, void *ud)
     pthread_mutex_unlock(&g_w.mu);
 }
 
+static int g_count_ok;
+
+/* Counts results without keeping them (for runs larger than the result array). */
+static void on_done_count(sc_rep_result_t *res, void *ud)
+{
+    (void)ud;
+    pthread_mutex_lock(&g_w.mu);
+    g_count_ok += res && res->status == SC_REP_OK;
+    g_w.pending--;
+    pthread_cond_broadcast(&g_w.cv);
+    pthread_mutex_unlock(&g_w.mu);
+    sc_replicate_result_free(res);
+}
+
 static void wait_all(void)
 {
     pthread_mutex_lock(&g_w.mu);
@@ -542,6 +556,66 @@ static void test_concurrent(int n)
     clear_results();
 }
 
+static long proc_status(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t kl = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':')
+            v = atol(line + kl + 1);
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* Many jobs in flight at once stay cheap: no thread per job, and a modest,
+ * bounded amount of memory per job (the perf target is 1,000 in-flight
+ * composites in 256 MiB for the whole service). */
+static void test_many_in_flight(int n)
+{
+    configure("{\"mode\":\"ok\",\"delay_ms\":1500}");
+    clear_results();
+    char *in = kontext_input(16, 16);
+    long threads0 = proc_status("Threads"), rss0 = proc_status("VmRSS");
+    int done_ok = 0, max_threads = 0;
+    long max_rss = 0;
+    pthread_mutex_lock(&g_w.mu);
+    g_w.pending = n;
+    pthread_mutex_unlock(&g_w.mu);
+    for (int i = 0; i < n; i++)
+        if (sc_replicate_submit(KONTEXT, strdup(in), 60, on_done_count, NULL) != 0)
+            on_done_count(NULL, NULL);
+    free(in);
+    for (;;) {
+        long t = proc_status("Threads"), r = proc_status("VmRSS");
+        if (t > max_threads)
+            max_threads = (int)t;
+        if (r > max_rss)
+            max_rss = r;
+        pthread_mutex_lock(&g_w.mu);
+        int left = g_w.pending;
+        done_ok = g_count_ok;
+        pthread_mutex_unlock(&g_w.mu);
+        if (left == 0)
+            break;
+        usleep(50 * 1000);
+    }
+    CHECK_EQ_INT(done_ok, n);
+    CHECK(max_threads <= threads0 + 2); /* the one I/O thread, no thread per job */
+    int mx = stat_int("max_inflight");
+    CHECK(mx >= 20); /* really concurrent at the fake (a Python server: modest bound) */
+    double per_job_kb = (double)(max_rss - rss0) / n;
+    fprintf(stderr, "  %d jobs: fake saw %d in flight, %ld threads max (start %ld), "
+                    "peak RSS +%ld KB (%.1f KB per job)\n",
+            n, mx, (long)max_threads, threads0, max_rss - rss0, per_job_kb);
+#if !defined(__SANITIZE_ADDRESS__)
+    CHECK(per_job_kb < 128.0); /* measured ~25 KB (curl handle, connection, buffers) */
+#endif
+    g_count_ok = 0;
+}
+
 /* The token went only into Authorization (the fake checks every header, path
  * and body) and every API request carried it correctly. */
 static void test_token_only_in_authorization(void)
@@ -698,6 +772,7 @@ int main(void)
     test_unknown_model_and_4xx();
     test_data_uri_and_quirk();
     test_concurrent(50);
+    test_many_in_flight(300);
     test_token_only_in_authorization();
     test_no_token();
     test_connection_refused();
