@@ -40,16 +40,16 @@
 #include "replicate/base64.h"
 
 #define REP_DEFAULT_POLL_MS 500
-#define REP_MARGIN_S 5                       /* curl timeout beyond Prefer: wait */
-#define REP_CANCEL_AFTER_EXTRA_S 10          /* Cancel-After beyond our own deadline */
-#define REP_CANCEL_TIMEOUT_MS 5000           /* best-effort cancel after the deadline */
+#define REP_MARGIN_S 5              /* curl timeout beyond Prefer: wait */
+#define REP_CANCEL_AFTER_EXTRA_S 10 /* Cancel-After beyond our own deadline */
+#define REP_CANCEL_TIMEOUT_MS 5000  /* best-effort cancel after the deadline */
 #define REP_SHUTDOWN_CANCEL_TIMEOUT_MS 2000
-#define REP_MAX_OUTPUT_BYTES (64u << 20)     /* downloaded image cap */
-#define REP_MAX_API_BYTES (96u << 20)        /* JSON bodies (a data: output is inline) */
-#define REP_MAX_GET_FAILS 5                  /* consecutive 5xx/transport errors on GETs */
+#define REP_MAX_OUTPUT_BYTES (64u << 20) /* downloaded image cap */
+#define REP_MAX_API_BYTES (96u << 20)    /* JSON bodies (a data: output is inline) */
+#define REP_MAX_GET_FAILS 5              /* consecutive 5xx/transport errors on GETs */
 #define REP_MAX_CONNECT_RETRIES 3
 #define REP_MAX_429_RETRIES 8
-#define REP_MAX_SIDE 16384                   /* "sane" output image side */
+#define REP_MAX_SIDE 16384 /* "sane" output image side */
 
 typedef enum {
     PH_CREATE = 0,
@@ -449,13 +449,11 @@ static void job_abort(rep_job_t *j, sc_rep_status_t st, const char *why, long ca
         j->easy = NULL;
     }
     rep_phase_t was = j->phase;
-    job_finish(j, st, "%s (%.1fs, during %s)", why, sc_clock_mono() - j->t0,
-               k_phase_names[was]);
+    job_finish(j, st, "%s (%.1fs, during %s)", why, sc_clock_mono() - j->t0, k_phase_names[was]);
     if (j->cancel_url && (was == PH_CREATE || was == PH_POLL)) {
         j->phase = PH_CANCEL;
         j->res->cancel_sent = true;
-        job_request(j, "POST", j->cancel_url, true, "", 0, cancel_timeout_ms, NULL, NULL,
-                    1u << 20);
+        job_request(j, "POST", j->cancel_url, true, "", 0, cancel_timeout_ms, NULL, NULL, 1u << 20);
     }
 }
 
@@ -500,8 +498,8 @@ static void finish_output(rep_job_t *j, uint8_t *data, size_t len)
     sc_image_info_t info;
     long long maxpx = g.cfg->max_image_pixels > 0 ? g.cfg->max_image_pixels : 40000000LL;
     sc_codec_status_t st = sc_codec_probe(data, len, maxpx, &info);
-    if (st == SC_CODEC_TOO_LARGE || (st == SC_CODEC_OK && (info.width > REP_MAX_SIDE ||
-                                                           info.height > REP_MAX_SIDE))) {
+    if (st == SC_CODEC_TOO_LARGE ||
+        (st == SC_CODEC_OK && (info.width > REP_MAX_SIDE || info.height > REP_MAX_SIDE))) {
         free(data);
         job_finish(j, SC_REP_INVALID_OUTPUT, "output image too large");
         return;
@@ -801,8 +799,8 @@ static void on_transfer_done(rep_job_t *j, CURLcode code)
     curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &http);
     const char *url = NULL;
     curl_easy_getinfo(j->easy, CURLINFO_EFFECTIVE_URL, &url);
-    sc_log_debug("replicate: %s %s -> %s%ld (%s) %zu bytes in %.0f ms",
-                 k_phase_names[j->phase], j->phase == PH_DOWNLOAD ? "(output)" : (url ? url : ""),
+    sc_log_debug("replicate: %s %s -> %s%ld (%s) %zu bytes in %.0f ms", k_phase_names[j->phase],
+                 j->phase == PH_DOWNLOAD ? "(output)" : (url ? url : ""),
                  code == CURLE_OK ? "HTTP " : "", code == CURLE_OK ? http : (long)code,
                  code == CURLE_OK ? "ok" : curl_easy_strerror(code), j->resp.len,
                  (sc_clock_mono() - j->started) * 1000.0);
@@ -823,8 +821,8 @@ static void on_transfer_done(rep_job_t *j, CURLcode code)
         break;
     case PH_CANCEL:
         if (code != CURLE_OK || http < 200 || http >= 300)
-            sc_log_warn("replicate: cancel of prediction %s answered %s %ld",
-                        j->res->prediction_id, code == CURLE_OK ? "HTTP" : "curl error",
+            sc_log_warn("replicate: cancel of prediction %s answered %s %ld", j->res->prediction_id,
+                        code == CURLE_OK ? "HTTP" : "curl error",
                         code == CURLE_OK ? http : (long)code);
         j->phase = PH_DONE;
         break;

@@ -86,8 +86,7 @@ int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const 
     if (!scene_uri || !product_uri)
         goto cleanup;
     o = cJSON_CreateObject();
-    if (!o ||
-        !cJSON_AddStringToObject(o, "prompt", prompt && *prompt ? prompt : k_default_prompt))
+    if (!o || !cJSON_AddStringToObject(o, "prompt", prompt && *prompt ? prompt : k_default_prompt))
         goto cleanup;
     /* cJSON_CreateStringReference would avoid a copy, but the object must own
      * its strings once we free the URIs below; one transient copy is fine */

@@ -2,9 +2,11 @@
  * one fault mode at a time: each must end in the right sc_rep_status_t, with the
  * fake's own counters (creates, cancels, in-flight maximum, recorded headers)
  * confirming what went over the wire. Runs from the repo root (ctest sets it). */
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,8 +14,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -207,9 +207,10 @@ static char *kontext_input(int w, int h)
 {
     char *uri = png_data_uri(w, h);
     sc_buf_t b = SC_BUF_INIT;
-    sc_buf_printf(&b, "{\"prompt\":\"put it on the table\",\"input_image_1\":\"%s\","
-                      "\"input_image_2\":\"%s\",\"aspect_ratio\":\"match_input_image\","
-                      "\"output_format\":\"png\",\"safety_tolerance\":2}",
+    sc_buf_printf(&b,
+                  "{\"prompt\":\"put it on the table\",\"input_image_1\":\"%s\","
+                  "\"input_image_2\":\"%s\",\"aspect_ratio\":\"match_input_image\","
+                  "\"output_format\":\"png\",\"safety_tolerance\":2}",
                   uri, uri);
     free(uri);
     return sc_buf_steal(&b, NULL);
@@ -437,14 +438,19 @@ static void test_bad_output_values(void)
 {
     /* a PNG header claiming 60000 x 60000 pixels (valid CRC), as a data URI */
     static const uint8_t huge_png[] = {
-        0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
-        0, 0, 0xea, 0x60, 0, 0, 0xea, 0x60, 8, 2, 0, 0, 0, 0x0f, 0xb0, 0xe2, 0x15};
+        0x89, 'P',  'N',  'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I',  'H',  'D',  'R', 0,
+        0,    0xea, 0x60, 0,   0,    0xea, 0x60, 8,    2, 0, 0, 0,  0x0f, 0xb0, 0xe2, 0x15};
     char huge_uri[128] = "data:image/png;base64,";
     sc_base64_encode(huge_png, sizeof huge_png, huge_uri + strlen(huge_uri));
     char cfg[512];
-    const char *values[] = {"null", "[]", "{\"a\":1}", "\"ftp://127.0.0.1/x.png\"",
-                            "\"data:image/png,not-base64\"", "\"data:image/png;base64,@@@@\"",
-                            "\"\"", NULL};
+    const char *values[] = {"null",
+                            "[]",
+                            "{\"a\":1}",
+                            "\"ftp://127.0.0.1/x.png\"",
+                            "\"data:image/png,not-base64\"",
+                            "\"data:image/png;base64,@@@@\"",
+                            "\"\"",
+                            NULL};
     for (int i = 0; values[i]; i++) {
         snprintf(cfg, sizeof cfg, "{\"mode\":\"ok\",\"output_override\":%s}", values[i]);
         configure(cfg);
@@ -502,8 +508,9 @@ static void test_unknown_model_and_4xx(void)
 
     /* a model id that is not owner/name never reaches a URL */
     int before = stat_int("create_requests");
-    static const char *bad[] = {"../../etc", "owner/name/extra", "owner", "/name", "owner/",
-                                "own er/name", "./x", "owner/..", "owner/name?x=1"};
+    static const char *bad[] = {"../../etc", "owner/name/extra", "owner",
+                                "/name",     "owner/",           "own er/name",
+                                "./x",       "owner/..",         "owner/name?x=1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = run_one(bad[i], kontext_input(16, 16), 20);
         CHECK(r && r->status == SC_REP_API_ERROR && contains(r->message, "invalid model id"));
@@ -607,8 +614,9 @@ static void test_many_in_flight(int n)
     int mx = stat_int("max_inflight");
     CHECK(mx >= 20); /* really concurrent at the fake (a Python server: modest bound) */
     double per_job_kb = (double)(max_rss - rss0) / n;
-    fprintf(stderr, "  %d jobs: fake saw %d in flight, %ld threads max (start %ld), "
-                    "peak RSS +%ld KB (%.1f KB per job)\n",
+    fprintf(stderr,
+            "  %d jobs: fake saw %d in flight, %ld threads max (start %ld), "
+            "peak RSS +%ld KB (%.1f KB per job)\n",
             n, mx, (long)max_threads, threads0, max_rss - rss0, per_job_kb);
 #if !defined(__SANITIZE_ADDRESS__)
     CHECK(per_job_kb < 128.0); /* measured ~25 KB (curl handle, connection, buffers) */
