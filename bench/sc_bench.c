@@ -230,7 +230,7 @@ static void st_e2e(void *c)
     sc_image_free(&sc);
 }
 
-/* the same, one thread, one step after the other */
+/* the same on one thread, one step after the other (encoder in one band) */
 static void st_e2e_serial(void *c)
 {
     e2e_ctx *e = c;
@@ -241,7 +241,7 @@ static void st_e2e_serial(void *c)
     uint8_t *out;
     size_t len;
     int rc = e->jpeg ? sc_codec_encode_jpeg(&sc, 90, &out, &len)
-                     : sc_png_encode(&sc, e->png_level, &out, &len);
+                     : sc_png_encode_threads(&sc, e->png_level, 1, &out, &len);
     if (rc != 0)
         die("encode");
     free(out);
@@ -262,6 +262,15 @@ static void st_png_level(void *c)
     alt_ctx *a = c;
     uint8_t *out;
     if (sc_png_encode(a->img, a->level, &out, &a->last_len) != 0)
+        die("encode");
+    free(out);
+}
+
+static void st_png_1thread(void *c)
+{
+    alt_ctx *a = c;
+    uint8_t *out;
+    if (sc_png_encode_threads(a->img, 0, 1, &out, &a->last_len) != 0)
         die("encode");
     free(out);
 }
@@ -378,7 +387,8 @@ int main(int argc, char **argv)
         bench(&o, "x_end_to_end_jpeg_serial", st_e2e_serial, NULL, &s2, sp);
         s1.png_level = 6;
         bench(&o, "x_end_to_end_serial_libdeflate6", st_e2e_serial, NULL, &s1, sp);
-        alt_ctx a6 = {&out, 6, 0}, a1 = {&out, 1, 0}, st = {&out, 0, 0};
+        alt_ctx a6 = {&out, 6, 0}, a1 = {&out, 1, 0}, st = {&out, 0, 0}, a0 = {&out, 0, 0};
+        bench(&o, "x_encode_png_1thread", st_png_1thread, NULL, &a0, sp);
         bench(&o, "x_encode_png_libdeflate_l6", st_png_level, NULL, &a6, sp);
         bench(&o, "x_encode_png_libdeflate_l1", st_png_level, NULL, &a1, sp);
         bench(&o, "x_encode_png_stbiw_libdeflate6", st_png_stbiw, NULL, &st, sp);

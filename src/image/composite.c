@@ -95,48 +95,61 @@ static inline __attribute__((target("avx512f,avx512bw"))) __m512i blend16_512(__
     return _mm512_srli_epi16(_mm512_add_epi16(x, _mm512_srli_epi16(x, 8)), 8);
 }
 
-/* 16 pixels per step; the tail uses masked loads/stores (no scalar loop). */
+/* 16 pixels per step with plain loads/stores (masked byte stores are slow on
+ * AMD); the tail (< 16 pixels) uses masked loads/stores. */
+static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512vbmi"))) __m512i
+over16_512(__m512i px, __m512i sc, __m512i col_idx, __m512i a_idx)
+{
+    __m512i col = _mm512_permutexvar_epi8(col_idx, px);
+    __m512i al = _mm512_permutexvar_epi8(a_idx, px);
+    __m512i lo = blend16_512(_mm512_cvtepu8_epi16(_mm512_castsi512_si256(col)),
+                             _mm512_cvtepu8_epi16(_mm512_castsi512_si256(al)),
+                             _mm512_cvtepu8_epi16(_mm512_castsi512_si256(sc)));
+    __m512i hi = blend16_512(_mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(col, 1)),
+                             _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(al, 1)),
+                             _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(sc, 1)));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(lo)),
+                              _mm512_cvtepi16_epi8(hi), 1);
+}
+
+static const uint8_t col_idx_tab[64] = {
+    0,  1,  2,  4,  5,  6,  8,  9,  10, 12, 13, 14, 16, 17, 18, 20, 21, 22, 24, 25, 26, 28,
+    29, 30, 32, 33, 34, 36, 37, 38, 40, 41, 42, 44, 45, 46, 48, 49, 50, 52, 53, 54, 56, 57,
+    58, 60, 61, 62, 60, 61, 62, 60, 61, 62, 60, 61, 62, 60, 61, 62, 60, 61, 62, 60};
+static const uint8_t a_idx_tab[64] = {
+    3,  3,  3,  7,  7,  7,  11, 11, 11, 15, 15, 15, 19, 19, 19, 23, 23, 23, 27, 27, 27, 31,
+    31, 31, 35, 35, 35, 39, 39, 39, 43, 43, 43, 47, 47, 47, 51, 51, 51, 55, 55, 55, 59, 59,
+    59, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63};
+
 static __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) void
 over_rgb_avx512(uint8_t *d, const uint8_t *p, size_t n)
 {
-    uint8_t ci[64], ai[64];
-    for (int k = 0; k < 64; k++) {
-        int px = k / 3 < 16 ? k / 3 : 15;
-        ci[k] = (uint8_t)(px * 4 + k % 3);
-        ai[k] = (uint8_t)(px * 4 + 3);
-    }
-    const __m512i col_idx = _mm512_loadu_si512(ci), a_idx = _mm512_loadu_si512(ai);
+    const __m512i col_idx = _mm512_loadu_si512(col_idx_tab), a_idx = _mm512_loadu_si512(a_idx_tab);
     const __m512i amask = _mm512_set1_epi32((int)0xff000000u);
-    while (n > 0) {
-        size_t m = n < 16 ? n : 16;
-        __mmask16 pm16 = (__mmask16)((1u << m) - 1);
-        __mmask64 pm = m == 16 ? ~0ULL : (1ULL << (4 * m)) - 1;
-        __mmask64 sm = (1ULL << (3 * m)) - 1;
-        __m512i px = _mm512_maskz_loadu_epi8(pm, p);
-        __mmask16 visible = _mm512_mask_test_epi32_mask(pm16, px, amask);
-        if (visible) {
-            __m512i col = _mm512_permutexvar_epi8(col_idx, px);
-            __mmask16 opaque =
-                _mm512_mask_cmpeq_epi32_mask(pm16, _mm512_and_si512(px, amask), amask);
-            if (opaque == pm16) {
-                _mm512_mask_storeu_epi8(d, sm, col);
-            } else {
-                __m512i al = _mm512_permutexvar_epi8(a_idx, px);
-                __m512i sc = _mm512_maskz_loadu_epi8(sm, d);
-                __m512i lo = blend16_512(_mm512_cvtepu8_epi16(_mm512_castsi512_si256(col)),
-                                         _mm512_cvtepu8_epi16(_mm512_castsi512_si256(al)),
-                                         _mm512_cvtepu8_epi16(_mm512_castsi512_si256(sc)));
-                __m512i hi = blend16_512(_mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(col, 1)),
-                                         _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(al, 1)),
-                                         _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(sc, 1)));
-                __m512i o = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(lo)),
-                                               _mm512_cvtepi16_epi8(hi), 1);
-                _mm512_mask_storeu_epi8(d, sm, o);
-            }
+    for (; n >= 16; n -= 16, d += 48, p += 64) {
+        __m512i px = _mm512_loadu_si512((const void *)p);
+        __mmask16 visible = _mm512_test_epi32_mask(px, amask);
+        if (!visible)
+            continue;
+        __m512i o;
+        if (_mm512_cmpeq_epi32_mask(_mm512_and_si512(px, amask), amask) == 0xffff) {
+            o = _mm512_permutexvar_epi8(col_idx, px);
+        } else {
+            __m512i sc = _mm512_inserti32x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)d)),
+                _mm_loadu_si128((const __m128i *)(d + 32)), 2);
+            o = over16_512(px, sc, col_idx, a_idx);
         }
-        n -= m;
-        d += 3 * m;
-        p += 4 * m;
+        _mm256_storeu_si256((__m256i *)d, _mm512_castsi512_si256(o));
+        _mm_storeu_si128((__m128i *)(d + 32), _mm512_extracti32x4_epi32(o, 2));
+    }
+    if (n > 0) {
+        __mmask64 pm = (1ULL << (4 * n)) - 1, sm = (1ULL << (3 * n)) - 1;
+        __m512i px = _mm512_maskz_loadu_epi8(pm, p);
+        if (_mm512_test_epi32_mask(px, amask)) {
+            __m512i sc = _mm512_maskz_loadu_epi8(sm, d);
+            _mm512_mask_storeu_epi8(d, sm, over16_512(px, sc, col_idx, a_idx));
+        }
     }
 }
 

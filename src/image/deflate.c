@@ -1,6 +1,7 @@
 /* Huffman + run-length deflate encoder (deflate.h). RFC 1951 terms. */
 #include "image/deflate.h"
 
+#include <immintrin.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,34 +31,31 @@ static void tables_init(void)
     }
 }
 
-/* ==== Bit writer (LSB first; writes 8 bytes at a time, so out needs slack) ==== */
+/* ==== Bit writer ====
+ * LSB first. Invariant between calls: n <= 7 pending bits. Every put stores 8
+ * bytes and advances by the whole bytes written (branch-free), so out needs 8
+ * bytes of slack; one put may add up to 56 bits. */
 
 typedef struct {
     uint8_t *p;
     uint64_t bits;
-    int n;
+    unsigned n;
 } bw_t;
 
-static inline void put(bw_t *w, uint32_t v, int nb)
+static inline void put(bw_t *w, uint32_t v, unsigned nb)
 {
     w->bits |= (uint64_t)v << w->n;
     w->n += nb;
-    if (w->n >= 32) {
-        memcpy(w->p, &w->bits, 8);
-        w->p += 4;
-        w->bits >>= 32;
-        w->n -= 32;
-    }
+    memcpy(w->p, &w->bits, 8);
+    w->p += w->n >> 3;
+    w->bits >>= w->n & ~7u;
+    w->n &= 7;
 }
 
 static void align_byte(bw_t *w)
 {
-    w->n = (w->n + 7) & ~7;
-    while (w->n >= 8) {
+    if (w->n)
         *w->p++ = (uint8_t)w->bits;
-        w->bits >>= 8;
-        w->n -= 8;
-    }
     w->bits = 0;
     w->n = 0;
 }
@@ -192,8 +190,10 @@ size_t sc_deflate_bound(size_t len)
     return len * 2 + (len / BLOCK_IN + 2) * 400 + 64;
 }
 
-/* One dynamic block over tokens (literal < 256, or 256 + run length). */
-static void write_block(bw_t *w, const uint16_t *tok, size_t ntok, const uint32_t *lfreq, int final)
+/* One dynamic block over data[bs, be) given its runs (distance-1 matches) in
+ * order; everything outside a run is a literal. lfreq holds the symbol counts. */
+static void write_block(bw_t *w, const uint8_t *data, size_t bs, size_t be, const uint32_t *rpos,
+                        const uint16_t *rlen, size_t nruns, const uint32_t *lfreq, int final)
 {
     uint8_t llen[NLITLEN], dlen[2] = {1, 1}, cllen[19];
     uint16_t lcode[NLITLEN], dcode[2] = {0, 1}, clcode[19];
@@ -262,52 +262,124 @@ static void write_block(bw_t *w, const uint16_t *tok, size_t ntok, const uint32_
         else if (cls[i] == 18)
             put(w, clx[i], 7);
     }
-    for (size_t i = 0; i < ntok; i++) {
-        unsigned t = tok[i];
-        if (t < 256) {
-            put(w, lcode[t], llen[t]);
-        } else {
-            unsigned l = t - 256, c = len_code[l];
+
+    uint32_t tab[256]; /* literal code | length << 16 */
+    for (int i = 0; i < 256; i++)
+        tab[i] = lcode[i] | (uint32_t)llen[i] << 16;
+    uint8_t *p = w->p;
+    uint64_t bits = w->bits;
+    unsigned n = w->n;
+    size_t i = bs;
+    for (size_t r = 0; r <= nruns; r++) {
+        size_t lit_end = r < nruns ? rpos[r] : be;
+        /* literals two at a time: <= 7 + 2 * 15 bits pending, one store */
+        for (; i + 2 <= lit_end; i += 2) {
+            uint32_t e0 = tab[data[i]], e1 = tab[data[i + 1]];
+            bits |= (uint64_t)(e0 & 0xffff) << n;
+            n += e0 >> 16;
+            bits |= (uint64_t)(e1 & 0xffff) << n;
+            n += e1 >> 16;
+            memcpy(p, &bits, 8);
+            p += n >> 3;
+            bits >>= n & ~7u;
+            n &= 7;
+        }
+        w->p = p, w->bits = bits, w->n = n;
+        if (i < lit_end) {
+            put(w, lcode[data[i]], llen[data[i]]);
+            i++;
+        }
+        if (r < nruns) {
+            unsigned l = rlen[r], c = len_code[l];
             put(w, lcode[257 + c], llen[257 + c]);
             if (len_extra[c])
                 put(w, l - len_base[c], len_extra[c]);
             put(w, dcode[0], dlen[0]); /* distance 1 */
+            i += l;
         }
+        p = w->p, bits = w->bits, n = w->n;
     }
     put(w, lcode[256], llen[256]);
 }
 
-size_t sc_deflate_segment(const uint8_t *data, size_t len, int final, uint8_t *out)
+/* First k in [pos, end) (k >= 1) where data[k..k+2] all equal data[k-1], i.e.
+ * where a run of at least 3 starts; end if none. */
+static size_t next_run_scalar(const uint8_t *d, size_t pos, size_t end)
+{
+    if (pos == 0)
+        pos = 1;
+    for (size_t k = pos; k + 2 < end; k++)
+        if (d[k] == d[k - 1] && d[k + 1] == d[k - 1] && d[k + 2] == d[k - 1])
+            return k;
+    return end;
+}
+
+static __attribute__((target("avx2"))) size_t next_run_avx2(const uint8_t *d, size_t pos,
+                                                            size_t end)
+{
+    if (pos == 0)
+        pos = 1;
+    size_t k = pos;
+    for (; k + 34 <= end; k += 32) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(d + k - 1));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(d + k));
+        __m256i c = _mm256_loadu_si256((const __m256i *)(d + k + 1));
+        __m256i e = _mm256_loadu_si256((const __m256i *)(d + k + 2));
+        uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, b)) &
+                     (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, c)) &
+                     (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(c, e));
+        if (m)
+            return k + (size_t)__builtin_ctz(m);
+    }
+    return next_run_scalar(d, k, end);
+}
+
+size_t sc_deflate_segment_lvl(const uint8_t *data, size_t len, int final, uint8_t *out,
+                              sc_simd_level_t lvl)
 {
     pthread_once(&tables_once, tables_init);
     bw_t w = {out, 0, 0};
-    uint16_t *tok = malloc(sizeof(uint16_t) * BLOCK_IN);
-    if (!tok)
+    /* a run takes >= 3 bytes, so a block has at most BLOCK_IN / 3 of them */
+    uint32_t *rpos = malloc(sizeof(uint32_t) * (BLOCK_IN / 3 + 1));
+    uint16_t *rlen = malloc(sizeof(uint16_t) * (BLOCK_IN / 3 + 1));
+    if (!rpos || !rlen) {
+        free(rpos);
+        free(rlen);
         return 0;
+    }
+    int simd = lvl >= SC_SIMD_AVX2 && sc_simd_cpu_level() >= SC_SIMD_AVX2;
     size_t pos = 0;
     do {
-        size_t end = len - pos > BLOCK_IN ? pos + BLOCK_IN : len;
-        uint32_t lfreq[NLITLEN] = {0};
-        size_t nt = 0;
-        while (pos < end) {
-            uint8_t b = data[pos];
-            if (pos > 0 && b == data[pos - 1]) {
-                size_t r = 1, lim = end - pos < 258 ? end - pos : 258;
-                while (r < lim && data[pos + r] == b)
-                    r++;
-                if (r >= 3) {
-                    tok[nt++] = (uint16_t)(256 + r);
-                    lfreq[257 + len_code[r]]++;
-                    pos += r;
-                    continue;
-                }
-            }
-            tok[nt++] = b;
-            lfreq[b]++;
-            pos++;
+        size_t bs = pos, end = len - pos > BLOCK_IN ? pos + BLOCK_IN : len, nr = 0;
+        uint32_t lfreq[NLITLEN] = {0}, h2[256] = {0};
+        /* literal counts: histogram of the block (two tables: fewer store
+         * conflicts), minus the bytes the runs cover */
+        size_t i = bs;
+        for (; i + 2 <= end; i += 2) {
+            lfreq[data[i]]++;
+            h2[data[i + 1]]++;
         }
+        if (i < end)
+            lfreq[data[i]]++;
+        for (int b = 0; b < 256; b++)
+            lfreq[b] += h2[b];
+        while (pos < end) {
+            size_t k = simd ? next_run_avx2(data, pos, end) : next_run_scalar(data, pos, end);
+            if (k >= end)
+                break;
+            uint8_t v = data[k - 1];
+            size_t r = 3, lim = end - k < 258 ? end - k : 258;
+            while (r < lim && data[k + r] == v)
+                r++;
+            rpos[nr] = (uint32_t)k;
+            rlen[nr++] = (uint16_t)r;
+            lfreq[v] -= (uint32_t)r;
+            lfreq[257 + len_code[r]]++;
+            pos = k + r;
+        }
+        pos = end;
         lfreq[256] = 1; /* end of block */
-        write_block(&w, tok, nt, lfreq, final && pos >= len);
+        write_block(&w, data, bs, end, rpos, rlen, nr, lfreq, final && pos >= len);
     } while (pos < len);
     if (!final) { /* sync flush: empty stored block, byte-aligned */
         put(&w, 0, 3);
@@ -316,6 +388,12 @@ size_t sc_deflate_segment(const uint8_t *data, size_t len, int final, uint8_t *o
         put(&w, 0xFFFF, 16);
     }
     align_byte(&w);
-    free(tok);
+    free(rpos);
+    free(rlen);
     return (size_t)(w.p - out);
+}
+
+size_t sc_deflate_segment(const uint8_t *data, size_t len, int final, uint8_t *out)
+{
+    return sc_deflate_segment_lvl(data, len, final, out, sc_simd_level());
 }

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "image/simd.h"
+
 /* Upper bound of the bytes sc_deflate_segment writes for len input bytes. */
 size_t sc_deflate_bound(size_t len);
 
@@ -20,5 +22,9 @@ size_t sc_deflate_bound(size_t len);
  * stored block), so another segment can follow byte-aligned. Returns the
  * byte count. len may be 0. */
 size_t sc_deflate_segment(const uint8_t *data, size_t len, int final, uint8_t *out);
+/* The same with the run search at a given SIMD level (the output is identical
+ * at every level; the tests check it). */
+size_t sc_deflate_segment_lvl(const uint8_t *data, size_t len, int final, uint8_t *out,
+                              sc_simd_level_t lvl);
 
 #endif

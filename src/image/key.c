@@ -81,43 +81,52 @@ int sc_key_background(const sc_image_t *src, sc_image_t *out, uint8_t bg_out[3])
             if (sc_image_alloc(&res, w, h, 4) != 0)
                 goto cleanup;
             stack = malloc(n * sizeof(uint32_t));
-            seen = calloc(n, 1);
+            seen = malloc(n); /* distance map; 255 once a pixel is taken */
             if (!stack || !seen)
                 goto cleanup;
-            /* copy colour, alpha 255 everywhere until the fill says otherwise */
+            /* colour, alpha 255 until the fill says otherwise, and each pixel's
+             * distance to the background, computed once */
+            uint8_t lut[256];
+            for (int d = 0; d < 256; d++)
+                lut[d] = ramp(d);
             for (size_t i = 0; i < n; i++) {
-                memcpy(res.pixels + i * 4, px + i * (size_t)ch, 3);
-                res.pixels[i * 4 + 3] = 255;
+                const uint8_t *q = px + i * (size_t)ch;
+                uint8_t *o = res.pixels + i * 4;
+                o[0] = q[0], o[1] = q[1], o[2] = q[2], o[3] = 255;
+                seen[i] = (uint8_t)dist(q, bgc);
             }
-            /* seed: border pixels close to the background */
+            uint8_t *alpha = res.pixels + 3;
             size_t sp = 0;
+#define TAKE(j)                                                                                    \
+    do {                                                                                           \
+        if (seen[j] < SC_KEY_HI) {                                                                 \
+            alpha[(size_t)(j) * 4] = lut[seen[j]];                                                 \
+            seen[j] = 255;                                                                         \
+            stack[sp++] = (uint32_t)(j);                                                           \
+        }                                                                                          \
+    } while (0)
+            /* seed: border pixels close to the background */
             for (int y = 0; y < h; y++) {
                 int step = (y == 0 || y == h - 1) ? 1 : (w > 1 ? w - 1 : 1);
                 for (int x = 0; x < w; x += step) {
                     size_t i = (size_t)y * (size_t)w + (size_t)x;
-                    if (!seen[i] && dist(PX(x, y), bgc) < SC_KEY_HI) {
-                        seen[i] = 1;
-                        stack[sp++] = (uint32_t)i;
-                    }
+                    TAKE(i);
                 }
             }
             /* 4-connected flood fill; each pixel is pushed at most once */
             while (sp > 0) {
                 uint32_t i = stack[--sp];
-                int x = (int)(i % (uint32_t)w), y = (int)(i / (uint32_t)w);
-                res.pixels[(size_t)i * 4 + 3] = ramp(dist(PX(x, y), bgc));
-                const int nx[4] = {x - 1, x + 1, x, x};
-                const int ny[4] = {y, y, y - 1, y + 1};
-                for (int k = 0; k < 4; k++) {
-                    if (nx[k] < 0 || ny[k] < 0 || nx[k] >= w || ny[k] >= h)
-                        continue;
-                    size_t j = (size_t)ny[k] * (size_t)w + (size_t)nx[k];
-                    if (!seen[j] && dist(PX(nx[k], ny[k]), bgc) < SC_KEY_HI) {
-                        seen[j] = 1;
-                        stack[sp++] = (uint32_t)j;
-                    }
-                }
+                uint32_t x = i % (uint32_t)w;
+                if (x > 0)
+                    TAKE(i - 1);
+                if (x + 1 < (uint32_t)w)
+                    TAKE(i + 1);
+                if (i >= (uint32_t)w)
+                    TAKE(i - (uint32_t)w);
+                if ((size_t)i + (size_t)w < n)
+                    TAKE(i + (uint32_t)w);
             }
+#undef TAKE
         }
     }
 #undef PX

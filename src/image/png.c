@@ -416,7 +416,7 @@ typedef struct {
     uint8_t *filt;  /* the whole filtered buffer */
     size_t y0, y1;
     int final;
-    uint8_t *z;     /* segment output (level 0), malloc'd */
+    uint8_t *z;     /* where the segment is written (level 0), inside the PNG buffer */
     size_t zlen;
     int rc;
 } band_t;
@@ -454,11 +454,6 @@ static void *band_run(void *arg)
         return NULL;
     size_t n = (size_t)b->img->width * (size_t)b->img->channels + 1;
     size_t len = (b->y1 - b->y0) * n;
-    b->z = malloc(sc_deflate_bound(len));
-    if (!b->z) {
-        b->rc = -1;
-        return NULL;
-    }
     b->zlen = sc_deflate_segment(b->filt + b->y0 * n, len, b->final, b->z);
     b->rc = b->zlen ? 0 : -1;
     return NULL;
@@ -468,6 +463,12 @@ static void *band_run(void *arg)
 #define SC_PNG_PARALLEL_BYTES (1u << 20)
 
 int sc_png_encode(const sc_image_t *img, int level, uint8_t **out, size_t *out_len)
+{
+    return sc_png_encode_threads(img, level, 2, out, out_len);
+}
+
+int sc_png_encode_threads(const sc_image_t *img, int level, int threads, uint8_t **out,
+                          size_t *out_len)
 {
     uint8_t *filt = NULL, *png = NULL;
     struct libdeflate_compressor *c = NULL;
@@ -488,7 +489,7 @@ int sc_png_encode(const sc_image_t *img, int level, uint8_t **out, size_t *out_l
     size_t zlen = 0;
     const size_t head = 8 + 25 + 8 + 2, tail = 4 + 4 + 12;
     if (level == 0) {
-        if (filt_len >= SC_PNG_PARALLEL_BYTES && h >= 2)
+        if (threads >= 2 && filt_len >= SC_PNG_PARALLEL_BYTES && h >= 2)
             nb = 2;
         for (int i = 0; i < nb; i++) {
             bands[i].img = img;
@@ -497,6 +498,17 @@ int sc_png_encode(const sc_image_t *img, int level, uint8_t **out, size_t *out_l
             bands[i].y1 = h * (size_t)(i + 1) / (size_t)nb;
             bands[i].final = i == nb - 1;
         }
+        /* one buffer: each band deflates into its own region, then band 1's
+         * output is moved down to follow band 0's */
+        size_t cap = head + tail;
+        for (int i = 0; i < nb; i++)
+            cap += sc_deflate_bound((bands[i].y1 - bands[i].y0) * (n + 1));
+        png = malloc(cap);
+        if (!png)
+            goto cleanup;
+        bands[0].z = png + head;
+        if (nb == 2)
+            bands[1].z = bands[0].z + sc_deflate_bound((bands[0].y1 - bands[0].y0) * (n + 1));
         pthread_t th;
         int threaded = nb == 2 && pthread_create(&th, NULL, band_run, &bands[1]) == 0;
         band_run(&bands[0]);
@@ -508,15 +520,11 @@ int sc_png_encode(const sc_image_t *img, int level, uint8_t **out, size_t *out_l
             if (bands[i].rc != 0)
                 goto cleanup;
         zlen = 2 + bands[0].zlen + (nb == 2 ? bands[1].zlen : 0) + 4;
-        png = malloc(head + zlen + tail);
-        if (!png)
-            goto cleanup;
         uint8_t *z = png + head - 2;
         z[0] = 0x78; /* zlib header: deflate, 32 KiB window, no dictionary */
         z[1] = 0x01;
-        memcpy(z + 2, bands[0].z, bands[0].zlen);
         if (nb == 2)
-            memcpy(z + 2 + bands[0].zlen, bands[1].z, bands[1].zlen);
+            memmove(z + 2 + bands[0].zlen, bands[1].z, bands[1].zlen);
         put_be32(z + zlen - 4, libdeflate_adler32(1, filt, filt_len));
     } else {
         band_t all = {img, filt, 0, h, 1, NULL, 0, 0};
@@ -554,8 +562,6 @@ int sc_png_encode(const sc_image_t *img, int level, uint8_t **out, size_t *out_l
 cleanup:
     if (c)
         libdeflate_free_compressor(c);
-    free(bands[0].z);
-    free(bands[1].z);
     free(png);
     free(filt);
     return rc;

@@ -23,6 +23,10 @@ int sc_png_decode_fast(const uint8_t *data, size_t len, sc_image_t *out);
  * level 1..12: libdeflate at that level (single thread; kept for comparison
  * and as the reference). *out is malloc'd. Returns 0 or -1. */
 int sc_png_encode(const sc_image_t *img, int level, uint8_t **out, size_t *out_len);
+/* The same with the band count chosen: threads 1 = one band, one thread
+ * (level 0 only; libdeflate levels are always single-threaded). */
+int sc_png_encode_threads(const sc_image_t *img, int level, int threads, uint8_t **out,
+                          size_t *out_len);
 
 /* Undoes one row's filter: dst = unfilter(src) given the previous unfiltered
  * row (or NULL for the first row); n bytes, bpp 3 or 4 (other bpp: scalar).

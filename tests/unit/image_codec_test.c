@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <turbojpeg.h>
+
 #include "image/codec.h"
 #include "image/png.h"
 #include "image/stb_glue.h"
@@ -42,7 +44,10 @@ static size_t png_header(uint8_t *b, uint32_t w, uint32_t h, int ct)
     put_be32(b + 33, 4);
     memcpy(b + 37, "IDAT", 4);
     memset(b + 41, 0xAB, 8);
-    return 49;
+    put_be32(b + 49, 0);
+    memcpy(b + 53, "IEND", 4);
+    memset(b + 57, 0, 4);
+    return 61;
 }
 
 static void test_limits(void)
@@ -85,6 +90,31 @@ static void test_limits(void)
     put_be32(b + 33, 0x7ffffff0u);
     CHECK_EQ_INT(sc_codec_decode(b, n, 0, &img, &err), SC_CODEC_INVALID);
     CHECK(img.pixels == NULL);
+
+    /* a 30000 x 30000 header over 8 bytes of IDAT cannot be complete (deflate
+     * expands at most ~1032:1): refused without allocating the frame */
+    n = png_header(b, 30000, 30000, 2);
+    CHECK_EQ_INT(sc_codec_decode(b, n, 0, &img, &err), SC_CODEC_INVALID);
+    CHECK(img.pixels == NULL);
+
+    /* a first IDAT of length 0 (stb would compute NULL + 0) */
+    static const char *crash =
+        "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAFCAYAAAB4ka1VAAAADFBMVEV4nGNgGAL/AAClAAFNMdgAAAAAAElEQVQAAAD0"
+        "AAAAAElFTkSuQmCC";
+    uint8_t raw[128];
+    size_t rn = 0;
+    unsigned acc = 0;
+    int bitsn = 0;
+    for (const char *c = crash; *c; c++) { /* base64 */
+        const char *tab = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        acc = (acc << 6) | (unsigned)(strchr(tab, *c) - tab);
+        bitsn += 6;
+        if (bitsn >= 8) {
+            bitsn -= 8;
+            raw[rn++] = (uint8_t)(acc >> bitsn);
+        }
+    }
+    CHECK_EQ_INT(sc_codec_decode(raw, rn, 0, &img, &err), SC_CODEC_INVALID);
 
     /* not images */
     CHECK_EQ_INT(sc_codec_probe((const uint8_t *)"hello world", 11, 0, &info), SC_CODEC_INVALID);
@@ -220,10 +250,9 @@ static void test_jpeg(void)
         CHECK(maxd <= 12);
         sc_stb_free(p);
         sc_image_free(&dec);
-        /* truncated JPEG: either refused or decoded to the right size */
-        sc_codec_status_t st = sc_codec_decode(jpg, len / 3, 0, &dec, NULL);
-        sc_image_free(&dec);
-        CHECK(st == SC_CODEC_OK || st == SC_CODEC_INVALID);
+        /* a truncated JPEG is refused, not padded with grey */
+        CHECK_EQ_INT(sc_codec_decode(jpg, len / 3, 0, &dec, NULL), SC_CODEC_INVALID);
+        CHECK(dec.pixels == NULL);
         sc_image_free(&img);
         free(jpg);
         CHECK_EQ_INT(sc_codec_encode_jpeg(&dec, 90, &jpg, &len), -1);
@@ -235,6 +264,83 @@ static void test_jpeg(void)
     CHECK_EQ_INT(sc_codec_encode_jpeg(&img, 0, &jpg, &len), -1);
     CHECK_EQ_INT(sc_codec_encode_jpeg(&img, 101, &jpg, &len), -1);
     sc_image_free(&img);
+}
+
+/* CMYK JPEGs go to stb_image (TurboJPEG cannot output RGB for them); a DHT
+ * with more than 256 symbols, which overflows stb 2.27's tables, is refused
+ * first. */
+static void test_cmyk_jpeg(void)
+{
+    enum { W = 24, H = 16 };
+    uint8_t cmyk[W * H * 4];
+    for (int i = 0; i < W * H; i++) {
+        cmyk[i * 4] = 10, cmyk[i * 4 + 1] = 200, cmyk[i * 4 + 2] = 30, cmyk[i * 4 + 3] = 0;
+    }
+    tjhandle tj = tjInitCompress();
+    unsigned char *jpg = NULL;
+    unsigned long len = 0;
+    CHECK_EQ_INT(tjCompress2(tj, cmyk, W, W * 4, H, TJPF_CMYK, &jpg, &len, TJSAMP_444, 95, 0), 0);
+    tjDestroy(tj);
+    sc_image_t dec;
+    CHECK_EQ_INT(sc_codec_decode(jpg, len, 0, &dec, NULL), SC_CODEC_OK);
+    CHECK(dec.channels == 3 && dec.width == W && dec.height == H);
+    sc_image_free(&dec);
+    /* find the first DHT and make its counts claim 16 * 255 symbols */
+    int patched = 0;
+    for (unsigned long i = 2; i + 21 < len && !patched; i++)
+        if (jpg[i] == 0xFF && jpg[i + 1] == 0xC4) {
+            memset(jpg + i + 5, 0xFF, 16);
+            patched = 1;
+        }
+    CHECK(patched);
+    CHECK_EQ_INT(sc_codec_decode(jpg, len, 0, &dec, NULL), SC_CODEC_INVALID);
+    CHECK(dec.pixels == NULL);
+    tjFree(jpg);
+}
+
+/* Large images are encoded in two bands on two threads and joined with a
+ * restart marker: the result must decode (libjpeg-turbo and stb) to exactly
+ * the pixels of a one-piece encode with the same settings. */
+static void test_jpeg_two_bands(void)
+{
+    const int dims[][3] = {{700, 450, 3}, {701, 451, 4}, {1920, 1080, 3}};
+    for (int k = 0; k < 3; k++) {
+        int w = dims[k][0], h = dims[k][1], ch = dims[k][2];
+        sc_image_t img, a, b;
+        random_image(&img, w, h, ch, 1);
+        uint8_t *jpg;
+        size_t len;
+        CHECK_EQ_INT(sc_codec_encode_jpeg(&img, 90, &jpg, &len), 0);
+        tjhandle tj = tjInitCompress();
+        unsigned char *one = NULL;
+        unsigned long one_len = 0;
+        CHECK_EQ_INT(tjCompress2(tj, img.pixels, w, w * ch, h, ch == 4 ? TJPF_RGBX : TJPF_RGB, &one,
+                                 &one_len, TJSAMP_420, 90, 0), 0);
+        tjDestroy(tj);
+        int has_dri = 0;
+        for (size_t i = 0; i + 1 < len && !has_dri; i++)
+            has_dri = jpg[i] == 0xFF && jpg[i + 1] == 0xDD;
+        CHECK(has_dri);
+        if (!(len >= one_len && len <= one_len + 64))
+            fprintf(stderr, "joined %zu one %lu\n", len, one_len);
+        CHECK(len >= one_len && len <= one_len + 64); /* DRI, RST0, DC restart */
+        CHECK_EQ_INT(sc_codec_decode(jpg, len, 0, &a, NULL), SC_CODEC_OK);
+        CHECK_EQ_INT(sc_codec_decode(one, one_len, 0, &b, NULL), SC_CODEC_OK);
+        CHECK(a.width == w && a.height == h && b.width == w);
+        CHECK(a.pixels && b.pixels && memcmp(a.pixels, b.pixels, (size_t)w * h * 3) == 0);
+        int sw, sh, comp;
+        const char *e;
+        uint8_t *p = sc_stb_load(jpg, len, &sw, &sh, &comp, &e);
+        uint8_t *q = sc_stb_load(one, one_len, &sw, &sh, &comp, &e);
+        CHECK(p && q && memcmp(p, q, (size_t)w * h * 3) == 0);
+        sc_stb_free(p);
+        sc_stb_free(q);
+        tjFree(one);
+        free(jpg);
+        sc_image_free(&a);
+        sc_image_free(&b);
+        sc_image_free(&img);
+    }
 }
 
 static void test_unfilter_kernels(void)
@@ -300,6 +406,8 @@ int main(void)
     test_png_roundtrip();
     test_grey_fallback();
     test_jpeg();
+    test_cmyk_jpeg();
+    test_jpeg_two_bands();
     test_unfilter_kernels();
     test_filter_kernels();
     return test_report("image_codec_test");

@@ -53,6 +53,14 @@ static void roundtrip(const uint8_t *data, size_t len, int nseg)
     }
     put_be32(z + zl, libdeflate_adler32(1, data, len));
     zl += 4;
+    /* the run search at every SIMD level yields the same stream */
+    if (nseg == 1) {
+        uint8_t *zs = malloc(sc_deflate_bound(len));
+        size_t ns = sc_deflate_segment_lvl(data, len, 1, zs, SC_SIMD_SCALAR);
+        CHECK_EQ_INT(ns, zl - 6);
+        CHECK(memcmp(zs, z + 2, ns) == 0);
+        free(zs);
+    }
     struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
     size_t got = 0;
     enum libdeflate_result r = libdeflate_zlib_decompress(d, z, zl, back, len + 1, &got);
@@ -99,6 +107,10 @@ static void test_streams(void)
             buf[j] = t;
         }
         roundtrip(buf, p, nseg);
+        /* runs everywhere: short and long, at block and SIMD-chunk edges */
+        for (size_t i = 0; i < big; i++)
+            buf[i] = (uint8_t)(rnd() % 3 == 0 ? rnd() % 4 : buf[i ? i - 1 : 0]);
+        roundtrip(buf, big, nseg);
         /* tiny inputs */
         for (size_t n = 0; n < 6; n++) {
             for (size_t i = 0; i < n; i++)
