@@ -1,0 +1,134 @@
+/* Model inputs for Replicate: images become data URIs (scene JPEG q90, product PNG
+ * to keep its alpha), downscaled with Lanczos when the long side exceeds
+ * SC_INPUTS_MAX_SIDE, and the JSON is assembled with cJSON. Runs on request
+ * threads; no shared state. */
+#include "replicate/inputs.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "image/codec.h"
+#include "image/resize.h"
+#include "replicate/base64.h"
+
+#define SC_INPUTS_SCENE_JPEG_QUALITY 90
+
+static const char k_default_prompt[] =
+    "Place the product from the second image naturally into the scene of the first image, "
+    "keeping the scene unchanged";
+
+/* Encodes img (downscaled first when needed) as a data URI; png selects PNG over
+ * JPEG. Returns a malloc'd string or NULL. */
+static char *image_data_uri(const sc_image_t *img, bool png)
+{
+    sc_image_t small = SC_IMAGE_INIT;
+    const sc_image_t *src = img;
+    uint8_t *enc = NULL;
+    size_t enc_len = 0;
+    char *uri = NULL;
+    if (!img || !img->pixels || img->width < 1 || img->height < 1)
+        return NULL;
+    int w = img->width, h = img->height;
+    int longest = w > h ? w : h;
+    if (longest > SC_INPUTS_MAX_SIDE) {
+        /* keep the aspect ratio, rounding the short side, at least 1 px */
+        if (w >= h) {
+            h = (int)(((long long)h * SC_INPUTS_MAX_SIDE + w / 2) / w);
+            w = SC_INPUTS_MAX_SIDE;
+        } else {
+            w = (int)(((long long)w * SC_INPUTS_MAX_SIDE + h / 2) / h);
+            h = SC_INPUTS_MAX_SIDE;
+        }
+        if (w < 1)
+            w = 1;
+        if (h < 1)
+            h = 1;
+        if (sc_resize_lanczos(img, w, h, &small) != 0)
+            goto cleanup;
+        src = &small;
+    }
+    int rc = png ? sc_codec_encode_png(src, &enc, &enc_len)
+                 : sc_codec_encode_jpeg(src, SC_INPUTS_SCENE_JPEG_QUALITY, &enc, &enc_len);
+    if (rc != 0)
+        goto cleanup;
+    const char *prefix = png ? "data:image/png;base64," : "data:image/jpeg;base64,";
+    size_t pl = strlen(prefix);
+    uri = malloc(pl + sc_base64_encoded_len(enc_len) + 1);
+    if (!uri)
+        goto cleanup;
+    memcpy(uri, prefix, pl);
+    sc_base64_encode(enc, enc_len, uri + pl);
+cleanup:
+    free(enc);
+    sc_image_free(&small);
+    return uri;
+}
+
+/* Serialises obj (consumed) into *json. Returns 0 or -1. */
+static int finish_json(cJSON *obj, char **json)
+{
+    *json = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    return *json ? 0 : -1;
+}
+
+int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
+                      char **json)
+{
+    char *scene_uri = NULL, *product_uri = NULL;
+    cJSON *o = NULL;
+    int rc = -1;
+    *json = NULL;
+    scene_uri = image_data_uri(scene, false);
+    product_uri = image_data_uri(product, true);
+    if (!scene_uri || !product_uri)
+        goto cleanup;
+    o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "prompt", prompt && *prompt ? prompt : k_default_prompt))
+        goto cleanup;
+    /* cJSON_CreateStringReference would avoid a copy, but the object must own
+     * its strings once we free the URIs below; one transient copy is fine */
+    if (!cJSON_AddStringToObject(o, "input_image_1", scene_uri))
+        goto cleanup;
+    free(scene_uri);
+    scene_uri = NULL;
+    if (!cJSON_AddStringToObject(o, "input_image_2", product_uri))
+        goto cleanup;
+    free(product_uri);
+    product_uri = NULL;
+    if (!cJSON_AddStringToObject(o, "aspect_ratio", "match_input_image") ||
+        !cJSON_AddStringToObject(o, "output_format", "png") ||
+        !cJSON_AddNumberToObject(o, "safety_tolerance", 2))
+        goto cleanup;
+    rc = finish_json(o, json);
+    o = NULL;
+cleanup:
+    cJSON_Delete(o);
+    free(scene_uri);
+    free(product_uri);
+    return rc;
+}
+
+int sc_inputs_scene(const char *prompt, const char *aspect_ratio, int has_seed, long long seed,
+                    char **json)
+{
+    *json = NULL;
+    if (!prompt)
+        return -1;
+    char seed_text[32]; /* raw text: a double would round seeds above 2^53 */
+    snprintf(seed_text, sizeof seed_text, "%lld", seed);
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "prompt", prompt) ||
+        !cJSON_AddStringToObject(o, "aspect_ratio",
+                                 aspect_ratio && *aspect_ratio ? aspect_ratio : "1:1") ||
+        !cJSON_AddNumberToObject(o, "num_outputs", 1) ||
+        !cJSON_AddStringToObject(o, "output_format", "png") ||
+        (has_seed && !cJSON_AddRawToObject(o, "seed", seed_text)) ||
+        !cJSON_AddBoolToObject(o, "go_fast", true)) {
+        cJSON_Delete(o);
+        return -1;
+    }
+    return finish_json(o, json);
+}

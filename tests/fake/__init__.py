@@ -1,0 +1,1 @@
+"""Local fake Replicate server (fake_replicate.py) and its test harness (harness.py)."""

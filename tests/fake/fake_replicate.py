@@ -1,0 +1,770 @@
+#!/usr/bin/python3
+"""A local fake of Replicate's HTTP predictions API (protocol reference §12).
+
+Speaks the real protocol closely enough that the C client's tests mean something:
+routes under /v1, Bearer/Token auth with Replicate's 401 bodies, create on
+/models/{owner}/{name}/predictions (and POST /predictions with `version`), input
+validation with 422 `invalid_fields`, 201 prediction objects with 26-char ids and
+`urls` on the fake's own base, `Prefer: wait[=N]`, `Cancel-After`, GET and cancel,
+and real PNG bytes served from /delivery/...
+
+Each prediction follows a time-based script measured from its creation (starting ->
+processing -> terminal), so polling cadence never changes outcomes. Faults are
+chosen per test through a control API (not under /v1, no auth):
+
+    POST /_control/config   JSON object merged into the config (see DEFAULTS)
+    POST /_control/reset    config back to the CLI defaults, stats and predictions cleared
+    GET  /_control/stats    counters, max predictions in flight, every request recorded
+
+Modes (config "mode"): ok, slow, failed, http500, rate429, malformed_json,
+non_image_output, hang, unknown_model, data_uri_output, processing_with_output.
+
+Run: /usr/bin/python3 tests/fake/fake_replicate.py --port 0 --token T [--mode ok --delay-ms 200]
+[--quiet] prints `READY port=<port>` once listening on 127.0.0.1, then one line per
+answered request on stderr (request line and status, never headers). The default
+token is r8_fake_token. Python 3 stdlib only (PIL is
+used for JPEG/WebP output when available, PNG otherwise).
+"""
+
+import argparse
+import base64
+import copy
+import datetime
+import json
+import random
+import re
+import select
+import socket
+import string
+import struct
+import sys
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+KONTEXT = "flux-kontext-apps/multi-image-kontext-pro"
+SCHNELL = "black-forest-labs/flux-schnell"
+E005 = "The input or output was flagged as sensitive (E005)"
+TERMINAL = ("succeeded", "failed", "canceled", "aborted")
+
+DEFAULTS = {
+    "mode": "ok",
+    "delay_ms": 200,          # creation -> terminal in mode ok/failed/...
+    "starting_ms": None,      # part of delay_ms spent in "starting" (None = a quarter)
+    "slow_ms": 3600000,       # creation -> terminal in mode slow (effectively never)
+    "http500_target": "create",  # create | get | download | all
+    "http500_count": -1,      # how many requests fail (-1 = all)
+    "http500_html": False,    # HTML body instead of problem+json
+    "rate429_count": 1,       # first K creates answer 429
+    "retry_after": 1,         # seconds, header Retry-After and body retry_after
+    "retry_after_header": True,
+    "malformed_target": "create",  # create | get
+    "hang_target": "create",  # create | get | download
+    "output_width": None,     # None = the size of input_image_1 when it is a data URI
+    "output_height": None,
+    "default_width": 64,
+    "default_height": 48,
+    "models": [KONTEXT, SCHNELL],
+    "output_lifetime_s": 3600,
+    "check_inputs_decode": False,
+    "honor_prefer": True,
+    "output_override": "__none__",  # any JSON value: served as `output` of succeeded predictions     # False: answer creates at once (async mode) even with Prefer
+}
+
+ID_CHARS = string.ascii_lowercase + string.digits
+
+
+def now_rfc3339(t=None):
+    t = time.time() if t is None else t
+    dt = datetime.datetime.fromtimestamp(t, tz=datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%06dZ" % dt.microsecond
+
+
+def png_bytes(width, height, seed=0):
+    """A real RGB PNG (gradient) built with zlib + struct."""
+    def chunk(tag, data):
+        c = struct.pack(">I", len(data)) + tag + data
+        return c + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    template = bytearray(width * 3)
+    template[0::3] = bytes((x * 255 // max(1, width - 1)) & 0xFF for x in range(width))
+    template[2::3] = bytes([(seed * 37) & 0xFF]) * width
+    rows = []
+    for y in range(height):
+        template[1::3] = bytes([(y * 255 // max(1, height - 1)) & 0xFF]) * width
+        rows.append(b"\x00" + bytes(template))
+    raw = b"".join(rows)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6))
+            + chunk(b"IEND", b""))
+
+
+_IMG_CACHE = {}
+_IMG_LOCK = threading.Lock()
+
+
+def image_bytes(width, height, fmt):
+    """(content_type, bytes) of an image in fmt; PNG unless PIL can do better."""
+    key = (width, height, fmt)
+    with _IMG_LOCK:
+        if key in _IMG_CACHE:
+            return _IMG_CACHE[key]
+    data, ctype = None, "image/png"
+    if fmt in ("jpg", "webp"):
+        try:
+            import io
+            from PIL import Image  # optional
+            im = Image.open(io.BytesIO(png_bytes(width, height)))
+            out = io.BytesIO()
+            im.save(out, "JPEG" if fmt == "jpg" else "WEBP", quality=85)
+            data = out.getvalue()
+            ctype = "image/jpeg" if fmt == "jpg" else "image/webp"
+        except Exception:  # no PIL: PNG bytes are still a decodable image
+            data = None
+    if data is None:
+        data, ctype = png_bytes(width, height), "image/png"
+    with _IMG_LOCK:
+        if len(_IMG_CACHE) > 32:
+            _IMG_CACHE.clear()
+        _IMG_CACHE[key] = (ctype, data)
+    return ctype, data
+
+
+def image_size(data):
+    """(w, h) of PNG or JPEG bytes, or None."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker == 0xFF:
+                i += 1
+                continue
+            seglen = struct.unpack(">H", data[i + 2:i + 4])[0]
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
+                          0xCE, 0xCF):
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return (w, h)
+            i += 2 + seglen
+    return None
+
+
+def decode_data_uri(uri):
+    m = re.match(r"^data:([^;,]*)(;base64)?,(.*)$", uri, re.S)
+    if not m or not m.group(2):
+        return None
+    try:
+        return base64.b64decode(m.group(3), validate=True)
+    except Exception:
+        return None
+
+
+def parse_cancel_after(v):
+    """Seconds of a Cancel-After value (`30`, `30s`, `5m`, `1h30m45s`), or None."""
+    v = v.strip()
+    if re.fullmatch(r"\d+", v):
+        return int(v)
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", v)
+    if not m or not any(m.groups()):
+        return None
+    h, mi, s = (int(x) if x else 0 for x in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+# ==== Input validation (§6) ====
+
+KONTEXT_AR = ["match_input_image", "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "4:5",
+              "5:4", "21:9", "9:21", "2:1", "1:2"]
+SCHNELL_AR = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
+
+
+def _enum_msg(name, allowed):
+    return "%s must be one of the following: %s" % (name, ", ".join('"%s"' % a for a in allowed))
+
+
+def validate_input(model, inp):
+    """List of invalid_fields entries ({type, field, description})."""
+    errs = []
+
+    def bad(typ, field, desc):
+        errs.append({"type": typ, "field": field, "description": desc})
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def check_int(name, lo, hi):
+        if name in inp:
+            v = inp[name]
+            if not is_int(v):
+                bad("invalid_type", "input." + name, "Invalid type. Expected: integer, given: %s"
+                    % type(v).__name__)
+            elif lo is not None and v < lo:
+                bad("number_gte", "input." + name, "Must be greater than or equal to %d" % lo)
+            elif hi is not None and v > hi:
+                bad("number_lte", "input." + name, "Must be less than or equal to %d" % hi)
+
+    def check_enum(name, allowed):
+        if name in inp and inp[name] not in allowed:
+            bad("enum", "input." + name, _enum_msg(name, allowed))
+
+    def check_bool(name):
+        if name in inp and not isinstance(inp[name], bool):
+            bad("invalid_type", "input." + name, "Invalid type. Expected: boolean")
+
+    if not isinstance(inp.get("prompt"), str):
+        if "prompt" in inp:
+            bad("invalid_type", "input.prompt", "Invalid type. Expected: string")
+        else:
+            bad("required", "input", "prompt is required")
+    if model == KONTEXT:
+        for k in ("input_image_1", "input_image_2"):
+            v = inp.get(k)
+            if v is None:
+                bad("required", "input", "%s is required" % k)
+            elif not isinstance(v, str) or not re.match(r"^(https?://|data:)", v):
+                bad("format", "input." + k, "Does not match format 'uri'")
+        check_enum("aspect_ratio", KONTEXT_AR)
+        check_enum("output_format", ["jpg", "png"])
+        check_int("safety_tolerance", 0, 2)
+        check_int("seed", None, None)
+    elif model == SCHNELL:
+        check_enum("aspect_ratio", SCHNELL_AR)
+        check_int("num_outputs", 1, 4)
+        check_int("num_inference_steps", 1, 4)
+        check_int("seed", None, None)
+        check_enum("output_format", ["webp", "jpg", "png"])
+        check_int("output_quality", 0, 100)
+        check_bool("disable_safety_checker")
+        check_bool("go_fast")
+        check_enum("megapixels", ["1", "0.25"])
+    return errs
+
+
+# ==== State ====
+
+class Prediction:
+    def __init__(self, pid, model, inp, cfg, base, deadline_s):
+        self.id = pid
+        self.model = model
+        self.input = inp
+        self.created = time.time()
+        self.mode = cfg["mode"]
+        if self.mode == "slow":
+            total = cfg["slow_ms"] / 1000.0
+        else:
+            total = cfg["delay_ms"] / 1000.0
+        st = cfg["starting_ms"]
+        self.t_start = self.created + (st / 1000.0 if st is not None else total / 4.0)
+        self.t_end = self.created + total
+        self.forced = None        # (status, time) after cancel / deadline
+        self.deadline = self.created + deadline_s if deadline_s else None
+        self.base = base
+        fmt = inp.get("output_format", "png" if model == KONTEXT else "webp")
+        self.fmt = fmt if fmt in ("png", "jpg", "webp") else "png"
+        w, h = cfg["output_width"], cfg["output_height"]
+        if not w or not h:
+            size = None
+            src = inp.get("input_image_1")
+            if isinstance(src, str) and src.startswith("data:"):
+                raw = decode_data_uri(src)
+                size = image_size(raw) if raw else None
+            w, h = size if size else (cfg["default_width"], cfg["default_height"])
+        self.out_w, self.out_h = int(w), int(h)
+        self.n_outputs = int(inp.get("num_outputs", 1)) if model == SCHNELL else 1
+        self.lifetime = cfg["output_lifetime_s"]
+        self.override = cfg["output_override"]
+
+    def status_at(self, t):
+        if self.forced and t >= self.forced[1]:
+            return self.forced[0]
+        if self.deadline and t >= self.deadline and t < self.t_end:
+            # Cancel-After reached before the script finished
+            return "aborted" if self.deadline < self.t_start else "canceled"
+        if t < self.t_start:
+            return "starting"
+        if t < self.t_end or self.mode == "slow":
+            return "processing"
+        return "failed" if self.mode == "failed" else "succeeded"
+
+    def terminal_time(self):
+        """When the prediction became (or will become) terminal, or None."""
+        cands = []
+        if self.forced:
+            cands.append(self.forced[1])
+        if self.deadline and self.deadline < self.t_end:
+            cands.append(self.deadline)
+        if self.mode != "slow":
+            cands.append(self.t_end)
+        return min(cands) if cands else None
+
+    def output_ready(self, t):
+        """For the processing_with_output quirk: outputs exist before `succeeded`."""
+        return self.mode == "processing_with_output" and t >= self.t_start + (self.t_end - self.t_start) / 2
+
+    def output_value(self):
+        if self.override != "__none__":
+            return self.override
+        ext = self.fmt
+        if self.mode == "data_uri_output":
+            ctype, data = image_bytes(self.out_w, self.out_h, self.fmt)
+            vals = ["data:%s;base64,%s" % (ctype, base64.b64encode(data).decode())
+                    for _ in range(self.n_outputs)]
+        elif self.model == SCHNELL:
+            vals = ["%s/delivery/%s/out-%d.%s" % (self.base, self.id, i, ext)
+                    for i in range(self.n_outputs)]
+        else:
+            vals = ["%s/delivery/%s/tmp%s.%s" % (self.base, self.id, self.id[:8], ext)]
+        return vals if self.model == SCHNELL else vals[0]
+
+    def obj(self, api_base, t=None, quirk_output=False):
+        t = time.time() if t is None else t
+        st = self.status_at(t)
+        removed = t > self.created + self.lifetime
+        o = {
+            "id": self.id, "model": self.model, "version": "hidden", "input": self.input,
+            "logs": "", "output": None, "data_removed": removed, "error": None,
+            "status": st, "created_at": now_rfc3339(self.created), "source": "api",
+            "urls": {"get": "%s/predictions/%s" % (api_base, self.id),
+                     "cancel": "%s/predictions/%s/cancel" % (api_base, self.id),
+                     "web": "%s/p/%s" % (self.base, self.id)},
+        }
+        if self.deadline:
+            o["deadline"] = now_rfc3339(self.deadline)
+        if st != "starting":
+            o["started_at"] = now_rfc3339(min(self.t_start, t))
+            o["logs"] = "Running prediction...\n"
+        if st in TERMINAL:
+            end = self.terminal_time() or t
+            o["completed_at"] = now_rfc3339(end)
+            o["metrics"] = {"predict_time": round(max(0.0, end - self.t_start), 6),
+                            "total_time": round(end - self.created, 6)}
+        if st == "succeeded" and not removed:
+            o["output"] = self.output_value()
+            o["logs"] += "Generated image\n"
+        elif st == "failed":
+            o["error"] = E005
+        elif st == "processing" and quirk_output and self.output_ready(t):
+            o["output"] = self.output_value()
+        return o
+
+
+class State:
+    def __init__(self, defaults):
+        self.lock = threading.Lock()
+        self.defaults = defaults
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.cfg = copy.deepcopy(self.defaults)
+            self.preds = {}
+            self.requests = []
+            self.counters = {"creates": 0, "create_requests": 0, "cancels": 0, "gets": 0,
+                             "downloads": 0, "http500_sent": 0, "rate429_sent": 0,
+                             "max_inflight": 0, "auth_failures": 0, "hangs": 0}
+
+    def inflight(self, t):
+        return sum(1 for p in self.preds.values() if p.status_at(t) not in TERMINAL)
+
+
+STATE = None
+QUIET = False
+API_PREFIX = "/v1"
+
+
+def problem(status, detail, title=None, **extra):
+    o = {"detail": detail, "status": status}
+    if title:
+        o["title"] = title
+    o.update(extra)
+    return o
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeReplicate/1.0"
+
+    def log_message(self, fmt, *args):
+        """One line per answered request on stderr (request line and status only:
+        never headers, so never the token), unless --quiet."""
+        if not QUIET:
+            sys.stderr.write("fake-replicate: %s\n" % (fmt % args))
+            sys.stderr.flush()
+
+    # ---- plumbing ----
+
+    def _body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def _send(self, code, obj=None, ctype="application/json", raw=None, headers=None):
+        if raw is None:
+            raw = json.dumps(obj).encode() if obj is not None else b""
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(raw)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(raw)
+
+    def _problem(self, code, detail, title=None, headers=None, **extra):
+        self._send(code, problem(code, detail, title, **extra), "application/problem+json",
+                   headers=headers)
+
+    def _hang(self):
+        """Accept the request and never answer: wait until the peer goes away."""
+        with STATE.lock:
+            STATE.counters["hangs"] += 1
+        self.close_connection = True
+        end = time.time() + 600
+        sock = self.connection
+        while time.time() < end and not getattr(self.server, "stopping", False):
+            r, _, _ = select.select([sock], [], [], 0.2)
+            if r:
+                try:
+                    if not sock.recv(1, socket.MSG_PEEK):
+                        return
+                except OSError:
+                    return
+
+    def _api_base(self):
+        return "http://%s:%d%s" % (self.server.server_address[0], self.server.server_address[1],
+                                   API_PREFIX)
+
+    def _base(self):
+        return "http://%s:%d" % self.server.server_address[:2]
+
+    def _record(self, body, auth_state):
+        tok = STATE.cfg.get("token") or ""
+        hdrs = {}
+        elsewhere = False
+        for k, v in self.headers.items():
+            if k.lower() == "authorization":
+                hdrs[k] = "<redacted>"
+                continue
+            if tok and tok in v:
+                elsewhere = True
+                v = v.replace(tok, "<token>")  # flagged, never stored
+            hdrs[k] = v
+        if tok and (tok in self.path or tok.encode() in body):
+            elsewhere = True
+        rec = {"t": time.time(), "method": self.command, "path": urlsplit(self.path).path,
+               "headers": hdrs, "auth": auth_state, "auth_ok": auth_state in ("bearer", "token"),
+               "body_size": len(body), "token_elsewhere": elsewhere}
+        with STATE.lock:
+            STATE.requests.append(rec)
+            if len(STATE.requests) > 20000:
+                del STATE.requests[:10000]
+        return rec
+
+    def _auth_state(self):
+        tok = STATE.cfg.get("token") or ""
+        a = self.headers.get("Authorization")
+        if not a:
+            return "missing"
+        for scheme, name in (("Bearer ", "bearer"), ("Token ", "token")):
+            if a.startswith(scheme):
+                return name if tok and a[len(scheme):] == tok else "wrong"
+        return "wrong"
+
+    # ---- dispatch ----
+
+    def do_GET(self):
+        self._dispatch()
+
+    def do_POST(self):
+        self._dispatch()
+
+    def do_DELETE(self):
+        self._dispatch()
+
+    def _dispatch(self):
+        try:
+            body = self._body()
+        except Exception:
+            return
+        path = urlsplit(self.path).path
+        if path.startswith("/_control/"):
+            return self._control(path, body)
+        if path.startswith("/delivery/"):
+            self._record(body, "n/a")
+            return self._delivery(path)
+        if not path.startswith(API_PREFIX + "/"):
+            self._record(body, "n/a")
+            return self._problem(404, "The requested resource could not be found.")
+        auth = self._auth_state()
+        self._record(body, auth)
+        if auth == "missing":
+            with STATE.lock:
+                STATE.counters["auth_failures"] += 1
+            return self._problem(401, "You did not pass an authentication token", "Unauthenticated")
+        if auth == "wrong":
+            with STATE.lock:
+                STATE.counters["auth_failures"] += 1
+            return self._problem(401, "You did not pass a valid authentication token",
+                                 "Unauthenticated")
+        rest = path[len(API_PREFIX):]
+        m = re.fullmatch(r"/models/([^/]+)/([^/]+)/predictions", rest)
+        if m and self.command == "POST":
+            return self._create(m.group(1) + "/" + m.group(2), body, by_version=False)
+        if rest == "/predictions" and self.command == "POST":
+            return self._create(None, body, by_version=True)
+        m = re.fullmatch(r"/predictions/([a-z0-9]+)", rest)
+        if m and self.command == "GET":
+            return self._get(m.group(1))
+        m = re.fullmatch(r"/predictions/([a-z0-9]+)/cancel", rest)
+        if m and self.command == "POST":
+            return self._cancel(m.group(1))
+        m = re.fullmatch(r"/models/([^/]+)/([^/]+)", rest)
+        if m and self.command == "GET":
+            name = m.group(1) + "/" + m.group(2)
+            if name not in STATE.cfg["models"] or STATE.cfg["mode"] == "unknown_model":
+                return self._problem(404, "The requested resource could not be found.")
+            return self._send(200, {"url": "https://replicate.com/" + name, "owner": m.group(1),
+                                    "name": m.group(2), "visibility": "public",
+                                    "is_official": True, "latest_version": None})
+        return self._problem(404, "The requested resource could not be found.")
+
+    # ---- faults shared by several routes ----
+
+    def _maybe_500(self, target):
+        cfg = STATE.cfg
+        if cfg["mode"] != "http500" or cfg["http500_target"] not in (target, "all"):
+            return False
+        with STATE.lock:
+            n = cfg["http500_count"]
+            if n == 0:
+                return False
+            if n > 0:
+                cfg["http500_count"] = n - 1
+            STATE.counters["http500_sent"] += 1
+        if cfg["http500_html"]:
+            self._send(500, raw=b"<html><head><title>500 Internal Server Error</title></head>"
+                       b"<body><h1>Internal Server Error</h1></body></html>",
+                       ctype="text/html")
+        else:
+            self._send(500, {"detail": "Internal server error"}, "application/problem+json")
+        return True
+
+    # ---- routes ----
+
+    def _create(self, model, body, by_version):
+        cfg = STATE.cfg
+        with STATE.lock:
+            STATE.counters["create_requests"] += 1
+        if cfg["mode"] == "hang" and cfg["hang_target"] == "create":
+            return self._hang()
+        if cfg["mode"] == "rate429":
+            with STATE.lock:
+                throttle = cfg["rate429_count"] != 0
+                if cfg["rate429_count"] > 0:
+                    cfg["rate429_count"] -= 1
+                if throttle:
+                    STATE.counters["rate429_sent"] += 1
+            if throttle:
+                ra = int(cfg["retry_after"])
+                hdrs = {"Retry-After": str(ra)} if cfg["retry_after_header"] else None
+                return self._problem(
+                    429, "Request was throttled. Your rate limit for creating predictions is "
+                    "reduced to 6 requests per minute with a burst of 1 requests while you have "
+                    "less than $5.0 in credit. Your rate limit resets in ~%ds." % ra,
+                    headers=hdrs, retry_after=ra)
+        if self._maybe_500("create"):
+            return
+        try:
+            req = json.loads(body.decode("utf-8"))
+            if not isinstance(req, dict):
+                raise ValueError("not an object")
+        except Exception as e:
+            return self._problem(400, "Failed to parse request body as JSON: %s" % e)
+        allowed = {"input", "webhook", "webhook_events_filter", "stream"}
+        if by_version:
+            allowed.add("version")
+            v = req.get("version")
+            if v is None:
+                return self._problem(422, "- version: version is required\n",
+                                     "Input validation failed",
+                                     invalid_fields=[{"type": "required", "field": "",
+                                                      "description": "version is required"}])
+            name = v.split(":")[0] if isinstance(v, str) else None
+            if name not in cfg["models"] or cfg["mode"] == "unknown_model":
+                return self._problem(422, "The specified version does not exist (or perhaps you "
+                                     "don't have permission to use it?)",
+                                     "Invalid version or not permitted")
+            model = name
+        elif model not in cfg["models"] or cfg["mode"] == "unknown_model":
+            return self._problem(404, "The requested resource could not be found.")
+        extra = [k for k in req if k not in allowed]
+        if extra:
+            f = [{"type": "additional_property_not_allowed", "field": "",
+                  "description": "Additional property %s is not allowed" % k} for k in extra]
+            return self._problem(422, "".join("- %s\n" % x["description"] for x in f),
+                                 "Input validation failed", invalid_fields=f)
+        inp = req.get("input")
+        if not isinstance(inp, dict):
+            f = [{"type": "required", "field": "", "description": "input is required"}]
+            return self._problem(422, "- input is required\n", "Input validation failed",
+                                 invalid_fields=f)
+        errs = validate_input(model, inp)
+        if not errs and cfg["check_inputs_decode"] and model == KONTEXT:
+            for k in ("input_image_1", "input_image_2"):
+                v = inp[k]
+                raw = decode_data_uri(v) if v.startswith("data:") else None
+                if v.startswith("data:") and (raw is None or image_size(raw) is None):
+                    errs.append({"type": "format", "field": "input." + k,
+                                 "description": "could not decode the image"})
+        if errs:
+            detail = "".join("- %s: %s\n" % (e["field"], e["description"]) for e in errs)
+            return self._problem(422, detail, "Input validation failed", invalid_fields=errs)
+        deadline_s = None
+        ca = self.headers.get("Cancel-After")
+        if ca is not None:
+            deadline_s = parse_cancel_after(ca)
+            if deadline_s is None or deadline_s < 5:
+                f = [{"type": "cancel_after", "field": "",
+                      "description": "Cancel-After must be a duration of at least 5s"}]
+                return self._problem(422, "- Cancel-After must be a duration of at least 5s\n",
+                                     "Invalid Cancel-After", invalid_fields=f)
+        pid = "".join(random.choice(ID_CHARS) for _ in range(26))
+        with STATE.lock:
+            p = Prediction(pid, model, inp, cfg, self._base(), deadline_s)
+            STATE.preds[pid] = p
+            STATE.counters["creates"] += 1
+            n = STATE.inflight(time.time())
+            STATE.counters["max_inflight"] = max(STATE.counters["max_inflight"], n)
+        headers = {"ratelimit-remaining": "599", "ratelimit-reset": "1"}
+        prefer = self.headers.get("Prefer")
+        if prefer is not None and cfg["honor_prefer"]:
+            m = re.fullmatch(r"wait(=([1-9]|[1-9][0-9]|60))?", prefer.strip())
+            if m:  # malformed values are ignored (async mode)
+                n = int(m.group(2)) if m.group(2) else 60
+                headers["Preference-Applied"] = prefer.strip()
+                end = p.created + n
+                quirk = cfg["mode"] == "processing_with_output"
+                while time.time() < end:
+                    t = time.time()
+                    if p.status_at(t) in TERMINAL or (quirk and p.output_ready(t)):
+                        break
+                    time.sleep(0.01)
+        if cfg["mode"] == "malformed_json" and cfg["malformed_target"] == "create":
+            return self._send(201, raw=b'{"id": "' + pid.encode() + b'", "status": "start',
+                              headers=headers)
+        obj = p.obj(self._api_base(), quirk_output=True)
+        self._send(201, obj, headers=headers)
+
+    def _get(self, pid):
+        cfg = STATE.cfg
+        with STATE.lock:
+            STATE.counters["gets"] += 1
+            p = STATE.preds.get(pid)
+        if cfg["mode"] == "hang" and cfg["hang_target"] == "get":
+            return self._hang()
+        if self._maybe_500("get"):
+            return
+        if p is None:
+            return self._problem(404, "The requested resource could not be found.")
+        if cfg["mode"] == "malformed_json" and cfg["malformed_target"] == "get":
+            return self._send(200, raw=b"{not json")
+        self._send(200, p.obj(self._api_base()))
+
+    def _cancel(self, pid):
+        with STATE.lock:
+            STATE.counters["cancels"] += 1
+            p = STATE.preds.get(pid)
+            if p is None:
+                return self._problem(404, "The requested resource could not be found.")
+            t = time.time()
+            if p.status_at(t) not in TERMINAL:
+                p.forced = ("canceled", t)
+        self._send(200, p.obj(self._api_base()))
+
+    def _delivery(self, path):
+        cfg = STATE.cfg
+        with STATE.lock:
+            STATE.counters["downloads"] += 1
+        if cfg["mode"] == "hang" and cfg["hang_target"] == "download":
+            return self._hang()
+        if self._maybe_500("download"):
+            return
+        m = re.fullmatch(r"/delivery/([a-z0-9]+)/[^/]+\.(png|jpg|webp)", path)
+        p = STATE.preds.get(m.group(1)) if m else None
+        if p is None or time.time() > p.created + p.lifetime:
+            return self._send(404, raw=b"Not Found", ctype="text/plain")
+        if cfg["mode"] == "non_image_output":
+            return self._send(200, raw=b"<html><body>Oops, this is not an image</body></html>",
+                              ctype="text/html")
+        ctype, data = image_bytes(p.out_w, p.out_h, p.fmt)
+        self._send(200, raw=data, ctype=ctype)
+
+    # ---- control API ----
+
+    def _control(self, path, body):
+        if path == "/_control/config" and self.command == "POST":
+            try:
+                upd = json.loads(body or b"{}")
+                if not isinstance(upd, dict):
+                    raise ValueError("config must be an object")
+                unknown = [k for k in upd if k not in DEFAULTS and k != "token"]
+                if unknown:
+                    raise ValueError("unknown config keys: %s" % ", ".join(unknown))
+            except Exception as e:
+                return self._send(400, {"error": str(e)})
+            with STATE.lock:
+                STATE.cfg.update(upd)
+                cfg = {k: v for k, v in STATE.cfg.items() if k != "token"}
+            return self._send(200, cfg)
+        if path == "/_control/reset" and self.command == "POST":
+            STATE.reset()
+            return self._send(200, {"status": "reset"})
+        if path == "/_control/stats" and self.command == "GET":
+            with STATE.lock:
+                t = time.time()
+                out = dict(STATE.counters)
+                out["inflight"] = STATE.inflight(t)
+                out["predictions"] = {pid: p.status_at(t) for pid, p in STATE.preds.items()}
+                out["requests"] = list(STATE.requests)
+                out["mode"] = STATE.cfg["mode"]
+            return self._send(200, out)
+        return self._send(404, {"error": "unknown control route"})
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+
+def main(argv=None):
+    global STATE, QUIET
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--token", default="r8_fake_token")
+    ap.add_argument("--mode", default="ok")
+    ap.add_argument("--delay-ms", type=int, default=DEFAULTS["delay_ms"])
+    ap.add_argument("--quiet", action="store_true", help="no request log on stderr")
+    args = ap.parse_args(argv)
+    defaults = copy.deepcopy(DEFAULTS)
+    defaults.update(mode=args.mode, delay_ms=args.delay_ms, token=args.token)
+    STATE = State(defaults)
+    QUIET = args.quiet
+    srv = Server(("127.0.0.1", args.port), Handler)
+    sys.stdout.write("READY port=%d\n" % srv.server_address[1])
+    sys.stdout.flush()
+    try:
+        srv.serve_forever(poll_interval=0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stopping = True
+        srv.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""The fake Replicate server speaks the real protocol (reference §12): these tests
+pin its behaviour so that the C client's tests against it mean something.
+
+Run: /usr/bin/python3 -m pytest -q tests/fake
+"""
+
+import base64
+import os
+import re
+import sys
+import time
+import urllib.request
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tests.fake.fake_replicate import E005, image_size, parse_cancel_after, png_bytes  # noqa: E402
+from tests.fake.harness import FakeReplicate  # noqa: E402
+
+TOKEN = "r8_pytestFakeToken"
+KONTEXT = "/models/flux-kontext-apps/multi-image-kontext-pro/predictions"
+SCHNELL = "/models/black-forest-labs/flux-schnell/predictions"
+
+
+def data_uri(w, h):
+    return "data:image/png;base64," + base64.b64encode(png_bytes(w, h)).decode()
+
+
+def kontext_input(w=32, h=24, **kw):
+    inp = {"prompt": "place it", "input_image_1": data_uri(w, h), "input_image_2": data_uri(8, 8),
+           "aspect_ratio": "match_input_image", "output_format": "png", "safety_tolerance": 2}
+    inp.update(kw)
+    return {"input": inp}
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeReplicate(token=TOKEN) as f:
+        yield f
+
+
+@pytest.fixture
+def fake(server):
+    server.reset()
+    yield server
+
+
+def fetch(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, r.headers.get("Content-Type"), r.read()
+
+
+# ---- auth ----
+
+def test_missing_token_is_401(fake):
+    st, hdrs, body = fake.api("POST", KONTEXT, kontext_input(), headers={"Authorization": None})
+    assert st == 401
+    assert hdrs["Content-Type"] == "application/problem+json"
+    assert body == {"title": "Unauthenticated", "status": 401,
+                    "detail": "You did not pass an authentication token"}
+
+
+def test_wrong_token_is_401(fake):
+    st, _, body = fake.api("GET", "/predictions/abc", headers={"Authorization": "Bearer nope"})
+    assert st == 401 and body["detail"] == "You did not pass a valid authentication token"
+    assert TOKEN not in str(body)
+
+
+def test_token_scheme_also_accepted(fake):
+    st, _, body = fake.api("POST", KONTEXT, kontext_input(),
+                           headers={"Authorization": "Token " + TOKEN})
+    assert st == 201 and body["status"] == "starting"
+    rec = [r for r in fake.stats()["requests"] if r["path"].endswith("/predictions")][-1]
+    assert rec["auth"] == "token" and rec["headers"]["Authorization"] == "<redacted>"
+
+
+def test_requests_recorded_without_token(fake):
+    fake.api("POST", KONTEXT, kontext_input())
+    fake.api("POST", KONTEXT, kontext_input(), headers={"X-Leak": TOKEN})
+    reqs = fake.stats()["requests"]
+    assert [r["token_elsewhere"] for r in reqs] == [False, True]
+    assert all(r["auth_ok"] for r in reqs)
+    assert TOKEN not in str(fake.stats())
+
+
+# ---- routing and validation ----
+
+def test_unknown_model_and_route_404(fake):
+    st, hdrs, body = fake.api("POST", "/models/someone/private-model/predictions", kontext_input())
+    assert st == 404 and body == {"detail": "The requested resource could not be found.",
+                                  "status": 404}
+    st, _, _ = fake.api("GET", "/nothing/here")
+    assert st == 404
+    fake.configure(mode="unknown_model")
+    st, _, _ = fake.api("POST", KONTEXT, kontext_input())
+    assert st == 404
+    assert fake.stats()["creates"] == 0
+
+
+def test_422_input_validation(fake):
+    st, _, body = fake.api("POST", SCHNELL, {"input": {"num_inference_steps": 9,
+                                                       "megapixels": 1}})
+    assert st == 422 and body["title"] == "Input validation failed"
+    fields = {(f["type"], f["field"]) for f in body["invalid_fields"]}
+    assert ("required", "input") in fields
+    assert ("number_lte", "input.num_inference_steps") in fields
+    assert ("enum", "input.megapixels") in fields  # a string enum, not a number
+    assert body["detail"].startswith("- input: prompt is required\n")
+
+    st, _, body = fake.api("POST", KONTEXT, kontext_input(output_format="webp",
+                                                          safety_tolerance=5))
+    assert st == 422
+    fields = {f["field"] for f in body["invalid_fields"]}
+    assert fields == {"input.output_format", "input.safety_tolerance"}
+
+
+def test_422_extra_top_level_key_and_400_bad_json(fake):
+    body = kontext_input()
+    body["model"] = "x"
+    st, _, b = fake.api("POST", KONTEXT, body)
+    assert st == 422 and b["invalid_fields"][0]["type"] == "additional_property_not_allowed"
+    st, _, b = fake.api("POST", KONTEXT, raw=b"{nope")
+    assert st == 400 and b["detail"].startswith("Failed to parse request body as JSON")
+
+
+def test_create_by_version(fake):
+    st, _, b = fake.api("POST", "/predictions", {"version": "black-forest-labs/flux-schnell",
+                                                 "input": {"prompt": "x"}})
+    assert st == 201 and b["model"] == "black-forest-labs/flux-schnell"
+    st, _, b = fake.api("POST", "/predictions", {"version": "nobody/nothing", "input": {}})
+    assert st == 422 and b["title"] == "Invalid version or not permitted"
+    st, _, b = fake.api("POST", "/predictions", {"input": {"prompt": "x"}})
+    assert st == 422 and b["invalid_fields"]
+
+
+# ---- lifecycle ----
+
+def test_async_create_object_and_polling(fake):
+    fake.configure(delay_ms=400)
+    st, hdrs, p = fake.api("POST", KONTEXT, kontext_input(40, 30))
+    assert st == 201
+    assert re.fullmatch(r"[a-z0-9]{26}", p["id"])
+    assert p["status"] == "starting" and p["output"] is None and p["version"] == "hidden"
+    assert p["urls"]["get"] == fake.base_url + "/predictions/" + p["id"]
+    assert p["urls"]["cancel"] == p["urls"]["get"] + "/cancel"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", p["created_at"])
+    assert "Preference-Applied" not in hdrs
+    seen = []
+    for _ in range(100):
+        st, _, q = fake.api("GET", "/predictions/" + p["id"])
+        assert st == 200
+        seen.append(q["status"])
+        if q["status"] == "succeeded":
+            break
+        time.sleep(0.05)
+    assert seen[-1] == "succeeded" and "processing" in seen
+    assert q["completed_at"] and q["metrics"]["predict_time"] >= 0
+    st, ctype, data = fetch(q["output"])
+    assert st == 200 and ctype == "image/png"
+    assert image_size(data) == (40, 30)  # output sized like input_image_1
+    st, _, _ = fake.api("GET", "/predictions/zzzzzzzzzzzzzzzzzzzzzzzzzz")
+    assert st == 404
+
+
+def test_prefer_wait_holds_until_done(fake):
+    fake.configure(delay_ms=500)
+    t0 = time.time()
+    st, hdrs, p = fake.api("POST", KONTEXT, kontext_input(), headers={"Prefer": "wait"})
+    assert st == 201 and p["status"] == "succeeded"
+    assert hdrs["Preference-Applied"] == "wait"
+    assert time.time() - t0 >= 0.45
+    assert isinstance(p["output"], str) and p["output"].endswith(".png")
+
+
+def test_prefer_wait_n_expires_incomplete(fake):
+    fake.configure(mode="slow")
+    t0 = time.time()
+    st, hdrs, p = fake.api("POST", KONTEXT, kontext_input(), headers={"Prefer": "wait=1"})
+    took = time.time() - t0
+    assert st == 201 and p["status"] in ("starting", "processing") and p["output"] is None
+    assert hdrs["Preference-Applied"] == "wait=1"
+    assert 0.9 <= took < 5
+    assert fake.stats()["inflight"] == 1
+
+
+def test_schnell_array_output(fake):
+    fake.configure(delay_ms=50)
+    st, _, p = fake.api("POST", SCHNELL, {"input": {"prompt": "x", "num_outputs": 2,
+                                                    "output_format": "png"}},
+                        headers={"Prefer": "wait=5"})
+    assert p["status"] == "succeeded" and len(p["output"]) == 2
+    assert p["output"][1].endswith("/out-1.png")
+
+
+def test_cancel_counts_and_terminal_unchanged(fake):
+    fake.configure(mode="slow")
+    _, _, p = fake.api("POST", KONTEXT, kontext_input())
+    st, _, c = fake.api("POST", "/predictions/%s/cancel" % p["id"])
+    assert st == 200 and c["status"] == "canceled" and c["output"] is None
+    assert c["completed_at"] and "metrics" in c
+    st, _, c2 = fake.api("POST", "/predictions/%s/cancel" % p["id"])
+    assert c2["status"] == "canceled"  # already terminal: unchanged
+    s = fake.stats()
+    assert s["cancels"] == 2 and s["inflight"] == 0 and s["max_inflight"] == 1
+
+
+def test_cancel_after(fake):
+    fake.configure(mode="slow")
+    st, _, b = fake.api("POST", KONTEXT, kontext_input(), headers={"Cancel-After": "3s"})
+    assert st == 422
+    st, _, p = fake.api("POST", KONTEXT, kontext_input(), headers={"Cancel-After": "1m5s"})
+    assert st == 201 and p["deadline"]
+    assert parse_cancel_after("1h30m45s") == 5445 and parse_cancel_after("30") == 30
+    assert parse_cancel_after("soon") is None
+
+
+def test_failed_mode(fake):
+    fake.configure(mode="failed", delay_ms=50)
+    _, _, p = fake.api("POST", KONTEXT, kontext_input(), headers={"Prefer": "wait=5"})
+    assert p["status"] == "failed" and p["error"] == E005 and p["output"] is None
+
+
+def test_max_inflight(fake):
+    fake.configure(delay_ms=800)
+    for _ in range(3):
+        fake.api("POST", KONTEXT, kontext_input())
+    s = fake.stats()
+    assert s["creates"] == 3 and s["max_inflight"] == 3
+
+
+# ---- faults ----
+
+def test_rate429_with_retry_after(fake):
+    fake.configure(mode="rate429", rate429_count=1, retry_after=2)
+    st, hdrs, b = fake.api("POST", KONTEXT, kontext_input())
+    assert st == 429 and hdrs["Retry-After"] == "2" and b["retry_after"] == 2
+    assert "throttled" in b["detail"]
+    assert fake.stats()["creates"] == 0  # a throttled create creates nothing
+    st, _, _ = fake.api("POST", KONTEXT, kontext_input())
+    assert st == 201
+
+
+def test_http500_json_and_html(fake):
+    fake.configure(mode="http500", http500_count=1)
+    st, _, b = fake.api("POST", KONTEXT, kontext_input())
+    assert st == 500 and b == {"detail": "Internal server error"}
+    st, _, _ = fake.api("POST", KONTEXT, kontext_input())
+    assert st == 201
+    fake.configure(mode="http500", http500_html=True, http500_count=-1)
+    st, hdrs, b = fake.api("POST", KONTEXT, kontext_input())
+    assert st == 500 and hdrs["Content-Type"] == "text/html" and b.startswith(b"<html>")
+
+
+def test_malformed_non_image_data_uri(fake):
+    fake.configure(mode="malformed_json")
+    st, _, b = fake.api("POST", KONTEXT, kontext_input())
+    assert st == 201 and isinstance(b, bytes)  # not parseable
+    fake.configure(mode="non_image_output", delay_ms=10)
+    _, _, p = fake.api("POST", KONTEXT, kontext_input(), headers={"Prefer": "wait=5"})
+    st, ctype, data = fetch(p["output"])
+    assert ctype == "text/html" and image_size(data) is None
+    fake.configure(mode="data_uri_output", delay_ms=10)
+    _, _, p = fake.api("POST", KONTEXT, kontext_input(20, 10), headers={"Prefer": "wait=5"})
+    assert p["output"].startswith("data:image/png;base64,")
+    assert image_size(base64.b64decode(p["output"].split(",", 1)[1])) == (20, 10)
+
+
+def test_processing_with_output_quirk(fake):
+    fake.configure(mode="processing_with_output", delay_ms=600)
+    _, _, p = fake.api("POST", KONTEXT, kontext_input(), headers={"Prefer": "wait=5"})
+    assert p["status"] == "processing" and p["output"] and "completed_at" not in p
+    time.sleep(0.5)
+    _, _, q = fake.api("GET", "/predictions/" + p["id"])
+    assert q["status"] == "succeeded"
+
+
+def test_hang_never_answers(fake):
+    fake.configure(mode="hang")
+    with pytest.raises(Exception):
+        req = urllib.request.Request(fake.base_url + KONTEXT, data=b"{}", method="POST",
+                                     headers={"Authorization": "Bearer " + TOKEN})
+        urllib.request.urlopen(req, timeout=1)
+    assert fake.stats()["hangs"] == 1
+
+
+def test_control_rejects_unknown_keys(fake):
+    with pytest.raises(urllib.error.HTTPError):
+        fake.configure(no_such_option=1)

@@ -1,0 +1,176 @@
+/* Model inputs: the JSON shape of both models, data URIs that decode back to an
+ * image of the expected (downscaled) size and format, and base64 round trips
+ * including the decoder's error paths. */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "image/codec.h"
+#include "replicate/base64.h"
+#include "replicate/inputs.h"
+#include "test.h"
+
+static void fill(sc_image_t *img, int w, int h, int ch)
+{
+    sc_image_alloc(img, w, h, ch);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = img->pixels + ((size_t)y * w + x) * ch;
+            p[0] = (uint8_t)x;
+            p[1] = (uint8_t)y;
+            p[2] = (uint8_t)(x ^ y);
+            if (ch == 4)
+                p[3] = (uint8_t)(x < w / 2 ? 0 : 255);
+        }
+}
+
+/* Decodes a data URI with the given mime prefix and probes the image inside. */
+static int probe_uri(const char *uri, const char *prefix, sc_image_info_t *info)
+{
+    if (!uri || strncmp(uri, prefix, strlen(prefix)) != 0)
+        return -1;
+    const char *b = uri + strlen(prefix);
+    uint8_t *raw;
+    size_t len;
+    if (sc_base64_decode(b, strlen(b), &raw, &len) != 0)
+        return -1;
+    int rc = sc_codec_probe(raw, len, 0, info) == SC_CODEC_OK ? 0 : -1;
+    free(raw);
+    return rc;
+}
+
+static const char *str(const cJSON *o, const char *k)
+{
+    return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
+}
+
+static void test_kontext_shape_and_downscale(void)
+{
+    sc_image_t scene, product;
+    fill(&scene, 2000, 1000, 3); /* long side over 1024: downscaled to 1024x512 */
+    fill(&product, 300, 600, 4); /* small: kept as is */
+    char *json = NULL;
+    CHECK_EQ_INT(sc_inputs_kontext(&scene, &product, "put the lamp on the desk", &json), 0);
+    cJSON *o = cJSON_Parse(json);
+    CHECK(cJSON_IsObject(o));
+    CHECK_STR(str(o, "prompt"), "put the lamp on the desk");
+    CHECK_STR(str(o, "aspect_ratio"), "match_input_image");
+    CHECK_STR(str(o, "output_format"), "png");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "safety_tolerance");
+    CHECK(cJSON_IsNumber(st) && st->valueint == 2);
+    CHECK_EQ_INT(cJSON_GetArraySize(o), 6);
+
+    sc_image_info_t info;
+    CHECK_EQ_INT(probe_uri(str(o, "input_image_1"), "data:image/jpeg;base64,", &info), 0);
+    CHECK_EQ_INT(info.format, SC_FMT_JPEG);
+    CHECK_EQ_INT(info.width, 1024);
+    CHECK_EQ_INT(info.height, 512);
+    CHECK_EQ_INT(probe_uri(str(o, "input_image_2"), "data:image/png;base64,", &info), 0);
+    CHECK_EQ_INT(info.format, SC_FMT_PNG);
+    CHECK_EQ_INT(info.width, 300);
+    CHECK_EQ_INT(info.height, 600);
+    CHECK_EQ_INT(info.channels, 4); /* the product keeps its alpha */
+    cJSON_Delete(o);
+    free(json);
+
+    /* portrait over the limit, default prompt for NULL and "" */
+    sc_image_t tall;
+    fill(&tall, 700, 3001, 4);
+    CHECK_EQ_INT(sc_inputs_kontext(&scene, &tall, NULL, &json), 0);
+    o = cJSON_Parse(json);
+    CHECK(str(o, "prompt") && strstr(str(o, "prompt"), "second image") != NULL);
+    CHECK_EQ_INT(probe_uri(str(o, "input_image_2"), "data:image/png;base64,", &info), 0);
+    CHECK_EQ_INT(info.height, 1024);
+    CHECK_EQ_INT(info.width, 239); /* round(700 * 1024 / 3001) */
+    cJSON_Delete(o);
+    free(json);
+    CHECK_EQ_INT(sc_inputs_kontext(&scene, &tall, "", &json), 0);
+    o = cJSON_Parse(json);
+    CHECK(str(o, "prompt") && strlen(str(o, "prompt")) > 20);
+    cJSON_Delete(o);
+    free(json);
+
+    /* an empty image is refused, *json stays NULL */
+    sc_image_t empty = SC_IMAGE_INIT;
+    json = (char *)"sentinel";
+    CHECK_EQ_INT(sc_inputs_kontext(&scene, &empty, "x", &json), -1);
+    CHECK(json == NULL);
+
+    sc_image_free(&scene);
+    sc_image_free(&product);
+    sc_image_free(&tall);
+}
+
+static void test_scene_shape(void)
+{
+    char *json = NULL;
+    CHECK_EQ_INT(sc_inputs_scene("a \"quoted\" lighthouse", "16:9", 1, 9007199254740993LL, &json),
+                 0);
+    cJSON *o = cJSON_Parse(json);
+    CHECK_STR(str(o, "prompt"), "a \"quoted\" lighthouse");
+    CHECK_STR(str(o, "aspect_ratio"), "16:9");
+    CHECK_STR(str(o, "output_format"), "png");
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "go_fast")));
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, "num_outputs");
+    CHECK(cJSON_IsNumber(n) && n->valueint == 1);
+    /* the seed is written exactly, even above 2^53 */
+    CHECK(strstr(json, "\"seed\":9007199254740993") != NULL);
+    cJSON_Delete(o);
+    free(json);
+
+    CHECK_EQ_INT(sc_inputs_scene("p", NULL, 0, 0, &json), 0);
+    o = cJSON_Parse(json);
+    CHECK(cJSON_GetObjectItemCaseSensitive(o, "seed") == NULL);
+    CHECK_STR(str(o, "aspect_ratio"), "1:1");
+    cJSON_Delete(o);
+    free(json);
+    CHECK_EQ_INT(sc_inputs_scene(NULL, "1:1", 0, 0, &json), -1);
+}
+
+static void test_base64(void)
+{
+    /* RFC 4648 §10 vectors */
+    static const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (int i = 0; i < 7; i++) {
+        char out[16];
+        size_t n = sc_base64_encode((const uint8_t *)plain[i], strlen(plain[i]), out);
+        CHECK_EQ_INT(n, sc_base64_encoded_len(strlen(plain[i])));
+        CHECK_STR(out, enc[i]);
+        uint8_t *d;
+        size_t dl;
+        CHECK_EQ_INT(sc_base64_decode(enc[i], strlen(enc[i]), &d, &dl), 0);
+        CHECK(dl == strlen(plain[i]) && memcmp(d, plain[i], dl) == 0);
+        free(d);
+    }
+    uint8_t *d = (uint8_t *)"x";
+    size_t dl;
+    CHECK_EQ_INT(sc_base64_decode("Zm9v\r\nYmFy", 10, &d, &dl), 0); /* whitespace skipped */
+    CHECK(dl == 6 && memcmp(d, "foobar", 6) == 0);
+    free(d);
+    CHECK_EQ_INT(sc_base64_decode("Zm9vYg", 6, &d, &dl), 0); /* padding optional */
+    CHECK(dl == 4);
+    free(d);
+    CHECK_EQ_INT(sc_base64_decode("Zm9v!", 5, &d, &dl), -1);
+    CHECK(d == NULL);
+    CHECK_EQ_INT(sc_base64_decode("Z", 1, &d, &dl), -1);
+    CHECK_EQ_INT(sc_base64_decode("Zg==Zg==", 8, &d, &dl), -1);
+    CHECK_EQ_INT(sc_base64_decode("=Zg=", 4, &d, &dl), -1);
+    /* every byte value survives a round trip */
+    uint8_t all[256];
+    for (int i = 0; i < 256; i++)
+        all[i] = (uint8_t)i;
+    char buf[400];
+    sc_base64_encode(all, 256, buf);
+    CHECK_EQ_INT(sc_base64_decode(buf, strlen(buf), &d, &dl), 0);
+    CHECK(dl == 256 && memcmp(d, all, 256) == 0);
+    free(d);
+}
+
+int main(void)
+{
+    test_kontext_shape_and_downscale();
+    test_scene_shape();
+    test_base64();
+    return test_report("replicate_inputs_test");
+}
