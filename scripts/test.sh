@@ -22,14 +22,14 @@ step "build" ./scripts/build.sh
 step "unit tests" ctest --test-dir build --output-on-failure -j2
 step "lua specs" busted --lua=lua5.4 -o utfTerminal tests/lua
 step "integration tests" env SCENECOMP_BIN="$PWD/build/scenecomp" \
-  $PY -m pytest -q -x -p no:cacheprovider tests/integration
+  $PY -m pytest -q -x -p no:cacheprovider tests/integration tests/fake
 
 if [ "${SC_SKIP_SANITIZE:-0}" != 1 ]; then
   step "build (asan+ubsan)" env BUILD_DIR=build-asan BUILD_TYPE=Debug ./scripts/build.sh -DSC_SANITIZE=ON
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   step "unit tests (asan+ubsan)" ctest --test-dir build-asan --output-on-failure -j2
   step "integration tests (asan+ubsan)" env SCENECOMP_BIN="$PWD/build-asan/scenecomp" SC_SANITIZED=1 \
-    $PY -m pytest -q -x -p no:cacheprovider tests/integration
+    $PY -m pytest -q -x -p no:cacheprovider tests/integration tests/fake
 fi
 
 echo "test.sh: $passed passed, $failed failed"
