@@ -49,7 +49,8 @@ def composite(srv):
 
 def restart(server, srv, env):
     assert srv.stop() == 0
-    return server(dict(env, LOGS_DIR=srv.logs_dir, OUTPUT_DIR=srv.output_dir))
+    # srv.env holds the LOGS_DIR it really used (a restarted server inherits it)
+    return server(dict(env, LOGS_DIR=srv.env["LOGS_DIR"], OUTPUT_DIR=srv.env["OUTPUT_DIR"]))
 
 
 @pytest.mark.parametrize("limit_var,reason", [
