@@ -12,7 +12,7 @@ PKGS=(
 )
 # Benchmarks only (scripts/bench.sh): wrk, nginx, the FastAPI + Pillow anchor.
 if [ "${SC_BENCH_DEPS:-0}" = 1 ]; then
-  PKGS+=(wrk nginx-light python3-fastapi python3-uvicorn python3-multipart python3-uvloop clang)
+  PKGS+=(wrk nginx-light python3-fastapi python3-uvicorn python3-multipart python3-uvloop python3-httptools clang)
 fi
 
 missing=()

@@ -20,7 +20,7 @@
 #include "http/conn.h"
 #include "lua/policy.h"
 
-#define SC_HTTP_CONNECTION_LIMIT 512
+#define SC_HTTP_CONNECTION_LIMIT 4096 /* above MAX_CONCURRENT_KONTEXT: each holds a connection */
 #define SC_HTTP_IDLE_TIMEOUT 60
 #define SC_HTTP_MEMORY_LIMIT (128 * 1024)
 

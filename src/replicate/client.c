@@ -353,7 +353,9 @@ static int job_request(rep_job_t *j, const char *method, const char *url, bool a
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 10000 ? timeout_ms : 10000L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "scenecomp/" SC_VERSION);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L); /* prefer multiplexing over new connections */
+    /* wait to multiplex only where h2 can come (ALPN, https): on http:// it queues every
+     * request behind the first answer, i.e. a whole Prefer: wait */
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncmp(url, "https:", 6) == 0 ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     if (j->hdrs)
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->hdrs);
