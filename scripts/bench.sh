@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The performance benchmark, one run (docs/performance.md is written from it):
-#   1. builds Release into build-bench/ (scenecomp, sc_bench; route_bench with gcc)
+#   1. builds Release into build-bench/ (scenecomp, sc_bench, route_bench)
 #   2. generates the deterministic workload (../shared/bench/gen_inputs.py)
 #   3. image stages: memory bandwidth (membw.c), sc_bench, then the Pillow anchor on
 #      the same inputs; `ratio stage=S pillow_over_scenecomp=X` per stage, output sizes
@@ -293,14 +293,10 @@ PYEOF
 
 # ==== route() decision cost ====================================================
 # bench/route_bench.c calls sc_policy_route in a loop (batches of 1000, median).
-# Built here with gcc against the library of this build (no CMake target of its own).
+# Built by CMake as route_bench in this Release build.
 # ==============================================================================
 route_section() {
-  local libs
-  libs="$(pkg-config --libs lua5.4 libmicrohttpd libcurl libdeflate libturbojpeg libcjson) -lpthread -lm"
-  # shellcheck disable=SC2086
-  gcc -std=c11 -O2 -Wall -Wextra -Wshadow -Werror -Isrc $(pkg-config --cflags lua5.4) \
-    -o "$OUT/route_bench" bench/route_bench.c "$BUILD_DIR/libsc_core.a" $libs
+  cp "$BUILD_DIR/route_bench" "$OUT/route_bench"
   mkdir -p "$OUT/route"
   cat >"$OUT/route/small_route.lua" <<'LUAEOF'
 -- a small custom route: 10 % of users (stable bucket) to Kontext, the rest PIL
