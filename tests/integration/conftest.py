@@ -273,3 +273,25 @@ def c_round(v):
     """C's round(): halves away from zero (Python's round() is banker's)."""
     import math
     return int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5))
+
+
+# ==== the local fake Replicate (tests/fake) ====
+
+@pytest.fixture(scope="module")
+def fake_server(request):
+    """One fake Replicate per test module, speaking the real protocol on
+    127.0.0.1; the token is the module's TOKEN (or the fake's default)."""
+    import sys
+    sys.path.insert(0, ROOT)
+    from tests.fake.harness import FakeReplicate
+    token = getattr(request.module, "TOKEN", "r8_fake_test_token")
+    with FakeReplicate(token=token) as f:
+        yield f
+
+
+@pytest.fixture
+def fake(fake_server):
+    """The module's fake, reset (mode ok, counters and requests cleared) per test."""
+    fake_server.reset()
+    yield fake_server
+

@@ -1,6 +1,5 @@
 """The command line: composite, check-policy, --version, bad arguments, and
 serve refusing a malformed configuration."""
-import os
 import re
 import subprocess
 

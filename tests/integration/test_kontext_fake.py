@@ -4,7 +4,6 @@ phrases ops grep, the cancel sent on timeout, the retry after 429, a concurrency
 storm that never exceeds MAX_CONCURRENT_KONTEXT at the fake, and the token never
 reaching backend.log or any place other than the Authorization header."""
 import os
-import sys
 import threading
 
 import pytest
@@ -12,23 +11,11 @@ import requests
 
 from conftest import decode, encode, gradient_scene, post_composite, sample_product
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-from tests.fake.harness import FakeReplicate  # noqa: E402
 
 TOKEN = "r8_integrationSecret_5be1c0"
 SANITIZED = os.environ.get("SC_SANITIZED") == "1"
 
 
-@pytest.fixture(scope="module")
-def fake_server():
-    with FakeReplicate(token=TOKEN) as f:
-        yield f
-
-
-@pytest.fixture
-def fake(fake_server):
-    fake_server.reset()
-    yield fake_server
 
 
 def kontext_env(fake, **extra):

@@ -3,7 +3,6 @@ automatic fallback and metrics checks), automated against the local fake
 Replicate server, step by step as the document describes them."""
 import os
 import socket
-import sys
 import time
 
 import pytest
@@ -11,23 +10,11 @@ import requests
 
 from conftest import encode, gradient_scene, post_composite, sample_product
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-from tests.fake.harness import FakeReplicate  # noqa: E402
 
 TOKEN = "r8_fake_token"  # the token the guide exports; the fake's default
 KONTEXT_PATH = "/v1/models/flux-kontext-apps/multi-image-kontext-pro/predictions"
 
 
-@pytest.fixture(scope="module")
-def fake_server():
-    with FakeReplicate(token=TOKEN) as f:
-        yield f
-
-
-@pytest.fixture
-def fake(fake_server):
-    fake_server.reset()
-    yield fake_server
 
 
 def env(fake, **kw):

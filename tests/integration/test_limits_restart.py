@@ -5,30 +5,16 @@ corrupt metrics file is moved aside and the service starts."""
 import glob
 import json
 import os
-import sys
 
 import pytest
 import requests
 
 from conftest import encode, gradient_scene, post_composite, sample_product
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-from tests.fake.harness import FakeReplicate  # noqa: E402
 
 TOKEN = "r8_limitsRestart_7f3a"
 
 
-@pytest.fixture(scope="module")
-def fake_server():
-    with FakeReplicate(token=TOKEN) as f:
-        yield f
-
-
-@pytest.fixture
-def fake(fake_server):
-    fake_server.reset()
-    fake_server.configure(mode="ok", delay_ms=50)
-    yield fake_server
 
 
 def kontext_env(fake, **extra):
