@@ -46,3 +46,26 @@ long sc_clock_utc_day(time_t t)
 {
     return (long)(t >= 0 ? t / 86400 : (t - 86399) / 86400);
 }
+
+int sc_clock_parse_utc_date(const char *s, long *day)
+{
+    int y, mo, d;
+    char tail;
+    if (!s || strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &mo, &d, &tail) != 3)
+        return -1;
+    if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31)
+        return -1;
+    struct tm tm = {0};
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    char back[11];
+    sc_clock_utc_date(t, back);
+    if (strcmp(back, s) != 0) /* timegm normalised it: 2026-02-31 is not a date */
+        return -1;
+    *day = sc_clock_utc_day(t);
+    return 0;
+}

@@ -12,6 +12,9 @@ void sc_clock_utc_date(time_t t, char out[11]);
 /* Writes t (wall seconds) as RFC 3339 UTC with milliseconds, e.g.
  * 2026-11-28T10:39:03.123Z (25 bytes with NUL). */
 void sc_clock_rfc3339(double t, char out[32]);
+/* Parses YYYY-MM-DD (a real calendar date, 1970..9999) into days since the
+ * epoch. Returns 0, or -1 for anything else (e.g. 2026-02-31). */
+int sc_clock_parse_utc_date(const char *s, long *day);
 /* Days since the epoch of the UTC date of t. */
 long sc_clock_utc_day(time_t t);
 

@@ -241,26 +241,6 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Parses "YYYY-MM-DD" strictly into a UTC day index. Returns 0 or -1. */
-static int parse_date(const char *s, long *day)
-{
-    int y, mo, d;
-    char tail;
-    if (strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &mo, &d, &tail) != 3)
-        return -1;
-    if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31)
-        return -1;
-    struct tm tm = {0};
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return -1;
-    *day = sc_clock_utc_day(t);
-    return 0;
-}
-
 /* One hour_window entry: a number (one start) or [second, starts] with
  * starts a positive integer. Returns 0 or -1. */
 static int window_entry(const cJSON *it, double *t, double *k)
@@ -298,7 +278,7 @@ static int mem_import(sc_limits_store_t *s, const cJSON *state, double now)
     if (!cJSON_IsObject(state) || !cJSON_IsArray(win) || !cJSON_IsString(date) ||
         !cJSON_IsNumber(cnt))
         return -1;
-    if (parse_date(date->valuestring, &day) != 0)
+    if (sc_clock_parse_utc_date(date->valuestring, &day) != 0)
         return -1;
     double c = cnt->valuedouble;
     if (!isfinite(c) || c < 0 || c > 1e15 || c != floor(c))

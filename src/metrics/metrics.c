@@ -797,27 +797,6 @@ static int get_seconds(const cJSON *obj, const char *key, double *out)
     return 0;
 }
 
-static int parse_date(const char *s, long *day)
-{
-    int y, mo, d;
-    char tail;
-    if (!s || strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &mo, &d, &tail) != 3)
-        return -1;
-    if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31)
-        return -1;
-    struct tm tm = {0};
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return -1;
-    *day = sc_clock_utc_day(t);
-    char back[11];
-    sc_clock_utc_date(t, back);
-    return strcmp(back, s) == 0 ? 0 : -1; /* refuses 2026-02-31 */
-}
-
 /* Parses the file into st (zeroed first). Every field our writer emits is
  * required with the right type and range; returns 0 or -1 with a short reason. */
 static int state_from_json(const cJSON *root, metrics_state_t *st, const char **why)
@@ -887,7 +866,8 @@ static int state_from_json(const cJSON *root, metrics_state_t *st, const char **
         const cJSON *date = cJSON_GetObjectItemCaseSensitive(it, "date");
         metrics_day_t row = {0};
         if (!cJSON_IsObject(it) || !cJSON_IsString(date) ||
-            parse_date(date->valuestring, &row.day) || get_count(it, "kontext", &row.kontext) ||
+            sc_clock_parse_utc_date(date->valuestring, &row.day) ||
+            get_count(it, "kontext", &row.kontext) ||
             get_count(it, "pil", &row.pil) || get_count(it, "fallbacks", &row.fallbacks) ||
             get_count(it, "total", &row.total) || get_count(it, "scenes", &row.scenes))
             return -1;
