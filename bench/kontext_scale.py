@@ -2,11 +2,14 @@
 """Kontext at scale: N composites in flight at once against `scenecomp serve`.
 
     kontext_scale.py --port P --pid SERVER_PID --scene S.jpg --product P.png
-                     [--n 1000] [--delay-s 5] [--fake-port F]
+                     [--n 1000] [--delay-s 5] [--fake-port F] [--ramp-s R]
 
 Opens N connections to scenecomp (asyncio, one process, no thread per request),
-sends N POST /api/composite (format=jpeg, Accept: image/jpeg) at once, and reads
-every answer. Meanwhile samples the server's /proc/PID/status every 50 ms.
+sends N POST /api/composite (format=jpeg, Accept: image/jpeg) at once (or, with
+--ramp-s R, request i at i*R/N seconds: with R below the model delay all N are
+still in flight together, but the server's own CPU work is not one burst queued
+on 2 cores), and reads every answer. client_max_inflight proves how many were
+in flight at the same time. Meanwhile samples the server's /proc/PID/status every 50 ms.
 Prints one line:
 
   tool=scenecomp stage=kontext_N completed=… kontext=… fallback=… errors=…
@@ -55,7 +58,10 @@ def status(pid):
     return out
 
 
-async def one(port, req, results, i, ready, go):
+INFLIGHT = {"now": 0, "max": 0}
+
+
+async def one(port, req, results, i, ready, go, ramp_s=0.0, n=1):
     try:
         r, w = await asyncio.open_connection("127.0.0.1", port)
     except OSError as e:
@@ -64,7 +70,11 @@ async def one(port, req, results, i, ready, go):
         return
     ready.release()
     await go.wait()
+    if ramp_s:
+        await asyncio.sleep(i * ramp_s / n)
     t0 = time.monotonic()
+    INFLIGHT["now"] += 1
+    INFLIGHT["max"] = max(INFLIGHT["max"], INFLIGHT["now"])
     try:
         w.write(req)
         await w.drain()
@@ -83,6 +93,7 @@ async def one(port, req, results, i, ready, go):
     except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
         results[i] = ("io", repr(e), time.monotonic() - t0)
     finally:
+        INFLIGHT["now"] -= 1
         w.close()
 
 
@@ -114,6 +125,7 @@ async def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--delay-s", type=float, default=5.0)
     ap.add_argument("--fake-port", type=int, default=0)
+    ap.add_argument("--ramp-s", type=float, default=0.0)
     a = ap.parse_args()
 
     b = body(a.scene, a.product)
@@ -128,7 +140,8 @@ async def main():
     results = [None] * a.n
     ready = asyncio.Semaphore(0)
     go = asyncio.Event()
-    tasks = [asyncio.create_task(one(a.port, req, results, i, ready, go)) for i in range(a.n)]
+    tasks = [asyncio.create_task(one(a.port, req, results, i, ready, go, a.ramp_s, a.n))
+             for i in range(a.n)]
     for _ in range(a.n):  # every connection open before the first request is sent
         await ready.acquire()
     t0 = time.monotonic()
@@ -153,13 +166,15 @@ async def main():
     errs = [r for r in results if not (r and r[0] == 200)]
     lat = [r[2] * 1000 for r in ok]
     added = [x - a.delay_s * 1000 for x in lat]
-    print(f"tool=scenecomp stage=kontext_{a.n} completed={len(ok)} kontext={len(ok)} "
+    stage = f"kontext_{a.n}" + (f"_ramp{a.ramp_s:g}s" if a.ramp_s else "")
+    print(f"tool=scenecomp stage={stage} completed={len(ok)} kontext={len(ok)} "
           f"fallback={len(fb)} errors={len(errs)} "
           f"p50_ms={pct(lat, 50):.1f} p99_ms={pct(lat, 99):.1f} max_ms={max(lat, default=0):.1f} "
           f"added_p50_ms={pct(added, 50):.1f} added_p99_ms={pct(added, 99):.1f} "
           f"wall_s={wall:.2f} vmhwm_mib={max(acc.get('hwm', 0), final['VmHWM']) / 2**20:.1f} "
           f"rss_idle_mib={idle['VmRSS'] / 2**20:.1f} threads_idle={idle['Threads']} "
-          f"threads_max={acc.get('threads_max', 0)} fake_max_inflight={fake_max}", flush=True)
+          f"threads_max={acc.get('threads_max', 0)} fake_max_inflight={fake_max} "
+          f"client_max_inflight={INFLIGHT['max']}", flush=True)
     if errs or fb:
         kinds = {}
         for r in errs + fb:
