@@ -16,9 +16,9 @@
 #include "image/pipeline.h"
 #include "image/place.h"
 #include "image/png.h"
-#include "image/stb_glue.h"
 #include "image/resize.h"
 #include "image/simd.h"
+#include "image/stb_glue.h"
 
 #define PROD_W 768
 
@@ -178,10 +178,10 @@ static void st_paste(void *c)
     paste_ctx *p = c;
     sc_simd_level_t lvl = sc_simd_level();
     for (int y = 0; y < p->small->height; y++)
-        sc_over_rgba_on_rgb(p->work.pixels + ((size_t)(p->top + y) * (size_t)p->work.width +
-                                              (size_t)p->left) * 3,
-                            p->small->pixels + (size_t)y * (size_t)p->small->width * 4,
-                            (size_t)p->small->width, lvl);
+        sc_over_rgba_on_rgb(
+            p->work.pixels + ((size_t)(p->top + y) * (size_t)p->work.width + (size_t)p->left) * 3,
+            p->small->pixels + (size_t)y * (size_t)p->small->width * 4, (size_t)p->small->width,
+            lvl);
 }
 
 typedef struct {
@@ -214,8 +214,8 @@ typedef struct {
 static void st_e2e(void *c)
 {
     e2e_ctx *e = c;
-    sc_pipeline_in_t in = {e->scene.data, e->scene.len, e->prod.data, e->prod.len, 40000000,
-                           e->params};
+    sc_pipeline_in_t in = {e->scene.data, e->scene.len, e->prod.data,
+                           e->prod.len,   40000000,     e->params};
     sc_image_t sc;
     int which;
     const char *err = NULL;
@@ -223,7 +223,8 @@ static void st_e2e(void *c)
         die(err);
     uint8_t *out;
     size_t len;
-    int rc = e->jpeg ? sc_codec_encode_jpeg(&sc, 90, &out, &len) : sc_codec_encode_png(&sc, &out, &len);
+    int rc =
+        e->jpeg ? sc_codec_encode_jpeg(&sc, 90, &out, &len) : sc_codec_encode_png(&sc, &out, &len);
     if (rc != 0)
         die("encode");
     free(out);
@@ -278,8 +279,8 @@ static void st_png_1thread(void *c)
 static void st_png_stbiw(void *c)
 {
     alt_ctx *a = c;
-    uint8_t *out = sc_stb_write_png(a->img->pixels, a->img->width, a->img->height,
-                                    a->img->channels, &a->last_len);
+    uint8_t *out = sc_stb_write_png(a->img->pixels, a->img->width, a->img->height, a->img->channels,
+                                    &a->last_len);
     if (!out)
         die("stbiw");
     free(out);
@@ -308,8 +309,8 @@ static sc_place_params_t params_for(const sc_image_t *scene, const sc_image_t *p
 {
     int ph = (int)((double)prod->height * PROD_W / prod->width + 0.5), left, top;
     bottom_center(scene->width, scene->height, PROD_W, ph, &left, &top);
-    sc_place_params_t p = {(left + PROD_W / 2.0) / scene->width,
-                           (top + ph / 2.0) / scene->height, (double)PROD_W / scene->width};
+    sc_place_params_t p = {(left + PROD_W / 2.0) / scene->width, (top + ph / 2.0) / scene->height,
+                           (double)PROD_W / scene->width};
     sc_place_geometry_t g;
     sc_place_geometry(scene->width, scene->height, prod->width, prod->height, &p, &g);
     if (g.left != left || g.top != top || g.width != PROD_W || g.height != ph)
@@ -394,7 +395,8 @@ int main(int argc, char **argv)
         bench(&o, "x_encode_png_stbiw_libdeflate6", st_png_stbiw, NULL, &st, sp);
         bench(&o, "x_decode_scene_jpg_stb", st_decode_stb, NULL, &d2, sp);
         bench(&o, "x_decode_scene_png_stb", st_decode_stb, NULL, &d1, sp);
-        printf("# alternative sizes bytes: libdeflate_l6=%zu libdeflate_l1=%zu stbiw_libdeflate6=%zu\n",
+        printf("# alternative sizes bytes: libdeflate_l6=%zu libdeflate_l1=%zu "
+               "stbiw_libdeflate6=%zu\n",
                a6.last_len, a1.last_len, st.last_len);
     }
 

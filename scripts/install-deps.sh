@@ -8,7 +8,7 @@ PKGS=(
   liblua5.4-dev lua5.4 lua-cjson lua-busted
   libmicrohttpd-dev libcurl4-openssl-dev libstb-dev
   libdeflate-dev libturbojpeg0-dev libcjson-dev
-  python3 python3-pytest python3-pil curl
+  python3 python3-pytest python3-pil curl clang-format
 )
 # Benchmarks only (scripts/bench.sh): wrk, nginx, the FastAPI + Pillow anchor.
 if [ "${SC_BENCH_DEPS:-0}" = 1 ]; then

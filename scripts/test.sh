@@ -18,6 +18,9 @@ step() { # name, command...
   else failed=$((failed + 1)); echo "=== $name: FAILED"; fi
 }
 
+# The C sources follow .clang-format (STYLE.md rule 17).
+step "format check" clang-format --dry-run -Werror src/*/*.c src/*/*.h src/main.c \
+  tests/unit/*.c tests/unit/*.h tests/fuzz/*.c bench/*.c
 step "build" ./scripts/build.sh
 step "unit tests" ctest --test-dir build --output-on-failure -j2
 step "lua specs" busted --lua=lua5.4 -o utfTerminal tests/lua

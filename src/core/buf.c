@@ -70,11 +70,21 @@ int sc_buf_json_str(sc_buf_t *b, const char *s)
     int rc = sc_buf_append(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p && rc == 0; p++) {
         switch (*p) {
-        case '"': rc = sc_buf_append(b, "\\\"", 2); break;
-        case '\\': rc = sc_buf_append(b, "\\\\", 2); break;
-        case '\n': rc = sc_buf_append(b, "\\n", 2); break;
-        case '\r': rc = sc_buf_append(b, "\\r", 2); break;
-        case '\t': rc = sc_buf_append(b, "\\t", 2); break;
+        case '"':
+            rc = sc_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            rc = sc_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            rc = sc_buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            rc = sc_buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            rc = sc_buf_append(b, "\\t", 2);
+            break;
         default:
             if (*p < 0x20)
                 rc = sc_buf_printf(b, "\\u%04x", *p);

@@ -13,7 +13,10 @@ typedef struct sc_buf {
     size_t cap;
 } sc_buf_t;
 
-#define SC_BUF_INIT {NULL, 0, 0}
+#define SC_BUF_INIT                                                                                \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 int sc_buf_reserve(sc_buf_t *b, size_t extra);
 int sc_buf_append(sc_buf_t *b, const void *data, size_t len);

@@ -48,7 +48,8 @@ static int dotenv_load(const char *path, char *err, size_t errlen)
     if (rc == -1 && errno == ENOENT)
         return 0;
     if (rc != 0) {
-        snprintf(err, errlen, "cannot read %s: %s", path, rc == -2 ? "file too large" : strerror(errno));
+        snprintf(err, errlen, "cannot read %s: %s", path,
+                 rc == -2 ? "file too large" : strerror(errno));
         return -1;
     }
     int lineno = 0;
@@ -163,8 +164,8 @@ static int get_ll(const char *name, long long *dst, long long lo, long long hi, 
     while (*end == ' ')
         end++;
     if (errno || end == v || *end != '\0' || x < lo || x > hi) {
-        snprintf(err, errlen, "%s must be an integer between %lld and %lld (got '%.64s')", name,
-                 lo, hi, v);
+        snprintf(err, errlen, "%s must be an integer between %lld and %lld (got '%.64s')", name, lo,
+                 hi, v);
         return -1;
     }
     *dst = x;
@@ -180,8 +181,7 @@ static int get_int(const char *name, int *dst, int lo, int hi, char *err, size_t
     return 0;
 }
 
-static int get_double(const char *name, double *dst, double lo, double hi, char *err,
-                      size_t errlen)
+static int get_double(const char *name, double *dst, double lo, double hi, char *err, size_t errlen)
 {
     const char *v = sc_config_lookup(name);
     if (!v)
@@ -251,8 +251,7 @@ int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t er
                    errlen) ||
         get_double("KONTEXT_PRICE_USD", &c->kontext_price_usd, 0, 1000, err, errlen) ||
         get_double("SCENE_PRICE_USD", &c->scene_price_usd, 0, 1000, err, errlen) ||
-        get_int("HTTP_THREADS", &c->http_threads, 0, 256, err, errlen) ||
-        S("LOG_LEVEL", log_level))
+        get_int("HTTP_THREADS", &c->http_threads, 0, 256, err, errlen) || S("LOG_LEVEL", log_level))
         return -1;
 #undef S
     if (strcmp(c->method, "pil") != 0 && strcmp(c->method, "kontext") != 0) {

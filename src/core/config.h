@@ -13,32 +13,32 @@
 #define SC_CFG_PATH 1024
 
 typedef struct sc_config {
-    char host[SC_CFG_STR];                 /* HOST, 127.0.0.1 */
-    int port;                              /* PORT, 8000 (0 = any free port) */
-    bool use_kontext;                      /* USE_KONTEXT_COMPOSITE, false */
-    char method[16];                       /* COMPOSITE_METHOD, "pil" | "kontext" */
-    char kontext_model_id[SC_CFG_STR];     /* KONTEXT_MODEL_ID */
-    double kontext_timeout_seconds;        /* KONTEXT_TIMEOUT_SECONDS, 60 */
-    int max_concurrent_kontext;            /* MAX_CONCURRENT_KONTEXT, 5 */
-    int max_kontext_per_hour;              /* MAX_KONTEXT_PER_HOUR, 50 */
-    int kontext_daily_limit;               /* KONTEXT_DAILY_GENERATION_LIMIT, 500 */
-    char scene_model_id[SC_CFG_STR];       /* SCENE_MODEL_ID */
-    double scene_timeout_seconds;          /* SCENE_TIMEOUT_SECONDS, 60 */
-    char replicate_api_token[SC_CFG_STR];  /* REPLICATE_API_TOKEN, "" = none */
-    char replicate_api_base[SC_CFG_STR];   /* REPLICATE_API_BASE */
-    char logs_dir[SC_CFG_PATH];            /* LOGS_DIR, "logs" */
-    char output_dir[SC_CFG_PATH];          /* OUTPUT_DIR, "output" */
-    char policy_file[SC_CFG_PATH];         /* POLICY_FILE, "lua/policy.lua" */
-    char alerts_file[SC_CFG_PATH];         /* ALERTS_FILE, "lua/alerts.lua" */
-    char admin_token[SC_CFG_STR];          /* ADMIN_TOKEN, "" = loopback-only admin */
-    long long max_upload_bytes;            /* MAX_UPLOAD_BYTES, 26214400 */
-    long long max_image_pixels;            /* MAX_IMAGE_PIXELS, 40000000 */
-    char alert_webhook_url[SC_CFG_PATH];   /* ALERT_WEBHOOK_URL, "" = none */
-    double alert_interval_seconds;         /* ALERT_EVAL_INTERVAL_SECONDS, 5 */
-    double kontext_price_usd;              /* KONTEXT_PRICE_USD, 0.08 per prediction */
-    double scene_price_usd;                /* SCENE_PRICE_USD, 0.003 per image */
-    int http_threads;                      /* HTTP_THREADS, 0 = 2 x cores (min 4) */
-    char log_level[16];                    /* LOG_LEVEL, "info" */
+    char host[SC_CFG_STR];                /* HOST, 127.0.0.1 */
+    int port;                             /* PORT, 8000 (0 = any free port) */
+    bool use_kontext;                     /* USE_KONTEXT_COMPOSITE, false */
+    char method[16];                      /* COMPOSITE_METHOD, "pil" | "kontext" */
+    char kontext_model_id[SC_CFG_STR];    /* KONTEXT_MODEL_ID */
+    double kontext_timeout_seconds;       /* KONTEXT_TIMEOUT_SECONDS, 60 */
+    int max_concurrent_kontext;           /* MAX_CONCURRENT_KONTEXT, 5 */
+    int max_kontext_per_hour;             /* MAX_KONTEXT_PER_HOUR, 50 */
+    int kontext_daily_limit;              /* KONTEXT_DAILY_GENERATION_LIMIT, 500 */
+    char scene_model_id[SC_CFG_STR];      /* SCENE_MODEL_ID */
+    double scene_timeout_seconds;         /* SCENE_TIMEOUT_SECONDS, 60 */
+    char replicate_api_token[SC_CFG_STR]; /* REPLICATE_API_TOKEN, "" = none */
+    char replicate_api_base[SC_CFG_STR];  /* REPLICATE_API_BASE */
+    char logs_dir[SC_CFG_PATH];           /* LOGS_DIR, "logs" */
+    char output_dir[SC_CFG_PATH];         /* OUTPUT_DIR, "output" */
+    char policy_file[SC_CFG_PATH];        /* POLICY_FILE, "lua/policy.lua" */
+    char alerts_file[SC_CFG_PATH];        /* ALERTS_FILE, "lua/alerts.lua" */
+    char admin_token[SC_CFG_STR];         /* ADMIN_TOKEN, "" = loopback-only admin */
+    long long max_upload_bytes;           /* MAX_UPLOAD_BYTES, 26214400 */
+    long long max_image_pixels;           /* MAX_IMAGE_PIXELS, 40000000 */
+    char alert_webhook_url[SC_CFG_PATH];  /* ALERT_WEBHOOK_URL, "" = none */
+    double alert_interval_seconds;        /* ALERT_EVAL_INTERVAL_SECONDS, 5 */
+    double kontext_price_usd;             /* KONTEXT_PRICE_USD, 0.08 per prediction */
+    double scene_price_usd;               /* SCENE_PRICE_USD, 0.003 per image */
+    int http_threads;                     /* HTTP_THREADS, 0 = 2 x cores (min 4) */
+    char log_level[16];                   /* LOG_LEVEL, "info" */
 } sc_config_t;
 
 /* Fills c with defaults, then the .env file at dotenv_path (may be NULL or

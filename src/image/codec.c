@@ -39,8 +39,8 @@ static sc_codec_status_t probe_png(const uint8_t *d, size_t len, sc_image_info_t
     if (w == 0 || h == 0 || w > 0x7fffffff || h > 0x7fffffff)
         return SC_CODEC_INVALID;
     static const int chans[7] = {1, 0, 3, 3, 2, 0, 4};
-    if (ct > 6 || chans[ct] == 0 || (depth != 1 && depth != 2 && depth != 4 && depth != 8 &&
-                                     depth != 16))
+    if (ct > 6 || chans[ct] == 0 ||
+        (depth != 1 && depth != 2 && depth != 4 && depth != 8 && depth != 16))
         return SC_CODEC_INVALID;
     info->width = (int)w;
     info->height = (int)h;
@@ -138,7 +138,8 @@ static int png_chunks_ok(const uint8_t *d, size_t len)
     if (pos + 12 > len)
         return 0;
     static const int chans[7] = {1, 0, 3, 1, 2, 0, 4};
-    uint64_t w = be32(d + 16), h = be32(d + 20), bits = (uint64_t)d[24] * (uint64_t)chans[d[25] % 7];
+    uint64_t w = be32(d + 16), h = be32(d + 20),
+             bits = (uint64_t)d[24] * (uint64_t)chans[d[25] % 7];
     uint64_t raw = h * (1 + (w * bits + 7) / 8); /* no overflow: w, h < 2^31, bits <= 64 */
     return raw / 1032 <= (uint64_t)idat + 1;
 }

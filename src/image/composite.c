@@ -48,12 +48,12 @@ static inline __attribute__((target("avx2"))) __m256i blend16(__m256i c, __m256i
 static __attribute__((target("avx2"))) void over_rgb_avx2(uint8_t *d, const uint8_t *p, size_t n)
 {
     /* per 128-bit lane: 4 RGBA pixels -> 12 colour bytes / 12 alpha bytes */
-    const __m256i col_shuf = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1,
-                                              -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1,
-                                              -1, -1);
-    const __m256i a_shuf = _mm256_setr_epi8(3, 3, 3, 7, 7, 7, 11, 11, 11, 15, 15, 15, -1, -1, -1,
-                                            -1, 3, 3, 3, 7, 7, 7, 11, 11, 11, 15, 15, 15, -1, -1,
-                                            -1, -1);
+    const __m256i col_shuf =
+        _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6,
+                         8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+    const __m256i a_shuf =
+        _mm256_setr_epi8(3, 3, 3, 7, 7, 7, 11, 11, 11, 15, 15, 15, -1, -1, -1, -1, 3, 3, 3, 7, 7, 7,
+                         11, 11, 11, 15, 15, 15, -1, -1, -1, -1);
     const __m256i pack = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7);
     const __m256i amask = _mm256_set1_epi32((int)0xff000000u);
     size_t i = 0;
@@ -62,8 +62,8 @@ static __attribute__((target("avx2"))) void over_rgb_avx2(uint8_t *d, const uint
         if (_mm256_testz_si256(px, amask))
             continue;
         __m256i col = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(px, col_shuf), pack);
-        unsigned opaque = (unsigned)_mm256_movemask_epi8(
-            _mm256_cmpeq_epi32(_mm256_and_si256(px, amask), amask));
+        unsigned opaque =
+            (unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi32(_mm256_and_si256(px, amask), amask));
         if (opaque == 0xffffffffu) {
             _mm_storeu_si128((__m128i *)d, _mm256_castsi256_si128(col));
             _mm_storel_epi64((__m128i *)(d + 16), _mm256_extracti128_si256(col, 1));
@@ -72,9 +72,9 @@ static __attribute__((target("avx2"))) void over_rgb_avx2(uint8_t *d, const uint
         __m256i al = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(px, a_shuf), pack);
         __m128i s_lo = _mm_loadu_si128((const __m128i *)d);
         __m128i s_hi = _mm_loadl_epi64((const __m128i *)(d + 16));
-        __m256i lo = blend16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(col)),
-                             _mm256_cvtepu8_epi16(_mm256_castsi256_si128(al)),
-                             _mm256_cvtepu8_epi16(s_lo));
+        __m256i lo =
+            blend16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(col)),
+                    _mm256_cvtepu8_epi16(_mm256_castsi256_si128(al)), _mm256_cvtepu8_epi16(s_lo));
         __m256i hi = blend16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(col, 1)),
                              _mm256_cvtepu8_epi16(_mm256_extracti128_si256(al, 1)),
                              _mm256_cvtepu8_epi16(s_hi));
@@ -135,9 +135,9 @@ over_rgb_avx512(uint8_t *d, const uint8_t *p, size_t n)
         if (_mm512_cmpeq_epi32_mask(_mm512_and_si512(px, amask), amask) == 0xffff) {
             o = _mm512_permutexvar_epi8(col_idx, px);
         } else {
-            __m512i sc = _mm512_inserti32x4(
-                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)d)),
-                _mm_loadu_si128((const __m128i *)(d + 32)), 2);
+            __m512i sc =
+                _mm512_inserti32x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)d)),
+                                   _mm_loadu_si128((const __m128i *)(d + 32)), 2);
             o = over16_512(px, sc, col_idx, a_idx);
         }
         _mm256_storeu_si256((__m256i *)d, _mm512_castsi512_si256(o));

@@ -11,11 +11,14 @@
 typedef struct sc_image {
     int width;
     int height;
-    int channels;     /* 3 (RGB) or 4 (RGBA) */
-    uint8_t *pixels;  /* owned; width * height * channels bytes */
+    int channels;    /* 3 (RGB) or 4 (RGBA) */
+    uint8_t *pixels; /* owned; width * height * channels bytes */
 } sc_image_t;
 
-#define SC_IMAGE_INIT {0, 0, 0, NULL}
+#define SC_IMAGE_INIT                                                                              \
+    {                                                                                              \
+        0, 0, 0, NULL                                                                              \
+    }
 
 /* Allocates an uninitialised image. Returns 0, or -1 on overflow/out of memory
  * (img left empty). */

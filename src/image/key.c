@@ -18,7 +18,8 @@ static uint8_t ramp(int d)
         return 0;
     if (d >= SC_KEY_HI)
         return 255;
-    return (uint8_t)(((d - SC_KEY_LO) * 255 + (SC_KEY_HI - SC_KEY_LO) / 2) / (SC_KEY_HI - SC_KEY_LO));
+    return (uint8_t)(((d - SC_KEY_LO) * 255 + (SC_KEY_HI - SC_KEY_LO) / 2) /
+                     (SC_KEY_HI - SC_KEY_LO));
 }
 
 static int median(const unsigned hist[256], size_t count)
@@ -100,7 +101,7 @@ int sc_key_background(const sc_image_t *src, sc_image_t *out, uint8_t bg_out[3])
 #define TAKE(j)                                                                                    \
     do {                                                                                           \
         if (seen[j] < SC_KEY_HI) {                                                                 \
-            alpha[(size_t)(j) * 4] = lut[seen[j]];                                                 \
+            alpha[(size_t)(j)*4] = lut[seen[j]];                                                   \
             seen[j] = 255;                                                                         \
             stack[sp++] = (uint32_t)(j);                                                           \
         }                                                                                          \

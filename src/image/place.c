@@ -22,8 +22,8 @@ static long long clamp_dim(double v)
     return (long long)v;
 }
 
-void sc_place_geometry(int scene_w, int scene_h, int prod_w, int prod_h,
-                       const sc_place_params_t *p, sc_place_geometry_t *g)
+void sc_place_geometry(int scene_w, int scene_h, int prod_w, int prod_h, const sc_place_params_t *p,
+                       sc_place_geometry_t *g)
 {
     long long w = clamp_dim(round(p->scale * scene_w));
     long long h = clamp_dim(round((double)w * prod_h / (prod_w > 0 ? prod_w : 1)));

@@ -22,8 +22,8 @@ typedef struct sc_place_geometry {
 /* Computes the contract's placement: width = max(1, round(scale*W)),
  * height = max(1, round(width * ph / pw)), left = round(x*W - width/2.0),
  * top = round(y*H - height/2.0). */
-void sc_place_geometry(int scene_w, int scene_h, int prod_w, int prod_h,
-                       const sc_place_params_t *p, sc_place_geometry_t *g);
+void sc_place_geometry(int scene_w, int scene_h, int prod_w, int prod_h, const sc_place_params_t *p,
+                       sc_place_geometry_t *g);
 
 /* Composites product onto scene in place (scene keeps its size and channels).
  * product is not modified. Returns 0, or -1 with *err set (out of memory,

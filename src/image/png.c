@@ -79,7 +79,7 @@ static int unfilter_scalar(int type, uint8_t *dst, const uint8_t *src, const uin
  * 4-byte store's extra byte is rewritten by the next pixel (in the in-place
  * case it was already consumed, see above). */
 static inline __attribute__((always_inline, target("avx2"))) __m128i load_px(const uint8_t *p,
-                                                                            int full)
+                                                                             int full)
 {
     int32_t v;
     if (full)
@@ -90,7 +90,7 @@ static inline __attribute__((always_inline, target("avx2"))) __m128i load_px(con
 }
 
 static inline __attribute__((always_inline, target("avx2"))) void store_px(uint8_t *p, __m128i v16,
-                                                                          int full)
+                                                                           int full)
 {
     int32_t v = _mm_cvtsi128_si32(_mm_packus_epi16(v16, v16));
     if (full) {
@@ -132,9 +132,8 @@ unfilter_serial(int type, uint8_t *dst, const uint8_t *src, const uint8_t *prev,
     }
 }
 
-static __attribute__((target("avx2"))) int unfilter_avx2(int type, uint8_t *dst,
-                                                         const uint8_t *src, const uint8_t *prev,
-                                                         size_t n, int bpp)
+static __attribute__((target("avx2"))) int unfilter_avx2(int type, uint8_t *dst, const uint8_t *src,
+                                                         const uint8_t *prev, size_t n, int bpp)
 {
     if (type < 0 || type > 4)
         return -1;
@@ -297,8 +296,8 @@ static int pick_filter(const unsigned sums[5])
     return best;
 }
 
-static int filter_scalar(const uint8_t *cur, const uint8_t *prev, size_t n, int bpp,
-                         uint8_t *out, uint8_t *scratch)
+static int filter_scalar(const uint8_t *cur, const uint8_t *prev, size_t n, int bpp, uint8_t *out,
+                         uint8_t *scratch)
 {
     uint8_t *f[5];
     unsigned sums[5];
@@ -348,8 +347,8 @@ static __attribute__((target("avx2"))) int filter_avx2(const uint8_t *cur, const
         __m256i a = _mm256_loadu_si256((const __m256i *)(cur + i - bpp));
         __m256i b = _mm256_loadu_si256((const __m256i *)(prev + i));
         __m256i c = _mm256_loadu_si256((const __m256i *)(prev + i - bpp));
-        __m256i avg = _mm256_sub_epi8(_mm256_avg_epu8(a, b),
-                                      _mm256_and_si256(_mm256_xor_si256(a, b), one));
+        __m256i avg =
+            _mm256_sub_epi8(_mm256_avg_epu8(a, b), _mm256_and_si256(_mm256_xor_si256(a, b), one));
         __m256i a_lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(a));
         __m256i a_hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(a, 1));
         __m256i b_lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(b));
@@ -366,8 +365,8 @@ static __attribute__((target("avx2"))) int filter_avx2(const uint8_t *cur, const
         }
     }
     for (int t = 0; t < 5; t++) {
-        __m128i s = _mm_add_epi64(_mm256_castsi256_si128(acc[t]),
-                                  _mm256_extracti128_si256(acc[t], 1));
+        __m128i s =
+            _mm_add_epi64(_mm256_castsi256_si128(acc[t]), _mm256_extracti128_si256(acc[t], 1));
         sums[t] = (unsigned)(_mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1));
     }
     for (; i < n; i++) {
@@ -413,10 +412,10 @@ static uint8_t *put_chunk_crc(uint8_t *data, uint32_t len)
  * (level 0) compress them as an independent deflate segment. */
 typedef struct {
     const sc_image_t *img;
-    uint8_t *filt;  /* the whole filtered buffer */
+    uint8_t *filt; /* the whole filtered buffer */
     size_t y0, y1;
     int final;
-    uint8_t *z;     /* where the segment is written (level 0), inside the PNG buffer */
+    uint8_t *z; /* where the segment is written (level 0), inside the PNG buffer */
     size_t zlen;
     int rc;
 } band_t;

@@ -23,10 +23,10 @@
 #define HPAD 8 /* horizontal tap multiple (AVX-512 does 8 taps per step) */
 
 typedef struct {
-    int n;       /* outputs */
-    int kpad;    /* taps per output, padded */
-    int *start;  /* first source index per output */
-    int16_t *w;  /* n * kpad weights */
+    int n;      /* outputs */
+    int kpad;   /* taps per output, padded */
+    int *start; /* first source index per output */
+    int16_t *w; /* n * kpad weights */
 } coeffs_t;
 
 static void coeffs_free(coeffs_t *c)
@@ -172,8 +172,8 @@ hrow_avx512(const uint8_t *src, uint8_t *dst, const coeffs_t *c)
                 idx, _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(k + j))));
             acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_cvtepu8_epi16(p), kk));
         }
-        __m256i a2 = _mm256_add_epi32(_mm512_castsi512_si256(acc),
-                                      _mm512_extracti64x4_epi64(acc, 1));
+        __m256i a2 =
+            _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
         __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(a2), _mm256_extracti128_si256(a2, 1));
         sum = _mm_srai_epi32(_mm_add_epi32(sum, rnd), PREC);
         sum = _mm_packus_epi16(_mm_packs_epi32(sum, sum), sum);
@@ -187,8 +187,8 @@ hrow_avx512(const uint8_t *src, uint8_t *dst, const coeffs_t *c)
 static __attribute__((target("avx512f,avx512bw,avx512vl"))) void
 hrow4_avx512(const uint8_t *const s[4], uint8_t *const d[4], const coeffs_t *c)
 {
-    const __m512i shuf = _mm512_broadcast_i32x4(
-        _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15));
+    const __m512i shuf =
+        _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15));
     const __m512i zero = _mm512_setzero_si512(), rnd = _mm512_set1_epi32(1 << (PREC - 1));
     const __m512i c255 = _mm512_set1_epi32(255);
     for (int x = 0; x < c->n; x++) {
@@ -205,10 +205,10 @@ hrow4_avx512(const uint8_t *const s[4], uint8_t *const d[4], const coeffs_t *c)
             int32_t w01, w23;
             memcpy(&w01, k + j, 4);
             memcpy(&w23, k + j + 2, 4);
-            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_unpacklo_epi8(p, zero),
-                                                          _mm512_set1_epi32(w01)));
-            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_unpackhi_epi8(p, zero),
-                                                          _mm512_set1_epi32(w23)));
+            acc = _mm512_add_epi32(
+                acc, _mm512_madd_epi16(_mm512_unpacklo_epi8(p, zero), _mm512_set1_epi32(w01)));
+            acc = _mm512_add_epi32(
+                acc, _mm512_madd_epi16(_mm512_unpackhi_epi8(p, zero), _mm512_set1_epi32(w23)));
         }
         acc = _mm512_srai_epi32(_mm512_add_epi32(acc, rnd), PREC);
         acc = _mm512_min_epi32(_mm512_max_epi32(acc, zero), c255);
@@ -263,9 +263,10 @@ static __attribute__((target("avx2"))) void vrow_avx2(const uint8_t *rows, size_
     vrow_scalar(rows, stride, nbytes, k, kpad, dst, i);
 }
 
-static __attribute__((target("avx512f,avx512bw"))) void
-vrow_avx512(const uint8_t *rows, size_t stride, size_t nbytes, const int16_t *k, int kpad,
-            uint8_t *dst)
+static __attribute__((target("avx512f,avx512bw"))) void vrow_avx512(const uint8_t *rows,
+                                                                    size_t stride, size_t nbytes,
+                                                                    const int16_t *k, int kpad,
+                                                                    uint8_t *dst)
 {
     const __m512i zero = _mm512_setzero_si512(), rnd = _mm512_set1_epi32(1 << (PREC - 1));
     size_t i = 0;
@@ -316,8 +317,8 @@ static void premul_scalar(const uint8_t *src, int ch, uint8_t *dst, size_t n)
 
 static __attribute__((target("avx2"))) void premul_avx2(const uint8_t *src, uint8_t *dst, size_t n)
 {
-    const __m256i abc = _mm256_setr_epi8(6, 7, 6, 7, 6, 7, 6, 7, 14, 15, 14, 15, 14, 15, 14, 15,
-                                         6, 7, 6, 7, 6, 7, 6, 7, 14, 15, 14, 15, 14, 15, 14, 15);
+    const __m256i abc = _mm256_setr_epi8(6, 7, 6, 7, 6, 7, 6, 7, 14, 15, 14, 15, 14, 15, 14, 15, 6,
+                                         7, 6, 7, 6, 7, 6, 7, 14, 15, 14, 15, 14, 15, 14, 15);
     const __m256i c255 = _mm256_set1_epi16(255), c128 = _mm256_set1_epi16(128);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {

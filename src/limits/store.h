@@ -49,6 +49,7 @@ struct sc_limits_store {
 /* The in-process store. Returns NULL on out of memory. */
 sc_limits_store_t *sc_limits_memory_new(void);
 
-const char *sc_limit_result_name(sc_limit_result_t r); /* "ok","concurrency_limit","hourly_limit","daily_limit" */
+const char *sc_limit_result_name(
+    sc_limit_result_t r); /* "ok","concurrency_limit","hourly_limit","daily_limit" */
 
 #endif

@@ -94,9 +94,8 @@ int sc_lua__metrics_l(lua_State *L)
 }
 
 static const luaL_Reg scenecomp_funcs[] = {
-    {"env", scenecomp_env},         {"log", scenecomp_log},
-    {"now", scenecomp_now},         {"bucket", sc_lua__bucket_l},
-    {"metrics", sc_lua__metrics_l}, {NULL, NULL},
+    {"env", scenecomp_env},       {"log", scenecomp_log},         {"now", scenecomp_now},
+    {"bucket", sc_lua__bucket_l}, {"metrics", sc_lua__metrics_l}, {NULL, NULL},
 };
 
 int sc_lua__open_scenecomp(lua_State *L)

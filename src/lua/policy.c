@@ -39,9 +39,9 @@ extern const size_t sc_embedded_policy_len;
 #define POLICY_LOAD_BUDGET 1.0 /* seconds for running the chunk itself */
 
 /* Registry keys (addresses only) of a policy state. */
-static const char k_policy = 'P';  /* the table the chunk returned */
-static const char k_config = 'C';  /* ctx.config, built once per state */
-static const char k_ctx_mt = 'M';  /* metatable of ctx (lazy ctx.metrics) */
+static const char k_policy = 'P'; /* the table the chunk returned */
+static const char k_config = 'C'; /* ctx.config, built once per state */
+static const char k_ctx_mt = 'M'; /* metatable of ctx (lazy ctx.metrics) */
 
 typedef struct policy_gen {
     atomic_int refs;
@@ -49,7 +49,7 @@ typedef struct policy_gen {
     double loaded_at;
     char *source;
     size_t len;
-    char origin[SC_CFG_PATH];        /* file path, or "embedded" */
+    char origin[SC_CFG_PATH];         /* file path, or "embedded" */
     char chunkname[SC_CFG_PATH + 16]; /* "@path" or "=embedded policy" */
     sc_policy_effective_t eff;
     bool has_route, has_on_error;
@@ -144,11 +144,11 @@ static const struct key_spec {
     enum key_kind kind;
     bool in_phase; /* may be overridden by phases[phase] */
 } k_keys[] = {
-    {"use_kontext", K_BOOL, true},      {"method", K_METHOD, true},
-    {"model_id", K_STRING, true},       {"timeout_seconds", K_SECONDS, true},
-    {"max_concurrent", K_COUNT, true},  {"max_per_hour", K_COUNT, true},
-    {"daily_limit", K_COUNT, true},     {"phase", K_PHASE, false},
-    {"phases", K_PHASES, false},        {"route", K_FUNC, false},
+    {"use_kontext", K_BOOL, true},       {"method", K_METHOD, true},
+    {"model_id", K_STRING, true},        {"timeout_seconds", K_SECONDS, true},
+    {"max_concurrent", K_COUNT, true},   {"max_per_hour", K_COUNT, true},
+    {"daily_limit", K_COUNT, true},      {"phase", K_PHASE, false},
+    {"phases", K_PHASES, false},         {"route", K_FUNC, false},
     {"on_kontext_error", K_FUNC, false}, {NULL, K_BOOL, false},
 };
 
@@ -163,8 +163,7 @@ static const struct key_spec *find_key(const char *name)
 /* Raises "<where>key 'k' must be <what> (got <type>)". Always raises. */
 static int bad_type(lua_State *L, const char *where, const char *key, const char *what, int idx)
 {
-    return luaL_error(L, "%skey '%s' must be %s (got %s)", where, key, what,
-                      luaL_typename(L, idx));
+    return luaL_error(L, "%skey '%s' must be %s (got %s)", where, key, what, luaL_typename(L, idx));
 }
 
 /* Checks the value at idx for spec and, when eff is not NULL, stores it there.
@@ -224,7 +223,7 @@ static void check_value(lua_State *L, int idx, const struct key_spec *spec, cons
         if (eff) {
             int *dst = strcmp(spec->name, "max_concurrent") == 0 ? &eff->max_concurrent
                        : strcmp(spec->name, "max_per_hour") == 0 ? &eff->max_per_hour
-                                                                  : &eff->daily_limit;
+                                                                 : &eff->daily_limit;
             *dst = (int)v;
         }
         break;
@@ -257,7 +256,7 @@ static void check_phase(lua_State *L, int idx, const char *name, sc_policy_effec
     if (!lua_istable(L, idx))
         luaL_error(L, "phases.%s must be a table (got %s)", name, luaL_typename(L, idx));
     int users_idx = 0;
-    lua_pushnil(L); /* nil */
+    lua_pushnil(L);            /* nil */
     while (lua_next(L, idx)) { /* key, value */
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "%skeys must be strings (got %s)", where, luaL_typename(L, -2));
@@ -277,9 +276,10 @@ static void check_phase(lua_State *L, int idx, const char *name, sc_policy_effec
         } else {
             const struct key_spec *spec = find_key(k);
             if (!spec || !spec->in_phase)
-                luaL_error(L, "%sunknown key '%s' (allowed: users, percent, use_kontext, method, "
-                              "model_id, timeout_seconds, max_concurrent, max_per_hour, "
-                              "daily_limit)",
+                luaL_error(L,
+                           "%sunknown key '%s' (allowed: users, percent, use_kontext, method, "
+                           "model_id, timeout_seconds, max_concurrent, max_per_hour, "
+                           "daily_limit)",
                            where, k);
             check_value(L, -1, spec, where, eff);
         }
@@ -304,8 +304,8 @@ static void check_phase(lua_State *L, int idx, const char *name, sc_policy_effec
                        luaL_tolstring(L, -2, NULL));
         size_t len;
         if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "%susers[%d] must be a string (got %s)", where,
-                       (int)lua_tointeger(L, -2), luaL_typename(L, -1));
+            luaL_error(L, "%susers[%d] must be a string (got %s)", where, (int)lua_tointeger(L, -2),
+                       luaL_typename(L, -1));
         const char *s = lua_tolstring(L, -1, &len);
         if (len == 0 || strlen(s) != len)
             luaL_error(L, "%susers[%d] must be a non-empty string without NUL bytes", where,
@@ -340,17 +340,18 @@ static int policy_validate_l(lua_State *L)
     policy_gen_t *g = lua_touserdata(L, 2);
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    lua_pushnil(L); /* t, nil */
+    lua_pushnil(L);          /* t, nil */
     while (lua_next(L, 1)) { /* t, key, value */
         if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_error(L, "policy table keys must be strings (got %s key %s)",
-                       luaL_typename(L, -2), luaL_tolstring(L, -2, NULL));
+            luaL_error(L, "policy table keys must be strings (got %s key %s)", luaL_typename(L, -2),
+                       luaL_tolstring(L, -2, NULL));
         const char *k = lua_tostring(L, -2);
         const struct key_spec *spec = find_key(k);
         if (!spec)
-            luaL_error(L, "unknown key '%s' (allowed: use_kontext, method, model_id, "
-                          "timeout_seconds, max_concurrent, max_per_hour, daily_limit, phase, "
-                          "phases, route, on_kontext_error)",
+            luaL_error(L,
+                       "unknown key '%s' (allowed: use_kontext, method, model_id, "
+                       "timeout_seconds, max_concurrent, max_per_hour, daily_limit, phase, "
+                       "phases, route, on_kontext_error)",
                        k);
         check_value(L, -1, spec, "", &g->eff);
         lua_pop(L, 1); /* t, key */
@@ -367,7 +368,7 @@ static int policy_validate_l(lua_State *L)
             if (lua_type(L, -2) != LUA_TSTRING)
                 luaL_error(L, "phases keys must be phase names (got %s)", luaL_typename(L, -2));
             check_phase(L, -1, lua_tostring(L, -2), NULL, NULL, NULL, NULL); /* ..., nil|blob */
-            lua_pop(L, 2); /* t, phases, name */
+            lua_pop(L, 2);                                                   /* t, phases, name */
         }
     }
     if (lua_getfield(L, 1, "phase") == LUA_TNIL) { /* t, [phases,] phase */
@@ -591,8 +592,7 @@ static lua_State *state_open(policy_gen_t *g, char *err, size_t errlen)
     sc_lua_set_owner(L, g);
     sc_limits_caps_t caps = {g->eff.max_concurrent, g->eff.max_per_hour, g->eff.daily_limit};
     sc_lua_set_caps(L, &caps);
-    if (sc_lua_run_chunk(L, g->source, g->len, g->chunkname, POLICY_LOAD_BUDGET, err, errlen) !=
-        0)
+    if (sc_lua_run_chunk(L, g->source, g->len, g->chunkname, POLICY_LOAD_BUDGET, err, errlen) != 0)
         goto fail; /* */
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "%s: the file must return a table (got %s)", g->origin,
@@ -631,7 +631,8 @@ static int validate_callbacks(lua_State *L, const policy_gen_t *g, char *err, si
         }
         if (!answer_of(L, "kontext", "pil")) {
             describe_answer(L, got, sizeof got);
-            snprintf(err, errlen, "%s: route returned %s on a sample request; expected \"kontext\" or \"pil\"",
+            snprintf(err, errlen,
+                     "%s: route returned %s on a sample request; expected \"kontext\" or \"pil\"",
                      g->origin, got);
             lua_settop(L, top);
             return -1;
@@ -648,7 +649,9 @@ static int validate_callbacks(lua_State *L, const policy_gen_t *g, char *err, si
         }
         if (!answer_of(L, "fallback", "fail")) {
             describe_answer(L, got, sizeof got);
-            snprintf(err, errlen, "%s: on_kontext_error returned %s on a sample error; expected \"fallback\" or \"fail\"",
+            snprintf(err, errlen,
+                     "%s: on_kontext_error returned %s on a sample error; expected \"fallback\" or "
+                     "\"fail\"",
                      g->origin, got);
             lua_settop(L, top);
             return -1;
@@ -662,13 +665,15 @@ static int render_effective(policy_gen_t *g)
 {
     const sc_policy_effective_t *e = &g->eff;
     sc_buf_t b = SC_BUF_INIT;
-    int rc = sc_buf_printf(&b, "{\"use_kontext\":%s,\"method\":", e->use_kontext ? "true" : "false");
+    int rc =
+        sc_buf_printf(&b, "{\"use_kontext\":%s,\"method\":", e->use_kontext ? "true" : "false");
     rc |= sc_buf_json_str(&b, e->method);
     rc |= sc_buf_puts(&b, ",\"model_id\":");
     rc |= sc_buf_json_str(&b, e->model_id);
     rc |= sc_buf_puts(&b, ",\"timeout_seconds\":");
     rc |= sc_buf_json_num(&b, e->timeout_seconds);
-    rc |= sc_buf_printf(&b, ",\"max_concurrent\":%d,\"max_per_hour\":%d,\"daily_limit\":%d,\"phase\":",
+    rc |= sc_buf_printf(&b,
+                        ",\"max_concurrent\":%d,\"max_per_hour\":%d,\"daily_limit\":%d,\"phase\":",
                         e->max_concurrent, e->max_per_hour, e->daily_limit);
     rc |= sc_buf_json_str(&b, e->phase[0] ? e->phase : NULL);
     if (g->has_percent) {
@@ -685,9 +690,9 @@ static int render_effective(policy_gen_t *g)
         }
         rc |= sc_buf_puts(&b, "]");
     }
-    rc |= sc_buf_printf(&b, ",\"route\":\"%s\",\"on_kontext_error\":\"%s\"}",
-                        g->has_route ? "custom" : "default",
-                        g->has_on_error ? "custom" : "default");
+    rc |=
+        sc_buf_printf(&b, ",\"route\":\"%s\",\"on_kontext_error\":\"%s\"}",
+                      g->has_route ? "custom" : "default", g->has_on_error ? "custom" : "default");
     if (rc) {
         sc_buf_free(&b);
         return -1;
@@ -910,9 +915,9 @@ int sc_policy_init(const sc_config_t *cfg, char *err, size_t errlen)
         sc_log_info("[Policy] %s not found, using the embedded default policy", cfg->policy_file);
         origin = "embedded";
     }
-    policy_gen_t *g = rc == 1 ? gen_load(cfg, sc_embedded_policy, sc_embedded_policy_len, origin,
-                                         err, errlen)
-                              : gen_load(cfg, src, len, origin, err, errlen);
+    policy_gen_t *g =
+        rc == 1 ? gen_load(cfg, sc_embedded_policy, sc_embedded_policy_len, origin, err, errlen)
+                : gen_load(cfg, src, len, origin, err, errlen);
     free(src);
     if (!g) {
         sc_log_error("[Policy] cannot load the policy: %s", err);
@@ -1085,8 +1090,7 @@ static int policy_reload(const char *trigger, bool only_if_changed, long long *v
         pthread_mutex_lock(&g_mu);
         snprintf(g_last_error, sizeof g_last_error, "%s", err);
         pthread_mutex_unlock(&g_mu);
-        sc_log_error("[Policy] reload refused (%s): %s; keeping version %lld", trigger, err,
-                     keep);
+        sc_log_error("[Policy] reload refused (%s): %s; keeping version %lld", trigger, err, keep);
         pthread_mutex_unlock(&g_reload_mu);
         return -1;
     }

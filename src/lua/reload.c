@@ -102,7 +102,8 @@ static void read_events(void)
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
             for (int i = 0; i < 2; i++) {
-                if (ev->wd == g_w.files[i].wd && ev->len && strcmp(ev->name, g_w.files[i].base) == 0)
+                if (ev->wd == g_w.files[i].wd && ev->len &&
+                    strcmp(ev->name, g_w.files[i].base) == 0)
                     g_w.files[i].dirty = true;
             }
             p += sizeof *ev + ev->len;

@@ -81,8 +81,7 @@ static void sandbox_hook(lua_State *L, lua_Debug *ar)
     lua_sethook(L, sandbox_hook, LUA_MASKCOUNT, 1);
     /* level 0 is the interrupted Lua function: name where the time went */
     luaL_where(L, 0);
-    lua_pushfstring(L, "timeout: Lua code ran longer than %d ms",
-                    (int)(info->budget * 1000 + 0.5));
+    lua_pushfstring(L, "timeout: Lua code ran longer than %d ms", (int)(info->budget * 1000 + 0.5));
     lua_concat(L, 2);
     lua_error(L);
 }
@@ -188,10 +187,10 @@ static void copy_table(lua_State *L, int src)
     src = lua_absindex(L, src);
     lua_newtable(L); /* copy */
     lua_pushnil(L);
-    while (lua_next(L, src)) {   /* copy, key, value */
-        lua_pushvalue(L, -2);    /* copy, key, value, key */
-        lua_insert(L, -2);       /* copy, key, key, value */
-        lua_settable(L, -4);     /* copy, key */
+    while (lua_next(L, src)) { /* copy, key, value */
+        lua_pushvalue(L, -2);  /* copy, key, value, key */
+        lua_insert(L, -2);     /* copy, key, key, value */
+        lua_settable(L, -4);   /* copy, key */
     }
 }
 
@@ -202,7 +201,7 @@ static void setup_cjson(lua_State *L)
 {
     static atomic_int warned;
     lua_getglobal(L, "require"); /* require */
-    lua_pushliteral(L, "cjson");  /* require, "cjson" */
+    lua_pushliteral(L, "cjson"); /* require, "cjson" */
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         if (!atomic_exchange(&warned, 1)) {
             sc_log_warn("[Lua] lua-cjson not available, `cjson` is nil in policy and alert "
@@ -219,9 +218,9 @@ static void setup_cjson(lua_State *L)
 static int sandbox_setup_l(lua_State *L)
 {
     static const char *const base_names[] = {
-        "assert",   "error",    "ipairs", "next",     "pairs",    "pcall",  "xpcall",
-        "rawequal", "rawget",   "rawlen", "rawset",   "select",   "tonumber", "tostring",
-        "type",     "_VERSION", "getmetatable", NULL};
+        "assert",   "error",    "ipairs", "next",     "pairs",        "pcall",
+        "xpcall",   "rawequal", "rawget", "rawlen",   "rawset",       "select",
+        "tonumber", "tostring", "type",   "_VERSION", "getmetatable", NULL};
     static const char *const os_names[] = {"time", "clock", "date", "difftime", NULL};
 
     lua_pushboolean(L, 1);
@@ -237,8 +236,8 @@ static int sandbox_setup_l(lua_State *L)
     lua_settop(L, 0);
     setup_cjson(L); /* cjson|nil */
 
-    lua_pushglobaltable(L);               /* cjson, G */
-    copy_fields(L, 2, base_names);        /* cjson, G, env */
+    lua_pushglobaltable(L);        /* cjson, G */
+    copy_fields(L, 2, base_names); /* cjson, G, env */
     int env = lua_gettop(L);
 
     lua_getfield(L, 2, "load");           /* ..., load */
@@ -258,8 +257,8 @@ static int sandbox_setup_l(lua_State *L)
     lua_getfield(L, 2, LUA_STRLIBNAME); /* ..., string */
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
-    copy_table(L, -1);                        /* ..., string, copy */
-    lua_setfield(L, env, LUA_STRLIBNAME);     /* ..., string */
+    copy_table(L, -1);                    /* ..., string, copy */
+    lua_setfield(L, env, LUA_STRLIBNAME); /* ..., string */
     lua_pop(L, 1);
     static const char *const libs[] = {LUA_TABLIBNAME, LUA_MATHLIBNAME, LUA_UTF8LIBNAME,
                                        LUA_COLIBNAME, NULL};
@@ -274,9 +273,9 @@ static int sandbox_setup_l(lua_State *L)
     lua_setfield(L, env, LUA_OSLIBNAME);
     lua_pop(L, 1);
 
-    lua_pushvalue(L, 1);                  /* ..., cjson|nil */
+    lua_pushvalue(L, 1); /* ..., cjson|nil */
     lua_setfield(L, env, "cjson");
-    sc_lua__open_scenecomp(L);            /* ..., scenecomp */
+    sc_lua__open_scenecomp(L); /* ..., scenecomp */
     lua_setfield(L, env, "scenecomp");
     lua_pushvalue(L, env);
     lua_setfield(L, env, "_G");

@@ -867,9 +867,9 @@ static int state_from_json(const cJSON *root, metrics_state_t *st, const char **
         metrics_day_t row = {0};
         if (!cJSON_IsObject(it) || !cJSON_IsString(date) ||
             sc_clock_parse_utc_date(date->valuestring, &row.day) ||
-            get_count(it, "kontext", &row.kontext) ||
-            get_count(it, "pil", &row.pil) || get_count(it, "fallbacks", &row.fallbacks) ||
-            get_count(it, "total", &row.total) || get_count(it, "scenes", &row.scenes))
+            get_count(it, "kontext", &row.kontext) || get_count(it, "pil", &row.pil) ||
+            get_count(it, "fallbacks", &row.fallbacks) || get_count(it, "total", &row.total) ||
+            get_count(it, "scenes", &row.scenes))
             return -1;
         metrics_day_t *slot = day_row(st, row.day); /* an older duplicate slot loses */
         if (slot)

@@ -35,7 +35,11 @@ int sc_fallback_reason_parse(const char *name);
  * a value callers never pass). */
 sc_fallback_reason_t sc_metrics_reason_for_limit(sc_limit_result_t r);
 
-typedef enum { SC_KONTEXT_SUCCESS = 0, SC_KONTEXT_FAILURE, SC_KONTEXT_TIMEOUT } sc_kontext_outcome_t;
+typedef enum {
+    SC_KONTEXT_SUCCESS = 0,
+    SC_KONTEXT_FAILURE,
+    SC_KONTEXT_TIMEOUT
+} sc_kontext_outcome_t;
 
 /* Loads the file (imports the limiter state into store), starts the writer
  * thread. cfg and store must outlive metrics. Returns 0 or -1 (cannot create

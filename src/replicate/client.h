@@ -21,22 +21,22 @@
 
 typedef enum {
     SC_REP_OK = 0,
-    SC_REP_TIMEOUT,        /* deadline passed anywhere (create, poll, download) */
-    SC_REP_API_ERROR,      /* failed/canceled/aborted prediction, HTTP error after retries, bad JSON */
+    SC_REP_TIMEOUT,   /* deadline passed anywhere (create, poll, download) */
+    SC_REP_API_ERROR, /* failed/canceled/aborted prediction, HTTP error after retries, bad JSON */
     SC_REP_INVALID_OUTPUT, /* output missing, not an image, or of insane size */
     SC_REP_NO_TOKEN,       /* REPLICATE_API_TOKEN unset */
 } sc_rep_status_t;
 
 typedef struct sc_rep_result {
     sc_rep_status_t status;
-    char message[512];        /* upstream reason, e.g. "prediction failed: ... (E005)" */
-    char prediction_id[64];   /* "" if none was created */
-    uint8_t *output;          /* downloaded bytes of the first output (owned) */
+    char message[512];      /* upstream reason, e.g. "prediction failed: ... (E005)" */
+    char prediction_id[64]; /* "" if none was created */
+    uint8_t *output;        /* downloaded bytes of the first output (owned) */
     size_t output_len;
-    int http_status;          /* last HTTP status seen from the API (0 = none) */
-    int attempts;             /* HTTP requests made for the create (retries included) */
-    bool cancel_sent;         /* POST .../cancel was sent */
-    double seconds;           /* submit to done */
+    int http_status;  /* last HTTP status seen from the API (0 = none) */
+    int attempts;     /* HTTP requests made for the create (retries included) */
+    bool cancel_sent; /* POST .../cancel was sent */
+    double seconds;   /* submit to done */
 } sc_rep_result_t;
 
 /* Called exactly once per accepted job, on the I/O thread. Takes ownership of

@@ -75,8 +75,9 @@ static void test_limits(void)
     CHECK_EQ_INT(sc_codec_decode(b, n, 40000, &img, &err), SC_CODEC_INVALID);
 
     /* JPEG SOF0 of 60000 x 60000 after an APP0 segment */
-    uint8_t j[] = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00, 0xFF, 0xC0, 0x00, 0x11, 0x08,
-                   0xEA, 0x60, 0xEA, 0x60, 0x03, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1};
+    uint8_t j[] = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00, 0xFF,
+                   0xC0, 0x00, 0x11, 0x08, 0xEA, 0x60, 0xEA, 0x60, 0x03,
+                   1,    0x22, 0,    2,    0x11, 1,    3,    0x11, 1};
     CHECK_EQ_INT(sc_codec_probe(j, sizeof(j), 40000000, &info), SC_CODEC_TOO_LARGE);
     CHECK_EQ_INT(info.format, SC_FMT_JPEG);
     CHECK_EQ_INT(info.height, 60000);
@@ -98,9 +99,9 @@ static void test_limits(void)
     CHECK(img.pixels == NULL);
 
     /* a first IDAT of length 0 (stb would compute NULL + 0) */
-    static const char *crash =
-        "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAFCAYAAAB4ka1VAAAADFBMVEV4nGNgGAL/AAClAAFNMdgAAAAAAElEQVQAAAD0"
-        "AAAAAElFTkSuQmCC";
+    static const char *crash = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAFCAYAAAB4ka1VAAAADFBMVEV4nGNgGAL/"
+                               "AAClAAFNMdgAAAAAAElEQVQAAAD0"
+                               "AAAAAElFTkSuQmCC";
     uint8_t raw[128];
     size_t rn = 0;
     unsigned acc = 0;
@@ -133,8 +134,8 @@ static void random_image(sc_image_t *img, int w, int h, int ch, int smooth)
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++)
             for (int c = 0; c < ch; c++) {
-                uint8_t v = smooth ? (uint8_t)((x * 3 + y * 2 + c * 40) + (rnd() % 5))
-                                   : (uint8_t)rnd();
+                uint8_t v =
+                    smooth ? (uint8_t)((x * 3 + y * 2 + c * 40) + (rnd() % 5)) : (uint8_t)rnd();
                 img->pixels[((size_t)y * w + x) * ch + c] = v;
             }
 }
@@ -315,7 +316,8 @@ static void test_jpeg_two_bands(void)
         unsigned char *one = NULL;
         unsigned long one_len = 0;
         CHECK_EQ_INT(tjCompress2(tj, img.pixels, w, w * ch, h, ch == 4 ? TJPF_RGBX : TJPF_RGB, &one,
-                                 &one_len, TJSAMP_420, 90, 0), 0);
+                                 &one_len, TJSAMP_420, 90, 0),
+                     0);
         tjDestroy(tj);
         int has_dri = 0;
         for (size_t i = 0; i + 1 < len && !has_dri; i++)
@@ -357,7 +359,8 @@ static void test_unfilter_kernels(void)
                         prev[i] = (uint8_t)rnd();
                     }
                     const uint8_t *pv = first ? NULL : prev;
-                    CHECK_EQ_INT(sc_png_unfilter_row(type, ref, src, pv, n, bpp, SC_SIMD_SCALAR), 0);
+                    CHECK_EQ_INT(sc_png_unfilter_row(type, ref, src, pv, n, bpp, SC_SIMD_SCALAR),
+                                 0);
                     for (int l = SC_SIMD_AVX2; l <= (int)top; l++) {
                         CHECK_EQ_INT(sc_png_unfilter_row(type, out, src, pv, n, bpp, l), 0);
                         CHECK(memcmp(out, ref, n) == 0);

@@ -79,7 +79,8 @@ static void test_simd_equal(void)
     /* every alpha value in one long row */
     uint8_t scene[3 * 256], prod[4 * 256], ref[3 * 256];
     for (int i = 0; i < 256; i++) {
-        prod[i * 4] = (uint8_t)rnd(), prod[i * 4 + 1] = (uint8_t)rnd(), prod[i * 4 + 2] = (uint8_t)rnd();
+        prod[i * 4] = (uint8_t)rnd(), prod[i * 4 + 1] = (uint8_t)rnd(),
+                 prod[i * 4 + 2] = (uint8_t)rnd();
         prod[i * 4 + 3] = (uint8_t)i;
     }
     for (int i = 0; i < 3 * 256; i++)
@@ -149,7 +150,7 @@ static void test_place(void)
     CHECK_EQ_INT(sc_image_alloc(&prod, 50, 30, 4), 0);
     for (int i = 0; i < 50 * 30; i++) {
         prod.pixels[i * 4] = (uint8_t)(i % 256), prod.pixels[i * 4 + 1] = 9,
-        prod.pixels[i * 4 + 2] = 200;
+                        prod.pixels[i * 4 + 2] = 200;
         prod.pixels[i * 4 + 3] = (uint8_t)(i % 3 == 0 ? 0 : i % 3 == 1 ? 255 : i * 7);
     }
     sc_place_params_t p = {0.05, 0.95, 0.5};
@@ -159,8 +160,9 @@ static void test_place(void)
     const char *err = NULL;
     CHECK_EQ_INT(sc_place_composite(&scene, &prod, &p, &err), 0);
     /* expected: full resize, composite the visible part pixel by pixel (scalar) */
-    CHECK_EQ_INT(sc_resize_lanczos_region(&prod, g.width, g.height, 0, 0, g.width, g.height,
-                                          &small, SC_SIMD_SCALAR), 0);
+    CHECK_EQ_INT(sc_resize_lanczos_region(&prod, g.width, g.height, 0, 0, g.width, g.height, &small,
+                                          SC_SIMD_SCALAR),
+                 0);
     for (int y = 0; y < g.height; y++)
         for (int x = 0; x < g.width; x++) {
             int sx = g.left + x, sy = g.top + y;
@@ -237,9 +239,9 @@ static void test_key(void)
     CHECK_EQ_INT(sc_key_background(&shot, &keyed, bg), 1);
     CHECK(abs(bg[0] - 246) <= 2 && abs(bg[1] - 245) <= 2 && abs(bg[2] - 242) <= 2);
     CHECK_EQ_INT(keyed.channels, 4);
-    CHECK_EQ_INT(keyed.pixels[3], 0);                          /* corner */
-    CHECK_EQ_INT(keyed.pixels[(25 * 60 + 20) * 4 + 3], 255);   /* body */
-    CHECK_EQ_INT(keyed.pixels[(25 * 60 + 30) * 4 + 3], 255);   /* highlight inside: kept */
+    CHECK_EQ_INT(keyed.pixels[3], 0);                        /* corner */
+    CHECK_EQ_INT(keyed.pixels[(25 * 60 + 20) * 4 + 3], 255); /* body */
+    CHECK_EQ_INT(keyed.pixels[(25 * 60 + 30) * 4 + 3], 255); /* highlight inside: kept */
     CHECK(memcmp(keyed.pixels + (25 * 60 + 20) * 4, shot.pixels + (25 * 60 + 20) * 3, 3) == 0);
     sc_image_free(&keyed);
 

@@ -12,7 +12,8 @@ static uint8_t *encode(int w, int h, int ch, int seed, size_t *len)
     CHECK_EQ_INT(sc_image_alloc(&img, w, h, ch), 0);
     for (int i = 0; i < w * h; i++)
         for (int c = 0; c < ch; c++)
-            img.pixels[i * ch + c] = (uint8_t)(c == 3 ? (i % 7 == 0 ? 0 : i * seed) : i * (c + seed));
+            img.pixels[i * ch + c] =
+                (uint8_t)(c == 3 ? (i % 7 == 0 ? 0 : i * seed) : i * (c + seed));
     uint8_t *png = NULL;
     CHECK_EQ_INT(sc_codec_encode_png(&img, &png, len), 0);
     sc_image_free(&img);

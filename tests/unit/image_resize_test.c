@@ -34,7 +34,8 @@ static void fill(sc_image_t *img, int w, int h, int ch, int mode)
 
 static void test_flat(void)
 {
-    const int dims[][4] = {{50, 40, 17, 9}, {10, 10, 33, 21}, {7, 3, 7, 3}, {1, 1, 5, 4}, {300, 2, 31, 1}};
+    const int dims[][4] = {
+        {50, 40, 17, 9}, {10, 10, 33, 21}, {7, 3, 7, 3}, {1, 1, 5, 4}, {300, 2, 31, 1}};
     for (size_t d = 0; d < 5; d++)
         for (int ch = 3; ch <= 4; ch++) {
             sc_image_t src, dst;
@@ -165,8 +166,8 @@ static void test_against_float(void)
 static void test_simd_and_windows(void)
 {
     sc_simd_level_t top = sc_simd_cpu_level();
-    const int cases[][4] = {{1000, 1000, 768, 768}, {37, 29, 13, 11},   {13, 11, 37, 29},
-                            {5, 97, 3, 200},        {333, 1, 100, 1},   {2, 2, 1, 1},
+    const int cases[][4] = {{1000, 1000, 768, 768}, {37, 29, 13, 11},  {13, 11, 37, 29},
+                            {5, 97, 3, 200},        {333, 1, 100, 1},  {2, 2, 1, 1},
                             {64, 48, 64, 48},       {101, 67, 250, 33}};
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++)
         for (int ch = 3; ch <= 4; ch++) {
@@ -178,7 +179,8 @@ static void test_simd_and_windows(void)
                     src.pixels[i * 4 + 3] = r == 0 ? 0 : r == 1 ? 255 : (uint8_t)(i % 256);
                 }
             int dw = cases[k][2], dh = cases[k][3];
-            CHECK_EQ_INT(sc_resize_lanczos_region(&src, dw, dh, 0, 0, dw, dh, &ref, SC_SIMD_SCALAR), 0);
+            CHECK_EQ_INT(sc_resize_lanczos_region(&src, dw, dh, 0, 0, dw, dh, &ref, SC_SIMD_SCALAR),
+                         0);
             for (int l = SC_SIMD_AVX2; l <= (int)top; l++) {
                 CHECK_EQ_INT(sc_resize_lanczos_region(&src, dw, dh, 0, 0, dw, dh, &out, l), 0);
                 CHECK(memcmp(out.pixels, ref.pixels, (size_t)dw * dh * ch) == 0);
@@ -191,7 +193,8 @@ static void test_simd_and_windows(void)
                 int ok = out.width == rw && out.height == rh;
                 for (int y = 0; ok && y < rh; y++)
                     ok = memcmp(out.pixels + (size_t)y * rw * ch,
-                                ref.pixels + ((size_t)(y + ry) * dw + rx) * ch, (size_t)rw * ch) == 0;
+                                ref.pixels + ((size_t)(y + ry) * dw + rx) * ch,
+                                (size_t)rw * ch) == 0;
                 CHECK(ok);
                 sc_image_free(&out);
             }

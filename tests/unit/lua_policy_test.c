@@ -88,13 +88,13 @@ static void test_precedence(void)
                     &c) == 0);
     sc_policy_current(&eff);
     CHECK_EQ_INT(eff.version, 1);
-    CHECK_EQ_INT(eff.max_concurrent, 3);    /* key over env */
-    CHECK_EQ_INT(eff.max_per_hour, 9);      /* phase over key */
-    CHECK_EQ_INT(eff.daily_limit, 700);     /* env (only the unselected phase sets it) */
-    CHECK(eff.timeout_seconds == 33);       /* env */
-    CHECK_STR(eff.model_id, "m/key");       /* key */
-    CHECK_STR(eff.method, "kontext");       /* phase over env */
-    CHECK(!eff.use_kontext);                /* env */
+    CHECK_EQ_INT(eff.max_concurrent, 3); /* key over env */
+    CHECK_EQ_INT(eff.max_per_hour, 9);   /* phase over key */
+    CHECK_EQ_INT(eff.daily_limit, 700);  /* env (only the unselected phase sets it) */
+    CHECK(eff.timeout_seconds == 33);    /* env */
+    CHECK_STR(eff.model_id, "m/key");    /* key */
+    CHECK_STR(eff.method, "kontext");    /* phase over env */
+    CHECK(!eff.use_kontext);             /* env */
     CHECK_STR(eff.phase, "p");
     /* route returns the same effective config */
     sc_policy_effective_t eff2;
@@ -127,7 +127,8 @@ static int percent_run(double percent, const char *users_in)
     for (int i = 0; i < 10000; i++) {
         snprintf(id, sizeof id, "user-%d", i);
         sc_route_t r = route_user(id, &eff);
-        bool expect = ref_bucket(id, "kontext") < percent || (users_in && strcmp(id, users_in) == 0);
+        bool expect =
+            ref_bucket(id, "kontext") < percent || (users_in && strcmp(id, users_in) == 0);
         CHECK_EQ_INT(r, expect ? SC_ROUTE_KONTEXT : SC_ROUTE_PIL);
         n += r == SC_ROUTE_KONTEXT;
     }
@@ -146,8 +147,9 @@ static void test_default_routing(void)
     CHECK(init_with("return { method = 'pil' }", &c) == 0);
     CHECK_EQ_INT(route_user("a", &eff), SC_ROUTE_PIL);
     sc_policy_shutdown();
-    CHECK(init_with("return { use_kontext = false, phase = 'f', phases = { f = { percent = 100 } } }",
-                    &c) == 0);
+    CHECK(
+        init_with("return { use_kontext = false, phase = 'f', phases = { f = { percent = 100 } } }",
+                  &c) == 0);
     CHECK_EQ_INT(route_user("a", &eff), SC_ROUTE_PIL);
     sc_policy_shutdown();
 
@@ -158,8 +160,9 @@ static void test_default_routing(void)
     sc_policy_shutdown();
 
     /* users only */
-    CHECK(init_with("return { phase = 'i', phases = { i = { users = { 'ops-1', 'qa-2', 'zed' } } } }",
-                    &c) == 0);
+    CHECK(
+        init_with("return { phase = 'i', phases = { i = { users = { 'ops-1', 'qa-2', 'zed' } } } }",
+                  &c) == 0);
     CHECK_EQ_INT(route_user("ops-1", &eff), SC_ROUTE_KONTEXT);
     CHECK_EQ_INT(route_user("qa-2", &eff), SC_ROUTE_KONTEXT);
     CHECK_EQ_INT(route_user("zed", &eff), SC_ROUTE_KONTEXT);
@@ -169,7 +172,8 @@ static void test_default_routing(void)
     sc_policy_shutdown();
 
     /* percent 30 (+ one listed user): ~30% within +-2%, each decision by the rule */
-    const char *src = "return { phase = 'l', phases = { l = { percent = 30, users = { 'user-77777' } } } }";
+    const char *src =
+        "return { phase = 'l', phases = { l = { percent = 30, users = { 'user-77777' } } } }";
     CHECK(init_with(src, &c) == 0);
     int n1 = percent_run(30, "user-77777");
     CHECK(n1 >= 2800 && n1 <= 3200);
@@ -201,34 +205,33 @@ static void test_route_function(void)
     sc_config_t c;
     sc_policy_effective_t eff;
     base_config(&c);
-    CHECK(init_with(
-              "local seen = 0\n"
-              "return {\n"
-              "  max_concurrent = 4, phase = 'p', phases = { p = { percent = 10 } },\n"
-              "  route = function(req, ctx)\n"
-              "    local u = req.user_id\n"
-              "    if u == 'bad' then error('boom for ' .. u) end\n"
-              "    if u == 'loop' then while true do end end\n"
-              "    if u == 'num' then return 42 end\n"
-              "    if u == 'word' then return 'maybe' end\n"
-              "    if u == 'global' then leak = 1 end\n"
-              "    if u == 'ctx' then\n"
-              "      assert(ctx.config.max_concurrent == 4 and ctx.config.percent == 10)\n"
-              "      assert(ctx.phase == 'p' and ctx.config.phase == 'p')\n"
-              "      assert(ctx.bucket('alice', 'kontext') == 14)\n"
-              "      assert(ctx.metrics.stats.kontext.attempts >= 0)\n"
-              "      assert(rawget(ctx, 'metrics') ~= nil)\n"
-              "      assert(req.scene.width == 1024 and req.scene.height == 768)\n"
-              "      assert(req.scene.has_alpha == false and req.product.has_alpha == true)\n"
-              "      assert(req.product.width == 512 and req.prompt == 'a prompt')\n"
-              "      assert(ctx.default_route(req) == 'pil')\n"
-              "      return 'kontext'\n"
-              "    end\n"
-              "    if u == nil then return 'pil' end\n"
-              "    return 'kontext'\n"
-              "  end,\n"
-              "}\n",
-              &c) == 0);
+    CHECK(init_with("local seen = 0\n"
+                    "return {\n"
+                    "  max_concurrent = 4, phase = 'p', phases = { p = { percent = 10 } },\n"
+                    "  route = function(req, ctx)\n"
+                    "    local u = req.user_id\n"
+                    "    if u == 'bad' then error('boom for ' .. u) end\n"
+                    "    if u == 'loop' then while true do end end\n"
+                    "    if u == 'num' then return 42 end\n"
+                    "    if u == 'word' then return 'maybe' end\n"
+                    "    if u == 'global' then leak = 1 end\n"
+                    "    if u == 'ctx' then\n"
+                    "      assert(ctx.config.max_concurrent == 4 and ctx.config.percent == 10)\n"
+                    "      assert(ctx.phase == 'p' and ctx.config.phase == 'p')\n"
+                    "      assert(ctx.bucket('alice', 'kontext') == 14)\n"
+                    "      assert(ctx.metrics.stats.kontext.attempts >= 0)\n"
+                    "      assert(rawget(ctx, 'metrics') ~= nil)\n"
+                    "      assert(req.scene.width == 1024 and req.scene.height == 768)\n"
+                    "      assert(req.scene.has_alpha == false and req.product.has_alpha == true)\n"
+                    "      assert(req.product.width == 512 and req.prompt == 'a prompt')\n"
+                    "      assert(ctx.default_route(req) == 'pil')\n"
+                    "      return 'kontext'\n"
+                    "    end\n"
+                    "    if u == nil then return 'pil' end\n"
+                    "    return 'kontext'\n"
+                    "  end,\n"
+                    "}\n",
+                    &c) == 0);
     long long e0 = route_errors();
     CHECK_EQ_INT(route_user("good", &eff), SC_ROUTE_KONTEXT); /* replaces default routing */
     CHECK_EQ_INT(route_user(NULL, &eff), SC_ROUTE_PIL);
@@ -265,8 +268,8 @@ static void test_on_kontext_error(void)
     sc_policy_route(&vip, &eff);
     CHECK(sc_policy_on_kontext_error(&eff, "timeout", "deadline passed", &vip));
     CHECK(!sc_policy_on_kontext_error(&eff, "timeout", "deadline passed", &other));
-    CHECK(!sc_policy_on_kontext_error(&eff, "api_error", "500", &vip));      /* bad answer */
-    CHECK(!sc_policy_on_kontext_error(&eff, "invalid_output", "x", &vip));   /* error */
+    CHECK(!sc_policy_on_kontext_error(&eff, "api_error", "500", &vip));    /* bad answer */
+    CHECK(!sc_policy_on_kontext_error(&eff, "invalid_output", "x", &vip)); /* error */
     sc_policy_shutdown();
     /* no function: always fallback */
     CHECK(init_with("return {}", &c) == 0);
@@ -303,7 +306,8 @@ static void test_refused(void)
         {"return { route = function() return 'maybe' end }", "route returned", "maybe"},
         {"return { route = function(req) return req.user_id:upper() and 'pil' end }",
          "without user_id", NULL},
-        {"return { on_kontext_error = function() return 'retry' end }", "on_kontext_error", "retry"},
+        {"return { on_kontext_error = function() return 'retry' end }", "on_kontext_error",
+         "retry"},
         {"return 42", "must return a table", "number"},
         {"return { 'x' }", "keys must be strings", NULL},
         {"while true do end", "timeout", NULL},
@@ -317,7 +321,8 @@ static void test_refused(void)
     base_config(&c);
     c.use_kontext = true;
     snprintf(c.method, sizeof c.method, "kontext");
-    CHECK(init_with("return { max_concurrent = 11, route = function() return 'kontext' end }", &c) == 0);
+    CHECK(init_with("return { max_concurrent = 11, route = function() return 'kontext' end }",
+                    &c) == 0);
     status(&b);
     CHECK(strstr(b.data, "\"last_error\":null") != NULL);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -342,7 +347,8 @@ static void test_refused(void)
     }
     /* a good file: published, last_error cleared */
     long long v = 0;
-    write_policy("return { max_concurrent = 12, phase = 'a', phases = { a = { percent = 50, users = {'u1'} } } }");
+    write_policy("return { max_concurrent = 12, phase = 'a', phases = { a = { percent = 50, users "
+                 "= {'u1'} } } }");
     CHECK(sc_policy_check_file(&c, g_path, err, sizeof err) == 0);
     CHECK(sc_policy_reload("test", &v, err, sizeof err) == 0);
     CHECK_EQ_INT(v, 2);
@@ -556,7 +562,8 @@ static void bench(void)
     sc_policy_effective_t eff;
     base_config(&c);
     CHECK(init_with("return { route = function(req, ctx)\n"
-                    "  if req.user_id and ctx.bucket(req.user_id, 'kontext') < 50 then return 'kontext' end\n"
+                    "  if req.user_id and ctx.bucket(req.user_id, 'kontext') < 50 then return "
+                    "'kontext' end\n"
                     "  return 'pil' end }",
                     &c) == 0);
     int n = 20000;
@@ -566,7 +573,9 @@ static void bench(void)
         route_user("bench-user", &eff);
     double lua_us = (sc_clock_mono() - t0) / n * 1e6;
     sc_policy_shutdown();
-    CHECK(init_with("return { phase = 'l', phases = { l = { percent = 25, users = { 'a', 'b' } } } }", &c) == 0);
+    CHECK(
+        init_with("return { phase = 'l', phases = { l = { percent = 25, users = { 'a', 'b' } } } }",
+                  &c) == 0);
     route_user("warm", &eff);
     t0 = sc_clock_mono();
     for (int i = 0; i < n; i++)

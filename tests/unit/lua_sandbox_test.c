@@ -53,11 +53,10 @@ static int ref_bucket(const char *key, const char *salt)
 
 static void test_allow_list(lua_State *L)
 {
-    static const char *const blocked[] = {
-        "io",         "debug",          "package",       "require",     "dofile",
-        "loadfile",   "os.execute",     "os.remove",     "os.rename",   "os.exit",
-        "os.getenv",  "os.tmpname",     "string.dump",   "('').dump",  "os.setlocale",
-        NULL};
+    static const char *const blocked[] = {"io",          "debug",     "package",      "require",
+                                          "dofile",      "loadfile",  "os.execute",   "os.remove",
+                                          "os.rename",   "os.exit",   "os.getenv",    "os.tmpname",
+                                          "string.dump", "('').dump", "os.setlocale", NULL};
     for (int i = 0; blocked[i]; i++) {
         char src[128];
         snprintf(src, sizeof src, "return %s", blocked[i]);
@@ -126,7 +125,6 @@ static void test_binary_chunks(lua_State *L)
     CHECK(sc_lua_run_chunk(L, g_bc, g_bclen, "=bytecode", 1, err, sizeof err) == -1);
     CHECK(strstr(err, "binary") != NULL);
     CHECK_EQ_INT(lua_gettop(L), top);
-
 }
 
 static void test_load(lua_State *L)
@@ -137,8 +135,9 @@ static void test_load(lua_State *L)
     lua_pushlstring(L, g_bc, g_bclen);
     lua_rawset(L, -3);
     lua_settop(L, top);
-    CHECK_STR(run(L, "local f, e = load(BC, 'x', 'b'); return f == nil and e:find('binary') ~= nil", 1),
-              "true");
+    CHECK_STR(
+        run(L, "local f, e = load(BC, 'x', 'b'); return f == nil and e:find('binary') ~= nil", 1),
+        "true");
     CHECK_STR(run(L, "return load('return 1 + 2')()", 1), "3");
     /* chunks loaded by load() run in the sandbox env too */
     CHECK_STR(run(L, "return load('return io')()", 1), "nil");
@@ -153,7 +152,8 @@ static void test_deadline(lua_State *L)
     r = run(L, "local n = 0 while true do pcall(function() while true do end end) n = n + 1 end",
             0.05);
     CHECK(starts(r, "ERR:test:") && strstr(r, "timeout: Lua code ran longer than 50 ms"));
-    r = run(L, "local ok, e repeat ok, e = pcall(function() while true do end end) until false", 0.05);
+    r = run(L, "local ok, e repeat ok, e = pcall(function() while true do end end) until false",
+            0.05);
     CHECK(starts(r, "ERR:test:") && strstr(r, "timeout: Lua code ran longer than 50 ms"));
     /* inside a coroutine as well */
     r = run(L, "local co = coroutine.wrap(function() while true do end end) co()", 0.05);
@@ -229,8 +229,9 @@ static void test_module(lua_State *L)
     CHECK_STR(run(L, "return math.abs(scenecomp.now() - os.time()) < 5", 1), "true");
     CHECK_STR(run(L, "return scenecomp.bucket('alice', 'kontext')", 1), "14");
     CHECK(starts(run(L, "return scenecomp.bucket('alice')", 1), "ERR:"));
-    CHECK_STR(run(L, "local m = scenecomp.metrics() return type(m.stats.kontext) .. "
-                     "type(m.rate_limiter) .. type(m.fallback_reasons.timeout)",
+    CHECK_STR(run(L,
+                  "local m = scenecomp.metrics() return type(m.stats.kontext) .. "
+                  "type(m.rate_limiter) .. type(m.fallback_reasons.timeout)",
                   1),
               "tabletablenumber");
     CHECK_STR(run(L, "print('print goes to the log') return 1", 1), "1");
@@ -242,8 +243,12 @@ static void test_bucket(void)
     static const struct {
         const char *key, *salt;
         int bucket;
-    } v[] = {{"alice", "kontext", 14}, {"bob", "kontext", 13}, {"user-1", "kontext", 19},
-             {"ops-1", "kontext", 24}, {"", "kontext", 34},    {"alice", "exp", 82},
+    } v[] = {{"alice", "kontext", 14},
+             {"bob", "kontext", 13},
+             {"user-1", "kontext", 19},
+             {"ops-1", "kontext", 24},
+             {"", "kontext", 34},
+             {"alice", "exp", 82},
              {"", "", 53}};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         CHECK_EQ_INT(sc_lua_bucket(v[i].key, strlen(v[i].key), v[i].salt, strlen(v[i].salt)),

@@ -9,35 +9,35 @@
 static int test_failures;
 static int test_checks;
 
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        test_checks++;                                                                 \
-        if (!(cond)) {                                                                 \
-            test_failures++;                                                           \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
-        }                                                                              \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        test_checks++;                                                                             \
+        if (!(cond)) {                                                                             \
+            test_failures++;                                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_EQ_INT(a, b)                                                                       \
-    do {                                                                                         \
-        long long va_ = (long long)(a), vb_ = (long long)(b);                                    \
-        test_checks++;                                                                           \
-        if (va_ != vb_) {                                                                        \
-            test_failures++;                                                                     \
-            fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld\n", __FILE__, __LINE__, #a, #b, \
-                    va_, vb_);                                                                   \
-        }                                                                                        \
+#define CHECK_EQ_INT(a, b)                                                                         \
+    do {                                                                                           \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                                      \
+        test_checks++;                                                                             \
+        if (va_ != vb_) {                                                                          \
+            test_failures++;                                                                       \
+            fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld\n", __FILE__, __LINE__, #a, #b,  \
+                    va_, vb_);                                                                     \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_STR(a, b)                                                                    \
-    do {                                                                                   \
-        const char *sa_ = (a), *sb_ = (b);                                                 \
-        test_checks++;                                                                     \
-        if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0) {                                       \
-            test_failures++;                                                               \
-            fprintf(stderr, "%s:%d: %s == %s failed: '%s' != '%s'\n", __FILE__, __LINE__, #a, \
-                    #b, sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                       \
-        }                                                                                  \
+#define CHECK_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *sa_ = (a), *sb_ = (b);                                                         \
+        test_checks++;                                                                             \
+        if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0) {                                               \
+            test_failures++;                                                                       \
+            fprintf(stderr, "%s:%d: %s == %s failed: '%s' != '%s'\n", __FILE__, __LINE__, #a, #b,  \
+                    sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                                   \
+        }                                                                                          \
     } while (0)
 
 static inline int test_report(const char *name)
