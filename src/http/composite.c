@@ -191,6 +191,10 @@ typedef struct answer {
 static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t *bytes, size_t len)
 {
     double secs = sc_clock_mono() - c->t_start;
+    /* The policy generation whose decision and effective config served this
+     * request (one generation per request: ops and tests can check that). */
+    char version[24];
+    snprintf(version, sizeof version, "%lld", c->eff.version);
     if (c->want_image) {
         struct MHD_Response *r = MHD_create_response_from_buffer(len, bytes, MHD_RESPMEM_MUST_FREE);
         if (!r) {
@@ -203,6 +207,7 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
         MHD_add_response_header(r, "X-Composite-Fallback", a->fallback ? "true" : "false");
         if (a->fallback_reason)
             MHD_add_response_header(r, "X-Composite-Fallback-Reason", a->fallback_reason);
+        MHD_add_response_header(r, "X-Policy-Version", version);
         return sc_http__deliver(c->mhd, 200, r);
     }
     free(bytes);
@@ -220,11 +225,20 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
                         "\"image_url\": \"/api/composites/%s.%s\"}",
                         a->width, a->height, sc_compose_format_name(c->format), c->id,
                         sc_compose_format_ext(c->format));
-    if (rc != 0) {
+    if (rc != 0 || sc_buf_puts(&b, "\n") != 0) {
         sc_buf_free(&b);
         return sc_http__send_oom(c->mhd);
     }
-    return sc_http__send_json(c->mhd, 200, &b);
+    size_t blen = 0;
+    char *body = sc_buf_steal(&b, &blen);
+    struct MHD_Response *r = MHD_create_response_from_buffer(blen, body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return sc_http__send_oom(c->mhd);
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, "X-Policy-Version", version);
+    return sc_http__deliver(c->mhd, 200, r);
 }
 
 /* ==== PIL ==== */

@@ -145,12 +145,14 @@ def test_kill_switch_within_two_seconds(server):
 
 def test_requests_never_fail_during_reloads(server):
     """2,000 composites over 4 threads while the policy flips 100 times between
-    a route function sending everyone to pil and one sending everyone to kontext."""
+    a route function sending everyone to pil and one sending everyone to kontext;
+    X-Policy-Version shows which generation served each request."""
     gen_pil = "return { max_concurrent = 1, route = function(req, ctx) return 'pil' end }\n"
     gen_kontext = "return { max_concurrent = 2, route = function(req, ctx) return 'kontext' end }\n"
     srv = server(dict(KONTEXT_ENV, HTTP_THREADS="4"), files={"lua/policy.lua": gen_pil})
     errors = []
     methods = {"pil": 0, "kontext": 0}
+    by_version = {}  # X-Policy-Version -> set of decisions seen under it
     lock = threading.Lock()
 
     def client(n):
@@ -164,8 +166,10 @@ def test_requests_never_fail_during_reloads(server):
                 if r.status_code != 200:
                     errors.append((r.status_code, r.text[:200]))
                     continue
+                decided = r.json()["requested_method"]
                 with lock:
-                    methods[r.json()["requested_method"]] += 1
+                    methods[decided] += 1
+                    by_version.setdefault(int(r.headers["X-Policy-Version"]), set()).add(decided)
             except requests.RequestException as e:
                 errors.append(repr(e))
 
@@ -187,6 +191,10 @@ def test_requests_never_fail_during_reloads(server):
     assert errors == []
     assert methods["pil"] + methods["kontext"] == 2000
     assert methods["pil"] > 0 and methods["kontext"] > 0  # both generations served
+    # never a mix: every generation (the version whose effective config served the
+    # request) made exactly one kind of decision, and many generations served
+    assert all(len(d) == 1 for d in by_version.values()), by_version
+    assert len(by_version) > 3, by_version
     body = policy(srv)
     assert body["version"] >= 101  # 100 admin reloads (the watcher may add some)
     assert body["last_error"] is None
