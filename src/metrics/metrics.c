@@ -525,6 +525,15 @@ static int prom_head(sc_buf_t *b, const char *name, const char *type, const char
     return sc_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* One metric with a single unlabelled sample: HELP, TYPE, `name value`. */
+static int prom_metric(sc_buf_t *b, const char *name, const char *type, const char *help, double v)
+{
+    int rc = prom_head(b, name, type, help);
+    rc |= sc_buf_printf(b, "%s ", name);
+    rc |= prom_num(b, v);
+    return rc | sc_buf_puts(b, "\n");
+}
+
 int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *out)
 {
     sc_metrics_snapshot_t s;
@@ -538,15 +547,13 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
     psum = g_st.p_sum;
     pthread_mutex_unlock(&g_mu);
 
-    rc |= prom_head(out, "scenecomp_composite_requests_total", "counter",
-                    "Composite requests decided (any method).");
-    rc |= sc_buf_printf(out, "scenecomp_composite_requests_total %lld\n", s.total_requests);
-    rc |= prom_head(out, "scenecomp_composite_routed_kontext_total", "counter",
-                    "Composite requests the policy routed to Kontext.");
-    rc |= sc_buf_printf(out, "scenecomp_composite_routed_kontext_total %lld\n", s.routed_kontext);
-    rc |= prom_head(out, "scenecomp_kontext_started_total", "counter",
-                    "Kontext predictions started (admitted by the limiter).");
-    rc |= sc_buf_printf(out, "scenecomp_kontext_started_total %lld\n", s.k_attempts);
+    rc |= prom_metric(out, "scenecomp_composite_requests_total", "counter",
+                      "Composite requests decided (any method).", (double)s.total_requests);
+    rc |= prom_metric(out, "scenecomp_composite_routed_kontext_total", "counter",
+                      "Composite requests the policy routed to Kontext.", (double)s.routed_kontext);
+    rc |=
+        prom_metric(out, "scenecomp_kontext_started_total", "counter",
+                    "Kontext predictions started (admitted by the limiter).", (double)s.k_attempts);
     rc |= prom_head(out, "scenecomp_kontext_predictions_total", "counter",
                     "Finished Kontext predictions by outcome (failure excludes timeout).");
     rc |= sc_buf_printf(out,
@@ -582,51 +589,37 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
                         "scenecomp_scenes_total{outcome=\"success\"} %lld\n"
                         "scenecomp_scenes_total{outcome=\"failure\"} %lld\n",
                         s.scenes_ok, s.scenes_failed);
-    rc |= prom_head(out, "scenecomp_route_errors_total", "counter",
-                    "Runtime errors in the policy route function (request sent to PIL).");
-    rc |= sc_buf_printf(out, "scenecomp_route_errors_total %lld\n", s.route_errors);
-    rc |= prom_head(out, "scenecomp_kontext_in_flight", "gauge", "Kontext predictions in flight.");
-    rc |= sc_buf_printf(out, "scenecomp_kontext_in_flight %d\n", s.in_flight);
-    rc |= prom_head(out, "scenecomp_kontext_max_concurrent", "gauge",
-                    "Effective MAX_CONCURRENT_KONTEXT.");
-    rc |= sc_buf_printf(out, "scenecomp_kontext_max_concurrent %d\n", s.max_concurrent);
-    rc |= prom_head(out, "scenecomp_kontext_last_hour", "gauge",
-                    "Kontext predictions started in the last 3600 seconds.");
-    rc |= sc_buf_printf(out, "scenecomp_kontext_last_hour %d\n", s.last_hour);
-    rc |= prom_head(out, "scenecomp_kontext_max_per_hour", "gauge",
-                    "Effective MAX_KONTEXT_PER_HOUR.");
-    rc |= sc_buf_printf(out, "scenecomp_kontext_max_per_hour %d\n", s.max_per_hour);
-    rc |= prom_head(out, "scenecomp_today_generations", "gauge",
-                    "Kontext predictions started today (UTC), as the daily limit counts them.");
-    rc |= sc_buf_printf(out, "scenecomp_today_generations %lld\n", s.today_generations);
-    rc |= prom_head(out, "scenecomp_daily_limit", "gauge",
-                    "Effective KONTEXT_DAILY_GENERATION_LIMIT.");
-    rc |= sc_buf_printf(out, "scenecomp_daily_limit %d\n", s.daily_limit);
-    rc |= prom_head(out, "scenecomp_kontext_success_ratio", "gauge",
-                    "Kontext successes / predictions started (NaN before the first start).");
-    rc |= sc_buf_puts(out, "scenecomp_kontext_success_ratio ");
-    rc |= prom_num(out, s.kontext_success_rate);
-    rc |= sc_buf_puts(out, "\n");
-    rc |= prom_head(out, "scenecomp_fallback_ratio", "gauge",
-                    "Fallbacks / requests routed to Kontext (NaN before the first one).");
-    rc |= sc_buf_puts(out, "scenecomp_fallback_ratio ");
-    rc |= prom_num(out, s.fallback_rate);
-    rc |= sc_buf_puts(out, "\n");
-    rc |= prom_head(out, "scenecomp_estimated_cost_usd_total", "counter",
-                    "Estimated Replicate spend since the last reset (upper bound).");
-    rc |= sc_buf_puts(out, "scenecomp_estimated_cost_usd_total ");
-    rc |= prom_num(out, s.cost_total_usd);
-    rc |= sc_buf_puts(out, "\n");
-    rc |= prom_head(out, "scenecomp_estimated_cost_usd_today", "gauge",
-                    "Estimated Replicate spend today (UTC, upper bound).");
-    rc |= sc_buf_puts(out, "scenecomp_estimated_cost_usd_today ");
-    rc |= prom_num(out, s.cost_today_usd);
-    rc |= sc_buf_puts(out, "\n");
-    rc |= prom_head(out, "scenecomp_metrics_since_timestamp_seconds", "gauge",
-                    "Wall time the counters start from (first start or last reset).");
-    rc |= sc_buf_puts(out, "scenecomp_metrics_since_timestamp_seconds ");
-    rc |= prom_num(out, s.since);
-    rc |= sc_buf_puts(out, "\n");
+    rc |= prom_metric(out, "scenecomp_route_errors_total", "counter",
+                      "Runtime errors in the policy route function (request sent to PIL).",
+                      (double)s.route_errors);
+    rc |= prom_metric(out, "scenecomp_kontext_in_flight", "gauge", "Kontext predictions in flight.",
+                      (double)s.in_flight);
+    rc |= prom_metric(out, "scenecomp_kontext_max_concurrent", "gauge",
+                      "Effective MAX_CONCURRENT_KONTEXT.", (double)s.max_concurrent);
+    rc |= prom_metric(out, "scenecomp_kontext_last_hour", "gauge",
+                      "Kontext predictions started in the last 3600 seconds.", (double)s.last_hour);
+    rc |= prom_metric(out, "scenecomp_kontext_max_per_hour", "gauge",
+                      "Effective MAX_KONTEXT_PER_HOUR.", (double)s.max_per_hour);
+    rc |= prom_metric(out, "scenecomp_today_generations", "gauge",
+                      "Kontext predictions started today (UTC), as the daily limit counts them.",
+                      (double)s.today_generations);
+    rc |= prom_metric(out, "scenecomp_daily_limit", "gauge",
+                      "Effective KONTEXT_DAILY_GENERATION_LIMIT.", (double)s.daily_limit);
+    rc |= prom_metric(out, "scenecomp_kontext_success_ratio", "gauge",
+                      "Kontext successes / predictions started (NaN before the first start).",
+                      (double)s.kontext_success_rate);
+    rc |= prom_metric(out, "scenecomp_fallback_ratio", "gauge",
+                      "Fallbacks / requests routed to Kontext (NaN before the first one).",
+                      (double)s.fallback_rate);
+    rc |= prom_metric(out, "scenecomp_estimated_cost_usd_total", "counter",
+                      "Estimated Replicate spend since the last reset (upper bound).",
+                      (double)s.cost_total_usd);
+    rc |= prom_metric(out, "scenecomp_estimated_cost_usd_today", "gauge",
+                      "Estimated Replicate spend today (UTC, upper bound).",
+                      (double)s.cost_today_usd);
+    rc |= prom_metric(out, "scenecomp_metrics_since_timestamp_seconds", "gauge",
+                      "Wall time the counters start from (first start or last reset).",
+                      (double)s.since);
     if (rc != 0) {
         out->len = mark;
         if (out->data)
