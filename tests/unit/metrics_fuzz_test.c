@@ -20,6 +20,7 @@
 #include "core/clock.h"
 #include "core/fsutil.h"
 #include "metrics/metrics.h"
+#include "metrics_files.h"
 #include "test.h"
 
 static char g_dir[64];
@@ -39,28 +40,6 @@ static uint64_t rnd(void)
 static size_t rnd_below(size_t n)
 {
     return n ? (size_t)(rnd() % n) : 0;
-}
-
-static int corrupt_files(char *last, size_t lastlen)
-{
-    int n = 0;
-    DIR *d = opendir(g_dir);
-    struct dirent *e;
-    while (d && (e = readdir(d)) != NULL)
-        if (strncmp(e->d_name, "composite_metrics.json.corrupt-", 31) == 0) {
-            n++;
-            snprintf(last, lastlen, "%s/%s", g_dir, e->d_name);
-        }
-    if (d)
-        closedir(d);
-    return n;
-}
-
-static void remove_corrupt_files(void)
-{
-    char p[512];
-    while (corrupt_files(p, sizeof p) > 0)
-        unlink(p);
 }
 
 /* ==== Inputs ==== */
@@ -243,7 +222,7 @@ static int g_accepted, g_rejected;
 static void run_case(const blob_t *b, const char *label)
 {
     double now = sc_clock_wall();
-    remove_corrupt_files();
+    remove_corrupt_files_in(g_dir);
     CHECK_EQ_INT(sc_fs_write_atomic(g_file, b->data, b->len), 0);
     sc_limits_store_t *st = sc_limits_memory_new();
     CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0); /* the service always starts */
@@ -251,7 +230,7 @@ static void run_case(const blob_t *b, const char *label)
     sc_limits_caps_t caps = {5, 50, 500};
     sc_metrics_snapshot(now, &caps, &s);
     char aside[512] = "";
-    int moved = corrupt_files(aside, sizeof aside);
+    int moved = corrupt_files_in(g_dir, aside, sizeof aside);
     struct stat sb;
     int present = stat(g_file, &sb) == 0;
     CHECK(moved + present == 1);
@@ -415,7 +394,7 @@ int main(void)
 
     free(valid.data);
     unlink(g_file);
-    remove_corrupt_files();
+    remove_corrupt_files_in(g_dir);
     CHECK_EQ_INT(rmdir(g_dir), 0);
     return test_report("metrics_fuzz_test");
 }

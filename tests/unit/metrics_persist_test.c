@@ -16,6 +16,7 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "metrics/metrics.h"
+#include "metrics_files.h"
 #include "test.h"
 
 static char g_dir[64];
@@ -27,31 +28,6 @@ static int exists(const char *p)
 {
     struct stat st;
     return stat(p, &st) == 0;
-}
-
-/* Number of composite_metrics.json.corrupt-* files; the newest name in last. */
-static int corrupt_files(char *last, size_t lastlen)
-{
-    int n = 0;
-    DIR *d = opendir(g_dir);
-    struct dirent *e;
-    while (d && (e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, "composite_metrics.json.corrupt-", 31) == 0) {
-            n++;
-            if (last)
-                snprintf(last, lastlen, "%s/%s", g_dir, e->d_name);
-        }
-    }
-    if (d)
-        closedir(d);
-    return n;
-}
-
-static void remove_corrupt_files(void)
-{
-    char p[512];
-    while (corrupt_files(p, sizeof p) > 0)
-        unlink(p);
 }
 
 static char *slurp(const char *p)
@@ -158,7 +134,7 @@ static void test_round_trip(void)
     /* restart */
     sc_limits_store_t *b = sc_limits_memory_new();
     CHECK_EQ_INT(sc_metrics_init(&g_cfg, b), 0);
-    CHECK_EQ_INT(corrupt_files(NULL, 0), 0);
+    CHECK_EQ_INT(corrupt_files_in(g_dir, NULL, 0), 0);
     sc_metrics_snapshot_t after = snap(now);
     CHECK_EQ_INT(after.k_attempts, 3);
     CHECK_EQ_INT(after.k_attempts, before.k_attempts);
@@ -255,12 +231,12 @@ static void test_reset_persists(void)
 static void expect_moved_aside(const char *label, const char *content)
 {
     double now = sc_clock_wall();
-    remove_corrupt_files();
+    remove_corrupt_files_in(g_dir);
     CHECK_EQ_INT(spit(g_file, content), 0);
     sc_limits_store_t *st = sc_limits_memory_new();
     CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
     char aside[512] = "";
-    int n = corrupt_files(aside, sizeof aside);
+    int n = corrupt_files_in(g_dir, aside, sizeof aside);
     if (n != 1 || exists(g_file))
         fprintf(stderr, "not moved aside: %s\n", label);
     CHECK_EQ_INT(n, 1);
@@ -369,19 +345,19 @@ static void test_unusable_files(void)
     cJSON_AddNumberToObject(j, "future_field", 1);
     extra = cJSON_Print(j);
     cJSON_Delete(j);
-    remove_corrupt_files();
+    remove_corrupt_files_in(g_dir);
     spit(g_file, extra);
     free(extra);
     sc_limits_store_t *st = sc_limits_memory_new();
     CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
-    CHECK_EQ_INT(corrupt_files(NULL, 0), 0);
+    CHECK_EQ_INT(corrupt_files_in(g_dir, NULL, 0), 0);
     CHECK_EQ_INT(snap(now).k_attempts, 1);
     CHECK_EQ_INT(snap(now).today_generations, 1);
     sc_metrics_shutdown();
     st->destroy(st);
 
     /* two bad files in the same second are both kept */
-    remove_corrupt_files();
+    remove_corrupt_files_in(g_dir);
     for (int i = 0; i < 2; i++) {
         spit(g_file, "{bad");
         st = sc_limits_memory_new();
@@ -390,8 +366,8 @@ static void test_unusable_files(void)
         st->destroy(st);
         unlink(g_file);
     }
-    CHECK(corrupt_files(NULL, 0) == 2);
-    remove_corrupt_files();
+    CHECK(corrupt_files_in(g_dir, NULL, 0) == 2);
+    remove_corrupt_files_in(g_dir);
     free(valid);
 }
 
@@ -449,7 +425,7 @@ int main(void)
     free(text);
     unlink(log);
     unlink(g_file);
-    remove_corrupt_files();
+    remove_corrupt_files_in(g_dir);
     CHECK_EQ_INT(rmdir(g_dir), 0);
     return test_report("metrics_persist_test");
 }
