@@ -8,7 +8,13 @@ PKGS=(
   liblua5.4-dev lua5.4 lua-cjson lua-busted
   libmicrohttpd-dev libcurl4-openssl-dev libstb-dev
   libdeflate-dev libturbojpeg0-dev libcjson-dev
-  python3 python3-pytest python3-pil curl clang-format
+  python3 python3-pytest python3-pil python3-requests curl clang-format
+  # Fleet (LIMITS_STORE=redis) and its tests: hiredis, a real redis-server, nginx in front.
+  libhiredis-dev redis-server nginx-light
+  # Webhook signatures (HMAC-SHA256).
+  libssl-dev
+  # Fuzzers (libFuzzer) in test.sh and scripts/fuzz.sh.
+  clang libclang-rt-14-dev
 )
 # Benchmarks only (scripts/bench.sh): wrk, nginx, the FastAPI + Pillow anchor.
 if [ "${SC_BENCH_DEPS:-0}" = 1 ]; then
