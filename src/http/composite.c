@@ -300,10 +300,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     sc_limits_caps_t caps = {c->eff.max_concurrent, c->eff.max_per_hour, c->eff.daily_limit};
     sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps);
     if (lr != SC_LIMIT_OK) {
-        sc_fallback_reason_t r = lr == SC_LIMIT_CONCURRENCY ? SC_FB_CONCURRENCY_LIMIT
-                                 : lr == SC_LIMIT_HOURLY    ? SC_FB_HOURLY_LIMIT
-                                                            : SC_FB_DAILY_LIMIT;
-        return fall_back(c, r, "refused by the rate limiter");
+        return fall_back(c, sc_fallback_reason_for_limit(lr), "refused by the rate limiter");
     }
     c->limiter_held = true;
     sc_metrics_kontext_started(sc_clock_wall());
@@ -333,20 +330,6 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
         sc_http__resume_from_callback(c, res);
     }
     return MHD_YES;
-}
-
-static sc_fallback_reason_t reason_of(sc_rep_status_t s)
-{
-    switch (s) {
-    case SC_REP_TIMEOUT:
-        return SC_FB_TIMEOUT;
-    case SC_REP_INVALID_OUTPUT:
-        return SC_FB_INVALID_OUTPUT;
-    case SC_REP_NO_TOKEN:
-        return SC_FB_NO_TOKEN;
-    default:
-        return SC_FB_API_ERROR;
-    }
 }
 
 /* The Kontext output as the final image: decoded, at the scene's size, encoded.
@@ -413,7 +396,7 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
         msg = err ? err : "output does not decode as an image";
     }
 
-    sc_fallback_reason_t reason = reason_of(st);
+    sc_fallback_reason_t reason = sc_fallback_reason_for_replicate(st);
     const char *reason_name = sc_fallback_reason_name(reason);
     sc_metrics_kontext_finished(
         sc_clock_wall(), st == SC_REP_TIMEOUT ? SC_KONTEXT_TIMEOUT : SC_KONTEXT_FAILURE, secs);

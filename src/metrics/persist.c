@@ -25,6 +25,8 @@
 #define FILE_NAME "composite_metrics.json"
 #define FILE_VERSION 1
 #define MAX_COUNT 9007199254740992.0 /* 2^53: exact in a JSON double */
+/* Fallback reasons every file has held since version 1 (timeout .. no_token). */
+#define FILE_V1_REASONS SC_FB_CIRCUIT_OPEN
 
 /* g_io_mu orders whole saves so an older copy never overwrites a newer one;
  * the writer flags are guarded by sc_metrics__mu. */
@@ -252,9 +254,15 @@ static int state_from_json(const cJSON *root, metrics_state_t *st, const char **
     reasons = cJSON_GetObjectItemCaseSensitive(root, "fallback_reasons");
     if (!cJSON_IsObject(reasons))
         return -1;
-    for (int i = 0; i < SC_FB__COUNT; i++)
-        if (get_count(reasons, sc_fallback_reason_name((sc_fallback_reason_t)i), &st->reasons[i]))
+    /* Reasons added after the first file format may be missing from an older
+     * file (they were 0 then); one that is present must be a valid count. */
+    for (int i = 0; i < SC_FB__COUNT; i++) {
+        const char *name = sc_fallback_reason_name((sc_fallback_reason_t)i);
+        if (i >= FILE_V1_REASONS && !cJSON_GetObjectItemCaseSensitive(reasons, name))
+            continue;
+        if (get_count(reasons, name, &st->reasons[i]))
             return -1;
+    }
 
     *why = "bad kontext_recent_seconds";
     recent = cJSON_GetObjectItemCaseSensitive(root, "kontext_recent_seconds");

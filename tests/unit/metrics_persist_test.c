@@ -319,6 +319,9 @@ static void test_unusable_files(void)
         {"counters.kontext_success_seconds", "-3"},
         {"fallback_reasons", "{}"},
         {"fallback_reasons.timeout", "null"},
+        {"fallback_reasons.no_token", NULL},
+        {"fallback_reasons.circuit_open", "-1"},
+        {"fallback_reasons.interrupted", "\"2\""},
         {"kontext_recent_seconds", "{}"},
         {"kontext_recent_seconds", "[1, -2]"},
         {"daily", "{}"},
@@ -371,6 +374,41 @@ static void test_unusable_files(void)
     free(valid);
 }
 
+/* A file written before circuit_open, budget_pacing, limiter_unavailable and
+ * interrupted existed lacks them: it is used (they count from 0), not moved aside. */
+static void test_file_without_new_reasons(void)
+{
+    double now = sc_clock_wall();
+    char *valid = make_valid_file(now);
+    CHECK(valid != NULL);
+    if (!valid)
+        return;
+    cJSON *j = cJSON_Parse(valid);
+    cJSON *reasons = cJSON_GetObjectItem(j, "fallback_reasons");
+    const char *added[] = {"circuit_open", "budget_pacing", "limiter_unavailable", "interrupted"};
+    for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
+        CHECK(cJSON_GetObjectItem(reasons, added[i]) != NULL); /* the writer writes them */
+        cJSON_DeleteItemFromObject(reasons, added[i]);
+    }
+    cJSON_ReplaceItemInObject(reasons, "timeout", cJSON_CreateNumber(4));
+    char *old = cJSON_Print(j);
+    cJSON_Delete(j);
+    remove_corrupt_files_in(g_dir);
+    spit(g_file, old);
+    free(old);
+    sc_limits_store_t *st = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
+    CHECK_EQ_INT(corrupt_files_in(g_dir, NULL, 0), 0);
+    sc_metrics_snapshot_t s = snap(now);
+    CHECK_EQ_INT(s.k_attempts, 1);
+    CHECK_EQ_INT(s.fallback_reasons[SC_FB_TIMEOUT], 4);
+    CHECK_EQ_INT(s.fallback_reasons[SC_FB_CIRCUIT_OPEN], 0);
+    CHECK_EQ_INT(s.fallback_reasons[SC_FB_INTERRUPTED], 0);
+    sc_metrics_shutdown();
+    st->destroy(st);
+    free(valid);
+}
+
 /* The path is a directory: nothing to load, writes fail, nothing crashes. */
 static void test_unwritable(void)
 {
@@ -414,6 +452,7 @@ int main(void)
     test_writer();
     test_reset_persists();
     test_unusable_files();
+    test_file_without_new_reasons();
     test_unwritable();
 
     sc_log_close();
