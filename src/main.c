@@ -303,7 +303,15 @@ static int cmd_serve(void)
     }
     sc_limiter_init(store);
     limiter_up = true;
-    if (sc_metrics_init(cfg, sc_limiter_store()) != 0) {
+    /* Scenes are paid too: their own caps, over their own store instance. */
+    sc_limits_store_t *scene_store = sc_limits_memory_new();
+    if (!scene_store) {
+        sc_log_error("out of memory creating the scene limiter");
+        goto out;
+    }
+    sc_limiter_install(sc_limiter_scene(), scene_store);
+    if (sc_metrics_init_with_scenes(cfg, sc_limiter_store(),
+                                    sc_limiter_store_of(sc_limiter_scene())) != 0) {
         sc_log_error("cannot start metrics in LOGS_DIR '%s'", cfg->logs_dir);
         goto out;
     }
@@ -372,8 +380,10 @@ out:
         sc_policy_shutdown();
     if (metrics_up)
         sc_metrics_shutdown();
-    if (limiter_up)
+    if (limiter_up) {
         sc_limiter_shutdown();
+        sc_limiter_install(sc_limiter_scene(), NULL);
+    }
     sc_log_info(rc == 0 ? "stopped" : "start-up failed");
     sc_log_close();
     free(cfg);

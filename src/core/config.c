@@ -125,6 +125,9 @@ void sc_config_defaults(sc_config_t *c)
     c->kontext_daily_limit = 500;
     snprintf(c->scene_model_id, sizeof c->scene_model_id, "black-forest-labs/flux-schnell");
     c->scene_timeout_seconds = 60;
+    c->scene_max_concurrent = 5;
+    c->scene_max_per_hour = 100;
+    c->scene_daily_limit = 1000;
     snprintf(c->replicate_api_base, sizeof c->replicate_api_base, "https://api.replicate.com/v1");
     snprintf(c->logs_dir, sizeof c->logs_dir, "logs");
     snprintf(c->output_dir, sizeof c->output_dir, "output");
@@ -254,6 +257,11 @@ int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t er
         get_int("HTTP_THREADS", &c->http_threads, 0, 256, err, errlen) || S("LOG_LEVEL", log_level))
         return -1;
 #undef S
+    /* Scene caps (same ranges as the Kontext ones). */
+    if (get_int("SCENE_MAX_CONCURRENT", &c->scene_max_concurrent, 0, 100000, err, errlen) ||
+        get_int("SCENE_MAX_PER_HOUR", &c->scene_max_per_hour, 0, 100000000, err, errlen) ||
+        get_int("SCENE_DAILY_LIMIT", &c->scene_daily_limit, 0, 100000000, err, errlen))
+        return -1;
     if (strcmp(c->method, "pil") != 0 && strcmp(c->method, "kontext") != 0) {
         snprintf(err, errlen, "COMPOSITE_METHOD must be 'pil' or 'kontext' (got '%.64s')",
                  c->method);

@@ -39,6 +39,11 @@ typedef struct sc_config {
     double scene_price_usd;               /* SCENE_PRICE_USD, 0.003 per image */
     int http_threads;                     /* HTTP_THREADS, 0 = 2 x cores (min 4) */
     char log_level[16];                   /* LOG_LEVEL, "info" */
+
+    /* Caps on scene predictions (paid, no local fallback: over a cap, 429). */
+    int scene_max_concurrent; /* SCENE_MAX_CONCURRENT, 5 */
+    int scene_max_per_hour;   /* SCENE_MAX_PER_HOUR, 100 (sliding 60 minutes) */
+    int scene_daily_limit;    /* SCENE_DAILY_LIMIT, 1000 (per UTC day) */
 } sc_config_t;
 
 /* Fills c with defaults, then the .env file at dotenv_path (may be NULL or

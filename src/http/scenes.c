@@ -1,7 +1,15 @@
 /* POST /api/scenes: generate a scene with SCENE_MODEL_ID on Replicate. The JSON
  * body is parsed with cJSON; the job runs with the connection suspended; the
  * output is decoded (untrusted), saved as OUTPUT_DIR/scenes/<id>.png and served
- * by GET /api/scenes/<id>.png. Scenes are not rate limited by the Kontext limiter. */
+ * by GET /api/scenes/<id>.png.
+ *
+ * Scenes are paid predictions with no local fallback, so they have their own
+ * caps (SCENE_MAX_CONCURRENT, SCENE_MAX_PER_HOUR, SCENE_DAILY_LIMIT) enforced by
+ * the scene limiter: over a cap the answer is 429 rate_limited with Retry-After.
+ * A slot is taken before the prediction is submitted and given back in the
+ * Replicate done callback, which runs exactly once per accepted job whatever
+ * happens to the client (success, failure, timeout, disconnect), or at once
+ * when the job is never queued. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +22,7 @@
 #include "core/log.h"
 #include "http/compose.h"
 #include "http/conn.h"
+#include "limits/limiter.h"
 #include "metrics/metrics.h"
 #include "replicate/inputs.h"
 
@@ -29,9 +38,52 @@ static bool aspect_ok(const char *s)
     return false;
 }
 
+/* Curl I/O thread: the prediction ended, so its slot is free again. */
 static void on_scene_done(sc_rep_result_t *res, void *ud)
 {
+    sc_limiter_release_on(sc_limiter_scene());
     sc_http__resume_from_callback(ud, res);
+}
+
+/* 429 rate_limited with Retry-After (whole seconds). */
+static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_result_t lr,
+                                         int retry_after, const sc_limits_caps_t *caps)
+{
+    char msg[160];
+    switch (lr) {
+    case SC_LIMIT_DAILY:
+        snprintf(msg, sizeof msg, "scene daily limit reached (%d per UTC day)", caps->daily_limit);
+        break;
+    case SC_LIMIT_HOURLY:
+        snprintf(msg, sizeof msg, "scene hourly limit reached (%d in any 60 minutes)",
+                 caps->max_per_hour);
+        break;
+    case SC_LIMIT_CONCURRENCY:
+    case SC_LIMIT_OK:
+        snprintf(msg, sizeof msg, "too many scenes in progress (at most %d at once)",
+                 caps->max_concurrent);
+        break;
+    }
+    sc_buf_t b = SC_BUF_INIT;
+    int rc = sc_buf_puts(&b, "{\"error\": {\"code\": \"rate_limited\", \"message\": ");
+    rc |= sc_buf_json_str(&b, msg);
+    rc |= sc_buf_puts(&b, "}}\n");
+    if (rc != 0) {
+        sc_buf_free(&b);
+        return sc_http__send_oom(conn);
+    }
+    size_t len = 0;
+    char *data = sc_buf_steal(&b, &len);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(data);
+        return sc_http__send_oom(conn);
+    }
+    char secs[16];
+    snprintf(secs, sizeof secs, "%d", retry_after);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+    return sc_http__deliver(conn, 429, r);
 }
 
 enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
@@ -83,8 +135,20 @@ enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
                                 "scene generation needs REPLICATE_API_TOKEN");
         goto done;
     }
+    /* Admission last, once the request is known to be good: a refused or
+     * malformed request never holds a slot. */
+    sc_limits_caps_t caps = {c->cfg->scene_max_concurrent, c->cfg->scene_max_per_hour,
+                             c->cfg->scene_daily_limit};
+    double now = sc_clock_wall();
+    sc_limit_result_t lr = sc_limiter_take_on(sc_limiter_scene(), now, &caps);
+    if (lr != SC_LIMIT_OK) {
+        int wait = sc_limiter_retry_after(sc_limiter_scene(), lr, now, &caps);
+        r = send_rate_limited(c->mhd, lr, wait, &caps);
+        goto done;
+    }
     char *json = NULL;
     if (sc_inputs_scene(prompt->valuestring, ar, has_seed, seed_v, &json) != 0) {
+        sc_limiter_release_on(sc_limiter_scene());
         r = sc_http__send_oom(c->mhd);
         goto done;
     }
@@ -96,6 +160,8 @@ enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
     sc_http__suspend(c);
     if (sc_replicate_submit(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds,
                             on_scene_done, c) != 0) {
+        /* Not queued, so no callback will come: give the slot back here. */
+        sc_limiter_release_on(sc_limiter_scene());
         sc_rep_result_t *res = calloc(1, sizeof *res);
         if (res) {
             res->status = SC_REP_API_ERROR;

@@ -18,6 +18,7 @@ pthread_mutex_t sc_metrics__mu = PTHREAD_MUTEX_INITIALIZER;
 metrics_state_t sc_metrics__st;
 const sc_config_t *sc_metrics__cfg;
 sc_limits_store_t *sc_metrics__store;
+sc_limits_store_t *sc_metrics__scene_store;
 
 /* ==== State helpers (caller holds sc_metrics__mu unless the state is private) ==== */
 
@@ -222,18 +223,21 @@ void sc_metrics_snapshot(double now, const sc_limits_caps_t *caps, sc_metrics_sn
     double recent[RECENT_N];
     int nrecent;
     long long scenes_today, kontext_today_row;
-    sc_limits_counts_t counts = {0, 0, -1};
-    sc_limits_store_t *store;
+    sc_limits_counts_t counts = {0, 0, -1}, scounts = {0, 0, 0};
+    sc_limits_store_t *store, *scene_store;
     const sc_config_t *cfg;
     double kprice, sprice;
 
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&sc_metrics__mu);
     store = sc_metrics__store;
+    scene_store = sc_metrics__scene_store;
     cfg = sc_metrics__cfg;
     pthread_mutex_unlock(&sc_metrics__mu);
     if (store) /* outside sc_metrics__mu: the store has its own lock */
         store->count(store, now, &counts);
+    if (scene_store)
+        scene_store->count(scene_store, now, &scounts);
 
     pthread_mutex_lock(&sc_metrics__mu);
     const metrics_state_t *st = &sc_metrics__st;
@@ -282,6 +286,14 @@ void sc_metrics_snapshot(double now, const sc_limits_caps_t *caps, sc_metrics_sn
         out->daily_limit = cfg->kontext_daily_limit;
         out->max_concurrent = cfg->max_concurrent_kontext;
         out->max_per_hour = cfg->max_kontext_per_hour;
+    }
+    out->scene_in_flight = scounts.in_flight;
+    out->scene_last_hour = scounts.last_hour;
+    out->scene_today = scounts.today;
+    if (cfg) {
+        out->scene_max_concurrent = cfg->scene_max_concurrent;
+        out->scene_max_per_hour = cfg->scene_max_per_hour;
+        out->scene_daily_limit = cfg->scene_daily_limit;
     }
     prices(cfg, &kprice, &sprice);
     out->cost_today_usd = (double)out->today_generations * kprice + (double)scenes_today * sprice;

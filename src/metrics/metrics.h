@@ -2,7 +2,8 @@
  * reason, daily rows, estimated cost; JSON snapshots for the admin endpoints,
  * Prometheus text, and persistence to LOGS_DIR/composite_metrics.json (written
  * atomically by a background thread at most ~1 s after a change; the file also
- * carries the limiter's hour window and day counter, so limits survive restarts).
+ * carries the limiters' hour windows and day counters, Kontext's and the scenes',
+ * so limits survive restarts).
  * A corrupt file is moved aside (composite_metrics.json.corrupt-<ts>) with a
  * warning and the service starts fresh. Thread-safe; no Lua. */
 #ifndef SCENECOMP_METRICS_METRICS_H
@@ -25,6 +26,10 @@ typedef enum {
  * thread. cfg and store must outlive metrics. Returns 0 or -1 (cannot create
  * LOGS_DIR). */
 int sc_metrics_init(const sc_config_t *cfg, sc_limits_store_t *store);
+/* As sc_metrics_init, and the scene limiter's store (may be NULL) is persisted
+ * (key "scene_limiter"), reset and shown the same way. */
+int sc_metrics_init_with_scenes(const sc_config_t *cfg, sc_limits_store_t *store,
+                                sc_limits_store_t *scene_store);
 /* Flushes synchronously and stops the writer thread. */
 void sc_metrics_shutdown(void);
 
@@ -53,6 +58,10 @@ typedef struct sc_metrics_snapshot {
     int in_flight, max_concurrent, last_hour, max_per_hour;
     double cost_today_usd, cost_total_usd;
     long long scenes_ok, scenes_failed, route_errors;
+    /* The scene limiter (zero without one) and SCENE_* caps (zero before init). */
+    int scene_in_flight, scene_last_hour;
+    long long scene_today;
+    int scene_max_concurrent, scene_max_per_hour, scene_daily_limit;
     double since; /* wall time of the first record or last reset */
 } sc_metrics_snapshot_t;
 

@@ -41,7 +41,8 @@ extern pthread_mutex_t sc_metrics__mu;
 extern metrics_state_t sc_metrics__st;
 /* Set by sc_metrics_init, cleared by sc_metrics_shutdown (under the mutex). */
 extern const sc_config_t *sc_metrics__cfg;
-extern sc_limits_store_t *sc_metrics__store;
+extern sc_limits_store_t *sc_metrics__store;       /* Kontext limiter's */
+extern sc_limits_store_t *sc_metrics__scene_store; /* scene limiter's, may be NULL */
 
 /* ==== counters.c: state helpers (caller holds the mutex unless st is private) ==== */
 

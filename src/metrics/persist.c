@@ -52,9 +52,11 @@ void sc_metrics__touch(void)
 
 /* ==== The metrics file ==== */
 
-/* Builds the file's JSON from a private copy of the state plus the limiter's
- * export (may be NULL when the store persists itself). Caller frees. */
-static char *state_to_json(const metrics_state_t *st, cJSON *limiter, double now)
+/* Builds the file's JSON from a private copy of the state plus the limiters'
+ * exports (each may be NULL: no such store, or it persists itself). Takes
+ * ownership of both exports. Caller frees the result. */
+static char *state_to_json(const metrics_state_t *st, cJSON *limiter, cJSON *scene_limiter,
+                           double now)
 {
     char when[32];
     char *text = NULL;
@@ -129,9 +131,14 @@ static char *state_to_json(const metrics_state_t *st, cJSON *limiter, double now
         cJSON_AddItemToObject(root, "limiter", limiter);
         limiter = NULL; /* owned by root now */
     }
+    if (scene_limiter) {
+        cJSON_AddItemToObject(root, "scene_limiter", scene_limiter);
+        scene_limiter = NULL;
+    }
     text = cJSON_Print(root);
 done:
     cJSON_Delete(limiter);
+    cJSON_Delete(scene_limiter);
     cJSON_Delete(root);
     return text;
 }
@@ -142,8 +149,8 @@ done:
 int sc_metrics__save_now(double now)
 {
     metrics_state_t *copy = malloc(sizeof *copy);
-    sc_limits_store_t *store;
-    cJSON *limiter = NULL;
+    sc_limits_store_t *store, *scene_store;
+    cJSON *limiter = NULL, *scene_limiter = NULL;
     char *text = NULL;
     int rc = -1;
 
@@ -153,6 +160,7 @@ int sc_metrics__save_now(double now)
     pthread_mutex_lock(&sc_metrics__mu);
     *copy = sc_metrics__st;
     store = sc_metrics__store;
+    scene_store = sc_metrics__scene_store;
     g_dirty = 0;
     pthread_mutex_unlock(&sc_metrics__mu);
     if (store && store->export_state) {
@@ -160,7 +168,13 @@ int sc_metrics__save_now(double now)
         if (!limiter)
             goto fail_dirty;
     }
-    text = state_to_json(copy, limiter, now); /* takes limiter */
+    if (scene_store && scene_store->export_state) {
+        scene_limiter = scene_store->export_state(scene_store, now);
+        if (!scene_limiter)
+            goto fail_dirty;
+    }
+    text = state_to_json(copy, limiter, scene_limiter, now); /* takes both */
+    limiter = scene_limiter = NULL;
     if (!text)
         goto fail_dirty;
     if (sc_fs_write_atomic(g_path, text, strlen(text)) != 0) {
@@ -180,6 +194,8 @@ fail_dirty:
     pthread_mutex_unlock(&sc_metrics__mu);
 done:
     pthread_mutex_unlock(&g_io_mu);
+    cJSON_Delete(limiter);
+    cJSON_Delete(scene_limiter);
     free(text);
     free(copy);
     return rc;
@@ -373,6 +389,18 @@ static void load_file(double now)
             goto done;
         }
     }
+    /* The scene limiter's state is optional: files written before scenes had
+     * caps lack it (a fresh window then). One that is present must import, or
+     * the whole file is set aside, the Kontext state just imported included. */
+    sc_limits_store_t *ss = sc_metrics__scene_store;
+    const cJSON *slim = cJSON_GetObjectItemCaseSensitive(root, "scene_limiter");
+    if (ss && ss->import_state && slim &&
+        (!cJSON_IsObject(slim) || ss->import_state(ss, slim, now) != 0)) {
+        if (sc_metrics__store)
+            sc_metrics__store->reset(sc_metrics__store);
+        move_aside("bad scene_limiter state");
+        goto done;
+    }
     pthread_mutex_lock(&sc_metrics__mu);
     sc_metrics__st = *st;
     pthread_mutex_unlock(&sc_metrics__mu);
@@ -425,6 +453,12 @@ static void *writer_main(void *arg)
 
 int sc_metrics_init(const sc_config_t *cfg, sc_limits_store_t *store)
 {
+    return sc_metrics_init_with_scenes(cfg, store, NULL);
+}
+
+int sc_metrics_init_with_scenes(const sc_config_t *cfg, sc_limits_store_t *store,
+                                sc_limits_store_t *scene_store)
+{
     pthread_condattr_t attr;
     double now = sc_clock_wall();
 
@@ -449,6 +483,7 @@ int sc_metrics_init(const sc_config_t *cfg, sc_limits_store_t *store)
     sc_metrics__state_zero(&sc_metrics__st, now);
     sc_metrics__cfg = cfg;
     sc_metrics__store = store;
+    sc_metrics__scene_store = scene_store;
     g_dirty = 0;
     g_stop = 0;
     g_write_failing = 0;
@@ -477,6 +512,7 @@ fail:
     pthread_mutex_lock(&sc_metrics__mu);
     sc_metrics__cfg = NULL;
     sc_metrics__store = NULL;
+    sc_metrics__scene_store = NULL;
     pthread_mutex_unlock(&sc_metrics__mu);
     pthread_mutex_lock(&g_io_mu);
     g_path[0] = '\0';
@@ -500,6 +536,7 @@ void sc_metrics_shutdown(void)
     g_running = 0;
     sc_metrics__cfg = NULL;
     sc_metrics__store = NULL;
+    sc_metrics__scene_store = NULL;
     pthread_mutex_unlock(&sc_metrics__mu);
     pthread_cond_destroy(&g_cond);
     pthread_mutex_lock(&g_io_mu);
@@ -509,14 +546,17 @@ void sc_metrics_shutdown(void)
 
 void sc_metrics_reset(double now)
 {
-    sc_limits_store_t *store;
+    sc_limits_store_t *store, *scene_store;
     pthread_mutex_lock(&sc_metrics__mu);
     sc_metrics__state_zero(&sc_metrics__st, now);
     store = sc_metrics__store;
+    scene_store = sc_metrics__scene_store;
     sc_metrics__touch();
     pthread_mutex_unlock(&sc_metrics__mu);
     if (store)
         store->reset(store);
+    if (scene_store)
+        scene_store->reset(scene_store);
     sc_metrics__save_now(now); /* a no-op before init */
     sc_log_info("[Metrics] counters reset");
 }

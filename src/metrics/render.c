@@ -76,9 +76,13 @@ int sc_metrics_snapshot_json(const sc_metrics_snapshot_t *s, sc_buf_t *out)
     rc |= sc_buf_puts(out, ",\"total\":");
     rc |= json_money(out, s->cost_total_usd);
     rc |= sc_buf_printf(out,
-                        "},\"scenes\":{\"successes\":%lld,\"failures\":%lld},"
+                        "},\"scenes\":{\"successes\":%lld,\"failures\":%lld,"
+                        "\"in_flight\":%d,\"max_concurrent\":%d,\"last_hour\":%d,"
+                        "\"max_per_hour\":%d,\"today\":%lld,\"daily_limit\":%d},"
                         "\"route_errors\":%lld,\"since\":\"%s\"}",
-                        s->scenes_ok, s->scenes_failed, s->route_errors, since);
+                        s->scenes_ok, s->scenes_failed, s->scene_in_flight, s->scene_max_concurrent,
+                        s->scene_last_hour, s->scene_max_per_hour, s->scene_today,
+                        s->scene_daily_limit, s->route_errors, since);
     if (rc != 0) {
         out->len = mark; /* leave the buffer as it was */
         if (out->data)
@@ -219,6 +223,14 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
                         "scenecomp_scenes_total{outcome=\"success\"} %lld\n"
                         "scenecomp_scenes_total{outcome=\"failure\"} %lld\n",
                         s.scenes_ok, s.scenes_failed);
+    rc |= prom_metric(out, "scenecomp_scene_in_flight", "gauge", "Scene predictions in flight.",
+                      (double)s.scene_in_flight);
+    rc |= prom_metric(out, "scenecomp_scene_last_hour", "gauge",
+                      "Scene predictions started in the last 3600 seconds.",
+                      (double)s.scene_last_hour);
+    rc |= prom_metric(out, "scenecomp_scene_today", "gauge",
+                      "Scene predictions started today (UTC), as SCENE_DAILY_LIMIT counts them.",
+                      (double)s.scene_today);
     rc |= prom_metric(out, "scenecomp_route_errors_total", "counter",
                       "Runtime errors in the policy route function (request sent to PIL).",
                       (double)s.route_errors);
