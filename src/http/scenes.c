@@ -86,6 +86,41 @@ static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_r
     return sc_http__deliver(conn, 429, r);
 }
 
+/* Pool job: admission (checked only for a valid request, so a refused or
+ * malformed one never holds a slot), then the prediction. c->body holds the
+ * model input built by sc_http__scenes_finish. */
+static void scene_start(sc_http_conn_t *c)
+{
+    sc_limits_caps_t caps = {c->cfg->scene_max_concurrent, c->cfg->scene_max_per_hour,
+                             c->cfg->scene_daily_limit};
+    double now = sc_clock_wall();
+    sc_limit_result_t lr = sc_limiter_take_on(sc_limiter_scene(), now, &caps);
+    if (lr != SC_LIMIT_OK) {
+        int wait = sc_limiter_retry_after(sc_limiter_scene(), lr, now, &caps);
+        (void)send_rate_limited(c->mhd, lr, wait, &caps);
+        return;
+    }
+    size_t len = 0;
+    char *json = sc_buf_steal(&c->body, &len);
+    sc_id_new(c->id);
+    c->t_scene = sc_clock_mono();
+    sc_log_info("[Scene] generating id=%s model=%s", c->id, c->cfg->scene_model_id);
+    /* The suspension passes to the Replicate job; from a successful submit
+     * on, c belongs to the done callback. */
+    sc_http__hand_off(c);
+    if (sc_replicate_submit(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds,
+                            on_scene_done, c) != 0) {
+        /* Not queued, so no callback will come: give the slot back here. */
+        sc_limiter_release_on(sc_limiter_scene());
+        sc_rep_result_t *res = calloc(1, sizeof *res);
+        if (res) {
+            res->status = SC_REP_API_ERROR;
+            snprintf(res->message, sizeof res->message, "cannot queue the prediction");
+        }
+        sc_http__resume_from_callback(c, res);
+    }
+}
+
 enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
 {
     cJSON *root = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
@@ -135,41 +170,23 @@ enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
                                 "scene generation needs REPLICATE_API_TOKEN");
         goto done;
     }
-    /* Admission last, once the request is known to be good: a refused or
-     * malformed request never holds a slot. */
-    sc_limits_caps_t caps = {c->cfg->scene_max_concurrent, c->cfg->scene_max_per_hour,
-                             c->cfg->scene_daily_limit};
-    double now = sc_clock_wall();
-    sc_limit_result_t lr = sc_limiter_take_on(sc_limiter_scene(), now, &caps);
-    if (lr != SC_LIMIT_OK) {
-        int wait = sc_limiter_retry_after(sc_limiter_scene(), lr, now, &caps);
-        r = send_rate_limited(c->mhd, lr, wait, &caps);
-        goto done;
-    }
     char *json = NULL;
     if (sc_inputs_scene(prompt->valuestring, ar, has_seed, seed_v, &json) != 0) {
-        sc_limiter_release_on(sc_limiter_scene());
         r = sc_http__send_oom(c->mhd);
         goto done;
     }
-    sc_id_new(c->id);
-    c->t_scene = sc_clock_mono();
-    sc_log_info("[Scene] generating id=%s model=%s aspect_ratio=%s", c->id, c->cfg->scene_model_id,
-                ar);
-    c->stage = SC_STAGE_WAITING;
-    sc_http__suspend(c);
-    if (sc_replicate_submit(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds,
-                            on_scene_done, c) != 0) {
-        /* Not queued, so no callback will come: give the slot back here. */
-        sc_limiter_release_on(sc_limiter_scene());
-        sc_rep_result_t *res = calloc(1, sizeof *res);
-        if (res) {
-            res->status = SC_REP_API_ERROR;
-            snprintf(res->message, sizeof res->message, "cannot queue the prediction");
-        }
-        sc_http__resume_from_callback(c, res);
+    /* The model input replaces the body (c owns and frees it on every path);
+     * admission and submit run on the compute pool, where a limits store may
+     * take a round trip without holding an HTTP thread. */
+    sc_buf_free(&c->body);
+    int rc = sc_buf_puts(&c->body, json);
+    free(json);
+    if (rc != 0) {
+        r = sc_http__send_oom(c->mhd);
+        goto done;
     }
-    r = MHD_YES;
+    cJSON_Delete(root);
+    return sc_http__offload(c, scene_start); /* c->body is the job's now */
 done:
     cJSON_Delete(root);
     sc_buf_free(&c->body);
