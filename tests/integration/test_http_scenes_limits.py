@@ -5,6 +5,7 @@ Retry-After and nothing reaches Replicate; the slot comes back on every path
 (success, failure, client gone); the hour and day counts survive a restart."""
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -125,7 +126,7 @@ def test_slot_released_on_failure_and_when_the_client_is_gone(server, fake):
             time.sleep(0.05)
         assert fake.stats()["creates"] == creates + 1
         if rst:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
         s.close()
         wait_idle(srv)
     fake.configure(delay_ms=200)
