@@ -39,6 +39,9 @@ typedef struct sc_config {
     double scene_price_usd;               /* SCENE_PRICE_USD, 0.003 per image */
     int http_threads;                     /* HTTP_THREADS, 0 = 2 x cores (min 4) */
     char log_level[16];                   /* LOG_LEVEL, "info" */
+    /* Webhooks (issue 10, src/webhooks) */
+    char webhook_secret[SC_CFG_STR];         /* WEBHOOK_SECRET, "" = `webhook` field refused */
+    char webhook_allowed_hosts[SC_CFG_PATH]; /* WEBHOOK_ALLOWED_HOSTS, comma list, "*" = all */
 } sc_config_t;
 
 /* Fills c with defaults, then the .env file at dotenv_path (may be NULL or
