@@ -155,7 +155,8 @@ static server_t *server_start(int port, const int *script, int n)
     socklen_t al = sizeof a;
     getsockname(s->fd, (struct sockaddr *)&a, &al);
     s->port = ntohs(a.sin_port);
-    memcpy(s->script, script, (size_t)n * sizeof *script);
+    if (n > 0)
+        memcpy(s->script, script, (size_t)n * sizeof *script);
     s->nscript = n;
     pthread_create(&s->th, NULL, server_main, s);
     return s;
