@@ -107,7 +107,8 @@ int sc_record_to_json(const sc_record_t *r, bool for_file, sc_buf_t *out)
         ok = cJSON_AddNullToObject(o, "error") != NULL;
     }
     if (ok && for_file)
-        ok = add_str(o, "webhook_url", r->webhook_url);
+        ok = add_str(o, "webhook_url", r->webhook_url) &&
+             cJSON_AddBoolToObject(o, "respond_async", r->respond_async);
     if (!ok || !(text = cJSON_PrintUnformatted(o)))
         goto cleanup;
     rc = sc_buf_puts(out, text);
@@ -260,6 +261,12 @@ int sc_record_from_json(const char *json, size_t len, sc_record_t *r, char *err,
         goto fail;
     }
     r->fallback = cJSON_IsTrue(fb);
+    const cJSON *ra = cJSON_GetObjectItemCaseSensitive(o, "respond_async");
+    if (ra && !cJSON_IsNull(ra) && !cJSON_IsBool(ra)) {
+        dec_fail(&d, "respond_async", "a boolean");
+        goto fail;
+    }
+    r->respond_async = cJSON_IsTrue(ra);
     v = 0;
     if (get_int(&d, o, "width", 1, 1000000, &v))
         goto fail;

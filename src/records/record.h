@@ -63,8 +63,11 @@ typedef struct sc_record {
     char image_url[128]; /* /api/composites/<id>.png|jpg */
     char error_code[32], error_message[512];
     /* Stored in the file only (never in the public JSON): where the finished
-     * record is POSTed, so a restart still delivers it. */
+     * record is POSTed, so a restart still delivers it; whether the first
+     * answer was a 202 (Prefer: respond-async), so an Idempotency-Key replay
+     * answers with the same status. */
     char webhook_url[2048];
+    bool respond_async;
 } sc_record_t;
 
 /* Fills r with "unknown" everywhere (see above), status processing. */
@@ -76,8 +79,8 @@ const char *sc_record_status_name(sc_record_status_t s);
 int sc_record_status_parse(const char *s);
 
 /* Appends r as JSON to out. With for_file, private fields (webhook_url) are
- * included; the public view (GET /api/composites/<id>, webhook bodies) never
- * has them. Returns 0 or -1 (out of memory; out may hold a partial value). */
+ * included (webhook_url, respond_async); the public view (GET /api/composites/<id>, webhook bodies)
+ * never has them. Returns 0 or -1 (out of memory; out may hold a partial value). */
 int sc_record_to_json(const sc_record_t *r, bool for_file, sc_buf_t *out);
 
 /* Parses JSON text (len bytes) into r. Keys that are missing or null leave

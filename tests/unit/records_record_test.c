@@ -45,6 +45,7 @@ static void full_record(sc_record_t *r)
     snprintf(r->format, sizeof r->format, "png");
     snprintf(r->image_url, sizeof r->image_url, "/api/composites/%s.png", r->id);
     snprintf(r->webhook_url, sizeof r->webhook_url, "https://hooks.example.com/x?token=abc");
+    r->respond_async = true;
 }
 
 static bool same_num(double a, double b)
@@ -76,7 +77,7 @@ static bool same_record(const sc_record_t *a, const sc_record_t *b)
            a->height == b->height && strcmp(a->format, b->format) == 0 &&
            strcmp(a->image_url, b->image_url) == 0 && strcmp(a->error_code, b->error_code) == 0 &&
            strcmp(a->error_message, b->error_message) == 0 &&
-           strcmp(a->webhook_url, b->webhook_url) == 0;
+           strcmp(a->webhook_url, b->webhook_url) == 0 && a->respond_async == b->respond_async;
 }
 
 static void test_round_trip(void)
@@ -97,6 +98,7 @@ static void test_round_trip(void)
     CHECK(sc_record_to_json(&a, false, &j) == 0);
     CHECK(strstr(j.data, "webhook") == NULL);
     CHECK(strstr(j.data, "token=abc") == NULL);
+    CHECK(strstr(j.data, "respond_async") == NULL);
     sc_buf_free(&j);
 
     /* A fresh record: every unknown key is present and null. */
