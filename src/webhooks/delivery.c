@@ -506,6 +506,12 @@ void sc_webhooks_stop(sc_webhooks_t *w)
     free(w);
 }
 
+const double *sc_webhooks_default_schedule(size_t *n)
+{
+    *n = sizeof k_default_schedule / sizeof k_default_schedule[0];
+    return k_default_schedule;
+}
+
 void sc_webhooks_get_stats(sc_webhooks_t *w, sc_webhooks_stats_t *out)
 {
     pthread_mutex_lock(&w->mu);

@@ -25,7 +25,7 @@
 
 #define SC_WEBHOOKS_QUEUE_FILE "webhooks_queue.json"
 #define SC_WEBHOOKS_QUEUE_MAX 1000
-#define SC_WEBHOOKS_BODY_MAX (256 * 1024)
+#define SC_WEBHOOKS_BODY_MAX (64 * 1024) /* a record is smaller (SC_RECORD_MAX_BYTES) */
 #define SC_WEBHOOKS_SCHEDULE_MAX 16
 
 typedef struct sc_webhooks sc_webhooks_t;
@@ -63,6 +63,9 @@ int sc_webhooks_enqueue(sc_webhooks_t *w, const char *id, const char *url, const
 /* Stops the sender: a try in progress is cut short; queued items stay in the
  * queue file for the next start. Frees w. */
 void sc_webhooks_stop(sc_webhooks_t *w);
+
+/* The default pauses between tries (*n of them; n + 1 tries in all). */
+const double *sc_webhooks_default_schedule(size_t *n);
 
 void sc_webhooks_get_stats(sc_webhooks_t *w, sc_webhooks_stats_t *out);
 

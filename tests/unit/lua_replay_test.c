@@ -2,11 +2,15 @@
  * routing function here is a stand-in; the real one (sc_policy_route) is
  * covered by tests/integration/test_policy_replay.py. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "lua/replay.h"
+#include "records/decisions.h"
 #include "test.h"
 
 /* Routes users whose id starts with 'k' to kontext; records what it saw. */
@@ -113,5 +117,50 @@ int main(void)
     CHECK(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetArrayItem(ex, 1), "user_id")));
     cJSON_Delete(o);
     sc_buf_free(&b);
+
+    /* What the decision log writes is what the replay reads: entries written
+     * by sc_decisions_append (rotated file included via newest) replay with
+     * their fields intact. */
+    char dir[128], path[256], id[33];
+    snprintf(dir, sizeof dir, "/tmp/sc_replay_test_%d", (int)getpid());
+    mkdir(dir, 0755);
+    sc_decisions_t *log = sc_decisions_open(dir, 0);
+    CHECK(log != NULL);
+    static const char *users[] = {"kate", "bob", NULL, "kurt"};
+    static const char *req[] = {"pil", "kontext", "kontext", "kontext"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(id, sizeof id, "%032x", i + 1);
+        sc_decision_entry_t e = {.ts = 1764547200 + i,
+                                 .id = id,
+                                 .user_id = users[i],
+                                 .prompt = "p",
+                                 .scene_w = 100 + i,
+                                 .scene_h = 50,
+                                 .product_w = 10,
+                                 .product_h = 10,
+                                 .product_alpha = true,
+                                 .requested_method = req[i],
+                                 .method = "pil"};
+        CHECK(sc_decisions_append(log, &e) == 0);
+    }
+    sc_decisions_close(log);
+    snprintf(path, sizeof path, "%s/decisions.jsonl", dir);
+    sc_policy_replay_init(&r);
+    memset(&s, 0, sizeof s);
+    char err[256];
+    CHECK(sc_policy_replay_file(path, by_initial, &s, &r, err, sizeof err) == 0);
+    CHECK_EQ_INT(r.replayed, 4);
+    CHECK_EQ_INT(r.skipped, 0);
+    CHECK_EQ_INT(r.pil_to_kontext, 1); /* kate */
+    CHECK_EQ_INT(r.kontext_to_pil, 2); /* bob, no user; kurt stays kontext */
+    CHECK_EQ_INT(s.last.scene_w, 103);
+    CHECK(s.last.product_alpha);
+    CHECK_STR(r.examples[0].ts, "2025-12-01T00:00:00.000Z");
+    CHECK_STR(r.examples[0].id, "00000000000000000000000000000001");
+    CHECK(sc_policy_replay_file("/nonexistent/decisions.jsonl", by_initial, &s, &r, err,
+                                sizeof err) == -1);
+    CHECK(strstr(err, "/nonexistent/decisions.jsonl") != NULL);
+    unlink(path);
+    rmdir(dir);
     return test_report("lua_replay_test");
 }

@@ -411,6 +411,21 @@ static void test_resume_after_restart(void)
     server_stop(s);
 }
 
+/* The contract: at least 5 tries over at least 60 s. */
+static void test_default_schedule(void)
+{
+    size_t n = 0;
+    const double *s = sc_webhooks_default_schedule(&n);
+    double total = 0;
+    for (size_t i = 0; i < n; i++) {
+        CHECK(s[i] > 0);
+        CHECK(i == 0 || s[i] >= s[i - 1]); /* backoff: never shorter */
+        total += s[i];
+    }
+    CHECK(n + 1 >= 5);
+    CHECK(total >= 60);
+}
+
 static void test_bad_input(void)
 {
     char dir[300], err[256], path[400];
@@ -456,6 +471,7 @@ int main(void)
     test_connect_time_refusal();
     test_resume_after_restart();
     test_bad_input();
+    test_default_schedule();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     if (system(cmd) != 0)
