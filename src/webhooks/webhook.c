@@ -254,3 +254,14 @@ int sc_webhooks_check_url(const char *url, const char *allowed_hosts, char *err,
     freeaddrinfo(res);
     return rc;
 }
+
+int sc_webhooks_accept(const char *url, const char *secret, const char *allowed_hosts, char *err,
+                       size_t errlen)
+{
+    if (!secret || !secret[0]) {
+        snprintf(err, errlen,
+                 "webhook needs WEBHOOK_SECRET to be set on the service (deliveries are signed)");
+        return -1;
+    }
+    return sc_webhooks_check_url(url, allowed_hosts, err, errlen);
+}

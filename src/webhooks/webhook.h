@@ -58,4 +58,10 @@ int sc_webhooks_parse_url(const char *url, char *scheme, size_t scheme_cap, char
  * resolving to a forbidden address without being allow-listed). */
 int sc_webhooks_check_url(const char *url, const char *allowed_hosts, char *err, size_t errlen);
 
+/* What the HTTP layer calls for a `webhook` form field: -1 with the message
+ * for 400 invalid_parameter when the service has no WEBHOOK_SECRET (secret
+ * NULL or "") or when sc_webhooks_check_url refuses url; 0 when accepted. */
+int sc_webhooks_accept(const char *url, const char *secret, const char *allowed_hosts, char *err,
+                       size_t errlen);
+
 #endif

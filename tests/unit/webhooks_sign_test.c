@@ -156,6 +156,14 @@ static void test_urls(void)
     /* A public address literal is accepted without an allow-list (no DNS). */
     CHECK(sc_webhooks_check_url("https://93.184.216.34/hook?x=1", NULL, err, sizeof err) == 0);
 
+    /* No secret on the service: refused before anything else. */
+    CHECK(sc_webhooks_accept("https://93.184.216.34/hook", "", "*", err, sizeof err) == -1);
+    CHECK(strstr(err, "WEBHOOK_SECRET") != NULL);
+    CHECK(sc_webhooks_accept("https://93.184.216.34/hook", NULL, "*", err, sizeof err) == -1);
+    CHECK(sc_webhooks_accept("https://93.184.216.34/hook", "s", NULL, err, sizeof err) == 0);
+    CHECK(sc_webhooks_accept("http://127.0.0.1/hook", "s", NULL, err, sizeof err) == -1);
+    CHECK(strstr(err, "loopback") != NULL);
+
     char scheme[16], host[64];
     CHECK(sc_webhooks_parse_url("HTTPS://Example.COM:8443/a?b#c", scheme, sizeof scheme, host,
                                 sizeof host, err, sizeof err) == 0);
