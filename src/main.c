@@ -3,6 +3,7 @@
  *   scenecomp serve                       the HTTP service (config: env, then .env)
  *   scenecomp composite --scene S --product P -o OUT [--x --y --scale --format]
  *   scenecomp check-policy FILE           validate a policy file (exit 0 ok, 1 error)
+ *   scenecomp check-policy FILE --replay LOG   ... and replay decisions.jsonl through it
  *   scenecomp check-alerts FILE           validate an alert rules file
  *   scenecomp --version | --help
  *
@@ -28,6 +29,7 @@
 #include "limits/limiter.h"
 #include "lua/policy.h"
 #include "lua/reload.h"
+#include "lua/replay.h"
 #include "metrics/metrics.h"
 #include "replicate/client.h"
 
@@ -47,6 +49,8 @@ static void usage(FILE *f)
                "            [--scale 0.4] [--format png|jpeg]\n"
                "                             composite locally (PIL method) and write OUT\n"
                "  check-policy FILE          validate a policy file (exit 0 ok, 1 with the error)\n"
+               "  check-policy FILE --replay LOGS_DIR/decisions.jsonl\n"
+               "                             ... and show how it would route the logged requests\n"
                "  check-alerts FILE          validate an alert rules file\n"
                "  --version                  print the version\n"
                "  --help                     print this help\n");
@@ -195,16 +199,45 @@ cleanup:
 
 /* ==== check-policy / check-alerts ==== */
 
+/* check-policy FILE --replay LOG: FILE (already validated) becomes this
+ * process's only policy generation, and every logged request is routed by
+ * sc_policy_route, the code serve runs. */
+static int cmd_replay(sc_config_t *cfg, const char *file, const char *log)
+{
+    char err[2048] = "";
+    sc_policy_replay_result_t r;
+    snprintf(cfg->policy_file, sizeof cfg->policy_file, "%s", file);
+    sc_log_set_level(SC_LOG_WARN); /* route errors still show */
+    if (sc_policy_init(cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n%s: test failed\n", err, file);
+        return 1;
+    }
+    sc_policy_replay_init(&r);
+    int rc = sc_policy_replay_file(log, sc_policy_replay_route_current, NULL, &r, err, sizeof err);
+    sc_policy_shutdown();
+    if (rc != 0) {
+        fprintf(stderr, "scenecomp check-policy: cannot replay %s\n", err);
+        return 1;
+    }
+    printf("%s: ok\n", file);
+    sc_policy_replay_print(&r, stdout);
+    return 0;
+}
+
 static int cmd_check(int argc, char **argv, bool policy)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: scenecomp %s FILE\n", argv[1]);
+    const char *replay = NULL;
+    if (policy && argc == 5 && strcmp(argv[3], "--replay") == 0) {
+        replay = argv[4];
+    } else if (argc != 3) {
+        fprintf(stderr, "usage: scenecomp %s FILE%s\n", argv[1],
+                policy ? " [--replay LOGS_DIR/decisions.jsonl]" : "");
         return 2;
     }
     char err[2048] = "";
     int rc;
+    sc_config_t cfg;
     if (policy) {
-        sc_config_t cfg;
         if (sc_config_load(&cfg, ".env", err, sizeof err) != 0) {
             fprintf(stderr, "scenecomp: configuration error: %s\n", err);
             return 1;
@@ -218,6 +251,8 @@ static int cmd_check(int argc, char **argv, bool policy)
         fprintf(stderr, "%s: test failed\n", argv[2]);
         return 1;
     }
+    if (replay)
+        return cmd_replay(&cfg, argv[2], replay);
     printf("%s: ok\n", argv[2]);
     return 0;
 }

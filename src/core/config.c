@@ -256,6 +256,9 @@ int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t er
         get_double("SCENE_PRICE_USD", &c->scene_price_usd, 0, 1000, err, errlen) ||
         get_int("HTTP_THREADS", &c->http_threads, 0, 256, err, errlen) || S("LOG_LEVEL", log_level))
         return -1;
+    /* Webhooks (issue 10) */
+    if (S("WEBHOOK_SECRET", webhook_secret) || S("WEBHOOK_ALLOWED_HOSTS", webhook_allowed_hosts))
+        return -1;
 #undef S
     /* Scene caps (same ranges as the Kontext ones). */
     if (get_int("SCENE_MAX_CONCURRENT", &c->scene_max_concurrent, 0, 100000, err, errlen) ||

@@ -44,6 +44,10 @@ typedef struct sc_config {
     int scene_max_concurrent; /* SCENE_MAX_CONCURRENT, 5 */
     int scene_max_per_hour;   /* SCENE_MAX_PER_HOUR, 100 (sliding 60 minutes) */
     int scene_daily_limit;    /* SCENE_DAILY_LIMIT, 1000 (per UTC day) */
+
+    /* Webhooks (issue 10, src/webhooks) */
+    char webhook_secret[SC_CFG_STR];         /* WEBHOOK_SECRET, "" = `webhook` field refused */
+    char webhook_allowed_hosts[SC_CFG_PATH]; /* WEBHOOK_ALLOWED_HOSTS, comma list, "*" = all */
 } sc_config_t;
 
 /* Fills c with defaults, then the .env file at dotenv_path (may be NULL or
