@@ -20,6 +20,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "lua/bind_scenecomp.h"
+#include "lua/bounded.h"
 
 /* Instructions between two deadline checks: a check is one clock_gettime
  * (vDSO, ~20 ns), so this costs well under 1% and stops a loop within ~10 µs. */
@@ -84,6 +85,21 @@ static void sandbox_hook(lua_State *L, lua_Debug *ar)
     lua_pushfstring(L, "timeout: Lua code ran longer than %d ms", (int)(info->budget * 1000 + 0.5));
     lua_concat(L, 2);
     lua_error(L);
+}
+
+void sc_lua__check_deadline(lua_State *L, const char *what)
+{
+    sc_lua__info_t *info = sc_lua__info(L);
+    if (info->deadline <= 0)
+        return;
+    if (!info->expired && sc_clock_mono() <= info->deadline)
+        return;
+    /* as the hook: from now on raise at every instruction, so a pcall around
+     * the match cannot keep the call going */
+    info->expired = true;
+    lua_sethook(L, sandbox_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "timeout: %s (Lua code ran longer than %d ms)", what,
+               (int)(info->budget * 1000 + 0.5));
 }
 
 /* ==== Sandboxed base functions ==== */
@@ -253,10 +269,15 @@ static int sandbox_setup_l(lua_State *L)
     lua_setfield(L, env, "print");
 
     /* string.dump would give bytecode; the string metatable's __index is the
-     * real string table, so remove it there, not only in the copy. */
+     * real string table, so remove it there, not only in the copy. For the
+     * same reason the step-bounded pattern functions replace the stock ones
+     * in the real tables (`s:match(p)` goes through that __index). */
     lua_getfield(L, 2, LUA_STRLIBNAME); /* ..., string */
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
+    lua_getfield(L, 2, LUA_TABLIBNAME);   /* ..., string, table */
+    sc_lua__install_bounded(L, -2, -1);   /* ..., string, table */
+    lua_pop(L, 1);                        /* ..., string */
     copy_table(L, -1);                    /* ..., string, copy */
     lua_setfield(L, env, LUA_STRLIBNAME); /* ..., string */
     lua_pop(L, 1);
