@@ -214,13 +214,38 @@ static void test_call(lua_State *L)
 
 static void test_module(lua_State *L)
 {
-    setenv("SC_SANDBOX_TEST_VAR", "hello", 1);
+    /* an allow-list: the contract's settings and SCENECOMP_POLICY_*, nothing else
+     * (issue 8: ALERT_WEBHOOK_URL with credentials was readable) */
+    setenv("SCENECOMP_POLICY_TEST_VAR", "hello", 1);
+    setenv("MAX_CONCURRENT_KONTEXT", "7", 1);
     setenv("REPLICATE_API_TOKEN", "r8_secret", 1);
     setenv("ADMIN_TOKEN", "admin-secret", 1);
-    CHECK_STR(run(L, "return scenecomp.env('SC_SANDBOX_TEST_VAR')", 1), "hello");
-    CHECK_STR(run(L, "return scenecomp.env('SC_SANDBOX_TEST_UNSET')", 1), "nil");
-    CHECK_STR(run(L, "return scenecomp.env('REPLICATE_API_TOKEN')", 1), "nil");
-    CHECK_STR(run(L, "return scenecomp.env('ADMIN_TOKEN')", 1), "nil");
+    setenv("ALERT_WEBHOOK_URL", "https://user:pass@hooks.example/x", 1);
+    setenv("REDIS_URL", "redis://:pw@127.0.0.1:6379/0", 1);
+    setenv("WEBHOOK_SECRET", "whsec", 1);
+    setenv("SC_SANDBOX_TEST_VAR", "not listed", 1);
+    setenv("SCENECOMP_POLICY_", "empty suffix", 1);
+    CHECK_STR(run(L, "return scenecomp.env('SCENECOMP_POLICY_TEST_VAR')", 1), "hello");
+    CHECK_STR(run(L, "return scenecomp.env('MAX_CONCURRENT_KONTEXT')", 1), "7");
+    CHECK_STR(run(L, "return scenecomp.env('SCENECOMP_POLICY_UNSET')", 1), "nil");
+    static const char *const hidden[] = {"REPLICATE_API_TOKEN",
+                                         "ADMIN_TOKEN",
+                                         "ALERT_WEBHOOK_URL",
+                                         "REDIS_URL",
+                                         "WEBHOOK_SECRET",
+                                         "SC_SANDBOX_TEST_VAR",
+                                         "SCENECOMP_POLICY_",
+                                         "PATH",
+                                         "HOME",
+                                         NULL};
+    for (int i = 0; hidden[i]; i++) {
+        char src[128];
+        snprintf(src, sizeof src, "return scenecomp.env('%s')", hidden[i]);
+        CHECK_STR(run(L, src, 1), "nil");
+        CHECK(!sc_lua_env_allowed(hidden[i]));
+    }
+    /* an embedded NUL cannot smuggle a listed prefix past the check */
+    CHECK_STR(run(L, "return scenecomp.env('MAX_CONCURRENT_KONTEXT\\0x')", 1), "nil");
     CHECK(starts(run(L, "return scenecomp.env({})", 1), "ERR:"));
     CHECK_STR(run(L, "scenecomp.log('info', 'hello from the sandbox test') return true", 1),
               "true");
