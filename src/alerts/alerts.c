@@ -601,6 +601,14 @@ int sc_alerts_reload(const char *trigger, char *err, size_t errlen)
     return 0;
 }
 
+void sc_alerts_watch_reload(const char *trigger, bool forced, void *ud)
+{
+    char err[ALERTS_ERR_MAX];
+    (void)forced;
+    (void)ud;
+    (void)sc_alerts_reload(trigger, err, sizeof err); /* logs its refusal itself */
+}
+
 int sc_alerts_check_file(const char *path, char *err, size_t errlen)
 {
     char *src = NULL;

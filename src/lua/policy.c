@@ -28,7 +28,6 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "lua/bind_scenecomp.h"
-#include "lua/policy_internal.h"
 #include "lua/sandbox.h"
 #include "metrics/metrics.h"
 
@@ -1113,9 +1112,12 @@ int sc_policy_reload(const char *trigger, long long *version, char *err, size_t 
     return policy_reload(trigger, false, version, err, errlen) < 0 ? -1 : 0;
 }
 
-int sc_policy__reload_if_changed(const char *trigger, char *err, size_t errlen)
+void sc_policy_watch_reload(const char *trigger, bool forced, void *ud)
 {
-    return policy_reload(trigger, true, NULL, err, errlen);
+    char err[1024];
+    (void)ud;
+    /* a refusal is logged and recorded by policy_reload itself */
+    (void)policy_reload(trigger, !forced, NULL, err, sizeof err);
 }
 
 int sc_policy_status_json(sc_buf_t *out)
@@ -1146,14 +1148,6 @@ int sc_policy_status_json(sc_buf_t *out)
     rc |= sc_buf_puts(out, "}");
     gen_unref(g);
     return rc ? -1 : 0;
-}
-
-const char *sc_policy__last_error(char *buf, size_t n)
-{
-    pthread_mutex_lock(&g_mu);
-    snprintf(buf, n, "%s", g_last_error);
-    pthread_mutex_unlock(&g_mu);
-    return buf[0] ? buf : NULL;
 }
 
 int sc_policy_check_file(const sc_config_t *cfg, const char *path, char *err, size_t errlen)

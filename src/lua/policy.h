@@ -69,6 +69,14 @@ long long sc_policy_version(void);
  * returns 0 with the current version (nothing to reload). */
 int sc_policy_reload(const char *trigger, long long *version, char *err, size_t errlen);
 
+/* Reload function for the file watcher (core/watch.h, sc_watch_fn; main
+ * registers it for POLICY_FILE). forced (SIGHUP) reloads always; a detected
+ * change reloads only when the content differs from the generation in force
+ * (editors and `touch` fire events without changing anything), or when the
+ * last reload was refused (so reverting a bad edit clears last_error).
+ * A refusal is logged and recorded as last_error; ud is unused. */
+void sc_policy_watch_reload(const char *trigger, bool forced, void *ud);
+
 /* Appends {"version","loaded_at","source","phase","effective":{...},"last_error"}. */
 int sc_policy_status_json(sc_buf_t *out);
 
