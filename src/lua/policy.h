@@ -84,4 +84,15 @@ int sc_policy_status_json(sc_buf_t *out);
  * Returns 0 or -1 with the error in err. */
 int sc_policy_check_file(const sc_config_t *cfg, const char *path, char *err, size_t errlen);
 
+/* Load from a buffer: runs src (len bytes, not necessarily NUL-terminated, may
+ * hold any bytes) through everything a reload does -- load in a fresh sandboxed
+ * state under the 1 s budget, validate the keys, run route/on_kontext_error on
+ * the sample requests -- and discards the result; nothing is published and no
+ * global state changes, so it may run on any thread, also concurrently with
+ * serving. name is the file name used in messages (e.g. "policy.lua").
+ * Returns 0 (the source would be accepted) or -1 with "name:line: message" in
+ * err. This is the entry point of the policy-load fuzz target. */
+int sc_policy_check_buffer(const sc_config_t *cfg, const char *src, size_t len, const char *name,
+                           char *err, size_t errlen);
+
 #endif

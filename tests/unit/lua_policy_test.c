@@ -353,6 +353,27 @@ static void test_pattern_budget(void)
     alarm(0);
 }
 
+/* The load-from-buffer entry point (fuzzing): not NUL-terminated, binary
+ * bytes, the same checks as a file, nothing published. */
+static void test_check_buffer(void)
+{
+    sc_config_t c;
+    base_config(&c);
+    long long v0 = sc_policy_version();
+    const char good[] = "return { max_concurrent = 3 }XXXX";
+    CHECK(sc_policy_check_buffer(&c, good, sizeof good - 5, "buf.lua", err, sizeof err) == 0);
+    CHECK(sc_policy_check_buffer(&c, good, sizeof good - 1, "buf.lua", err, sizeof err) == -1);
+    CHECK(strncmp(err, "buf.lua:", 8) == 0);
+    const char nul[] = "return {\0}";
+    CHECK(sc_policy_check_buffer(&c, nul, sizeof nul - 1, "nul.lua", err, sizeof err) == -1);
+    CHECK(strstr(err, "nul.lua") != NULL);
+    const char bin[] = "\x1bLua\x54\x00";
+    CHECK(sc_policy_check_buffer(&c, bin, sizeof bin - 1, "bin.lua", err, sizeof err) == -1);
+    CHECK(sc_policy_check_buffer(&c, "", 0, "empty.lua", err, sizeof err) == -1);
+    CHECK(strstr(err, "must return a table") != NULL);
+    CHECK_EQ_INT(sc_policy_version(), v0); /* nothing published */
+}
+
 static void status(sc_buf_t *b)
 {
     sc_buf_reset(b);
@@ -372,6 +393,14 @@ static void test_refused(void)
         {"return { timeout_seconds = -1 }", "timeout_seconds", "seconds"},
         {"return { method = 'magic' }", "method", "\"pil\" or \"kontext\""},
         {"return { frobnicate = true }", "unknown key 'frobnicate'", NULL},
+        /* the allowed-key lists are generated from the schema's key table */
+        {"return { frobnicate = true }", "unknown key 'frobnicate'",
+         "(allowed: use_kontext, method, model_id, timeout_seconds, max_concurrent, "
+         "max_per_hour, daily_limit, phase, phases, route, on_kontext_error)"},
+        {"return { phases = { p = { route = 1 } } }", "phases.p: unknown key 'route'",
+         "(allowed: users, percent, use_kontext, method, model_id, timeout_seconds, "
+         "max_concurrent, max_per_hour, daily_limit)"},
+        {"return { model_id = string.rep('m', 5000) }", "model_id", "shorter than"},
         {"return { phase = 'nope', phases = { yes = {} } }", "phase 'nope'", "not defined"},
         {"return { phase = 'nope' }", "phase 'nope'", "not defined"},
         {"return { phases = { p = { percent = 101 } } }", "phases.p", "percent"},
@@ -674,6 +703,7 @@ int main(void)
     test_route_function();
     test_on_kontext_error();
     test_pattern_budget();
+    test_check_buffer();
     test_refused();
     test_thread_swap();
     test_concurrent_reloads();
