@@ -294,7 +294,18 @@ static int sandbox_setup_l(lua_State *L)
     lua_setfield(L, env, LUA_OSLIBNAME);
     lua_pop(L, 1);
 
-    lua_pushvalue(L, 1); /* ..., cjson|nil */
+    /* cjson without its configuration functions: encode_max_depth(1e9) or
+     * decode_max_depth(1e9) let a deeply nested value recurse in C until the
+     * thread's stack overflows (a crash of the service), encode_sparse_array
+     * lets {[1e9] = 1} write gigabytes outside the memory cap, and new() would
+     * give a configurable instance. The defaults stay (depth 1000). */
+    if (lua_istable(L, 1)) {
+        static const char *const cjson_names[] = {"encode", "decode",   "null",
+                                                  "_NAME",  "_VERSION", NULL};
+        copy_fields(L, 1, cjson_names); /* ..., cjson copy */
+    } else {
+        lua_pushnil(L); /* ..., nil */
+    }
     lua_setfield(L, env, "cjson");
     sc_lua__open_scenecomp(L); /* ..., scenecomp */
     lua_setfield(L, env, "scenecomp");

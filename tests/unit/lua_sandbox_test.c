@@ -73,6 +73,21 @@ static void test_allow_list(lua_State *L)
               "functionfunctionfunction");
     CHECK_STR(run(L, "return cjson.encode({a = 1})", 1), "{\"a\":1}");
     CHECK_STR(run(L, "return cjson.decode('[1,2,3]')[3] == 3", 1), "true");
+    CHECK_STR(run(L, "return cjson.decode('[null]')[1] == cjson.null", 1), "true");
+    /* no configuration functions: raising the depth limits let a nested value
+     * overflow the C stack (a crash), sparse arrays write outside the memory cap */
+    CHECK_STR(run(L,
+                  "return tostring(cjson.encode_max_depth) .. tostring(cjson.decode_max_depth) .. "
+                  "tostring(cjson.encode_sparse_array) .. tostring(cjson.new) .. "
+                  "tostring(cjson.encode_keep_buffer)",
+                  1),
+              "nilnilnilnilnil");
+    CHECK(starts(run(L, "local t = {} for i = 1, 300000 do t = {t} end return cjson.encode(t)", 5),
+                 "ERR:"));
+    CHECK(
+        starts(run(L, "return cjson.decode(string.rep('[', 200000) .. string.rep(']', 200000))", 5),
+               "ERR:"));
+    CHECK(starts(run(L, "return cjson.encode({[1e9] = 1})", 5), "ERR:"));
     CHECK_STR(run(L, "return collectgarbage('count') > 0", 1), "true");
     CHECK(starts(run(L, "return collectgarbage('stop')", 1), "ERR:"));
     CHECK(starts(run(L, "return collectgarbage('incremental')", 1), "ERR:"));
