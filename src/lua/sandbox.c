@@ -104,24 +104,73 @@ void sc_lua__check_deadline(lua_State *L, const char *what)
 
 /* ==== Sandboxed base functions ==== */
 
+/* Largest chunk load() accepts: the parser runs in C, where the count hook
+ * cannot fire, so the size of what it parses bounds the time (1 MiB parses in
+ * tens of ms; 60 MiB would take seconds). A policy file has the same limit. */
+#define SANDBOX_LOAD_MAX ((size_t)1 << 20)
+#define LOAD_RESERVED_SLOT 5 /* keeps the reader's last piece alive */
+
+/* lua_Reader for a function chunk (as lbaselib.c's generic_reader), counting
+ * the bytes against SANDBOX_LOAD_MAX. Raises into lua_load, which returns the
+ * error as load's message. */
+static const char *sandbox_reader(lua_State *L, void *ud, size_t *size)
+{
+    size_t *total = ud;
+    luaL_checkstack(L, 2, "too many nested functions");
+    lua_pushvalue(L, 1); /* reader */
+    lua_call(L, 0, 1);   /* piece */
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        *size = 0;
+        return NULL;
+    }
+    if (!lua_isstring(L, -1))
+        luaL_error(L, "reader function must return a string");
+    lua_replace(L, LOAD_RESERVED_SLOT);
+    const char *piece = lua_tolstring(L, LOAD_RESERVED_SLOT, size);
+    *total += *size;
+    if (*total > SANDBOX_LOAD_MAX)
+        luaL_error(L, "chunk too large for load (more than %d bytes)", (int)SANDBOX_LOAD_MAX);
+    return piece;
+}
+
 /* Lua: f, err = load(chunk [, chunkname [, mode [, env]]])
- * Text chunks only (mode is forced to "t"); env defaults to the sandbox env.
- * Returns nil, message for a syntax error or a binary chunk; raises on misuse. */
+ * As the base function, but text chunks only (mode is forced to "t"), at most
+ * SANDBOX_LOAD_MAX bytes, and env defaults to the sandbox env. Returns nil,
+ * message for a syntax error, a binary or an oversized chunk; raises on
+ * misuse (chunk neither a string nor a function). */
 static int sandbox_load(lua_State *L)
 {
+    size_t len, total = 0;
     int nargs = lua_gettop(L);
-    luaL_checkany(L, 1);
-    lua_settop(L, 4);
-    lua_pushvalue(L, lua_upvalueindex(1)); /* original load */
-    lua_pushvalue(L, 1);                   /* chunk */
-    lua_pushvalue(L, 2);                   /* chunkname */
-    lua_pushliteral(L, "t");               /* mode */
+    const char *s = lua_tolstring(L, 1, &len);
+    const char *chunkname = luaL_optstring(L, 2, s ? s : "=(load)");
+    int status;
+    if (s) {
+        if (len > SANDBOX_LOAD_MAX) {
+            luaL_pushfail(L);
+            lua_pushfstring(L, "chunk too large for load (more than %d bytes)",
+                            (int)SANDBOX_LOAD_MAX);
+            return 2;
+        }
+        status = luaL_loadbufferx(L, s, len, chunkname, "t");
+    } else {
+        luaL_checktype(L, 1, LUA_TFUNCTION);
+        lua_settop(L, LOAD_RESERVED_SLOT);
+        status = lua_load(L, sandbox_reader, &total, chunkname, "t");
+    }
+    if (status != LUA_OK) { /* ..., message */
+        luaL_pushfail(L);
+        lua_insert(L, -2);
+        return 2;
+    }
     if (nargs >= 4)
-        lua_pushvalue(L, 4); /* caller's env */
+        lua_pushvalue(L, 4); /* f, caller's env */
     else
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env); /* sandbox env */
-    lua_call(L, 4, LUA_MULTRET);
-    return lua_gettop(L) - 4;
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env); /* f, sandbox env */
+    if (!lua_setupvalue(L, -2, 1))                 /* f */
+        lua_pop(L, 1);
+    return 1;
 }
 
 /* Lua: n = collectgarbage([opt]) -- only "count", "collect", "step", "isrunning";
@@ -256,8 +305,7 @@ static int sandbox_setup_l(lua_State *L)
     copy_fields(L, 2, base_names); /* cjson, G, env */
     int env = lua_gettop(L);
 
-    lua_getfield(L, 2, "load");           /* ..., load */
-    lua_pushcclosure(L, sandbox_load, 1); /* ..., sandbox load */
+    lua_pushcfunction(L, sandbox_load); /* ..., sandbox load */
     lua_setfield(L, env, "load");
     lua_getfield(L, 2, "collectgarbage");
     lua_pushcclosure(L, sandbox_collectgarbage, 1);

@@ -157,6 +157,34 @@ static void test_load(lua_State *L)
     /* chunks loaded by load() run in the sandbox env too */
     CHECK_STR(run(L, "return load('return io')()", 1), "nil");
     CHECK(starts(run(L, "return load('y = 1')()", 1), "ERR:"));
+    /* as the base function otherwise: chunk names, function readers, an explicit env */
+    CHECK_STR(run(L, "local f, e = load('x x', 'name') return e", 1),
+              "[string \"name\"]:1: syntax error near 'x'");
+    CHECK_STR(run(L, "local f, e = load('x x') return e", 1),
+              "[string \"x x\"]:1: syntax error near 'x'");
+    CHECK_STR(run(L,
+                  "local parts = {'return ', '4', '0 + 2'} local i = 0 "
+                  "return load(function() i = i + 1 return parts[i] end)()",
+                  1),
+              "42");
+    CHECK_STR(run(L, "return load('return v', 'n', 't', {v = 7})()", 1), "7");
+    CHECK_STR(run(L,
+                  "local f, e = load(function() return {} end) "
+                  "return f == nil and e:find('reader function must return a string', 1, true) "
+                  "~= nil",
+                  1),
+              "true");
+    /* the parser runs in C, where the hook cannot fire: its input is bounded */
+    CHECK_STR(run(L, "local f, e = load(string.rep('a = 1 ', 2e6)) return e", 5),
+              "chunk too large for load (more than 1048576 bytes)");
+    CHECK_STR(run(L,
+                  "local big = string.rep('local a = 1 ', 2e5) local n = 0 "
+                  "local f, e = load(function() n = n + 1 if n < 3 then return big end end) "
+                  "return f == nil and e:find('chunk too large for load', 1, true) ~= nil",
+                  5),
+              "true");
+    CHECK_STR(run(L, "return load(string.rep(' ', 1 << 20) .. 'return 5')", 5), "nil");
+    CHECK_STR(run(L, "return load(string.rep(' ', (1 << 20) - 8) .. 'return 5')()", 5), "5");
 }
 
 static void test_deadline(lua_State *L)
