@@ -1,13 +1,13 @@
 /* Step-bounded string pattern and table functions (see bounded.h).
  *
- * The pattern matcher and table.insert/remove/move below are Lua 5.4.4's
+ * The pattern matcher and table.insert/remove/move/sort below are Lua 5.4.4's
  * (lstrlib.c and ltablib.c, tag v5.4.4 of github.com/lua/lua), kept line for
  * line so that results and error messages stay those of stock Lua; Debian's
  * liblua5.4-dev ships only headers, so the code is vendored here. What was
  * added: every unit of work (a call of match(), a character scanned by a
  * repetition, %b or a back-reference, a byte compared by a plain find, an
- * element moved) is charged to a counter, and every STEP_CHECK units the
- * deadline of the current sc_lua_call is checked (sc_lua__check_deadline),
+ * element moved or compared by table.insert/remove/move/sort) is charged to a counter, and every
+ * STEP_CHECK units the deadline of the current sc_lua_call is checked (sc_lua__check_deadline),
  * which raises once it has passed. Without this, a pattern such as
  * "^(.-)%s*(.-)%s*(.-)%s*(.-)x$" backtracks for minutes over a few hundred
  * characters inside one C call, where the count hook never fires.
@@ -36,8 +36,10 @@
 #include "lua/bounded.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stddef.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 
@@ -891,6 +893,172 @@ static int tmove(lua_State *L)
     return 1;
 }
 
+/* Quicksort (based on 'Algorithms in MODULA-3', Robert Sedgewick;
+ * Addison-Wesley, 1993.) With the default comparison the whole sort runs in
+ * C: a few million elements take seconds, so every comparison is charged. */
+
+typedef unsigned int IdxT; /* type for array indices */
+
+/* size of 'e' measured in number of 'unsigned int's */
+#define sof(e) (sizeof(e) / sizeof(unsigned int))
+
+/* Use 'time' and 'clock' as sources of "randomness" for the pivot. */
+static unsigned int l_randomizePivot(void)
+{
+    clock_t c = clock();
+    time_t t = time(NULL);
+    unsigned int buff[sof(c) + sof(t)];
+    unsigned int i, rnd = 0;
+    memcpy(buff, &c, sof(c) * sizeof(unsigned int));
+    memcpy(buff + sof(c), &t, sof(t) * sizeof(unsigned int));
+    for (i = 0; i < sof(buff); i++)
+        rnd += buff[i];
+    return rnd;
+}
+
+/* arrays larger than 'RANLIMIT' may use randomized pivots */
+#define RANLIMIT 100u
+
+static void set2(lua_State *L, IdxT i, IdxT j)
+{
+    lua_seti(L, 1, i);
+    lua_seti(L, 1, j);
+}
+
+/* Return true iff value at stack index 'a' is less than the value at index
+ * 'b' (according to the order of the sort). */
+static int sort_comp(lua_State *L, step_counter_t *steps, int a, int b)
+{
+    steps_charge(steps, 1);
+    if (lua_isnil(L, 2))                       /* no function? */
+        return lua_compare(L, a, b, LUA_OPLT); /* a < b */
+    else {                                     /* function */
+        int res;
+        lua_pushvalue(L, 2);        /* push function */
+        lua_pushvalue(L, a - 1);    /* -1 to compensate function */
+        lua_pushvalue(L, b - 2);    /* -2 to compensate function and 'a' */
+        lua_call(L, 2, 1);          /* call function */
+        res = lua_toboolean(L, -1); /* get result */
+        lua_pop(L, 1);              /* pop result */
+        return res;
+    }
+}
+
+/* Does the partition: Pivot P is at the top of the stack. precondition:
+ * a[lo] <= P == a[up-1] <= a[up], so it only needs to do the partition from
+ * lo + 1 to up - 2. Pos-condition: a[lo .. i - 1] <= a[i] == P <= a[i + 1 ..
+ * up] returns 'i'. */
+static IdxT partition(lua_State *L, step_counter_t *steps, IdxT lo, IdxT up)
+{
+    IdxT i = lo;     /* will be incremented before first use */
+    IdxT j = up - 1; /* will be decremented before first use */
+    /* loop invariant: a[lo .. i] <= P <= a[j .. up] */
+    for (;;) {
+        /* next loop: repeat ++i while a[i] < P */
+        while ((void)lua_geti(L, 1, ++i), sort_comp(L, steps, -1, -2)) {
+            if (i == up - 1) /* a[i] < P  but a[up - 1] == P  ?? */
+                luaL_error(L, "invalid order function for sorting");
+            lua_pop(L, 1); /* remove a[i] */
+        }
+        /* after the loop, a[i] >= P and a[lo .. i - 1] < P */
+        /* next loop: repeat --j while P < a[j] */
+        while ((void)lua_geti(L, 1, --j), sort_comp(L, steps, -3, -1)) {
+            if (j < i) /* j < i  but  a[j] > P ?? */
+                luaL_error(L, "invalid order function for sorting");
+            lua_pop(L, 1); /* remove a[j] */
+        }
+        /* after the loop, a[j] <= P and a[j + 1 .. up] >= P */
+        if (j < i) { /* no elements out of place? */
+            /* a[lo .. i - 1] <= P <= a[j + 1 .. i .. up] */
+            lua_pop(L, 1); /* pop a[j] */
+            /* swap pivot (a[up - 1]) with a[i] to satisfy pos-condition */
+            set2(L, up - 1, i);
+            return i;
+        }
+        /* otherwise, swap a[i] - a[j] to restore invariant and repeat */
+        set2(L, i, j);
+    }
+}
+
+/* Choose an element in the middle (2nd-3th quarters) of [lo,up]
+ * "randomized" by 'rnd' */
+static IdxT choosePivot(IdxT lo, IdxT up, unsigned int rnd)
+{
+    IdxT r4 = (up - lo) / 4; /* range/4 */
+    IdxT p = rnd % (r4 * 2) + (lo + r4);
+    return p;
+}
+
+/* Quicksort algorithm (recursive function) */
+static void auxsort(lua_State *L, step_counter_t *steps, IdxT lo, IdxT up, unsigned int rnd)
+{
+    while (lo < up) { /* loop for tail recursion */
+        IdxT p;       /* Pivot index */
+        IdxT n;       /* to be used later */
+        /* sort elements 'lo', 'p', and 'up' */
+        lua_geti(L, 1, lo);
+        lua_geti(L, 1, up);
+        if (sort_comp(L, steps, -1, -2)) /* a[up] < a[lo]? */
+            set2(L, lo, up);             /* swap a[lo] - a[up] */
+        else
+            lua_pop(L, 2);                  /* remove both values */
+        if (up - lo == 1)                   /* only 2 elements? */
+            return;                         /* already sorted */
+        if (up - lo < RANLIMIT || rnd == 0) /* small interval or no randomize? */
+            p = (lo + up) / 2;              /* middle element is a good pivot */
+        else                                /* for larger intervals, it is worth a random pivot */
+            p = choosePivot(lo, up, rnd);
+        lua_geti(L, 1, p);
+        lua_geti(L, 1, lo);
+        if (sort_comp(L, steps, -2, -1)) /* a[p] < a[lo]? */
+            set2(L, p, lo);              /* swap a[p] - a[lo] */
+        else {
+            lua_pop(L, 1); /* remove a[lo] */
+            lua_geti(L, 1, up);
+            if (sort_comp(L, steps, -1, -2)) /* a[up] < a[p]? */
+                set2(L, p, up);              /* swap a[up] - a[p] */
+            else
+                lua_pop(L, 2);
+        }
+        if (up - lo == 2)       /* only 3 elements? */
+            return;             /* already sorted */
+        lua_geti(L, 1, p);      /* get middle element (Pivot) */
+        lua_pushvalue(L, -1);   /* push Pivot */
+        lua_geti(L, 1, up - 1); /* push a[up - 1] */
+        set2(L, p, up - 1);     /* swap Pivot (a[p]) with a[up - 1] */
+        p = partition(L, steps, lo, up);
+        /* a[lo .. p - 1] <= a[p] == P <= a[p + 1 .. up] */
+        if (p - lo < up - p) {                 /* lower interval is smaller? */
+            auxsort(L, steps, lo, p - 1, rnd); /* call recursively for lower interval */
+            n = p - lo;                        /* size of smaller interval */
+            lo = p + 1;                        /* tail call for [p + 1 .. up] (upper interval) */
+        } else {
+            auxsort(L, steps, p + 1, up, rnd); /* call recursively for upper interval */
+            n = up - p;                        /* size of smaller interval */
+            up = p - 1;                        /* tail call for [lo .. p - 1]  (lower interval) */
+        }
+        if ((up - lo) / 128 > n)      /* partition too imbalanced? */
+            rnd = l_randomizePivot(); /* try a new randomization */
+    }                                 /* tail call auxsort(L, lo, up, rnd) */
+}
+
+/* Lua: table.sort(t [, comp]) -- as stock Lua; with the default comparison
+ * the sort never returns to Lua, so every comparison is charged. */
+static int sort(lua_State *L)
+{
+    step_counter_t steps;
+    lua_Integer n = aux_getn(L, 1, TAB_RW);
+    steps_init(&steps, L, TABLE_WHAT);
+    if (n > 1) { /* non-trivial interval? */
+        luaL_argcheck(L, n < INT_MAX, 1, "array too big");
+        if (!lua_isnoneornil(L, 2))              /* is there a 2nd argument? */
+            luaL_checktype(L, 2, LUA_TFUNCTION); /* must be a function */
+        lua_settop(L, 2);                        /* make sure there are two arguments */
+        auxsort(L, &steps, 1, (IdxT)n, 0);
+    }
+    return 0;
+}
+
 /* ==== Installation ==== */
 
 void sc_lua__install_bounded(lua_State *L, int strlib, int tablib)
@@ -900,10 +1068,7 @@ void sc_lua__install_bounded(lua_State *L, int strlib, int tablib)
         {"gsub", str_gsub}, {NULL, NULL},
     };
     static const luaL_Reg tab_funcs[] = {
-        {"insert", tinsert},
-        {"remove", tremove},
-        {"move", tmove},
-        {NULL, NULL},
+        {"insert", tinsert}, {"remove", tremove}, {"move", tmove}, {"sort", sort}, {NULL, NULL},
     };
     strlib = lua_absindex(L, strlib);
     tablib = lua_absindex(L, tablib);

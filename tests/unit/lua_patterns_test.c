@@ -205,6 +205,17 @@ static void test_sample(lua_State *L, lua_State *S)
         "return ser(pcall(table.move, {}, -1, math.maxinteger, 1))",
         "return ser(pcall(table.move, {}, 1, 2, math.maxinteger))",
         "return ser(pcall(table.move, 1, 1, 2, 1))",
+        "local t = {5, 2, 8, 1, 9, 3} table.sort(t) return ser(table.concat(t, ','))",
+        "local t = {5, 2, 8, 1, 9, 3} table.sort(t, function(a, b) return a > b end) "
+        "return ser(table.concat(t, ','))",
+        "local t = {'pear', 'Apple', 'fig', 'apple'} table.sort(t) return ser(table.concat(t, "
+        "','))",
+        "local t = {} for i = 1, 500 do t[i] = (i * 7919) % 503 end table.sort(t) "
+        "local ok = true for i = 2, #t do ok = ok and t[i - 1] <= t[i] end return ser(ok, #t)",
+        "return ser(pcall(table.sort, {3, 'a', 1}))",
+        "return ser(pcall(table.sort, {1, 2, 3}, 5))",
+        "return ser(pcall(table.sort, {3, 2, 1, 5, 4}, function(a, b) return true end))",
+        "local t = {} table.sort(t) return ser(#t)",
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         same_as_stock(L, S, cases[i]);
@@ -299,6 +310,10 @@ static void test_budget(lua_State *L)
         "local t = setmetatable({}, {__len = function() return 1 << 50 end}) "
         "table.insert(t, 1, 'x')",
         "local t = setmetatable({}, {__len = function() return 1 << 50 end}) table.remove(t, 1)",
+        /* a sort that never returns to Lua: 2^18 references to long strings
+         * with a common prefix, default comparison (stock Lua: minutes) */
+        "local s = {} for k = 1, 8 do s[k] = ('x'):rep(1 << 17) .. k end "
+        "local t = {} for i = 1, 1 << 18 do t[i] = s[(i * 5) % 8 + 1] end table.sort(t)",
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char out[2048];
