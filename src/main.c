@@ -23,12 +23,12 @@
 #include "core/config.h"
 #include "core/fsutil.h"
 #include "core/log.h"
+#include "core/watch.h"
 #include "http/compose.h"
 #include "http/server.h"
 #include "image/codec.h"
 #include "limits/limiter.h"
 #include "lua/policy.h"
-#include "lua/reload.h"
 #include "lua/replay.h"
 #include "metrics/metrics.h"
 #include "replicate/client.h"
@@ -272,7 +272,7 @@ static bool wait_until(bool (*pred)(void), double seconds, const sigset_t *sigs)
         if (sig == SIGINT || sig == SIGTERM)
             return false;
         if (sig == SIGHUP)
-            sc_reload_request();
+            sc_watch_request();
     }
     return true;
 }
@@ -366,8 +366,11 @@ static int cmd_serve(void)
         goto out;
     }
     rep_up = true;
-    if (sc_reload_start(cfg) != 0) {
-        sc_log_error("cannot start the policy file watcher");
+    /* the watcher knows files and functions, not policies and alerts */
+    if (sc_watch_add(cfg->policy_file, sc_policy_watch_reload, NULL) != 0 ||
+        sc_watch_add(cfg->alerts_file, sc_alerts_watch_reload, NULL) != 0 ||
+        sc_watch_start() != 0) {
+        sc_log_error("cannot start the policy and alert file watcher");
         goto out;
     }
     reload_up = true;
@@ -382,7 +385,7 @@ static int cmd_serve(void)
             continue;
         if (sig == SIGHUP) {
             sc_log_info("[Policy] SIGHUP: reload requested");
-            sc_reload_request();
+            sc_watch_request();
             continue;
         }
         sc_log_info("shutting down (%s): no new connections, finishing requests",
@@ -390,7 +393,7 @@ static int cmd_serve(void)
         break;
     }
     sc_http_quiesce();
-    sc_reload_stop();
+    sc_watch_stop();
     reload_up = false;
     if (!wait_until(none_suspended, SHUTDOWN_GRACE_SECONDS, &sigs))
         sc_log_warn("shutdown: cancelling %d Kontext/scene job(s) still running",
@@ -406,7 +409,7 @@ static int cmd_serve(void)
     rc = 0;
 out:
     if (reload_up)
-        sc_reload_stop();
+        sc_watch_stop();
     if (rep_up)
         sc_replicate_shutdown();
     if (alerts_up)
