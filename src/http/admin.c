@@ -12,7 +12,7 @@
 #include "alerts/alerts.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "http/compose.h"
+#include "compose/compose.h"
 #include "http/conn.h"
 #include "lua/policy.h"
 #include "metrics/metrics.h"

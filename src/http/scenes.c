@@ -12,7 +12,7 @@
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/log.h"
-#include "http/compose.h"
+#include "compose/compose.h"
 #include "http/conn.h"
 #include "metrics/metrics.h"
 #include "replicate/inputs.h"

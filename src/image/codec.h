@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "image/format.h"
 #include "image/image.h"
 
 typedef enum {
@@ -15,8 +16,6 @@ typedef enum {
     SC_CODEC_TOO_LARGE = -2, /* width*height over the caller's max_pixels */
     SC_CODEC_NOMEM = -3,
 } sc_codec_status_t;
-
-typedef enum { SC_FMT_UNKNOWN = 0, SC_FMT_PNG, SC_FMT_JPEG } sc_image_format_t;
 
 typedef struct sc_image_info {
     int width, height;

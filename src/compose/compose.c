@@ -1,4 +1,5 @@
-#include "http/compose.h"
+/* The compose layer (compose.h). */
+#include "compose/compose.h"
 
 #include <errno.h>
 #include <math.h>
@@ -45,47 +46,18 @@ int sc_compose_check_params(const sc_place_params_t *p, char *err, size_t errlen
     return 0;
 }
 
-sc_image_format_t sc_compose_parse_format(const char *s)
-{
-    if (!s)
-        return SC_FMT_UNKNOWN;
-    if (strcmp(s, "png") == 0)
-        return SC_FMT_PNG;
-    if (strcmp(s, "jpeg") == 0 || strcmp(s, "jpg") == 0)
-        return SC_FMT_JPEG;
-    return SC_FMT_UNKNOWN;
-}
-
-const char *sc_compose_format_name(sc_image_format_t f)
-{
-    return f == SC_FMT_JPEG ? "jpeg" : "png";
-}
-
-const char *sc_compose_format_ext(sc_image_format_t f)
-{
-    return f == SC_FMT_JPEG ? "jpg" : "png";
-}
-
-const char *sc_compose_format_mime(sc_image_format_t f)
-{
-    return f == SC_FMT_JPEG ? "image/jpeg" : "image/png";
-}
-
-int sc_compose_encode(const sc_image_t *img, sc_image_format_t fmt, uint8_t **out, size_t *out_len)
-{
-    if (fmt == SC_FMT_JPEG)
-        return sc_codec_encode_jpeg(img, SC_COMPOSE_JPEG_QUALITY, out, out_len);
-    return sc_codec_encode_png(img, out, out_len);
-}
-
 int sc_compose_pil(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
                    sc_image_format_t fmt, uint8_t **out, size_t *out_len, const char **err)
 {
     *out = NULL;
     *out_len = 0;
+    if (!sc_format_get(fmt)) {
+        *err = "unknown output format";
+        return -1;
+    }
     if (sc_place_composite(scene, product, p, err) != 0)
         return -1;
-    if (sc_compose_encode(scene, fmt, out, out_len) != 0) {
+    if (sc_format_encode(fmt, scene, 0, out, out_len) != 0) {
         *err = "cannot encode the composite (out of memory)";
         return -1;
     }
@@ -95,14 +67,15 @@ int sc_compose_pil(sc_image_t *scene, const sc_image_t *product, const sc_place_
 int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, const void *data,
                     size_t len)
 {
-    if (!sc_id_valid(id, strlen(id))) {
+    const char *ext = sc_format_ext(fmt);
+    if (!ext || !sc_id_valid(id, strlen(id))) {
         errno = EINVAL;
         return -1;
     }
     if (sc_fs_mkdirs(dir) != 0)
         return -1;
     char path[2048];
-    int n = snprintf(path, sizeof path, "%s/%s.%s", dir, id, sc_compose_format_ext(fmt));
+    int n = snprintf(path, sizeof path, "%s/%s.%s", dir, id, ext);
     if (n < 0 || (size_t)n >= sizeof path) {
         errno = ENAMETOOLONG;
         return -1;
