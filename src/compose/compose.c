@@ -46,6 +46,54 @@ int sc_compose_check_params(const sc_place_params_t *p, char *err, size_t errlen
     return 0;
 }
 
+static int refuse(sc_compose_refusal_t *why, const char *field, sc_codec_status_t st,
+                  long long max_pixels)
+{
+    why->field = field;
+    why->status = st;
+    if (st == SC_CODEC_TOO_LARGE)
+        snprintf(why->message, sizeof why->message, "field '%s' has more than %lld pixels", field,
+                 max_pixels);
+    else if (st == SC_CODEC_NOMEM)
+        snprintf(why->message, sizeof why->message, "out of memory decoding field '%s'", field);
+    else
+        snprintf(why->message, sizeof why->message, "field '%s' is not a valid PNG or JPEG image",
+                 field);
+    return -1;
+}
+
+int sc_compose_decode(const uint8_t *scene, size_t scene_len, const uint8_t *product,
+                      size_t product_len, long long max_pixels, const sc_place_params_t *p,
+                      sc_image_t *scene_out, sc_image_t *product_out, sc_compose_refusal_t *why)
+{
+    sc_image_info_t si, pi;
+    const char *err = NULL;
+    sc_image_t empty = SC_IMAGE_INIT;
+    *scene_out = *product_out = empty;
+    sc_codec_status_t st = sc_codec_probe(scene, scene_len, max_pixels, &si);
+    if (st != SC_CODEC_OK)
+        return refuse(why, "scene", st, max_pixels);
+    st = sc_codec_probe(product, product_len, max_pixels, &pi);
+    if (st != SC_CODEC_OK)
+        return refuse(why, "product", st, max_pixels);
+    if (sc_place_check(si.width, si.height, pi.width, pi.height, p, &err) != 0) {
+        why->field = "product";
+        why->status = SC_CODEC_TOO_LARGE;
+        snprintf(why->message, sizeof why->message, "field 'product' (%dx%d): %s", pi.width,
+                 pi.height, err ? err : "cannot be placed");
+        return -1;
+    }
+    st = sc_codec_decode(scene, scene_len, max_pixels, scene_out, &err);
+    if (st != SC_CODEC_OK)
+        return refuse(why, "scene", st, max_pixels);
+    st = sc_codec_decode(product, product_len, max_pixels, product_out, &err);
+    if (st != SC_CODEC_OK) {
+        sc_image_free(scene_out);
+        return refuse(why, "product", st, max_pixels);
+    }
+    return 0;
+}
+
 int sc_compose_pil(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
                    sc_image_format_t fmt, uint8_t **out, size_t *out_len, const char **err)
 {

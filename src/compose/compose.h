@@ -24,6 +24,27 @@ int sc_compose_parse_number(const char *s, double *out);
  * naming the culprit in err. */
 int sc_compose_check_params(const sc_place_params_t *p, char *err, size_t errlen);
 
+/* Why sc_compose_decode refused its inputs. */
+typedef struct sc_compose_refusal {
+    const char *field;        /* "scene" | "product" */
+    sc_codec_status_t status; /* SC_CODEC_INVALID: not an image (400 invalid_image);
+                                 SC_CODEC_TOO_LARGE: over max_pixels, or its placement's
+                                 work would not fit (413 image_too_large);
+                                 SC_CODEC_NOMEM: out of memory (503) */
+    char message[256];        /* for the client, names the field */
+} sc_compose_refusal_t;
+
+/* The server's steps from uploaded bytes to decoded images, shared with the
+ * bench so it measures exactly them: both headers first (a too large product
+ * is refused without decoding the scene), then the placement's working limits
+ * from the header sizes (sc_place_check: an extreme aspect ratio is a 413, not
+ * an out-of-memory 500 later), then both decodes (EXIF orientation applied).
+ * p must have passed sc_compose_check_params. Returns 0 with both images
+ * filled (caller frees), or -1 with both empty and *why filled. */
+int sc_compose_decode(const uint8_t *scene, size_t scene_len, const uint8_t *product,
+                      size_t product_len, long long max_pixels, const sc_place_params_t *p,
+                      sc_image_t *scene_out, sc_image_t *product_out, sc_compose_refusal_t *why);
+
 /* Composites product onto scene IN PLACE (scene becomes the result) and encodes
  * it as fmt with the format's default quality. Returns 0, or -1 with a static
  * message in *err (also for SC_FMT_UNKNOWN). */

@@ -428,18 +428,14 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
 
 /* ==== The request ==== */
 
-/* Maps a codec failure of field name to its answer. */
-static enum MHD_Result image_error(sc_http_conn_t *c, const char *name, sc_codec_status_t st)
+/* Answers a refusal of the uploaded images (sc_compose_decode). */
+static enum MHD_Result image_error(sc_http_conn_t *c, const sc_compose_refusal_t *why)
 {
-    if (st == SC_CODEC_TOO_LARGE)
-        return sc_http__send_error(c->mhd, 413, "image_too_large",
-                                   "field '%s' has more than %lld pixels", name,
-                                   c->cfg->max_image_pixels);
-    if (st == SC_CODEC_NOMEM)
-        return sc_http__send_error(c->mhd, 503, "service_unavailable",
-                                   "out of memory decoding field '%s'", name);
-    return sc_http__send_error(c->mhd, 400, "invalid_image",
-                               "field '%s' is not a valid PNG or JPEG image", name);
+    if (why->status == SC_CODEC_TOO_LARGE)
+        return sc_http__send_error(c->mhd, 413, "image_too_large", "%s", why->message);
+    if (why->status == SC_CODEC_NOMEM)
+        return sc_http__send_error(c->mhd, 503, "service_unavailable", "%s", why->message);
+    return sc_http__send_error(c->mhd, 400, "invalid_image", "%s", why->message);
 }
 
 static enum MHD_Result param_number(sc_http_conn_t *c, const sc_http_field_t *f, const char *name,
@@ -504,26 +500,12 @@ static enum MHD_Result process(sc_http_conn_t *c)
         c->format = accept_fmt; /* no explicit format: Accept picks it */
     }
 
-    /* Headers first for both images: a too large product is refused without
-     * decoding the scene. */
-    sc_image_info_t si, pi;
-    long long maxpx = c->cfg->max_image_pixels;
-    sc_codec_status_t st =
-        sc_codec_probe((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len, maxpx, &si);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "scene", st);
-    st = sc_codec_probe((const uint8_t *)c->f_product.data.data, c->f_product.data.len, maxpx, &pi);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "product", st);
-    const char *derr = NULL;
-    st = sc_codec_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len, maxpx,
-                         &c->scene, &derr);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "scene", st);
-    st = sc_codec_decode((const uint8_t *)c->f_product.data.data, c->f_product.data.len, maxpx,
-                         &c->product, &derr);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "product", st);
+    /* Headers, the placement's working limits, then the decodes (compose.h). */
+    sc_compose_refusal_t why;
+    if (sc_compose_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
+                          (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
+                          c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
+        return image_error(c, &why);
     sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
     sc_buf_free(&c->f_product.data);
 
