@@ -14,6 +14,7 @@
 #include <libdeflate.h>
 #include <turbojpeg.h>
 
+#include "image/exif.h"
 #include "image/png.h"
 #include "image/stb_glue.h"
 
@@ -104,6 +105,12 @@ sc_codec_status_t sc_codec_probe(const uint8_t *data, size_t len, long long max_
         st = probe_jpeg(data, len, &tmp);
     if (st != SC_CODEC_OK)
         return st;
+    tmp.orientation = sc_exif_orientation(data, len);
+    if (sc_exif_swaps(tmp.orientation)) {
+        int t = tmp.width;
+        tmp.width = tmp.height;
+        tmp.height = t;
+    }
     if (info)
         *info = tmp;
     if (max_pixels > 0 && (long long)tmp.width * tmp.height > max_pixels)
@@ -364,6 +371,12 @@ sc_codec_status_t sc_codec_decode(const uint8_t *data, size_t len, long long max
             e = "out of memory";
             goto done;
         }
+    }
+    if (sc_exif_apply(&tmp, info.orientation) != 0) {
+        sc_image_free(&tmp);
+        st = SC_CODEC_NOMEM;
+        e = "out of memory";
+        goto done;
     }
     *out = tmp;
     st = SC_CODEC_OK;

@@ -81,3 +81,33 @@ def test_short_palette_scene_is_deterministic(server):
     assert px[10, 5] == (0, 0, 0)
     assert px[1, 4] == (0, 255, 0)  # index 257 % 256 = 1
     assert px[63, 15] == (0, 0, 0)
+
+
+def test_exif_orientation_is_honoured(server):
+    """Issue 12: a phone JPEG stored sideways with Orientation 6 (or a PNG
+    with an eXIf chunk) is composited upright, as Pillow's exif_transpose
+    shows it."""
+    from PIL import Image, ImageOps
+    srv = server()
+    # blocks of solid colour, so JPEG keeps them and a misrotation shows
+    stored = Image.new("RGB", (96, 64))
+    for i, colour in enumerate([(250, 20, 20), (20, 250, 20), (20, 20, 250),
+                                (250, 250, 20), (20, 250, 250), (250, 20, 250)]):
+        stored.paste(colour, ((i % 3) * 32, (i // 3) * 32, (i % 3) * 32 + 32, (i // 3) * 32 + 32))
+    clear = encode(Image.new("RGBA", (8, 8), (0, 0, 0, 0)))  # leaves the scene as it is
+    for fmt, o in (("JPEG", 6), ("JPEG", 8), ("JPEG", 3), ("PNG", 5)):
+        exif = Image.Exif()
+        exif[0x0112] = o
+        data = encode(stored, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+        want = ImageOps.exif_transpose(decode(data)).convert("RGB")
+        r = post_composite(srv.base, data, clear, headers={"Accept": "image/png"})
+        assert r.status_code == 200, r.text
+        got = decode(r.content).convert("RGB")
+        assert got.size == want.size == ((64, 96) if o >= 5 else (96, 64)), (fmt, o)
+        g, w = got.load(), want.load()
+        for y in range(16, want.size[1], 32):  # block centres
+            for x in range(16, want.size[0], 32):
+                assert max(abs(a - b) for a, b in zip(g[x, y], w[x, y])) <= 12, (fmt, o, x, y)
+        # the JSON answer reports the upright size too
+        body = post_composite(srv.base, data, clear).json()
+        assert (body["width"], body["height"]) == want.size
