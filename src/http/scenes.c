@@ -9,10 +9,10 @@
 
 #include <cjson/cJSON.h>
 
+#include "compose/compose.h"
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/log.h"
-#include "compose/compose.h"
 #include "http/conn.h"
 #include "metrics/metrics.h"
 #include "replicate/inputs.h"
