@@ -79,8 +79,8 @@ int sc_compose_decode(const uint8_t *scene, size_t scene_len, const uint8_t *pro
     if (sc_place_check(si.width, si.height, pi.width, pi.height, p, &err) != 0) {
         why->field = "product";
         why->status = SC_CODEC_TOO_LARGE;
-        snprintf(why->message, sizeof why->message, "field 'product' (%dx%d): %s", pi.width,
-                 pi.height, err ? err : "cannot be placed");
+        snprintf(why->message, sizeof why->message, "field 'product' (%dx%d on a %dx%d scene): %s",
+                 pi.width, pi.height, si.width, si.height, err ? err : "cannot be placed");
         return -1;
     }
     st = sc_codec_decode(scene, scene_len, max_pixels, scene_out, &err);
