@@ -19,12 +19,12 @@
 #include <time.h>
 
 #include "alerts/alerts.h"
+#include "compose/compose.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/watch.h"
-#include "http/compose.h"
 #include "http/server.h"
 #include "image/codec.h"
 #include "limits/limiter.h"
@@ -154,19 +154,22 @@ static int cmd_composite(int argc, char **argv)
         fprintf(stderr, "scenecomp composite: %s\n", perr);
         return 2;
     }
-    sc_image_format_t fmt = SC_FMT_PNG;
-    if (format) {
-        fmt = sc_compose_parse_format(format);
-        if (fmt == SC_FMT_UNKNOWN) {
+    /* --format, else the output's extension (.png, .jpg, .jpeg); anything else
+     * is refused rather than written as some default format. */
+    const char *dot = strrchr(out, '.');
+    const sc_format_t *ofmt =
+        format ? sc_format_by_name(format) : sc_format_by_ext(dot ? dot + 1 : NULL);
+    if (!ofmt) {
+        if (format)
             fprintf(stderr, "scenecomp composite: --format must be png or jpeg\n");
-            return 2;
-        }
-    } else {
-        /* No --format: the output's extension decides (.jpg/.jpeg -> JPEG). */
-        const char *dot = strrchr(out, '.');
-        if (dot && (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0))
-            fmt = SC_FMT_JPEG;
+        else
+            fprintf(stderr,
+                    "scenecomp composite: cannot tell the output format from '%s': name it "
+                    ".png or .jpg, or pass --format png|jpeg\n",
+                    out);
+        return 2;
     }
+    sc_image_format_t fmt = ofmt->id;
 
     sc_config_t cfg;
     sc_config_defaults(&cfg);
@@ -187,7 +190,7 @@ static int cmd_composite(int argc, char **argv)
         fprintf(stderr, "scenecomp: cannot write '%s': %s\n", out, strerror(errno));
         goto cleanup;
     }
-    printf("wrote %s (%dx%d %s, %.3f s)\n", out, s.width, s.height, sc_compose_format_name(fmt),
+    printf("wrote %s (%dx%d %s, %.3f s)\n", out, s.width, s.height, ofmt->name,
            sc_clock_mono() - t0);
     rc = 0;
 cleanup:

@@ -12,10 +12,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "compose/compose.h"
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/log.h"
-#include "http/compose.h"
 #include "http/conn.h"
 #include "image/resize.h"
 #include "limits/limiter.h"
@@ -147,8 +147,8 @@ enum MHD_Result sc_http__composite_data(sc_http_conn_t *c, const char *data, siz
 /* ==== Answers ==== */
 
 /* Which answer the client wants: an image type in Accept (the first of
- * application/json, image/png, image/jpeg, image/(any) listed wins). *fmt is set for
- * image/png and image/jpeg, left alone for image/(any). */
+ * application/json, a type in the format table (image/format.h) or image/(any)
+ * listed wins). *fmt is set for a listed format, left alone for image/(any). */
 static bool accept_image(struct MHD_Connection *conn, sc_image_format_t *fmt)
 {
     const char *acc = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
@@ -163,13 +163,9 @@ static bool accept_image(struct MHD_Connection *conn, sc_image_format_t *fmt)
             n--;
         if (n == 16 && strncasecmp(p, "application/json", n) == 0)
             return false;
-        if (n == 9 && strncasecmp(p, "image/png", n) == 0) {
-            *fmt = SC_FMT_PNG;
-            return true;
-        }
-        if ((n == 10 && strncasecmp(p, "image/jpeg", n) == 0) ||
-            (n == 9 && strncasecmp(p, "image/jpg", n) == 0)) {
-            *fmt = SC_FMT_JPEG;
+        const sc_format_t *f = sc_format_by_mime(p, n);
+        if (f) {
+            *fmt = f->id;
             return true;
         }
         if (n == 7 && strncasecmp(p, "image/*", n) == 0)
@@ -201,7 +197,7 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
             free(bytes);
             return sc_http__send_oom(c->mhd);
         }
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, sc_compose_format_mime(c->format));
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, sc_format_mime(c->format));
         MHD_add_response_header(r, "X-Composite-Id", c->id);
         MHD_add_response_header(r, "X-Composite-Method", a->method);
         MHD_add_response_header(r, "X-Composite-Fallback", a->fallback ? "true" : "false");
@@ -223,8 +219,8 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
     rc |= sc_buf_printf(&b,
                         ", \"width\": %d, \"height\": %d, \"format\": \"%s\", "
                         "\"image_url\": \"/api/composites/%s.%s\"}",
-                        a->width, a->height, sc_compose_format_name(c->format), c->id,
-                        sc_compose_format_ext(c->format));
+                        a->width, a->height, sc_format_name(c->format), c->id,
+                        sc_format_ext(c->format));
     if (rc != 0 || sc_buf_puts(&b, "\n") != 0) {
         sc_buf_free(&b);
         return sc_http__send_oom(c->mhd);
@@ -351,7 +347,7 @@ static int kontext_output(sc_http_conn_t *c, const sc_rep_result_t *res, uint8_t
         }
         final = &sized;
     }
-    if (sc_compose_encode(final, c->format, out, len) != 0) {
+    if (sc_format_encode(c->format, final, 0, out, len) != 0) {
         *err = "cannot encode the output";
         goto cleanup;
     }
@@ -415,18 +411,14 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
 
 /* ==== The request ==== */
 
-/* Maps a codec failure of field name to its answer. */
-static enum MHD_Result image_error(sc_http_conn_t *c, const char *name, sc_codec_status_t st)
+/* Answers a refusal of the uploaded images (sc_compose_decode). */
+static enum MHD_Result image_error(sc_http_conn_t *c, const sc_compose_refusal_t *why)
 {
-    if (st == SC_CODEC_TOO_LARGE)
-        return sc_http__send_error(c->mhd, 413, "image_too_large",
-                                   "field '%s' has more than %lld pixels", name,
-                                   c->cfg->max_image_pixels);
-    if (st == SC_CODEC_NOMEM)
-        return sc_http__send_error(c->mhd, 503, "service_unavailable",
-                                   "out of memory decoding field '%s'", name);
-    return sc_http__send_error(c->mhd, 400, "invalid_image",
-                               "field '%s' is not a valid PNG or JPEG image", name);
+    if (why->status == SC_CODEC_TOO_LARGE)
+        return sc_http__send_error(c->mhd, 413, "image_too_large", "%s", why->message);
+    if (why->status == SC_CODEC_NOMEM)
+        return sc_http__send_error(c->mhd, 503, "service_unavailable", "%s", why->message);
+    return sc_http__send_error(c->mhd, 400, "invalid_image", "%s", why->message);
 }
 
 static enum MHD_Result param_number(sc_http_conn_t *c, const sc_http_field_t *f, const char *name,
@@ -482,34 +474,21 @@ static enum MHD_Result process(sc_http_conn_t *c)
     sc_image_format_t accept_fmt = SC_FMT_UNKNOWN;
     c->want_image = accept_image(c->mhd, &accept_fmt);
     if (c->f_format.present) {
-        c->format = sc_compose_parse_format(c->f_format.data.data);
-        if (c->format == SC_FMT_UNKNOWN)
+        const sc_format_t *f = sc_format_by_name(c->f_format.data.data);
+        if (!f)
             return sc_http__send_error(c->mhd, 400, "invalid_parameter",
                                        "field 'format' must be 'png' or 'jpeg'");
+        c->format = f->id;
     } else if (accept_fmt != SC_FMT_UNKNOWN) {
         c->format = accept_fmt; /* no explicit format: Accept picks it */
     }
 
-    /* Headers first for both images: a too large product is refused without
-     * decoding the scene. */
-    sc_image_info_t si, pi;
-    long long maxpx = c->cfg->max_image_pixels;
-    sc_codec_status_t st =
-        sc_codec_probe((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len, maxpx, &si);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "scene", st);
-    st = sc_codec_probe((const uint8_t *)c->f_product.data.data, c->f_product.data.len, maxpx, &pi);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "product", st);
-    const char *derr = NULL;
-    st = sc_codec_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len, maxpx,
-                         &c->scene, &derr);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "scene", st);
-    st = sc_codec_decode((const uint8_t *)c->f_product.data.data, c->f_product.data.len, maxpx,
-                         &c->product, &derr);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "product", st);
+    /* Headers, the placement's working limits, then the decodes (compose.h). */
+    sc_compose_refusal_t why;
+    if (sc_compose_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
+                          (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
+                          c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
+        return image_error(c, &why);
     sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
     sc_buf_free(&c->f_product.data);
 
