@@ -388,9 +388,9 @@ done:
 
 /* ==== Encoding ==== */
 
-/* 0 = our Huffman + run-length deflate on two threads (png.h): within a few
- * percent of Pillow's zlib-6 size at a fraction of libdeflate-6's time; the
- * figures are in docs/performance.md. */
+/* 0 = our LZ77 + Huffman deflate (per block the cheaper of hash-chain matches
+ * and plain runs) on two threads (png.h): at most 1.05x Pillow's zlib-6 size on
+ * the bench and test scenes; the figures are in docs/performance.md. */
 #define SC_PNG_DEFLATE_LEVEL 0
 
 int sc_codec_encode_png(const sc_image_t *img, uint8_t **out, size_t *out_len)

@@ -192,26 +192,48 @@ size_t sc_deflate_bound(size_t len)
     return len * 2 + (len / BLOCK_IN + 2) * 400 + 64;
 }
 
-/* One dynamic block over data[bs, be) given its runs (distance-1 matches) in
- * order; everything outside a run is a literal. lfreq holds the symbol counts. */
-static void write_block(bw_t *w, const uint8_t *data, size_t bs, size_t be, const uint32_t *rpos,
-                        const uint16_t *rlen, size_t nruns, const uint32_t *lfreq, int final)
-{
-    uint8_t llen[NLITLEN], dlen[2] = {1, 1}, cllen[19];
-    uint16_t lcode[NLITLEN], dcode[2] = {0, 1}, clcode[19];
-    huff_lengths(lfreq, NLITLEN, MAX_BITS, llen);
-    huff_codes(llen, NLITLEN, lcode);
-    int hlit = NLITLEN;
-    while (hlit > 257 && llen[hlit - 1] == 0)
-        hlit--;
+static const uint16_t dist_base[30] = {
+    1,   2,   3,   4,   5,   7,    9,    13,   17,   25,   33,   49,   65,    97,    129,
+    193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+static const uint8_t dist_extra[30] = {0, 0, 0, 0, 1, 1, 2, 2,  3,  3,  4,  4,  5,  5,  6,
+                                       6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
 
-    /* run-length code the code lengths (litlen then dist, one sequence) */
-    uint8_t seq[NLITLEN + 2], cls[NLITLEN + 2], clx[NLITLEN + 2];
+static uint8_t dist_code_lo[256]; /* distance 1..256 -> code, by d - 1 */
+static uint8_t dist_code_hi[256]; /* distance 257..32768 -> code, by (d - 1) >> 7 */
+
+static void dist_tables_init(void)
+{
+    for (int c = 0; c < 30; c++) {
+        int end = c == 29 ? 32769 : dist_base[c + 1];
+        for (int d = dist_base[c]; d < end; d++) {
+            if (d <= 256)
+                dist_code_lo[d - 1] = (uint8_t)c;
+            else
+                dist_code_hi[(d - 1) >> 7] = (uint8_t)c;
+        }
+    }
+}
+
+static inline unsigned dist_code(unsigned d)
+{
+    return d <= 256 ? dist_code_lo[d - 1] : dist_code_hi[(d - 1) >> 7];
+}
+
+/* One LZ77 symbol: a literal (len 0, lit) or a match (len 3..258, dist). */
+typedef struct {
+    uint16_t len; /* 0: literal */
+    uint16_t dist_or_lit;
+} sym_t;
+
+/* Writes a Huffman code-length table (the block header after BTYPE). */
+static void write_header(bw_t *w, const uint8_t *llen, int hlit, const uint8_t *dlen, int hdist)
+{
+    uint8_t seq[NLITLEN + 30], cls[NLITLEN + 30], clx[NLITLEN + 30], cllen[19];
+    uint16_t clcode[19];
     int ns = 0, nc = 0;
     memcpy(seq, llen, (size_t)hlit);
-    seq[hlit] = dlen[0];
-    seq[hlit + 1] = dlen[1];
-    ns = hlit + 2;
+    memcpy(seq + hlit, dlen, (size_t)hdist);
+    ns = hlit + hdist;
     uint32_t clfreq[19] = {0};
     for (int i = 0; i < ns;) {
         int v = seq[i], run = 1;
@@ -247,11 +269,8 @@ static void write_block(bw_t *w, const uint8_t *data, size_t bs, size_t be, cons
     int hclen = 19;
     while (hclen > 4 && cllen[cl_order[hclen - 1]] == 0)
         hclen--;
-
-    put(w, final ? 1 : 0, 1);
-    put(w, 2, 2);
     put(w, (uint32_t)(hlit - 257), 5);
-    put(w, 2 - 1, 5);
+    put(w, (uint32_t)(hdist - 1), 5);
     put(w, (uint32_t)(hclen - 4), 4);
     for (int i = 0; i < hclen; i++)
         put(w, cllen[cl_order[i]], 3);
@@ -264,6 +283,35 @@ static void write_block(bw_t *w, const uint8_t *data, size_t bs, size_t be, cons
         else if (cls[i] == 18)
             put(w, clx[i], 7);
     }
+}
+
+/* One dynamic block of the given symbols; lfreq/dfreq hold their counts. */
+static void write_block(bw_t *w, const sym_t *syms, size_t nsyms, uint32_t *lfreq, uint32_t *dfreq,
+                        int final)
+{
+    uint8_t llen[NLITLEN], dlen[30];
+    uint16_t lcode[NLITLEN], dcode[30];
+    lfreq[256] = 1; /* end of block */
+    huff_lengths(lfreq, NLITLEN, MAX_BITS, llen);
+    huff_codes(llen, NLITLEN, lcode);
+    int nd = 0;
+    for (int i = 0; i < 30; i++)
+        nd += dfreq[i] != 0;
+    if (nd < 2) { /* a complete distance code needs two symbols (RFC 1951 allows one; some
+                     decoders disagree) */
+        dfreq[0] += dfreq[0] == 0;
+        dfreq[1] += dfreq[1] == 0;
+    }
+    huff_lengths(dfreq, 30, MAX_BITS, dlen);
+    huff_codes(dlen, 30, dcode);
+    int hlit = NLITLEN, hdist = 30;
+    while (hlit > 257 && llen[hlit - 1] == 0)
+        hlit--;
+    while (hdist > 1 && dlen[hdist - 1] == 0)
+        hdist--;
+    put(w, final ? 1 : 0, 1);
+    put(w, 2, 2);
+    write_header(w, llen, hlit, dlen, hdist);
 
     uint32_t tab[256]; /* literal code | length << 16 */
     for (int i = 0; i < 256; i++)
@@ -271,37 +319,123 @@ static void write_block(bw_t *w, const uint8_t *data, size_t bs, size_t be, cons
     uint8_t *p = w->p;
     uint64_t bits = w->bits;
     unsigned n = w->n;
-    size_t i = bs;
-    for (size_t r = 0; r <= nruns; r++) {
-        size_t lit_end = r < nruns ? rpos[r] : be;
-        /* literals two at a time: <= 7 + 2 * 15 bits pending, one store */
-        for (; i + 2 <= lit_end; i += 2) {
-            uint32_t e0 = tab[data[i]], e1 = tab[data[i + 1]];
-            bits |= (uint64_t)(e0 & 0xffff) << n;
-            n += e0 >> 16;
-            bits |= (uint64_t)(e1 & 0xffff) << n;
-            n += e1 >> 16;
-            memcpy(p, &bits, 8);
-            p += n >> 3;
-            bits >>= n & ~7u;
-            n &= 7;
+    for (size_t k = 0; k < nsyms; k++) {
+        const sym_t s = syms[k];
+        if (s.len == 0) {
+            uint32_t e = tab[s.dist_or_lit];
+            bits |= (uint64_t)(e & 0xffff) << n;
+            n += e >> 16;
+        } else {
+            /* <= 7 + 15 + 5 + 15 + 13 = 55 bits pending: one store */
+            unsigned c = len_code[s.len], d = s.dist_or_lit, dc = dist_code(d);
+            bits |= (uint64_t)lcode[257 + c] << n;
+            n += llen[257 + c];
+            bits |= (uint64_t)(s.len - len_base[c]) << n;
+            n += len_extra[c];
+            bits |= (uint64_t)dcode[dc] << n;
+            n += dlen[dc];
+            bits |= (uint64_t)(d - dist_base[dc]) << n;
+            n += dist_extra[dc];
         }
-        w->p = p, w->bits = bits, w->n = n;
-        if (i < lit_end) {
-            put(w, lcode[data[i]], llen[data[i]]);
-            i++;
-        }
-        if (r < nruns) {
-            unsigned l = rlen[r], c = len_code[l];
-            put(w, lcode[257 + c], llen[257 + c]);
-            if (len_extra[c])
-                put(w, l - len_base[c], len_extra[c]);
-            put(w, dcode[0], dlen[0]); /* distance 1 */
-            i += l;
-        }
-        p = w->p, bits = w->bits, n = w->n;
+        memcpy(p, &bits, 8);
+        p += n >> 3;
+        bits >>= n & ~7u;
+        n &= 7;
     }
+    w->p = p, w->bits = bits, w->n = n;
     put(w, lcode[256], llen[256]);
+}
+
+/* ==== Match finding ====
+ * zlib's scheme at about its level 5: hash chains over 4-byte prefixes
+ * (at most MAX_CHAIN candidates, stop at NICE_MATCH), greedy with one step of
+ * lazy evaluation, every position of a match inserted. Short matches far back
+ * are refused (they cost more bits than their literals). After a long stretch
+ * without any match the search steps over bytes (as LZ4 does), so sensor noise,
+ * where matches are rare anyway, costs little more than the run-length coder
+ * this replaced; the step resets at the next match. */
+
+#define HASH_BITS 15
+#define WINDOW 32768
+#define MAX_MATCH 258
+#define NICE_MATCH 64
+#define MAX_CHAIN 16
+#define SKIP_SHIFT 6 /* step + 1 every 64 misses */
+
+static inline uint32_t hash4(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return (v * 0x9E3779B1u) >> (32 - HASH_BITS);
+}
+
+static inline size_t match_len_scalar(const uint8_t *a, const uint8_t *b, size_t max)
+{
+    size_t l = 0;
+    while (l < max && a[l] == b[l])
+        l++;
+    return l;
+}
+
+static inline size_t match_len_wide(const uint8_t *a, const uint8_t *b, size_t max)
+{
+    size_t l = 0;
+    while (l + 8 <= max) {
+        uint64_t x, y;
+        memcpy(&x, a + l, 8);
+        memcpy(&y, b + l, 8);
+        if (x != y)
+            return l + ((size_t)__builtin_ctzll(x ^ y) >> 3);
+        l += 8;
+    }
+    while (l < max && a[l] == b[l])
+        l++;
+    return l;
+}
+
+typedef struct {
+    uint32_t *head; /* per hash: newest position + 1 (0: none) */
+    uint32_t *prev; /* per position mod WINDOW: the previous one with its hash, + 1 */
+    int wide;
+} mf_t;
+
+static inline void mf_insert(mf_t *m, const uint8_t *d, size_t i)
+{
+    uint32_t h = hash4(d + i);
+    m->prev[i & (WINDOW - 1)] = m->head[h];
+    m->head[h] = (uint32_t)i + 1;
+}
+
+/* Best match at i (max bytes available) along the hash chain, at most
+ * MAX_CHAIN candidates; inserts i. Returns its length (0 or >= 4) and the
+ * distance in *dist. */
+static inline size_t mf_find(mf_t *m, const uint8_t *d, size_t i, size_t max, unsigned *dist)
+{
+    uint32_t h = hash4(d + i);
+    uint32_t cand = m->head[h];
+    m->prev[i & (WINDOW - 1)] = cand;
+    m->head[h] = (uint32_t)i + 1;
+    size_t best = 0;
+    for (int k = 0; k < MAX_CHAIN && cand; k++) {
+        size_t j = cand - 1;
+        if (i - j > WINDOW || best >= max)
+            break;
+        cand = m->prev[j & (WINDOW - 1)];
+        if (d[j + best] != d[i + best])
+            continue;
+        size_t l =
+            m->wide ? match_len_wide(d + j, d + i, max) : match_len_scalar(d + j, d + i, max);
+        if (l > best) {
+            best = l;
+            *dist = (unsigned)(i - j);
+            if (l >= NICE_MATCH)
+                break;
+        }
+    }
+    /* a short match far back costs more bits than its literals (zlib's TOO_FAR) */
+    if (best < 4 || (best == 4 && *dist > 256) || (best == 5 && *dist > 4096))
+        return 0;
+    return best;
 }
 
 /* First k in [pos, end) (k >= 1) where data[k..k+2] all equal data[k-1], i.e.
@@ -336,52 +470,132 @@ static __attribute__((target("avx2"))) size_t next_run_avx2(const uint8_t *d, si
     return next_run_scalar(d, k, end);
 }
 
+/* The run-length alternative for one block (distance-1 matches of >= 3 only),
+ * into syms; fills the counts. On noise-like data (a JPEG-decoded photo) its
+ * literal statistics beat short LZ matches, so each block keeps the cheaper. */
+static size_t rle_block(const uint8_t *data, size_t bs, size_t end, int simd, sym_t *syms,
+                        uint32_t *lfreq, uint32_t *dfreq)
+{
+    size_t ns = 0, pos = bs;
+    while (pos < end) {
+        size_t k = simd ? next_run_avx2(data, pos, end) : next_run_scalar(data, pos, end);
+        if (k > end)
+            k = end;
+        for (; pos < k; pos++) {
+            syms[ns].len = 0;
+            syms[ns++].dist_or_lit = data[pos];
+            lfreq[data[pos]]++;
+        }
+        if (k >= end)
+            break;
+        uint8_t v = data[k - 1];
+        size_t r = 3, lim = end - k < MAX_MATCH ? end - k : MAX_MATCH;
+        while (r < lim && data[k + r] == v)
+            r++;
+        syms[ns].len = (uint16_t)r;
+        syms[ns++].dist_or_lit = 1;
+        lfreq[257 + len_code[r]]++;
+        dfreq[0]++;
+        pos = k + r;
+    }
+    return ns;
+}
+
+/* Bits the block's symbols take with their own Huffman codes (header aside). */
+static uint64_t block_cost(uint32_t *lfreq, const uint32_t *dfreq)
+{
+    uint8_t llen[NLITLEN], dlen[30];
+    lfreq[256] = 1;
+    huff_lengths(lfreq, NLITLEN, MAX_BITS, llen);
+    huff_lengths(dfreq, 30, MAX_BITS, dlen);
+    uint64_t bits = 0;
+    for (int i = 0; i < NLITLEN; i++)
+        bits += (uint64_t)lfreq[i] * (llen[i] + (i >= 257 ? len_extra[i - 257] : 0));
+    for (int i = 0; i < 30; i++)
+        bits += (uint64_t)dfreq[i] * (dlen[i] + dist_extra[i]);
+    return bits;
+}
+
 size_t sc_deflate_segment_lvl(const uint8_t *data, size_t len, int final, uint8_t *out,
                               sc_simd_level_t lvl)
 {
     pthread_once(&tables_once, tables_init);
+    static pthread_once_t dist_once = PTHREAD_ONCE_INIT;
+    pthread_once(&dist_once, dist_tables_init);
     bw_t w = {out, 0, 0};
-    /* a run takes >= 3 bytes, so a block has at most BLOCK_IN / 3 of them */
-    uint32_t *rpos = malloc(sizeof(uint32_t) * (BLOCK_IN / 3 + 1));
-    uint16_t *rlen = malloc(sizeof(uint16_t) * (BLOCK_IN / 3 + 1));
-    if (!rpos || !rlen) {
-        free(rpos);
-        free(rlen);
+    sym_t *syms = malloc(sizeof(sym_t) * BLOCK_IN * 2), *rsyms = syms + BLOCK_IN;
+    mf_t m = {calloc((size_t)1 << HASH_BITS, sizeof(uint32_t)), malloc(WINDOW * sizeof(uint32_t)),
+              0};
+    if (!syms || !m.head || !m.prev) {
+        free(syms);
+        free(m.head);
+        free(m.prev);
         return 0;
     }
-    int simd = lvl >= SC_SIMD_AVX2 && sc_simd_cpu_level() >= SC_SIMD_AVX2;
+    m.wide = lvl >= SC_SIMD_AVX2 && sc_simd_cpu_level() >= SC_SIMD_AVX2;
     size_t pos = 0;
     do {
-        size_t bs = pos, end = len - pos > BLOCK_IN ? pos + BLOCK_IN : len, nr = 0;
-        uint32_t lfreq[NLITLEN] = {0}, h2[256] = {0};
-        /* literal counts: histogram of the block (two tables: fewer store
-         * conflicts), minus the bytes the runs cover */
-        size_t i = bs;
-        for (; i + 2 <= end; i += 2) {
-            lfreq[data[i]]++;
-            h2[data[i + 1]]++;
+        size_t end = len - pos > BLOCK_IN ? pos + BLOCK_IN : len, ns = 0;
+        uint32_t lfreq[NLITLEN] = {0}, dfreq[30] = {0};
+        size_t i = pos, misses = 0;
+        /* hashing reads 4 bytes: the last 3 of a block are literals */
+        size_t lim = end >= 3 ? end - 3 : 0;
+        unsigned dist = 0;
+        size_t l = 0;
+        int have = 0; /* l/dist hold the match found at i by the lazy step */
+        while (i < lim) {
+            if (!have)
+                l = mf_find(&m, data, i, end - i > MAX_MATCH ? MAX_MATCH : end - i, &dist);
+            have = 0;
+            if (l == 0) {
+                size_t step = 1 + (misses++ >> SKIP_SHIFT);
+                for (size_t k = 0; k < step && i < end; k++, i++) {
+                    syms[ns].len = 0;
+                    syms[ns++].dist_or_lit = data[i];
+                    lfreq[data[i]]++;
+                }
+                continue;
+            }
+            misses = 0;
+            if (l < NICE_MATCH && i + 1 < lim) {
+                unsigned d2 = 0;
+                size_t max2 = end - i - 1 > MAX_MATCH ? MAX_MATCH : end - i - 1;
+                size_t l2 = mf_find(&m, data, i + 1, max2, &d2);
+                if (l2 > l) { /* literal now, the longer match next */
+                    syms[ns].len = 0;
+                    syms[ns++].dist_or_lit = data[i];
+                    lfreq[data[i]]++;
+                    i++;
+                    l = l2;
+                    dist = d2;
+                    have = 1;
+                    continue;
+                }
+            }
+            syms[ns].len = (uint16_t)l;
+            syms[ns++].dist_or_lit = (uint16_t)dist;
+            lfreq[257 + len_code[l]]++;
+            dfreq[dist_code(dist)]++;
+            /* i (and i + 1 when probed) are inserted already */
+            size_t ins_end = i + l;
+            if (ins_end > lim)
+                ins_end = lim;
+            for (size_t k = i + 2; k < ins_end; k++)
+                mf_insert(&m, data, k);
+            i += l;
         }
-        if (i < end)
+        for (; i < end; i++) {
+            syms[ns].len = 0;
+            syms[ns++].dist_or_lit = data[i];
             lfreq[data[i]]++;
-        for (int b = 0; b < 256; b++)
-            lfreq[b] += h2[b];
-        while (pos < end) {
-            size_t k = simd ? next_run_avx2(data, pos, end) : next_run_scalar(data, pos, end);
-            if (k >= end)
-                break;
-            uint8_t v = data[k - 1];
-            size_t r = 3, lim = end - k < 258 ? end - k : 258;
-            while (r < lim && data[k + r] == v)
-                r++;
-            rpos[nr] = (uint32_t)k;
-            rlen[nr++] = (uint16_t)r;
-            lfreq[v] -= (uint32_t)r;
-            lfreq[257 + len_code[r]]++;
-            pos = k + r;
         }
+        uint32_t rlfreq[NLITLEN] = {0}, rdfreq[30] = {0};
+        size_t nr = rle_block(data, pos, end, m.wide, rsyms, rlfreq, rdfreq);
         pos = end;
-        lfreq[256] = 1; /* end of block */
-        write_block(&w, data, bs, end, rpos, rlen, nr, lfreq, final && pos >= len);
+        if (block_cost(rlfreq, rdfreq) < block_cost(lfreq, dfreq))
+            write_block(&w, rsyms, nr, rlfreq, rdfreq, final && pos >= len);
+        else
+            write_block(&w, syms, ns, lfreq, dfreq, final && pos >= len);
     } while (pos < len);
     if (!final) { /* sync flush: empty stored block, byte-aligned */
         put(&w, 0, 3);
@@ -390,8 +604,9 @@ size_t sc_deflate_segment_lvl(const uint8_t *data, size_t len, int final, uint8_
         put(&w, 0xFFFF, 16);
     }
     align_byte(&w);
-    free(rpos);
-    free(rlen);
+    free(syms);
+    free(m.head);
+    free(m.prev);
     return (size_t)(w.p - out);
 }
 

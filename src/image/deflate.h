@@ -1,10 +1,9 @@
-/* A fast deflate encoder for PNG image data: dynamic-Huffman blocks of
- * literals plus distance-1 runs (what zlib calls Z_RLE). On filtered photo
- * rows LZ matching finds little that the row filter has not already removed,
- * so this gets within a few percent of zlib level 6 at a small fraction of its
- * time, and because no block refers back beyond its segment, independent
- * segments can be compressed on different threads and joined with an empty
- * stored block (a sync flush) into one valid stream. Thread-safe. */
+/* A fast deflate encoder for PNG image data: LZ77 with short hash chains
+ * (about zlib level 5) and dynamic-Huffman blocks, stepping over long stretches
+ * without matches (sensor noise) so they cost little. Because no match refers
+ * back beyond its segment, independent segments can be compressed on different
+ * threads and joined with an empty stored block (a sync flush) into one valid
+ * stream. Thread-safe. */
 #ifndef SCENECOMP_IMAGE_DEFLATE_H
 #define SCENECOMP_IMAGE_DEFLATE_H
 
@@ -22,8 +21,8 @@ size_t sc_deflate_bound(size_t len);
  * stored block), so another segment can follow byte-aligned. Returns the
  * byte count. len may be 0. */
 size_t sc_deflate_segment(const uint8_t *data, size_t len, int final, uint8_t *out);
-/* The same with the run search at a given SIMD level (the output is identical
- * at every level; the tests check it). */
+/* The same with the match-length compare at a given SIMD level (8 bytes at a
+ * time or bytewise; the output is identical at every level, the tests check it). */
 size_t sc_deflate_segment_lvl(const uint8_t *data, size_t len, int final, uint8_t *out,
                               sc_simd_level_t lvl);
 

@@ -18,7 +18,7 @@
  * The caller has already checked the header's pixel count. */
 int sc_png_decode_fast(const uint8_t *data, size_t len, sc_image_t *out);
 
-/* Encodes img (3 or 4 channels) as PNG. level 0: our Huffman + run-length
+/* Encodes img (3 or 4 channels) as PNG. level 0: our LZ77 + Huffman
  * deflate (deflate.h), in two bands on two threads for images over 1 MiB;
  * level 1..12: libdeflate at that level (single thread; kept for comparison
  * and as the reference). *out is malloc'd. Returns 0 or -1. */
