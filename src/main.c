@@ -1,7 +1,8 @@
 /* scenecomp: the command line.
  *
  *   scenecomp serve                       the HTTP service (config: env, then .env)
- *   scenecomp composite --scene S --product P -o OUT [--x --y --scale --format]
+ *   scenecomp composite --scene S --product P -o OUT [--x --y --scale --format
+ *                       --quality --mask --shadow]
  *   scenecomp check-policy FILE           validate a policy file (exit 0 ok, 1 error)
  *   scenecomp check-policy FILE --replay LOG   ... and replay decisions.jsonl through it
  *   scenecomp check-alerts FILE           validate an alert rules file
@@ -46,7 +47,8 @@ static void usage(FILE *f)
                "commands:\n"
                "  serve                      run the HTTP service (config from env and .env)\n"
                "  composite --scene FILE --product FILE -o OUT [--x 0.5] [--y 0.6]\n"
-               "            [--scale 0.4] [--format png|jpeg]\n"
+               "            [--scale 0.4] [--format png|jpeg] [--quality 1-100]\n"
+               "            [--mask MASK.png] [--shadow keep|remove]\n"
                "                             composite locally (PIL method) and write OUT\n"
                "  check-policy FILE          validate a policy file (exit 0 ok, 1 with the error)\n"
                "  check-policy FILE --replay LOGS_DIR/decisions.jsonl\n"
@@ -107,7 +109,8 @@ static bool opt_value(int argc, char **argv, int *i, const char *name, const cha
 static int cmd_composite(int argc, char **argv)
 {
     const char *scene = NULL, *product = NULL, *out = NULL, *format = NULL;
-    const char *sx = NULL, *sy = NULL, *sscale = NULL;
+    const char *sx = NULL, *sy = NULL, *sscale = NULL, *mask = NULL, *shadow = NULL,
+               *quality = NULL;
     for (int i = 2; i < argc; i++) {
         const char *v = NULL;
         const char **slot = NULL;
@@ -126,6 +129,12 @@ static int cmd_composite(int argc, char **argv)
             slot = &sscale;
         else if (opt_value(argc, argv, &i, "--format", &v))
             slot = &format;
+        else if (opt_value(argc, argv, &i, "--mask", &v))
+            slot = &mask;
+        else if (opt_value(argc, argv, &i, "--shadow", &v))
+            slot = &shadow;
+        else if (opt_value(argc, argv, &i, "--quality", &v))
+            slot = &quality;
         if (!slot) {
             fprintf(stderr, "scenecomp composite: unknown option '%s'\n", name);
             usage(stderr);
@@ -170,19 +179,34 @@ static int cmd_composite(int argc, char **argv)
         return 2;
     }
     sc_image_format_t fmt = ofmt->id;
+    sc_compose_opts_t copts = {0, {NULL, SC_KEY_SHADOW_KEEP}};
+    if (quality && sc_compose_parse_quality(quality, &copts.quality) != 0) {
+        fprintf(stderr, "scenecomp composite: --quality must be an integer from 1 to 100\n");
+        return 2;
+    }
+    if (shadow && strcmp(shadow, "keep") != 0 && strcmp(shadow, "remove") != 0) {
+        fprintf(stderr, "scenecomp composite: --shadow must be keep or remove\n");
+        return 2;
+    }
+    if (shadow && strcmp(shadow, "remove") == 0)
+        copts.place.shadow = SC_KEY_SHADOW_REMOVE;
 
     sc_config_t cfg;
     sc_config_defaults(&cfg);
-    sc_image_t s = SC_IMAGE_INIT, pr = SC_IMAGE_INIT;
+    sc_image_t s = SC_IMAGE_INIT, pr = SC_IMAGE_INIT, mk = SC_IMAGE_INIT;
     uint8_t *bytes = NULL;
     size_t len = 0;
     int rc = 1;
     if (read_image("scene", scene, cfg.max_image_pixels, &s) != 0 ||
-        read_image("product", product, cfg.max_image_pixels, &pr) != 0)
+        read_image("product", product, cfg.max_image_pixels, &pr) != 0 ||
+        (mask && read_image("mask", mask, cfg.max_image_pixels, &mk) != 0))
         goto cleanup;
+    if (mask)
+        copts.place.mask = &mk;
     double t0 = sc_clock_mono();
     const char *err = NULL;
-    if (sc_compose_pil(&s, &pr, &p, fmt, &bytes, &len, &err) != 0) {
+    sc_keying_t keying = SC_KEYING_NONE;
+    if (sc_compose_pil_opts(&s, &pr, &p, fmt, &copts, &bytes, &len, &keying, &err) != 0) {
         fprintf(stderr, "scenecomp: composite failed: %s\n", err ? err : "unknown error");
         goto cleanup;
     }
@@ -190,13 +214,17 @@ static int cmd_composite(int argc, char **argv)
         fprintf(stderr, "scenecomp: cannot write '%s': %s\n", out, strerror(errno));
         goto cleanup;
     }
-    printf("wrote %s (%dx%d %s, %.3f s)\n", out, s.width, s.height, ofmt->name,
-           sc_clock_mono() - t0);
+    printf("wrote %s (%dx%d %s, keying %s, %.3f s)\n", out, s.width, s.height, ofmt->name,
+           sc_keying_name(keying), sc_clock_mono() - t0);
+    if (keying == SC_KEYING_SKIPPED)
+        fprintf(stderr, "scenecomp: keying skipped: the product's border is not a plain backdrop; "
+                        "pasted as a rectangle\n");
     rc = 0;
 cleanup:
     free(bytes);
     sc_image_free(&s);
     sc_image_free(&pr);
+    sc_image_free(&mk);
     return rc;
 }
 

@@ -94,8 +94,31 @@ int sc_compose_decode(const uint8_t *scene, size_t scene_len, const uint8_t *pro
     return 0;
 }
 
+int sc_compose_parse_quality(const char *s, int *out)
+{
+    if (!s || !*s || strlen(s) > 3)
+        return -1;
+    int v = 0;
+    for (const char *c = s; *c; c++) {
+        if (*c < '0' || *c > '9')
+            return -1;
+        v = v * 10 + (*c - '0');
+    }
+    if (v < 1 || v > 100)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 int sc_compose_pil(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
                    sc_image_format_t fmt, uint8_t **out, size_t *out_len, const char **err)
+{
+    return sc_compose_pil_opts(scene, product, p, fmt, NULL, out, out_len, NULL, err);
+}
+
+int sc_compose_pil_opts(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
+                        sc_image_format_t fmt, const sc_compose_opts_t *opts, uint8_t **out,
+                        size_t *out_len, sc_keying_t *keying, const char **err)
 {
     *out = NULL;
     *out_len = 0;
@@ -103,9 +126,14 @@ int sc_compose_pil(sc_image_t *scene, const sc_image_t *product, const sc_place_
         *err = "unknown output format";
         return -1;
     }
-    if (sc_place_composite(scene, product, p, err) != 0)
+    int quality = opts ? opts->quality : 0;
+    if (quality < 0 || quality > 100) {
+        *err = "quality must be between 1 and 100";
         return -1;
-    if (sc_format_encode(fmt, scene, 0, out, out_len) != 0) {
+    }
+    if (sc_place_composite_opts(scene, product, p, opts ? &opts->place : NULL, keying, err) != 0)
+        return -1;
+    if (sc_format_encode(fmt, scene, quality, out, out_len) != 0) {
         *err = "cannot encode the composite (out of memory)";
         return -1;
     }

@@ -51,6 +51,21 @@ int sc_compose_decode(const uint8_t *scene, size_t scene_len, const uint8_t *pro
 int sc_compose_pil(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
                    sc_image_format_t fmt, uint8_t **out, size_t *out_len, const char **err);
 
+/* Options of sc_compose_pil_opts. */
+typedef struct sc_compose_opts {
+    int quality;           /* 0: the format's default; JPEG 1..100 */
+    sc_place_opts_t place; /* user mask, shadow handling (place.h) */
+} sc_compose_opts_t;
+
+/* Parses the `quality` request field: an integer 1..100. Returns 0 or -1. */
+int sc_compose_parse_quality(const char *s, int *out);
+
+/* sc_compose_pil with options (NULL: defaults); *keying (if given) receives
+ * what was done to the product's alpha (sc_keying_t). */
+int sc_compose_pil_opts(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
+                        sc_image_format_t fmt, const sc_compose_opts_t *opts, uint8_t **out,
+                        size_t *out_len, sc_keying_t *keying, const char **err);
+
 /* Writes data atomically to <dir>/<id>.<ext of fmt>, creating dir if needed.
  * Returns 0 or -1 with errno set (EINVAL for a bad id or SC_FMT_UNKNOWN). */
 int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, const void *data,

@@ -4,6 +4,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* per-pixel labels */
+enum { L_PRODUCT = 0, L_BACK = 1, L_SHADOW = 2, L_BAND = 3, L_CAND = 4 };
+
+/* The largest change of shade (on the 0..255 scale of the backdrop's
+ * brightness) between neighbouring shadow pixels: a soft shadow changes by a
+ * few levels per pixel (plus sensor noise), a product's edge by tens. */
+#define SHADOW_STEP 16
+/* The largest chroma residual |C - s B| of a shadow pixel. */
+#define SHADOW_CHROMA 10
+/* The darkest shadow extracted (s * 255); darker is product. */
+#define SHADOW_MIN_S 90
+#define EXTRA_BAND 3
+
 static int dist(const uint8_t *p, const uint8_t bg[3])
 {
     int d = abs(p[0] - bg[0]), e = abs(p[1] - bg[1]), f = abs(p[2] - bg[2]);
@@ -33,11 +46,62 @@ static int median(const unsigned hist[256], size_t count)
     return 255;
 }
 
-int sc_key_background(const sc_image_t *src, sc_image_t *out, uint8_t bg_out[3])
+/* Shade of the backdrop: s (0..255, 255 = the backdrop itself) when p is a
+ * darker version of bg with the same chroma, else -1. */
+static int shade(const uint8_t *p, const uint8_t bg[3])
+{
+    int bb = bg[0] * bg[0] + bg[1] * bg[1] + bg[2] * bg[2];
+    if (bb == 0)
+        return -1;
+    int pb = p[0] * bg[0] + p[1] * bg[1] + p[2] * bg[2];
+    int s = (pb * 255 + bb / 2) / bb;
+    if (s > 255)
+        s = 255;
+    for (int c = 0; c < 3; c++)
+        if (abs(p[c] * 255 - s * bg[c]) > SHADOW_CHROMA * 255)
+            return -1;
+    return s;
+}
+
+static int border_step(int y, int w, int h)
+{
+    return (y == 0 || y == h - 1) ? 1 : (w > 1 ? w - 1 : 1);
+}
+
+/* The backdrop colour, or 0 when the border is not usable. */
+static int find_backdrop(const uint8_t *px, int w, int h, int ch, uint8_t bgc[3])
+{
+    unsigned hist[3][256];
+    memset(hist, 0, sizeof(hist));
+    size_t count = 0, close = 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x += border_step(y, w, h)) {
+            const uint8_t *p = px + ((size_t)y * (size_t)w + (size_t)x) * (size_t)ch;
+            for (int c = 0; c < 3; c++)
+                hist[c][p[c]]++;
+            count++;
+        }
+    for (int c = 0; c < 3; c++)
+        bgc[c] = (uint8_t)median(hist[c], count);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x += border_step(y, w, h))
+            if (dist(px + ((size_t)y * (size_t)w + (size_t)x) * (size_t)ch, bgc) <=
+                SC_KEY_UNIFORM_DIST)
+                close++;
+    return close * 100 >= count * SC_KEY_UNIFORM_PCT;
+}
+
+int sc_key_background(const sc_image_t *src, sc_image_t *out, uint8_t bg[3])
+{
+    return sc_key_background_opts(src, NULL, out, bg);
+}
+
+int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_image_t *out,
+                           uint8_t bg_out[3])
 {
     sc_image_t res = SC_IMAGE_INIT;
-    uint32_t *stack = NULL;
-    uint8_t *seen = NULL;
+    uint32_t *queue = NULL;
+    uint8_t *lab = NULL, *sh = NULL, *dmap = NULL;
     int rc = -1;
     if (out)
         *out = res;
@@ -49,94 +113,237 @@ int sc_key_background(const sc_image_t *src, sc_image_t *out, uint8_t bg_out[3])
     if (n > UINT32_MAX)
         return -1;
     const uint8_t *px = src->pixels;
-#define PX(x, y) (px + ((size_t)(y) * (size_t)w + (size_t)(x)) * (size_t)ch)
+    uint8_t bg[3];
+    if (!find_backdrop(px, w, h, ch, bg))
+        return 0;
+    if (bg_out)
+        memcpy(bg_out, bg, 3);
+    if (sc_image_alloc(&res, w, h, 4) != 0)
+        goto cleanup;
+    queue = malloc(n * sizeof(uint32_t));
+    lab = calloc(n, 1);
+    sh = malloc(n);   /* shade of the backdrop, 0..255 (255: unshaded) */
+    dmap = malloc(n); /* Chebyshev distance to the backdrop */
+    if (!queue || !lab || !sh || !dmap)
+        goto cleanup;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *q = px + i * (size_t)ch;
+        dmap[i] = (uint8_t)dist(q, bg);
+        int s = shade(q, bg);
+        sh[i] = (uint8_t)(s < 0 ? 255 : s);
+    }
 
-    /* border colour: per-channel median of the outer ring */
-    unsigned hist[3][256];
-    memset(hist, 0, sizeof(hist));
-    size_t count = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        uint8_t bgc[3] = {0, 0, 0};
-        if (pass == 1)
-            for (int c = 0; c < 3; c++)
-                bgc[c] = (uint8_t)median(hist[c], count);
-        size_t close = 0;
-        for (int y = 0; y < h; y++) {
-            int step = (y == 0 || y == h - 1) ? 1 : (w > 1 ? w - 1 : 1);
-            for (int x = 0; x < w; x += step) {
-                const uint8_t *p = PX(x, y);
-                if (pass == 0) {
-                    for (int c = 0; c < 3; c++)
-                        hist[c][p[c]]++;
-                    count++;
-                } else if (dist(p, bgc) <= SC_KEY_UNIFORM_DIST) {
-                    close++;
-                }
+    /* 1. the backdrop (and its soft shadow), filled from the border */
+    size_t qh = 0, qt = 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x += border_step(y, w, h)) {
+            size_t i = (size_t)y * (size_t)w + (size_t)x;
+            if (dmap[i] <= SC_KEY_LO && lab[i] == L_PRODUCT) {
+                lab[i] = L_BACK;
+                queue[qt++] = (uint32_t)i;
             }
         }
-        if (pass == 1) {
-            if (close * 100 < count * SC_KEY_UNIFORM_PCT)
-                return 0;
-            if (bg_out)
-                memcpy(bg_out, bgc, 3);
-            if (sc_image_alloc(&res, w, h, 4) != 0)
-                goto cleanup;
-            stack = malloc(n * sizeof(uint32_t));
-            seen = malloc(n); /* distance map; 255 once a pixel is taken */
-            if (!stack || !seen)
-                goto cleanup;
-            /* colour, alpha 255 until the fill says otherwise, and each pixel's
-             * distance to the background, computed once */
-            uint8_t lut[256];
-            for (int d = 0; d < 256; d++)
-                lut[d] = ramp(d);
-            for (size_t i = 0; i < n; i++) {
-                const uint8_t *q = px + i * (size_t)ch;
-                uint8_t *o = res.pixels + i * 4;
-                o[0] = q[0], o[1] = q[1], o[2] = q[2], o[3] = 255;
-                seen[i] = (uint8_t)dist(q, bgc);
+    while (qh < qt) {
+        uint32_t i = queue[qh++];
+        uint32_t x = i % (uint32_t)w;
+        uint32_t nb[4];
+        int k = 0;
+        if (x > 0)
+            nb[k++] = i - 1;
+        if (x + 1 < (uint32_t)w)
+            nb[k++] = i + 1;
+        if (i >= (uint32_t)w)
+            nb[k++] = i - (uint32_t)w;
+        if ((size_t)i + (size_t)w < n)
+            nb[k++] = i + (uint32_t)w;
+        for (int t = 0; t < k; t++) {
+            uint32_t j = nb[t];
+            if (lab[j] != L_PRODUCT)
+                continue;
+            if (dmap[j] <= SC_KEY_LO) {
+                lab[j] = L_BACK;
+                queue[qt++] = j;
+                continue;
             }
-            uint8_t *alpha = res.pixels + 3;
-            size_t sp = 0;
-#define TAKE(j)                                                                                    \
-    do {                                                                                           \
-        if (seen[j] < SC_KEY_HI) {                                                                 \
-            alpha[(size_t)(j)*4] = lut[seen[j]];                                                   \
-            seen[j] = 255;                                                                         \
-            stack[sp++] = (uint32_t)(j);                                                           \
-        }                                                                                          \
-    } while (0)
-            /* seed: border pixels close to the background */
-            for (int y = 0; y < h; y++) {
-                int step = (y == 0 || y == h - 1) ? 1 : (w > 1 ? w - 1 : 1);
-                for (int x = 0; x < w; x += step) {
-                    size_t i = (size_t)y * (size_t)w + (size_t)x;
-                    TAKE(i);
-                }
+            int s = shade(px + (size_t)j * (size_t)ch, bg);
+            if (s >= SHADOW_MIN_S && abs(s - (int)sh[i]) <= SHADOW_STEP) {
+                lab[j] = L_SHADOW;
+                queue[qt++] = j;
             }
-            /* 4-connected flood fill; each pixel is pushed at most once */
-            while (sp > 0) {
-                uint32_t i = stack[--sp];
-                uint32_t x = i % (uint32_t)w;
-                if (x > 0)
-                    TAKE(i - 1);
-                if (x + 1 < (uint32_t)w)
-                    TAKE(i + 1);
-                if (i >= (uint32_t)w)
-                    TAKE(i - (uint32_t)w);
-                if ((size_t)i + (size_t)w < n)
-                    TAKE(i + (uint32_t)w);
-            }
-#undef TAKE
         }
     }
-#undef PX
+
+    /* 2. holes: enclosed near-backdrop regions large enough not to be a highlight */
+    size_t min_area = n / SC_KEY_HOLE_MIN_FRAC;
+    if (min_area < SC_KEY_HOLE_MIN_AREA)
+        min_area = SC_KEY_HOLE_MIN_AREA;
+    for (size_t s0 = 0; s0 < n; s0++) {
+        if (lab[s0] != L_PRODUCT || dmap[s0] > SC_KEY_HOLE_DIST)
+            continue;
+        qh = qt = 0;
+        lab[s0] = L_CAND;
+        queue[qt++] = (uint32_t)s0;
+        while (qh < qt) {
+            uint32_t i = queue[qh++];
+            uint32_t x = i % (uint32_t)w;
+            uint32_t nb[4];
+            int k = 0;
+            if (x > 0)
+                nb[k++] = i - 1;
+            if (x + 1 < (uint32_t)w)
+                nb[k++] = i + 1;
+            if (i >= (uint32_t)w)
+                nb[k++] = i - (uint32_t)w;
+            if ((size_t)i + (size_t)w < n)
+                nb[k++] = i + (uint32_t)w;
+            for (int t = 0; t < k; t++) {
+                uint32_t j = nb[t];
+                if (lab[j] == L_PRODUCT && dmap[j] <= SC_KEY_HOLE_DIST) {
+                    lab[j] = L_CAND;
+                    queue[qt++] = j;
+                }
+            }
+        }
+        /* L_CAND marks the component for good: a small one stays a highlight
+         * (relabelled product below), a large one becomes backdrop */
+        uint8_t to = qt >= min_area ? L_BACK : L_CAND;
+        for (size_t q = 0; q < qt; q++)
+            lab[queue[q]] = to;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (lab[i] == L_CAND)
+            lab[i] = L_PRODUCT;
+
+    /* 3. the edge band: product pixels within SC_KEY_BAND steps of backdrop or
+     * shadow, then up to EXTRA_BAND more steps through still pale pixels
+     * (d < HI: backdrop mixed in, as in the wedge where a handle meets a body) */
+    for (int pass = 0; pass < SC_KEY_BAND + EXTRA_BAND; pass++) {
+        uint8_t from = pass == 0 ? 0 : L_BAND;
+        qt = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (lab[i] != L_PRODUCT || (pass >= SC_KEY_BAND && dmap[i] >= SC_KEY_HI))
+                continue;
+            size_t x = i % (size_t)w;
+            int near = 0;
+            size_t nb[4];
+            int k = 0;
+            if (x > 0)
+                nb[k++] = i - 1;
+            if (x + 1 < (size_t)w)
+                nb[k++] = i + 1;
+            if (i >= (size_t)w)
+                nb[k++] = i - (size_t)w;
+            if (i + (size_t)w < n)
+                nb[k++] = i + (size_t)w;
+            for (int t = 0; t < k && !near; t++) {
+                uint8_t l = lab[nb[t]];
+                near = pass == 0 ? (l == L_BACK || l == L_SHADOW) : l == from;
+            }
+            if (near)
+                queue[qt++] = (uint32_t)i;
+        }
+        for (size_t q = 0; q < qt; q++)
+            lab[queue[q]] = L_BAND;
+    }
+
+    /* 4. output */
+    int remove_shadow = opts && opts->shadow == SC_KEY_SHADOW_REMOVE;
+    const int R = SC_KEY_BAND + EXTRA_BAND + 1;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *c = px + i * (size_t)ch;
+        uint8_t *o = res.pixels + i * 4;
+        switch (lab[i]) {
+        case L_BACK:
+            memset(o, 0, 4);
+            break;
+        case L_SHADOW: {
+            /* black at the darkening: scene * s, never lighter */
+            int a = 255 - sh[i];
+            o[0] = o[1] = o[2] = 0;
+            o[3] = remove_shadow ? 0 : (uint8_t)a;
+            break;
+        }
+        case L_BAND: {
+            /* the nearest interior colour F within R pixels */
+            int x = (int)(i % (size_t)w), y = (int)(i / (size_t)w), best = -1;
+            const uint8_t *f = NULL;
+            for (int dy = -R; dy <= R; dy++) {
+                int yy = y + dy;
+                if (yy < 0 || yy >= h)
+                    continue;
+                for (int dx = -R; dx <= R; dx++) {
+                    int xx = x + dx;
+                    if (xx < 0 || xx >= w)
+                        continue;
+                    size_t j = (size_t)yy * (size_t)w + (size_t)xx;
+                    int d2 = dx * dx + dy * dy;
+                    if (lab[j] == L_PRODUCT && (best < 0 || d2 < best)) {
+                        best = d2;
+                        f = px + j * (size_t)ch;
+                    }
+                }
+            }
+            int fb[3], cb[3], ff = 0, cf = 0;
+            for (int k = 0; k < 3; k++) {
+                cb[k] = c[k] - bg[k];
+                fb[k] = f ? f[k] - bg[k] : 0;
+                ff += fb[k] * fb[k];
+                cf += cb[k] * fb[k];
+            }
+            int a255;
+            if (f && ff >= SC_KEY_HI * SC_KEY_HI) {
+                a255 = (int)(((long long)cf * 255 + ff / 2) / ff);
+                a255 = a255 < 0 ? 0 : a255 > 255 ? 255 : a255;
+            } else { /* white on white: no reliable F, ramp of the distance */
+                a255 = ramp(dmap[i]);
+            }
+            if (a255 == 0) {
+                memset(o, 0, 4);
+                break;
+            }
+            for (int k = 0; k < 3; k++) {
+                /* F' = (C - (1 - a) B) / a, clamped */
+                int v = (c[k] * 255 - (255 - a255) * bg[k] + a255 / 2) / a255;
+                o[k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+            o[3] = (uint8_t)a255;
+            break;
+        }
+        default:
+            o[0] = c[0], o[1] = c[1], o[2] = c[2], o[3] = 255;
+        }
+    }
     *out = res;
     res.pixels = NULL;
     rc = 1;
 cleanup:
     sc_image_free(&res);
-    free(stack);
-    free(seen);
+    free(queue);
+    free(lab);
+    free(sh);
+    free(dmap);
     return rc;
+}
+
+int sc_key_apply_mask(const sc_image_t *src, const sc_image_t *mask, sc_image_t *out)
+{
+    sc_image_t res = SC_IMAGE_INIT;
+    if (out)
+        *out = res;
+    if (!src || !mask || !out || !src->pixels || !mask->pixels || src->width != mask->width ||
+        src->height != mask->height || src->channels < 3 || src->channels > 4 ||
+        mask->channels < 1 || mask->channels > 4)
+        return -1;
+    if (sc_image_alloc(&res, src->width, src->height, 4) != 0)
+        return -1;
+    size_t n = (size_t)src->width * (size_t)src->height;
+    int mc = mask->channels, ai = (mc == 2 || mc == 4) ? mc - 1 : 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *c = src->pixels + i * (size_t)src->channels;
+        uint8_t *o = res.pixels + i * 4;
+        o[0] = c[0], o[1] = c[1], o[2] = c[2];
+        o[3] = mask->pixels[i * (size_t)mc + (size_t)ai];
+    }
+    *out = res;
+    return 0;
 }

@@ -81,8 +81,29 @@ int sc_place_check(int scene_w, int scene_h, int prod_w, int prod_h, const sc_pl
     return e ? -1 : 0;
 }
 
+const char *sc_keying_name(sc_keying_t k)
+{
+    switch (k) {
+    case SC_KEYING_KEYED:
+        return "keyed";
+    case SC_KEYING_SKIPPED:
+        return "skipped";
+    case SC_KEYING_MASK:
+        return "mask";
+    default:
+        return "none";
+    }
+}
+
 int sc_place_prepare(const sc_image_t *product, int scene_w, int scene_h,
                      const sc_place_params_t *p, sc_place_layer_t *layer, const char **err)
+{
+    return sc_place_prepare_opts(product, scene_w, scene_h, p, NULL, layer, err);
+}
+
+int sc_place_prepare_opts(const sc_image_t *product, int scene_w, int scene_h,
+                          const sc_place_params_t *p, const sc_place_opts_t *opts,
+                          sc_place_layer_t *layer, const char **err)
 {
     sc_image_t keyed = SC_IMAGE_INIT;
     const char *e = NULL;
@@ -102,19 +123,33 @@ int sc_place_prepare(const sc_image_t *product, int scene_w, int scene_h,
     sc_place_geometry_t g;
     sc_place_geometry(scene_w, scene_h, product->width, product->height, p, &g);
     long long x0, y0, x1, y1;
-    if (!visible_window(scene_w, scene_h, &g, &x0, &y0, &x1, &y1)) { /* nothing to draw */
-        rc = 0;
+    if (opts && opts->mask &&
+        (opts->mask->width != product->width || opts->mask->height != product->height)) {
+        e = SC_PLACE_MASK_SIZE_MSG;
         goto done;
     }
     const sc_image_t *prod = product;
-    if (!sc_image_has_transparency(product)) {
-        int k = sc_key_background(product, &keyed, NULL);
+    if (opts && opts->mask) {
+        if (sc_key_apply_mask(product, opts->mask, &keyed) != 0) {
+            e = "out of memory";
+            goto done;
+        }
+        prod = &keyed;
+        layer->keying = SC_KEYING_MASK;
+    } else if (!sc_image_has_transparency(product)) {
+        sc_key_opts_t ko = {opts ? opts->shadow : SC_KEY_SHADOW_KEEP};
+        int k = sc_key_background_opts(product, &ko, &keyed, NULL);
         if (k < 0) {
             e = "out of memory";
             goto done;
         }
         if (k == 1)
             prod = &keyed;
+        layer->keying = k == 1 ? SC_KEYING_KEYED : SC_KEYING_SKIPPED;
+    }
+    if (!visible_window(scene_w, scene_h, &g, &x0, &y0, &x1, &y1)) { /* nothing to draw */
+        rc = 0;
+        goto done;
     }
     if (sc_resize_lanczos_region(prod, g.width, g.height, (int)(x0 - g.left), (int)(y0 - g.top),
                                  (int)(x1 - x0), (int)(y1 - y0), &layer->img,
@@ -169,14 +204,23 @@ void sc_place_layer_free(sc_place_layer_t *layer)
 int sc_place_composite(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
                        const char **err)
 {
+    return sc_place_composite_opts(scene, product, p, NULL, NULL, err);
+}
+
+int sc_place_composite_opts(sc_image_t *scene, const sc_image_t *product,
+                            const sc_place_params_t *p, const sc_place_opts_t *opts,
+                            sc_keying_t *keying, const char **err)
+{
     sc_place_layer_t layer;
     if (!scene || !scene->pixels || (scene->channels != 3 && scene->channels != 4)) {
         if (err)
             *err = "bad image";
         return -1;
     }
-    if (sc_place_prepare(product, scene->width, scene->height, p, &layer, err) != 0)
+    if (sc_place_prepare_opts(product, scene->width, scene->height, p, opts, &layer, err) != 0)
         return -1;
+    if (keying)
+        *keying = layer.keying;
     sc_place_apply(scene, &layer);
     sc_place_layer_free(&layer);
     return 0;

@@ -6,6 +6,7 @@
 #define SCENECOMP_IMAGE_PLACE_H
 
 #include "image/image.h"
+#include "image/key.h"
 
 typedef struct sc_place_params {
     double x;     /* centre, fraction of scene width, [0,1] */
@@ -18,6 +19,23 @@ typedef struct sc_place_geometry {
     int left, top;
     int width, height;
 } sc_place_geometry_t;
+
+/* What happened to the product's alpha. */
+typedef enum {
+    SC_KEYING_NONE = 0,    /* the product has transparency of its own: used as is */
+    SC_KEYING_KEYED = 1,   /* opaque, backdrop keyed out (key.h) */
+    SC_KEYING_SKIPPED = 2, /* opaque, no usable backdrop: pasted as a rectangle */
+    SC_KEYING_MASK = 3,    /* the caller's mask is the alpha */
+} sc_keying_t;
+
+/* "none" | "keyed" | "skipped" | "mask" */
+const char *sc_keying_name(sc_keying_t k);
+
+/* Options of the product's half. */
+typedef struct sc_place_opts {
+    const sc_image_t *mask; /* if set: the product's alpha (sizes must match), no keying */
+    sc_key_shadow_t shadow; /* keying of a soft shadow */
+} sc_place_opts_t;
 
 /* Computes the contract's placement: width = max(1, round(scale*W)),
  * height = max(1, round(width * ph / pw)), left = round(x*W - width/2.0),
@@ -44,6 +62,10 @@ int sc_place_check(int scene_w, int scene_h, int prod_w, int prod_h, const sc_pl
  * bad parameters). */
 int sc_place_composite(sc_image_t *scene, const sc_image_t *product, const sc_place_params_t *p,
                        const char **err);
+/* The same with options; *keying (if given) receives what was done. */
+int sc_place_composite_opts(sc_image_t *scene, const sc_image_t *product,
+                            const sc_place_params_t *p, const sc_place_opts_t *opts,
+                            sc_keying_t *keying, const char **err);
 
 /* The two halves of sc_place_composite, so that the product's half (key +
  * resize, the expensive part) can run while the scene is still decoding: only
@@ -51,6 +73,7 @@ int sc_place_composite(sc_image_t *scene, const sc_image_t *product, const sc_pl
 typedef struct sc_place_layer {
     sc_image_t img; /* the visible window of the resized product (RGB or RGBA) */
     int x0, y0;     /* its top-left corner in the scene */
+    sc_keying_t keying;
 } sc_place_layer_t;
 
 /* Validates p, keys and resizes the product for a scene_w x scene_h scene.
@@ -58,6 +81,13 @@ typedef struct sc_place_layer {
  * with *err set. Free with sc_place_layer_free. */
 int sc_place_prepare(const sc_image_t *product, int scene_w, int scene_h,
                      const sc_place_params_t *p, sc_place_layer_t *layer, const char **err);
+/* The same with options (NULL: defaults); layer->keying says what was done
+ * (also when nothing is visible). A mask of another size is refused (-1,
+ * *err = SC_PLACE_MASK_SIZE_MSG). */
+#define SC_PLACE_MASK_SIZE_MSG "the mask must have the product's size"
+int sc_place_prepare_opts(const sc_image_t *product, int scene_w, int scene_h,
+                          const sc_place_params_t *p, const sc_place_opts_t *opts,
+                          sc_place_layer_t *layer, const char **err);
 /* Composites a prepared layer onto the scene it was prepared for (same size). */
 void sc_place_apply(sc_image_t *scene, const sc_place_layer_t *layer);
 void sc_place_layer_free(sc_place_layer_t *layer);

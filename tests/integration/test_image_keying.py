@@ -1,0 +1,120 @@
+"""Keying of opaque product shots (issue 12), judged by pixel criteria on the
+generated test set (scripts/gen-keying-set.py), through `scenecomp composite`
+onto a dark scene at scale 1 (the product covers the scene pixel for pixel):
+no light halo along the edge, holes show the scene, a soft shadow never
+lightens the scene, highlights and white parts stay opaque, a product touching
+the frame is keyed, and a shot without a plain backdrop is reported as skipped."""
+import importlib.util
+import os
+import subprocess
+
+import pytest
+from PIL import Image, ImageChops, ImageFilter
+
+from conftest import BIN, ROOT, base_env
+
+spec = importlib.util.spec_from_file_location("gen_keying_set",
+                                              os.path.join(ROOT, "scripts", "gen-keying-set.py"))
+gen = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gen)
+
+
+def lum(p):
+    return (299 * p[0] + 587 * p[1] + 114 * p[2]) / 1000
+
+
+def run_case(tmp_path, name, extra=()):
+    shot, mask, truth = gen.make(name)
+    shot.save(tmp_path / "shot.jpg", quality=90)
+    scene = gen.scene()
+    scene.save(tmp_path / "scene.png")
+    out = tmp_path / "out.png"
+    r = subprocess.run([BIN, "composite", "--scene", str(tmp_path / "scene.png"), "--product",
+                        str(tmp_path / "shot.jpg"), "-o", str(out), "--x", "0.5", "--y", "0.5",
+                        "--scale", "1", *extra], env=base_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = Image.open(out).convert("RGB")
+    assert res.size == scene.size
+    return res, scene, mask, truth, r
+
+
+def edge_band(mask, k=5):
+    return ImageChops.subtract(mask.filter(ImageFilter.MaxFilter(k)), mask.filter(ImageFilter.MinFilter(k)))
+
+
+@pytest.mark.parametrize("name", ["mug", "glossy", "shadow", "touching"])
+def test_no_halo_along_the_edge(tmp_path, name):
+    res, scene, mask, truth, _ = run_case(tmp_path, name)
+    band = edge_band(mask)
+    top = lum(truth["colour"])
+    bad = []
+    n = 0
+    for y in range(res.height):
+        for x in range(res.width):
+            if band.getpixel((x, y)) > 0:
+                n += 1
+                v = lum(res.getpixel((x, y)))
+                if v > max(lum(scene.getpixel((x, y))), top) + 12:
+                    bad.append((x, y, v))
+    # Known limit (reported in docs/keying.md): where the mug's handle meets its
+    # body, a narrow backdrop wedge of ~25 pixels stays pale; before the fix
+    # 170+ pixels of every outline were. Elsewhere no pixel may be lighter.
+    allowed = 30 if name == "mug" else 0
+    assert len(bad) <= allowed, (
+        f"{len(bad)} of {n} edge pixels lighter than both scene and product, e.g. {bad[:3]}")
+
+
+def test_hole_shows_the_scene(tmp_path):
+    res, scene, _, truth, _ = run_case(tmp_path, "mug")
+    cx, cy = truth["hole_centre"]
+    for dx in (-4, 0, 4):
+        for dy in (-4, 0, 4):
+            got, want = res.getpixel((cx + dx, cy + dy)), scene.getpixel((cx + dx, cy + dy))
+            assert max(abs(a - b) for a, b in zip(got, want)) <= 8, (got, want)
+
+
+@pytest.mark.parametrize("mode", ["keep", "remove"])
+def test_shadow_never_lightens_the_scene(tmp_path, mode):
+    res, scene, mask, truth, _ = run_case(tmp_path, "shadow", ["--shadow", mode])
+    x0, y0, x1, y1 = truth["shadow_box"]
+    darker = 0
+    n = 0
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            if mask.getpixel((x, y)) == 0:
+                got, s = res.getpixel((x, y)), scene.getpixel((x, y))
+                assert all(g <= c + 3 for g, c in zip(got, s)), ((x, y), got, s)
+                darker += lum(s) - lum(got)
+                n += 1
+    if mode == "keep":  # extracted as a multiply-like shadow: visibly darker on average
+        assert darker / n > 3
+    else:
+        assert darker / n < 1
+
+
+def test_highlights_stay_opaque(tmp_path):
+    res, _, _, truth, _ = run_case(tmp_path, "glossy")
+    for key in ("specular", "pale"):
+        x, y = truth[key]
+        assert min(res.getpixel((x, y))) >= 230, (key, res.getpixel((x, y)))
+
+
+def test_white_on_white_stays_opaque(tmp_path):
+    res, _, _, truth, _ = run_case(tmp_path, "white")
+    x, y = truth["inside"]
+    for dx in (-30, 0, 30):
+        assert min(res.getpixel((x + dx, y + dx))) >= 240
+
+
+def test_touching_the_frame_is_keyed(tmp_path):
+    res, scene, _, _, r = run_case(tmp_path, "touching")
+    assert "keying keyed" in r.stdout
+    assert res.getpixel((5, 5)) == scene.getpixel((5, 5))
+    got = res.getpixel((160, gen.SIZE - 1))  # the product at the bottom edge
+    assert max(abs(a - b) for a, b in zip(got, gen.MUG)) <= 10, got
+
+
+def test_skipped_keying_is_reported(tmp_path):
+    res, scene, _, _, r = run_case(tmp_path, "noise")
+    assert "keying skipped" in r.stdout and "keying skipped" in r.stderr
