@@ -181,6 +181,7 @@ typedef struct answer {
     bool fallback;
     const char *fallback_reason; /* NULL when none */
     int width, height;
+    const char *keying; /* PIL: sc_keying_name (image/place.h); NULL for Kontext */
 } answer_t;
 
 /* Sends the composite: the image itself (takes ownership of bytes) or the JSON. */
@@ -204,6 +205,8 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
         if (a->fallback_reason)
             MHD_add_response_header(r, "X-Composite-Fallback-Reason", a->fallback_reason);
         MHD_add_response_header(r, "X-Policy-Version", version);
+        if (a->keying)
+            MHD_add_response_header(r, "X-Composite-Keying", a->keying);
         return sc_http__deliver(c->mhd, 200, r);
     }
     free(bytes);
@@ -234,6 +237,8 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, "X-Policy-Version", version);
+    if (a->keying)
+        MHD_add_response_header(r, "X-Composite-Keying", a->keying);
     return sc_http__deliver(c->mhd, 200, r);
 }
 
@@ -249,7 +254,9 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
     size_t len = 0;
     const char *err = NULL;
     int w = c->scene.width, h = c->scene.height;
-    if (sc_compose_pil(&c->scene, &c->product, &c->params, c->format, &out, &len, &err) != 0) {
+    sc_keying_t keying = SC_KEYING_NONE;
+    if (sc_compose_pil_opts(&c->scene, &c->product, &c->params, c->format, NULL, &out, &len,
+                            &keying, &err) != 0) {
         sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
         sc_log_error("PIL composite failed id=%s: %s", c->id, err ? err : "unknown error");
         return sc_http__send_error(c->mhd, 500, "internal_error", "composite failed: %s",
@@ -263,9 +270,15 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
     }
     double secs = sc_clock_mono() - t0;
     sc_metrics_pil(sc_clock_wall(), true, secs);
-    sc_log_info("Using PIL composite method id=%s duration=%.3fs%s%s", c->id, secs,
-                fallback_reason ? " fallback_reason=" : "", fallback_reason ? fallback_reason : "");
-    answer_t a = {"pil", requested_kontext, fallback_reason != NULL, fallback_reason, w, h};
+    sc_log_info("Using PIL composite method id=%s duration=%.3fs keying=%s%s%s", c->id, secs,
+                sc_keying_name(keying), fallback_reason ? " fallback_reason=" : "",
+                fallback_reason ? fallback_reason : "");
+    if (keying == SC_KEYING_SKIPPED)
+        sc_log_warn("keying skipped id=%s: the product has no plain backdrop border; pasted "
+                    "as a rectangle",
+                    c->id);
+    answer_t a = {"pil", requested_kontext,     fallback_reason != NULL, fallback_reason, w,
+                  h,     sc_keying_name(keying)};
     return send_answer(c, &a, out, len);
 }
 
@@ -385,7 +398,7 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
             sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_SUCCESS, secs);
             sc_log_info("[Kontext Composite] Composite saved id=%s seconds=%.2f prediction=%s",
                         c->id, secs, res->prediction_id);
-            answer_t a = {"kontext", true, false, NULL, c->scene.width, c->scene.height};
+            answer_t a = {"kontext", true, false, NULL, c->scene.width, c->scene.height, NULL};
             return send_answer(c, &a, out, len);
         }
         st = SC_REP_INVALID_OUTPUT;

@@ -118,3 +118,20 @@ def test_touching_the_frame_is_keyed(tmp_path):
 def test_skipped_keying_is_reported(tmp_path):
     res, scene, _, _, r = run_case(tmp_path, "noise")
     assert "keying skipped" in r.stdout and "keying skipped" in r.stderr
+
+
+@pytest.mark.parametrize("name,want", [("noise", "skipped"), ("mug", "keyed")])
+def test_http_answer_says_what_keying_did(server, name, want):
+    import io
+    from conftest import post_composite
+    shot, _, _ = gen.make(name)
+    buf, sbuf = io.BytesIO(), io.BytesIO()
+    shot.save(buf, "JPEG", quality=90)
+    gen.scene().save(sbuf, "PNG")
+    srv = server()
+    r = post_composite(srv.url(""), sbuf.getvalue(), buf.getvalue(), format="png")
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Composite-Keying") == want
+    srv.wait_log("keying=" + want)
+    if want == "skipped":
+        srv.wait_log("keying skipped")
