@@ -49,6 +49,9 @@ static sc_http_field_t *field_for(sc_http_conn_t *c, const char *key, bool *is_f
         {"y", offsetof(sc_http_conn_t, f_y), false},
         {"scale", offsetof(sc_http_conn_t, f_scale), false},
         {"format", offsetof(sc_http_conn_t, f_format), false},
+        {"mask", offsetof(sc_http_conn_t, f_mask), true},
+        {"quality", offsetof(sc_http_conn_t, f_quality), false},
+        {"shadow", offsetof(sc_http_conn_t, f_shadow), false},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         if (strcmp(key, fields[i].name) == 0) {
@@ -124,6 +127,7 @@ enum MHD_Result sc_http__composite_data(sc_http_conn_t *c, const char *data, siz
         if (!c->refused || c->refused_status != 413) {
             sc_buf_free(&c->f_scene.data);
             sc_buf_free(&c->f_product.data);
+            sc_buf_free(&c->f_mask.data);
             c->refused = false;
             char msg[160];
             snprintf(msg, sizeof msg, "request body is over the limit of %lld bytes", limit);
@@ -255,7 +259,7 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
     const char *err = NULL;
     int w = c->scene.width, h = c->scene.height;
     sc_keying_t keying = SC_KEYING_NONE;
-    if (sc_compose_pil_opts(&c->scene, &c->product, &c->params, c->format, NULL, &out, &len,
+    if (sc_compose_pil_opts(&c->scene, &c->product, &c->params, c->format, &c->copts, &out, &len,
                             &keying, &err) != 0) {
         sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
         sc_log_error("PIL composite failed id=%s: %s", c->id, err ? err : "unknown error");
@@ -495,6 +499,20 @@ static enum MHD_Result process(sc_http_conn_t *c)
     } else if (accept_fmt != SC_FMT_UNKNOWN) {
         c->format = accept_fmt; /* no explicit format: Accept picks it */
     }
+    /* PIL options: quality (JPEG), shadow, mask (decoded after the images) */
+    c->copts = (sc_compose_opts_t){0, {NULL, SC_KEY_SHADOW_KEEP}};
+    if (c->f_quality.present &&
+        sc_compose_parse_quality(c->f_quality.data.data ? c->f_quality.data.data : "",
+                                 &c->copts.quality) != 0)
+        return sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                   "field 'quality' must be an integer from 1 to 100");
+    if (c->f_shadow.present) {
+        const char *v = c->f_shadow.data.data ? c->f_shadow.data.data : "";
+        if (strcmp(v, "keep") != 0 && strcmp(v, "remove") != 0)
+            return sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                       "field 'shadow' must be 'keep' or 'remove'");
+        c->copts.place.shadow = v[0] == 'r' ? SC_KEY_SHADOW_REMOVE : SC_KEY_SHADOW_KEEP;
+    }
 
     /* Headers, the placement's working limits, then the decodes (compose.h). */
     sc_compose_refusal_t why;
@@ -504,6 +522,25 @@ static enum MHD_Result process(sc_http_conn_t *c)
         return image_error(c, &why);
     sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
     sc_buf_free(&c->f_product.data);
+    if (c->f_mask.present) {
+        const char *merr = NULL;
+        sc_codec_status_t st =
+            sc_codec_decode((const uint8_t *)c->f_mask.data.data, c->f_mask.data.len,
+                            c->cfg->max_image_pixels, &c->mask, &merr);
+        sc_buf_free(&c->f_mask.data);
+        if (st == SC_CODEC_NOMEM)
+            return sc_http__send_error(c->mhd, 503, "service_unavailable",
+                                       "out of memory decoding field 'mask'");
+        if (st != SC_CODEC_OK)
+            return sc_http__send_error(c->mhd, 400, "invalid_image",
+                                       "field 'mask' is not a valid PNG or JPEG image");
+        if (c->mask.width != c->product.width || c->mask.height != c->product.height)
+            return sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                       "field 'mask' (%dx%d) must have the product's size (%dx%d)",
+                                       c->mask.width, c->mask.height, c->product.width,
+                                       c->product.height);
+        c->copts.place.mask = &c->mask;
+    }
 
     sc_id_new(c->id);
     c->preq = (sc_policy_req_t){

@@ -23,6 +23,7 @@
 
 #include <microhttpd.h>
 
+#include "compose/compose.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "image/codec.h"
@@ -74,12 +75,15 @@ typedef struct sc_http_conn {
     /* POST /api/composite upload */
     struct MHD_PostProcessor *pp;
     sc_http_field_t f_scene, f_product, f_prompt, f_user_id, f_x, f_y, f_scale, f_format;
+    sc_http_field_t f_mask, f_quality, f_shadow; /* PIL options (issue 12) */
 
     /* POST /api/scenes and other bodies */
     sc_buf_t body;
 
     /* Kept across the suspension of a Kontext / scene request. */
     sc_image_t scene, product;
+    sc_image_t mask;         /* the `mask` upload, decoded (empty when absent) */
+    sc_compose_opts_t copts; /* quality, mask, shadow for the PIL path */
     sc_place_params_t params;
     sc_image_format_t format;
     bool want_image; /* Accept: image/... */

@@ -52,7 +52,11 @@ static void conn_free(sc_http_conn_t *c)
     field_free(&c->f_y);
     field_free(&c->f_scale);
     field_free(&c->f_format);
+    field_free(&c->f_mask);
+    field_free(&c->f_quality);
+    field_free(&c->f_shadow);
     sc_buf_free(&c->body);
+    sc_image_free(&c->mask);
     sc_image_free(&c->scene);
     sc_image_free(&c->product);
     if (c->result)

@@ -135,3 +135,60 @@ def test_http_answer_says_what_keying_did(server, name, want):
     srv.wait_log("keying=" + want)
     if want == "skipped":
         srv.wait_log("keying skipped")
+
+
+def _bytes(img, fmt, **kw):
+    import io
+    b = io.BytesIO()
+    img.save(b, fmt, **kw)
+    return b.getvalue()
+
+
+def test_http_mask_field(server):
+    from conftest import assert_error
+    shot, mask, _ = gen.make("mug")
+    scene = gen.scene()
+    srv = server()
+    # the true mask as a grayscale PNG: outside 0 shows the scene, the body is opaque
+    import requests
+    parts = [("scene", ("s.png", _bytes(scene, "PNG"), "image/png")),
+             ("product", ("p.jpg", _bytes(shot, "JPEG", quality=90), "image/jpeg")),
+             ("mask", ("m.png", _bytes(mask, "PNG"), "image/png")),
+             ("x", (None, "0.5")), ("y", (None, "0.5")), ("scale", (None, "1"))]
+    r = requests.post(srv.url("/api/composite"), files=parts, headers={"Accept": "image/png"},
+                      timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Composite-Keying") == "mask"
+    import io
+    res = Image.open(io.BytesIO(r.content)).convert("RGB")
+    assert res.getpixel((3, 3)) == scene.getpixel((3, 3))           # mask 0: the scene
+    got = res.getpixel((120, 160))                                 # mask 255: the body
+    assert max(abs(a - b) for a, b in zip(got, gen.MUG)) <= 12, got
+    # a mask of another size, or not an image: 400
+    small = mask.resize((100, 100))
+    parts[2] = ("mask", ("m.png", _bytes(small, "PNG"), "image/png"))
+    assert_error(requests.post(srv.url("/api/composite"), files=parts, timeout=60), 400,
+                 "invalid_parameter")
+    parts[2] = ("mask", ("m.png", b"not an image", "image/png"))
+    assert_error(requests.post(srv.url("/api/composite"), files=parts, timeout=60), 400,
+                 "invalid_image")
+
+
+def test_http_quality_field(server):
+    from conftest import assert_error, post_composite
+    shot, _, _ = gen.make("glossy")
+    scene, prod = _bytes(gen.scene(), "PNG"), _bytes(shot, "JPEG", quality=90)
+    srv = server()
+    sizes = {}
+    for q in ("30", "90"):
+        r = post_composite(srv.url(""), scene, prod, headers={"Accept": "image/jpeg"},
+                           format="jpeg", quality=q)
+        assert r.status_code == 200, r.text
+        sizes[q] = len(r.content)
+    r = post_composite(srv.url(""), scene, prod, headers={"Accept": "image/jpeg"}, format="jpeg")
+    assert len(r.content) == sizes["90"]  # the default is 90
+    assert sizes["30"] < sizes["90"]
+    for bad in ("0", "101", "abc", "", "9.5", "-1"):
+        assert_error(post_composite(srv.url(""), scene, prod, format="jpeg", quality=bad), 400,
+                     "invalid_parameter")
+    assert_error(post_composite(srv.url(""), scene, prod, shadow="maybe"), 400, "invalid_parameter")
