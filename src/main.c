@@ -179,7 +179,7 @@ static int cmd_composite(int argc, char **argv)
         return 2;
     }
     sc_image_format_t fmt = ofmt->id;
-    sc_compose_opts_t copts = {0, {NULL, SC_KEY_SHADOW_KEEP}};
+    sc_compose_opts_t copts = {0, {NULL, SC_KEY_SHADOW_KEEP, NULL}};
     if (quality && sc_compose_parse_quality(quality, &copts.quality) != 0) {
         fprintf(stderr, "scenecomp composite: --quality must be an integer from 1 to 100\n");
         return 2;

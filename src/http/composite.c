@@ -17,6 +17,7 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "http/conn.h"
+#include "image/pcache.h"
 #include "image/resize.h"
 #include "limits/limiter.h"
 #include "metrics/metrics.h"
@@ -500,7 +501,7 @@ static enum MHD_Result process(sc_http_conn_t *c)
         c->format = accept_fmt; /* no explicit format: Accept picks it */
     }
     /* PIL options: quality (JPEG), shadow, mask (decoded after the images) */
-    c->copts = (sc_compose_opts_t){0, {NULL, SC_KEY_SHADOW_KEEP}};
+    c->copts = (sc_compose_opts_t){0, {NULL, SC_KEY_SHADOW_KEEP, NULL}};
     if (c->f_quality.present &&
         sc_compose_parse_quality(c->f_quality.data.data ? c->f_quality.data.data : "",
                                  &c->copts.quality) != 0)
@@ -520,6 +521,9 @@ static enum MHD_Result process(sc_http_conn_t *c)
                           (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
                           c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
         return image_error(c, &why);
+    if (sc_pcache_enabled() &&
+        sc_pcache_hash(c->f_product.data.data, c->f_product.data.len, c->product_sha) == 0)
+        c->copts.place.product_sha = c->product_sha;
     sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
     sc_buf_free(&c->f_product.data);
     if (c->f_mask.present) {

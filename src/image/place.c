@@ -7,6 +7,7 @@
 
 #include "image/composite.h"
 #include "image/key.h"
+#include "image/pcache.h"
 #include "image/resize.h"
 
 /* Resized products are clamped to this size per axis before clipping, so the
@@ -128,6 +129,34 @@ int sc_place_prepare_opts(const sc_image_t *product, int scene_w, int scene_h,
         e = SC_PLACE_MASK_SIZE_MSG;
         goto done;
     }
+    int visible = visible_window(scene_w, scene_h, &g, &x0, &y0, &x1, &y1);
+    /* the product cache (pcache.h): keyed and resized once per product, region
+     * and keying options; masked requests are not cached */
+    sc_pcache_key_t ck;
+    int cacheable = visible && opts && opts->product_sha && !opts->mask && sc_pcache_enabled();
+    if (cacheable) {
+        memset(&ck, 0, sizeof ck);
+        memcpy(ck.sha, opts->product_sha, 32);
+        ck.width = g.width;
+        ck.height = g.height;
+        ck.rx = (int)(x0 - g.left);
+        ck.ry = (int)(y0 - g.top);
+        ck.rw = (int)(x1 - x0);
+        ck.rh = (int)(y1 - y0);
+        ck.shadow = (int)opts->shadow;
+        int kk = 0, hit = sc_pcache_get(&ck, &layer->img, &kk);
+        if (hit < 0) {
+            e = "out of memory";
+            goto done;
+        }
+        if (hit == 1) {
+            layer->keying = (sc_keying_t)kk;
+            layer->x0 = (int)x0;
+            layer->y0 = (int)y0;
+            rc = 0;
+            goto done;
+        }
+    }
     const sc_image_t *prod = product;
     if (opts && opts->mask) {
         if (sc_key_apply_mask(product, opts->mask, &keyed) != 0) {
@@ -147,7 +176,7 @@ int sc_place_prepare_opts(const sc_image_t *product, int scene_w, int scene_h,
             prod = &keyed;
         layer->keying = k == 1 ? SC_KEYING_KEYED : SC_KEYING_SKIPPED;
     }
-    if (!visible_window(scene_w, scene_h, &g, &x0, &y0, &x1, &y1)) { /* nothing to draw */
+    if (!visible) { /* nothing to draw */
         rc = 0;
         goto done;
     }
@@ -159,6 +188,8 @@ int sc_place_prepare_opts(const sc_image_t *product, int scene_w, int scene_h,
     }
     layer->x0 = (int)x0;
     layer->y0 = (int)y0;
+    if (cacheable)
+        sc_pcache_put(&ck, &layer->img, (int)layer->keying);
     rc = 0;
 done:
     sc_image_free(&keyed);

@@ -35,6 +35,9 @@ const char *sc_keying_name(sc_keying_t k);
 typedef struct sc_place_opts {
     const sc_image_t *mask; /* if set: the product's alpha (sizes must match), no keying */
     sc_key_shadow_t shadow; /* keying of a soft shadow */
+    /* if set: SHA-256 of the product's file, and the keyed + resized layer
+     * comes from / goes to the product cache (pcache.h) */
+    const uint8_t *product_sha;
 } sc_place_opts_t;
 
 /* Computes the contract's placement: width = max(1, round(scale*W)),

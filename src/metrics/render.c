@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "core/clock.h"
+#include "image/pcache.h"
 #include "metrics/metrics_internal.h"
 
 /* ==== JSON and Prometheus output ==== */
@@ -262,6 +263,17 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
     rc |= prom_metric(out, "scenecomp_metrics_since_timestamp_seconds", "gauge",
                       "Wall time the counters start from (first start or last reset).",
                       (double)s.since);
+    /* the product cache keeps its own counters (process lifetime, not persisted) */
+    sc_pcache_stats_t pc;
+    sc_pcache_stats(&pc);
+    rc |= prom_metric(out, "scenecomp_product_cache_hits_total", "counter",
+                      "PIL composites whose keyed + resized product came from the cache.",
+                      (double)pc.hits);
+    rc |= prom_metric(out, "scenecomp_product_cache_misses_total", "counter",
+                      "Product cache lookups that missed (cache on, no mask).", (double)pc.misses);
+    rc |= prom_metric(out, "scenecomp_product_cache_bytes", "gauge",
+                      "Bytes held by the product cache (bound: PRODUCT_CACHE_BYTES).",
+                      (double)pc.bytes);
     if (rc != 0) {
         out->len = mark;
         if (out->data)
