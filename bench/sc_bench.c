@@ -20,6 +20,7 @@
 #include "image/codec.h"
 #include "image/composite.h"
 #include "image/format.h"
+#include "image/pcache.h"
 #include "image/place.h"
 #include "image/png.h"
 #include "image/resize.h"
@@ -326,6 +327,75 @@ static sc_place_params_t params_for(const sc_image_t *scene, const sc_image_t *p
     return p;
 }
 
+/* One product, 100 different scenes (a video pipeline): the server's PIL path
+ * per request (both decodes, the product's SHA-256 as the HTTP handler takes
+ * it, composite, JPEG q90), with the product cache off, then on. Prints
+ *   tool=scenecomp stage=product_cache_100_scenes_{off,on} rps=.. ms_per_req=..
+ * and the hits/misses of the "on" pass. */
+static void product_cache_stage(const char *dir, const sc_image_t *scene)
+{
+    enum { N = 100 };
+    file_t prod = slurp(dir, "product_opaque.jpg");
+    file_t scenes[N];
+    sc_image_t v;
+    if (sc_image_alloc(&v, scene->width, scene->height, 3) != 0)
+        die("alloc");
+    size_t row = (size_t)scene->width * 3;
+    for (int k = 0; k < N; k++) { /* each scene shifted by 17 k pixels: different JPEGs */
+        size_t sh = ((size_t)k * 17 % (size_t)scene->width) * 3;
+        for (int y = 0; y < scene->height; y++) {
+            const uint8_t *src = scene->pixels + (size_t)y * row;
+            memcpy(v.pixels + (size_t)y * row, src + sh, row - sh);
+            memcpy(v.pixels + (size_t)y * row + row - sh, src, sh);
+        }
+        uint8_t *out;
+        size_t len;
+        if (sc_codec_encode_jpeg(&v, 90, &out, &len) != 0)
+            die("encode");
+        scenes[k].data = out;
+        scenes[k].len = len;
+    }
+    sc_image_free(&v);
+    sc_place_params_t params = {0.5, 0.6, 0.4};
+    for (int on = 0; on < 2; on++) {
+        sc_pcache_configure(on ? SC_PCACHE_DEFAULT_BYTES : 0);
+        double t0 = 0;
+        for (int i = -5; i < N; i++) { /* 5 warm-up requests */
+            if (i == 0)
+                t0 = mono();
+            const file_t *sf = &scenes[i < 0 ? N + i : i];
+            sc_image_t sc, pr;
+            sc_compose_refusal_t why;
+            if (sc_compose_decode(sf->data, sf->len, prod.data, prod.len, 40000000, &params, &sc,
+                                  &pr, &why) != 0)
+                die(why.message);
+            uint8_t sha[32];
+            sc_compose_opts_t co = {0, {NULL, SC_KEY_SHADOW_KEEP, NULL}};
+            if (sc_pcache_enabled() && sc_pcache_hash(prod.data, prod.len, sha) == 0)
+                co.place.product_sha = sha;
+            uint8_t *out;
+            size_t len;
+            const char *err = NULL;
+            if (sc_compose_pil_opts(&sc, &pr, &params, SC_FMT_JPEG, &co, &out, &len, NULL, &err) !=
+                0)
+                die(err);
+            free(out);
+            sc_image_free(&sc);
+            sc_image_free(&pr);
+        }
+        double secs = mono() - t0;
+        printf("tool=scenecomp stage=product_cache_100_scenes_%s rps=%.1f ms_per_req=%.3f\n",
+               on ? "on" : "off", N / secs, secs * 1000.0 / N);
+    }
+    sc_pcache_stats_t st;
+    sc_pcache_stats(&st);
+    printf("# product cache (on pass): hits=%lld misses=%lld bytes=%zu\n", st.hits, st.misses,
+           st.bytes);
+    for (int k = 0; k < N; k++)
+        free(scenes[k].data);
+    free(prod.data);
+}
+
 int main(int argc, char **argv)
 {
     opts_t o = {"/tmp/scenecomp-bench", 2.0, 9};
@@ -390,6 +460,11 @@ int main(int argc, char **argv)
     bench(&o, "end_to_end", st_e2e, NULL, &e1, sp);
     bench(&o, "end_to_end_jpeg", st_e2e, NULL, &e2, sp);
     printf("# scenecomp output sizes bytes: png_l6=%zu jpeg_q90=%zu\n", ep.last_len, ej.last_len);
+    {
+        sc_image_t sj = decode_or_die(scene_jpg);
+        product_cache_stage(o.dir, &sj);
+        sc_image_free(&sj);
+    }
 
     if (extra) { /* the alternatives behind the design choices */
         e2e_ctx s1 = {scene_png, prod_png, 0, params, 0, NULL},

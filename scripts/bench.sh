@@ -3,7 +3,8 @@
 #   1. builds Release into build-bench/ (scenecomp, sc_bench, route_bench)
 #   2. generates the deterministic workload (../shared/bench/gen_inputs.py)
 #   3. image stages: memory bandwidth (membw.c), sc_bench, then the Pillow anchor on
-#      the same inputs; `ratio stage=S pillow_over_scenecomp=X` per stage, output sizes
+#      the same inputs; `ratio stage=S pillow_over_scenecomp=X` per stage, output sizes,
+#      the product cache (one product in 100 scenes, requests/s off vs on)
 #   4. route(): sc_policy_route cost with the shipped policy and Lua routes
 #   5. HTTP (wrk): scenecomp, nginx (/health) and FastAPI + Pillow (uvloop, 2 workers)
 #      with the loads of ../shared/bench/http_anchors.sh, ratio lines against targets
@@ -78,6 +79,17 @@ png_pil=$(grep -o 'png_l6=[0-9]*' "$OUT/pil.txt" | head -1 | cut -d= -f2)
 if [[ -n $png_sc && -n $png_pil ]]; then
   awk -v a="$png_sc" -v b="$png_pil" 'BEGIN { printf "size stage=encode_png_l6 scenecomp_over_pillow=%.4f\n", a / b }'
 fi
+# one product (product_opaque.jpg, keyed), 100 different 1080p JPEG scenes, JPEG out:
+# requests per second on one thread with the product cache off and on
+awk '/stage=product_cache_100_scenes_/ {
+    split($2, st, "="); split($3, r, "="); rps[st[2]] = r[2]
+  }
+  END {
+    if (rps["product_cache_100_scenes_off"] > 0)
+      printf "ratio stage=product_cache_100_scenes rps_off=%s rps_on=%s on_over_off=%.2f\n",
+        rps["product_cache_100_scenes_off"], rps["product_cache_100_scenes_on"],
+        rps["product_cache_100_scenes_on"] / rps["product_cache_100_scenes_off"]
+  }' "$OUT/sc.txt"
 
 # ==== HTTP (wrk) section: scenecomp vs nginx vs FastAPI + Pillow, same run ====
 # The loads of ../shared/bench/http_anchors.sh: GET /health with wrk -t2 -c32;
