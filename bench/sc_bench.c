@@ -370,7 +370,7 @@ static void product_cache_stage(const char *dir, const sc_image_t *scene)
                                   &pr, &why) != 0)
                 die(why.message);
             uint8_t sha[32];
-            sc_compose_opts_t co = {0, {NULL, SC_KEY_SHADOW_KEEP, NULL}};
+            sc_compose_opts_t co = {0, {NULL, SC_KEY_SHADOW_KEEP, NULL}, NULL, 0};
             if (sc_pcache_enabled() && sc_pcache_hash(prod.data, prod.len, sha) == 0)
                 co.place.product_sha = sha;
             uint8_t *out;

@@ -28,6 +28,7 @@
 #include "core/watch.h"
 #include "http/server.h"
 #include "image/codec.h"
+#include "image/icc.h"
 #include "limits/limiter.h"
 #include "lua/policy.h"
 #include "lua/replay.h"
@@ -60,7 +61,9 @@ static void usage(FILE *f)
 
 /* ==== composite ==== */
 
-static int read_image(const char *what, const char *path, long long max_pixels, sc_image_t *img)
+/* icc (if given) receives the file's ICC profile (image/icc.h), or NULL. */
+static int read_image(const char *what, const char *path, long long max_pixels, sc_image_t *img,
+                      uint8_t **icc, size_t *icc_len)
 {
     char *data = NULL;
     size_t len = 0;
@@ -72,6 +75,11 @@ static int read_image(const char *what, const char *path, long long max_pixels, 
     }
     const char *err = NULL;
     sc_codec_status_t st = sc_codec_decode((const uint8_t *)data, len, max_pixels, img, &err);
+    if (icc && st == SC_CODEC_OK && sc_icc_extract((const uint8_t *)data, len, icc, icc_len) < 0) {
+        fprintf(stderr, "scenecomp: out of memory reading the %s's colour profile\n", what);
+        free(data);
+        return -1; /* the caller frees img */
+    }
     free(data);
     if (st == SC_CODEC_TOO_LARGE) {
         fprintf(stderr, "scenecomp: %s '%s' has more than %lld pixels\n", what, path, max_pixels);
@@ -179,7 +187,7 @@ static int cmd_composite(int argc, char **argv)
         return 2;
     }
     sc_image_format_t fmt = ofmt->id;
-    sc_compose_opts_t copts = {0, {NULL, SC_KEY_SHADOW_KEEP, NULL}};
+    sc_compose_opts_t copts = {0, {NULL, SC_KEY_SHADOW_KEEP, NULL}, NULL, 0};
     if (quality && sc_compose_parse_quality(quality, &copts.quality) != 0) {
         fprintf(stderr, "scenecomp composite: --quality must be an integer from 1 to 100\n");
         return 2;
@@ -194,13 +202,14 @@ static int cmd_composite(int argc, char **argv)
     sc_config_t cfg;
     sc_config_defaults(&cfg);
     sc_image_t s = SC_IMAGE_INIT, pr = SC_IMAGE_INIT, mk = SC_IMAGE_INIT;
-    uint8_t *bytes = NULL;
+    uint8_t *bytes = NULL, *icc = NULL;
     size_t len = 0;
     int rc = 1;
-    if (read_image("scene", scene, cfg.max_image_pixels, &s) != 0 ||
-        read_image("product", product, cfg.max_image_pixels, &pr) != 0 ||
-        (mask && read_image("mask", mask, cfg.max_image_pixels, &mk) != 0))
+    if (read_image("scene", scene, cfg.max_image_pixels, &s, &icc, &copts.icc_len) != 0 ||
+        read_image("product", product, cfg.max_image_pixels, &pr, NULL, NULL) != 0 ||
+        (mask && read_image("mask", mask, cfg.max_image_pixels, &mk, NULL, NULL) != 0))
         goto cleanup;
+    copts.icc = icc;
     if (mask)
         copts.place.mask = &mk;
     double t0 = sc_clock_mono();
@@ -225,6 +234,7 @@ cleanup:
     sc_image_free(&s);
     sc_image_free(&pr);
     sc_image_free(&mk);
+    free(icc);
     return rc;
 }
 

@@ -133,7 +133,8 @@ int sc_compose_pil_opts(sc_image_t *scene, const sc_image_t *product, const sc_p
     }
     if (sc_place_composite_opts(scene, product, p, opts ? &opts->place : NULL, keying, err) != 0)
         return -1;
-    if (sc_format_encode(fmt, scene, quality, out, out_len) != 0) {
+    if (sc_format_encode_icc(fmt, scene, quality, opts ? opts->icc : NULL, opts ? opts->icc_len : 0,
+                             out, out_len) != 0) {
         *err = "cannot encode the composite (out of memory)";
         return -1;
     }

@@ -55,6 +55,8 @@ int sc_compose_pil(sc_image_t *scene, const sc_image_t *product, const sc_place_
 typedef struct sc_compose_opts {
     int quality;           /* 0: the format's default; JPEG 1..100 */
     sc_place_opts_t place; /* user mask, shadow handling (place.h) */
+    const uint8_t *icc;    /* the scene's ICC profile, kept in the output (icc.h) */
+    size_t icc_len;
 } sc_compose_opts_t;
 
 /* Parses the `quality` request field: an integer 1..100. Returns 0 or -1. */

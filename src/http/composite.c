@@ -17,6 +17,7 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "http/conn.h"
+#include "image/icc.h"
 #include "image/pcache.h"
 #include "image/resize.h"
 #include "limits/limiter.h"
@@ -501,7 +502,7 @@ static enum MHD_Result process(sc_http_conn_t *c)
         c->format = accept_fmt; /* no explicit format: Accept picks it */
     }
     /* PIL options: quality (JPEG), shadow, mask (decoded after the images) */
-    c->copts = (sc_compose_opts_t){0, {NULL, SC_KEY_SHADOW_KEEP, NULL}};
+    c->copts = (sc_compose_opts_t){0, {NULL, SC_KEY_SHADOW_KEEP, NULL}, NULL, 0};
     if (c->f_quality.present &&
         sc_compose_parse_quality(c->f_quality.data.data ? c->f_quality.data.data : "",
                                  &c->copts.quality) != 0)
@@ -521,6 +522,13 @@ static enum MHD_Result process(sc_http_conn_t *c)
                           (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
                           c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
         return image_error(c, &why);
+    size_t icc_len = 0;
+    if (sc_icc_extract((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len, &c->scene_icc,
+                       &icc_len) < 0)
+        return sc_http__send_error(c->mhd, 503, "service_unavailable",
+                                   "out of memory reading the scene's colour profile");
+    c->copts.icc = c->scene_icc;
+    c->copts.icc_len = icc_len;
     if (sc_pcache_enabled() &&
         sc_pcache_hash(c->f_product.data.data, c->f_product.data.len, c->product_sha) == 0)
         c->copts.place.product_sha = c->product_sha;

@@ -85,6 +85,7 @@ typedef struct sc_http_conn {
     sc_image_t mask;         /* the `mask` upload, decoded (empty when absent) */
     sc_compose_opts_t copts; /* quality, mask, shadow for the PIL path */
     uint8_t product_sha[32]; /* the product cache's key (image/pcache.h) */
+    uint8_t *scene_icc;      /* the scene's ICC profile (image/icc.h), NULL if none */
     sc_place_params_t params;
     sc_image_format_t format;
     bool want_image; /* Accept: image/... */

@@ -57,6 +57,7 @@ static void conn_free(sc_http_conn_t *c)
     field_free(&c->f_shadow);
     sc_buf_free(&c->body);
     sc_image_free(&c->mask);
+    free(c->scene_icc);
     sc_image_free(&c->scene);
     sc_image_free(&c->product);
     if (c->result)

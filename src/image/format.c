@@ -1,10 +1,12 @@
 /* The output format table (format.h). */
 #include "image/format.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "image/codec.h"
+#include "image/icc.h"
 
 static int encode_png(const sc_image_t *img, int quality, uint8_t **out, size_t *out_len)
 {
@@ -94,4 +96,21 @@ int sc_format_encode(sc_image_format_t id, const sc_image_t *img, int quality, u
     if (!f || quality < 0 || quality > 100)
         return -1;
     return f->encode(img, quality ? quality : f->quality, out, out_len);
+}
+
+int sc_format_encode_icc(sc_image_format_t id, const sc_image_t *img, int quality,
+                         const uint8_t *icc, size_t icc_len, uint8_t **out, size_t *out_len)
+{
+    if (sc_format_encode(id, img, quality, out, out_len) != 0)
+        return -1;
+    if (!icc || icc_len == 0)
+        return 0;
+    uint8_t *with = NULL;
+    size_t with_len = 0;
+    int rc = id == SC_FMT_PNG ? sc_icc_png_embed(*out, *out_len, icc, icc_len, &with, &with_len)
+                              : sc_icc_jpeg_embed(*out, *out_len, icc, icc_len, &with, &with_len);
+    free(*out);
+    *out = with;
+    *out_len = rc == 0 ? with_len : 0;
+    return rc;
 }

@@ -43,5 +43,9 @@ const char *sc_format_mime(sc_image_format_t id);
  * (unknown id, bad quality, encoder failure) with *out NULL. */
 int sc_format_encode(sc_image_format_t id, const sc_image_t *img, int quality, uint8_t **out,
                      size_t *out_len);
+/* The same, embedding the ICC profile icc (if icc_len > 0) as iCCP (PNG) or
+ * APP2 (JPEG), see icc.h. */
+int sc_format_encode_icc(sc_image_format_t id, const sc_image_t *img, int quality,
+                         const uint8_t *icc, size_t icc_len, uint8_t **out, size_t *out_len);
 
 #endif
