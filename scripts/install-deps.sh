@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake pkg-config git ca-certificates
   liblua5.4-dev lua5.4 lua-cjson lua-busted
   libmicrohttpd-dev libcurl4-openssl-dev libstb-dev
-  libdeflate-dev libturbojpeg0-dev libcjson-dev
+  libdeflate-dev libturbojpeg0-dev libcjson-dev liblcms2-dev
   python3 python3-pytest python3-pil python3-requests curl clang-format
   # Fleet (LIMITS_STORE=redis) and its tests: hiredis, a real redis-server, nginx in front.
   libhiredis-dev redis-server nginx-light

@@ -202,14 +202,20 @@ static int cmd_composite(int argc, char **argv)
     sc_config_t cfg;
     sc_config_defaults(&cfg);
     sc_image_t s = SC_IMAGE_INIT, pr = SC_IMAGE_INIT, mk = SC_IMAGE_INIT;
-    uint8_t *bytes = NULL, *icc = NULL;
+    uint8_t *bytes = NULL, *icc = NULL, *picc = NULL;
+    size_t picc_len = 0;
     size_t len = 0;
     int rc = 1;
     if (read_image("scene", scene, cfg.max_image_pixels, &s, &icc, &copts.icc_len) != 0 ||
-        read_image("product", product, cfg.max_image_pixels, &pr, NULL, NULL) != 0 ||
+        read_image("product", product, cfg.max_image_pixels, &pr, &picc, &picc_len) != 0 ||
         (mask && read_image("mask", mask, cfg.max_image_pixels, &mk, NULL, NULL) != 0))
         goto cleanup;
     copts.icc = icc;
+    /* a product with another profile than the scene's: into the scene's space */
+    if (picc && sc_icc_convert(&pr, picc, picc_len, icc, copts.icc_len) < 0) {
+        fprintf(stderr, "scenecomp: out of memory converting the product's colour profile\n");
+        goto cleanup;
+    }
     if (mask)
         copts.place.mask = &mk;
     double t0 = sc_clock_mono();
@@ -235,6 +241,7 @@ cleanup:
     sc_image_free(&pr);
     sc_image_free(&mk);
     free(icc);
+    free(picc);
     return rc;
 }
 

@@ -529,8 +529,20 @@ static enum MHD_Result process(sc_http_conn_t *c)
                                    "out of memory reading the scene's colour profile");
     c->copts.icc = c->scene_icc;
     c->copts.icc_len = icc_len;
+    /* a product with another profile than the scene's: into the scene's space */
+    uint8_t *picc = NULL;
+    size_t picc_len = 0;
+    int conv = 1;
+    if (sc_icc_extract((const uint8_t *)c->f_product.data.data, c->f_product.data.len, &picc,
+                       &picc_len) == 1)
+        conv = sc_icc_convert(&c->product, picc, picc_len, c->scene_icc, icc_len);
+    free(picc);
+    if (conv < 0)
+        return sc_http__send_error(c->mhd, 503, "service_unavailable",
+                                   "out of memory converting the product's colour profile");
     if (sc_pcache_enabled() &&
-        sc_pcache_hash(c->f_product.data.data, c->f_product.data.len, c->product_sha) == 0)
+        sc_pcache_hash2(c->f_product.data.data, c->f_product.data.len,
+                        conv == 0 ? c->scene_icc : NULL, icc_len, c->product_sha) == 0)
         c->copts.place.product_sha = c->product_sha;
     sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
     sc_buf_free(&c->f_product.data);

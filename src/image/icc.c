@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lcms2.h>
 #include <libdeflate.h>
 
 static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
@@ -222,4 +223,44 @@ int sc_icc_jpeg_embed(const uint8_t *jpg, size_t len, const uint8_t *icc, size_t
     *out = res;
     *out_len = o + len - at;
     return 0;
+}
+
+int sc_icc_convert(sc_image_t *img, const uint8_t *src, size_t src_len, const uint8_t *dst,
+                   size_t dst_len)
+{
+    if (!img || !img->pixels || (img->channels != 3 && img->channels != 4) || !src || src_len == 0)
+        return 1;
+    if (dst && dst_len == src_len && memcmp(src, dst, src_len) == 0)
+        return 1;
+    /* a context per call: lcms2's global state is not ours to share */
+    cmsContext ctx = cmsCreateContext(NULL, NULL);
+    if (!ctx)
+        return -1;
+    int rc = 1;
+    cmsHPROFILE in = cmsOpenProfileFromMemTHR(ctx, src, (cmsUInt32Number)src_len);
+    cmsHPROFILE out = dst && dst_len ? cmsOpenProfileFromMemTHR(ctx, dst, (cmsUInt32Number)dst_len)
+                                     : cmsCreate_sRGBProfileTHR(ctx);
+    cmsHTRANSFORM t = NULL;
+    if (in && out && cmsGetColorSpace(in) == cmsSigRgbData &&
+        cmsGetColorSpace(out) == cmsSigRgbData) {
+        cmsUInt32Number fmt = img->channels == 4 ? TYPE_RGBA_8 : TYPE_RGB_8;
+        /* alpha is copied through unchanged */
+        t = cmsCreateTransformTHR(ctx, in, fmt, out, fmt, INTENT_PERCEPTUAL,
+                                  img->channels == 4 ? cmsFLAGS_COPY_ALPHA : 0);
+    }
+    if (t) {
+        /* row by row: cmsDoTransform takes a 32-bit pixel count */
+        for (int y = 0; y < img->height; y++) {
+            uint8_t *row = img->pixels + (size_t)y * (size_t)img->width * (size_t)img->channels;
+            cmsDoTransform(t, row, row, (cmsUInt32Number)img->width);
+        }
+        rc = 0;
+        cmsDeleteTransform(t);
+    }
+    if (in)
+        cmsCloseProfile(in);
+    if (out)
+        cmsCloseProfile(out);
+    cmsDeleteContext(ctx);
+    return rc;
 }

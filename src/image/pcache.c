@@ -41,6 +41,17 @@ int sc_pcache_hash(const void *data, size_t len, uint8_t out[32])
     return EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) == 1 && n == 32 ? 0 : -1;
 }
 
+int sc_pcache_hash2(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[32])
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(c, a, alen) == 1 && (!b || EVP_DigestUpdate(c, b, blen) == 1) &&
+             EVP_DigestFinal_ex(c, out, &n) == 1 && n == 32;
+    EVP_MD_CTX_free(c);
+    return ok ? 0 : -1;
+}
+
 static size_t img_bytes(const sc_image_t *img)
 {
     return (size_t)img->width * (size_t)img->height * (size_t)img->channels;

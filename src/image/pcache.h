@@ -31,6 +31,9 @@ typedef struct sc_pcache_stats {
 
 /* SHA-256 of data (libcrypto). Returns 0 or -1. */
 int sc_pcache_hash(const void *data, size_t len, uint8_t out[32]);
+/* SHA-256 of a then b (b may be NULL/0): the key of a product converted into
+ * the colour profile b (icc.h). Returns 0 or -1. */
+int sc_pcache_hash2(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[32]);
 
 /* 1 when the cache is on (max bytes > 0). */
 int sc_pcache_enabled(void);

@@ -9,6 +9,8 @@
 #include "image/icc.h"
 #include "test.h"
 
+#include <lcms2.h>
+
 static void make(sc_image_t *img)
 {
     CHECK_EQ_INT(sc_image_alloc(img, 40, 30, 3), 0);
@@ -79,8 +81,60 @@ static void test_malformed(void)
     sc_image_free(&img);
 }
 
+/* A profile with sRGB's primaries and a linear (gamma 1.0) curve, into memory. */
+static uint8_t *linear_profile(size_t *len)
+{
+    cmsCIExyY white = {0.3127, 0.3290, 1.0};
+    cmsCIExyYTRIPLE prim = {{0.64, 0.33, 1.0}, {0.30, 0.60, 1.0}, {0.15, 0.06, 1.0}};
+    cmsToneCurve *g = cmsBuildGamma(NULL, 1.0);
+    cmsToneCurve *curves[3] = {g, g, g};
+    cmsHPROFILE p = cmsCreateRGBProfile(&white, &prim, curves);
+    cmsUInt32Number n = 0;
+    uint8_t *buf = NULL;
+    if (p && cmsSaveProfileToMem(p, NULL, &n) && (buf = malloc(n)) != NULL &&
+        !cmsSaveProfileToMem(p, buf, &n)) {
+        free(buf);
+        buf = NULL;
+    }
+    *len = n;
+    if (p)
+        cmsCloseProfile(p);
+    cmsFreeToneCurve(g);
+    return buf;
+}
+
+static void test_convert(void)
+{
+    size_t lin_len = 0;
+    uint8_t *lin = linear_profile(&lin_len);
+    CHECK(lin != NULL);
+    if (!lin)
+        return;
+    sc_image_t img;
+    CHECK_EQ_INT(sc_image_alloc(&img, 2, 1, 4), 0);
+    uint8_t px[8] = {128, 128, 128, 200, 0, 0, 0, 7};
+    memcpy(img.pixels, px, 8);
+    /* linear 0.5 is sRGB ~188; alpha is kept */
+    CHECK_EQ_INT(sc_icc_convert(&img, lin, lin_len, NULL, 0), 0);
+    CHECK(img.pixels[0] >= 185 && img.pixels[0] <= 191 && img.pixels[1] == img.pixels[0]);
+    CHECK_EQ_INT(img.pixels[3], 200);
+    CHECK_EQ_INT(img.pixels[4], 0);
+    CHECK_EQ_INT(img.pixels[7], 7);
+    /* the same profile on both sides, no profile, garbage: nothing done */
+    memcpy(img.pixels, px, 8);
+    CHECK_EQ_INT(sc_icc_convert(&img, lin, lin_len, lin, lin_len), 1);
+    CHECK_EQ_INT(sc_icc_convert(&img, NULL, 0, lin, lin_len), 1);
+    uint8_t junk[200];
+    memset(junk, 0x5a, sizeof junk);
+    CHECK_EQ_INT(sc_icc_convert(&img, junk, sizeof junk, NULL, 0), 1);
+    CHECK(memcmp(img.pixels, px, 8) == 0);
+    sc_image_free(&img);
+    free(lin);
+}
+
 int main(void)
 {
+    test_convert();
     roundtrip(SC_FMT_PNG, 3000);
     roundtrip(SC_FMT_JPEG, 3000);
     roundtrip(SC_FMT_JPEG, 150000); /* three APP2 segments */
