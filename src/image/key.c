@@ -5,12 +5,13 @@
 #include <string.h>
 
 /* per-pixel labels */
-enum { L_PRODUCT = 0, L_BACK = 1, L_SHADOW = 2, L_BAND = 3, L_CAND = 4 };
+enum { L_PRODUCT = 0, L_BACK = 1, L_SHADOW = 2, L_BAND = 3, L_CAND = 4, L_BAND0 = 5 };
 
 /* The largest change of shade (on the 0..255 scale of the backdrop's
  * brightness) between neighbouring shadow pixels: a soft shadow changes by a
- * few levels per pixel (plus sensor noise), a product's edge by tens. */
-#define SHADOW_STEP 16
+ * few levels per pixel (compared on the 3x3 mean), a product's edge or
+ * outline by tens. */
+#define SHADOW_STEP 8
 /* The largest chroma residual |C - s B| of a shadow pixel. */
 #define SHADOW_CHROMA 10
 /* The darkest shadow extracted (s * 255); darker is product. */
@@ -101,7 +102,7 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
 {
     sc_image_t res = SC_IMAGE_INIT;
     uint32_t *queue = NULL;
-    uint8_t *lab = NULL, *sh = NULL, *dmap = NULL;
+    uint8_t *lab = NULL, *raw = NULL, *sh = NULL, *dmap = NULL;
     int rc = -1;
     if (out)
         *out = res;
@@ -122,16 +123,30 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
         goto cleanup;
     queue = malloc(n * sizeof(uint32_t));
     lab = calloc(n, 1);
-    sh = malloc(n);   /* shade of the backdrop, 0..255 (255: unshaded) */
+    raw = malloc(n);  /* shade of the backdrop, 0..255 (255: the backdrop; 0: not a shade) */
+    sh = malloc(n);   /* raw, 3x3 mean: sensor noise would hide a shadow's gentle slope */
     dmap = malloc(n); /* Chebyshev distance to the backdrop */
-    if (!queue || !lab || !sh || !dmap)
+    if (!queue || !lab || !raw || !sh || !dmap)
         goto cleanup;
     for (size_t i = 0; i < n; i++) {
         const uint8_t *q = px + i * (size_t)ch;
         dmap[i] = (uint8_t)dist(q, bg);
         int s = shade(q, bg);
-        sh[i] = (uint8_t)(s < 0 ? 255 : s);
+        raw[i] = (uint8_t)(s < 0 ? 0 : s);
     }
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int sum = 0, cnt = 0;
+            for (int dy = -1; dy <= 1; dy++)
+                for (int dx = -1; dx <= 1; dx++) {
+                    int yy = y + dy, xx = x + dx;
+                    if (yy < 0 || yy >= h || xx < 0 || xx >= w)
+                        continue;
+                    sum += raw[(size_t)yy * (size_t)w + (size_t)xx];
+                    cnt++;
+                }
+            sh[(size_t)y * (size_t)w + (size_t)x] = (uint8_t)((sum + cnt / 2) / cnt);
+        }
 
     /* 1. the backdrop (and its soft shadow), filled from the border */
     size_t qh = 0, qt = 0;
@@ -165,8 +180,8 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
                 queue[qt++] = j;
                 continue;
             }
-            int s = shade(px + (size_t)j * (size_t)ch, bg);
-            if (s >= SHADOW_MIN_S && abs(s - (int)sh[i]) <= SHADOW_STEP) {
+            if (raw[j] >= SHADOW_MIN_S && sh[j] >= SHADOW_MIN_S &&
+                abs((int)sh[j] - (int)sh[i]) <= SHADOW_STEP) {
                 lab[j] = L_SHADOW;
                 queue[qt++] = j;
             }
@@ -204,11 +219,37 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
                 }
             }
         }
-        /* L_CAND marks the component for good: a small one stays a highlight
-         * (relabelled product below), a large one becomes backdrop */
-        uint8_t to = qt >= min_area ? L_BACK : L_CAND;
+        /* L_CAND marks a small component for good: a highlight (relabelled
+         * product below) */
+        if (qt < min_area) {
+            continue; /* stays L_CAND */
+        }
+        /* a hole: backdrop, grown through pixels within LO like the outer fill
+         * (the component itself only took the stricter HOLE_DIST) */
         for (size_t q = 0; q < qt; q++)
-            lab[queue[q]] = to;
+            lab[queue[q]] = L_BACK;
+        qh = 0;
+        while (qh < qt) {
+            uint32_t i = queue[qh++];
+            uint32_t x = i % (uint32_t)w;
+            uint32_t nb[4];
+            int k = 0;
+            if (x > 0)
+                nb[k++] = i - 1;
+            if (x + 1 < (uint32_t)w)
+                nb[k++] = i + 1;
+            if (i >= (uint32_t)w)
+                nb[k++] = i - (uint32_t)w;
+            if ((size_t)i + (size_t)w < n)
+                nb[k++] = i + (uint32_t)w;
+            for (int t = 0; t < k; t++) {
+                uint32_t j = nb[t];
+                if (lab[j] == L_PRODUCT && dmap[j] <= SC_KEY_LO) {
+                    lab[j] = L_BACK;
+                    queue[qt++] = j;
+                }
+            }
+        }
     }
     for (size_t i = 0; i < n; i++)
         if (lab[i] == L_CAND)
@@ -218,7 +259,6 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
      * shadow, then up to EXTRA_BAND more steps through still pale pixels
      * (d < HI: backdrop mixed in, as in the wedge where a handle meets a body) */
     for (int pass = 0; pass < SC_KEY_BAND + EXTRA_BAND; pass++) {
-        uint8_t from = pass == 0 ? 0 : L_BAND;
         qt = 0;
         for (size_t i = 0; i < n; i++) {
             if (lab[i] != L_PRODUCT || (pass >= SC_KEY_BAND && dmap[i] >= SC_KEY_HI))
@@ -237,13 +277,13 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
                 nb[k++] = i + (size_t)w;
             for (int t = 0; t < k && !near; t++) {
                 uint8_t l = lab[nb[t]];
-                near = pass == 0 ? (l == L_BACK || l == L_SHADOW) : l == from;
+                near = pass == 0 ? (l == L_BACK || l == L_SHADOW) : (l == L_BAND || l == L_BAND0);
             }
             if (near)
                 queue[qt++] = (uint32_t)i;
         }
         for (size_t q = 0; q < qt; q++)
-            lab[queue[q]] = L_BAND;
+            lab[queue[q]] = pass == 0 ? L_BAND0 : L_BAND;
     }
 
     /* 4. output */
@@ -263,6 +303,7 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
             o[3] = remove_shadow ? 0 : (uint8_t)a;
             break;
         }
+        case L_BAND0:
         case L_BAND: {
             /* the nearest interior colour F within R pixels */
             int x = (int)(i % (size_t)w), y = (int)(i / (size_t)w), best = -1;
@@ -294,8 +335,10 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
             if (f && ff >= SC_KEY_HI * SC_KEY_HI) {
                 a255 = (int)(((long long)cf * 255 + ff / 2) / ff);
                 a255 = a255 < 0 ? 0 : a255 > 255 ? 255 : a255;
-            } else { /* white on white: no reliable F, ramp of the distance */
-                a255 = ramp(dmap[i]);
+            } else if (lab[i] == L_BAND0) { /* white on white: no reliable F, ramp of */
+                a255 = ramp(dmap[i]);       /* the distance next to the backdrop */
+            } else {
+                a255 = 255; /* inside a pale product's outline: product */
             }
             if (a255 == 0) {
                 memset(o, 0, 4);
@@ -320,6 +363,7 @@ cleanup:
     sc_image_free(&res);
     free(queue);
     free(lab);
+    free(raw);
     free(sh);
     free(dmap);
     return rc;

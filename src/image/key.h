@@ -31,7 +31,7 @@
 
 /* Chebyshev distance to the backdrop: <= LO is backdrop; the fallback alpha
  * ramp runs from LO (transparent) to HI (opaque). */
-#define SC_KEY_LO 10
+#define SC_KEY_LO 14
 #define SC_KEY_HI 40
 /* The border is usable when this share (percent) of its pixels lies within
  * SC_KEY_UNIFORM_DIST of the median colour. */
