@@ -5,6 +5,7 @@
 
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -445,21 +446,38 @@ static void filter_band(band_t *b)
     b->rc = 0;
 }
 
-static void *band_run(void *arg)
+static void band_one(band_t *b)
 {
-    band_t *b = arg;
     filter_band(b);
     if (b->rc != 0)
-        return NULL;
+        return;
     size_t n = (size_t)b->img->width * (size_t)b->img->channels + 1;
     size_t len = (b->y1 - b->y0) * n;
     b->zlen = sc_deflate_segment(b->filt + b->y0 * n, len, b->final, b->z);
     b->rc = b->zlen ? 0 : -1;
+}
+
+/* Workers take the next band until none is left: the bands' costs differ a lot
+ * (sensor noise is run-length coded fast, a product's smooth surfaces go through
+ * LZ), so more bands than workers keep both busy. */
+typedef struct {
+    band_t *bands;
+    int nb;
+    atomic_int next;
+} band_queue_t;
+
+static void *band_worker(void *arg)
+{
+    band_queue_t *q = arg;
+    for (int i; (i = atomic_fetch_add(&q->next, 1)) < q->nb;)
+        band_one(&q->bands[i]);
     return NULL;
 }
 
-/* Images at least this many bytes are encoded in two bands on two threads. */
+/* Images at least this many bytes are encoded in SC_PNG_BANDS bands by two
+ * threads (the caller's and one more). */
 #define SC_PNG_PARALLEL_BYTES (1u << 20)
+#define SC_PNG_BANDS 4
 
 int sc_png_encode(const sc_image_t *img, int level, uint8_t **out, size_t *out_len)
 {
@@ -471,7 +489,7 @@ int sc_png_encode_threads(const sc_image_t *img, int level, int threads, uint8_t
 {
     uint8_t *filt = NULL, *png = NULL;
     struct libdeflate_compressor *c = NULL;
-    band_t bands[2];
+    band_t bands[SC_PNG_BANDS];
     memset(bands, 0, sizeof(bands));
     int rc = -1, nb = 1;
     *out = NULL;
@@ -488,8 +506,8 @@ int sc_png_encode_threads(const sc_image_t *img, int level, int threads, uint8_t
     size_t zlen = 0;
     const size_t head = 8 + 25 + 8 + 2, tail = 4 + 4 + 12;
     if (level == 0) {
-        if (threads >= 2 && filt_len >= SC_PNG_PARALLEL_BYTES && h >= 2)
-            nb = 2;
+        if (threads >= 2 && filt_len >= SC_PNG_PARALLEL_BYTES && h >= SC_PNG_BANDS)
+            nb = SC_PNG_BANDS;
         for (int i = 0; i < nb; i++) {
             bands[i].img = img;
             bands[i].filt = filt;
@@ -497,8 +515,8 @@ int sc_png_encode_threads(const sc_image_t *img, int level, int threads, uint8_t
             bands[i].y1 = h * (size_t)(i + 1) / (size_t)nb;
             bands[i].final = i == nb - 1;
         }
-        /* one buffer: each band deflates into its own region, then band 1's
-         * output is moved down to follow band 0's */
+        /* one buffer: each band deflates into its own region, then the
+         * outputs are moved down to follow each other */
         size_t cap = head + tail;
         for (int i = 0; i < nb; i++)
             cap += sc_deflate_bound((bands[i].y1 - bands[i].y0) * (n + 1));
@@ -506,24 +524,28 @@ int sc_png_encode_threads(const sc_image_t *img, int level, int threads, uint8_t
         if (!png)
             goto cleanup;
         bands[0].z = png + head;
-        if (nb == 2)
-            bands[1].z = bands[0].z + sc_deflate_bound((bands[0].y1 - bands[0].y0) * (n + 1));
+        for (int i = 1; i < nb; i++)
+            bands[i].z =
+                bands[i - 1].z + sc_deflate_bound((bands[i - 1].y1 - bands[i - 1].y0) * (n + 1));
+        band_queue_t q = {bands, nb, 0};
         pthread_t th;
-        int threaded = nb == 2 && pthread_create(&th, NULL, band_run, &bands[1]) == 0;
-        band_run(&bands[0]);
+        int threaded = nb > 1 && pthread_create(&th, NULL, band_worker, &q) == 0;
+        band_worker(&q);
         if (threaded)
             pthread_join(th, NULL);
-        else if (nb == 2)
-            band_run(&bands[1]);
         for (int i = 0; i < nb; i++)
             if (bands[i].rc != 0)
                 goto cleanup;
-        zlen = 2 + bands[0].zlen + (nb == 2 ? bands[1].zlen : 0) + 4;
         uint8_t *z = png + head - 2;
         z[0] = 0x78; /* zlib header: deflate, 32 KiB window, no dictionary */
         z[1] = 0x01;
-        if (nb == 2)
-            memmove(z + 2 + bands[0].zlen, bands[1].z, bands[1].zlen);
+        size_t off = 2;
+        for (int i = 0; i < nb; i++) {
+            if (i > 0)
+                memmove(z + off, bands[i].z, bands[i].zlen);
+            off += bands[i].zlen;
+        }
+        zlen = off + 4;
         put_be32(z + zlen - 4, libdeflate_adler32(1, filt, filt_len));
     } else {
         band_t all = {img, filt, 0, h, 1, NULL, 0, 0};

@@ -19,7 +19,7 @@
 int sc_png_decode_fast(const uint8_t *data, size_t len, sc_image_t *out);
 
 /* Encodes img (3 or 4 channels) as PNG. level 0: our LZ77 + Huffman
- * deflate (deflate.h), in two bands on two threads for images over 1 MiB;
+ * deflate (deflate.h), in four bands taken by two threads for images over 1 MiB;
  * level 1..12: libdeflate at that level (single thread; kept for comparison
  * and as the reference). *out is malloc'd. Returns 0 or -1. */
 int sc_png_encode(const sc_image_t *img, int level, uint8_t **out, size_t *out_len);
