@@ -555,6 +555,10 @@ static enum MHD_Result process(sc_http_conn_t *c)
         if (st == SC_CODEC_NOMEM)
             return sc_http__send_error(c->mhd, 503, "service_unavailable",
                                        "out of memory decoding field 'mask'");
+        if (st == SC_CODEC_TOO_LARGE)
+            return sc_http__send_error(c->mhd, 413, "image_too_large",
+                                       "field 'mask' has more than %lld pixels",
+                                       c->cfg->max_image_pixels);
         if (st != SC_CODEC_OK)
             return sc_http__send_error(c->mhd, 400, "invalid_image",
                                        "field 'mask' is not a valid PNG or JPEG image");
