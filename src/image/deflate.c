@@ -484,32 +484,104 @@ static __attribute__((target("avx2"))) size_t next_run_avx2(const uint8_t *d, si
 /* The run-length alternative for one block (distance-1 matches of >= 3 only),
  * into syms; fills the counts. On noise-like data (a JPEG-decoded photo) its
  * literal statistics beat short LZ matches, so each block keeps the cheaper. */
-static size_t rle_block(const uint8_t *data, size_t bs, size_t end, int simd, sym_t *syms,
-                        uint32_t *lfreq, uint32_t *dfreq)
+/* Runs of one block: positions and lengths (distance 1), the counts filled
+ * (the literal counts from a histogram of the block minus the bytes the runs
+ * cover: cheaper than counting symbol by symbol). */
+typedef struct {
+    uint32_t *pos;
+    uint16_t *len;
+    size_t n;
+} runs_t;
+
+static void rle_block(const uint8_t *data, size_t bs, size_t end, int simd, runs_t *r,
+                      uint32_t *lfreq, uint32_t *dfreq)
 {
-    size_t ns = 0, pos = bs;
+    uint32_t h2[256] = {0};
+    size_t i = bs;
+    for (; i + 2 <= end; i += 2) {
+        lfreq[data[i]]++;
+        h2[data[i + 1]]++;
+    }
+    if (i < end)
+        lfreq[data[i]]++;
+    for (int b = 0; b < 256; b++)
+        lfreq[b] += h2[b];
+    r->n = 0;
+    size_t pos = bs;
     while (pos < end) {
         size_t k = simd ? next_run_avx2(data, pos, end) : next_run_scalar(data, pos, end);
-        if (k > end)
-            k = end;
-        for (; pos < k; pos++) {
-            syms[ns].len = 0;
-            syms[ns++].dist_or_lit = data[pos];
-            lfreq[data[pos]]++;
-        }
         if (k >= end)
             break;
         uint8_t v = data[k - 1];
-        size_t r = 3, lim = end - k < MAX_MATCH ? end - k : MAX_MATCH;
-        while (r < lim && data[k + r] == v)
-            r++;
-        syms[ns].len = (uint16_t)r;
-        syms[ns++].dist_or_lit = 1;
-        lfreq[257 + len_code[r]]++;
+        size_t l = 3, lim = end - k < MAX_MATCH ? end - k : MAX_MATCH;
+        while (l < lim && data[k + l] == v)
+            l++;
+        r->pos[r->n] = (uint32_t)k;
+        r->len[r->n++] = (uint16_t)l;
+        lfreq[v] -= (uint32_t)l;
+        lfreq[257 + len_code[l]]++;
         dfreq[0]++;
-        pos = k + r;
+        pos = k + l;
     }
-    return ns;
+}
+
+/* One dynamic block of literals and runs (the run-length coding). */
+static void write_block_runs(bw_t *w, const uint8_t *data, size_t bs, size_t be, const runs_t *r,
+                             uint32_t *lfreq, uint32_t *dfreq, int final)
+{
+    uint8_t llen[NLITLEN], dlen[30];
+    uint16_t lcode[NLITLEN], dcode[30];
+    lfreq[256] = 1;
+    dfreq[0] += dfreq[0] == 0; /* two distance codes: a complete code */
+    dfreq[1] += dfreq[1] == 0;
+    huff_lengths(lfreq, NLITLEN, MAX_BITS, llen);
+    huff_codes(llen, NLITLEN, lcode);
+    huff_lengths(dfreq, 30, MAX_BITS, dlen);
+    huff_codes(dlen, 30, dcode);
+    int hlit = NLITLEN;
+    while (hlit > 257 && llen[hlit - 1] == 0)
+        hlit--;
+    put(w, final ? 1 : 0, 1);
+    put(w, 2, 2);
+    write_header(w, llen, hlit, dlen, 2);
+
+    uint32_t tab[256]; /* literal code | length << 16 */
+    for (int i = 0; i < 256; i++)
+        tab[i] = lcode[i] | (uint32_t)llen[i] << 16;
+    uint8_t *p = w->p;
+    uint64_t bits = w->bits;
+    unsigned n = w->n;
+    size_t i = bs;
+    for (size_t k = 0; k <= r->n; k++) {
+        size_t lit_end = k < r->n ? r->pos[k] : be;
+        /* literals two at a time: <= 7 + 2 * 15 bits pending, one store */
+        for (; i + 2 <= lit_end; i += 2) {
+            uint32_t e0 = tab[data[i]], e1 = tab[data[i + 1]];
+            bits |= (uint64_t)(e0 & 0xffff) << n;
+            n += e0 >> 16;
+            bits |= (uint64_t)(e1 & 0xffff) << n;
+            n += e1 >> 16;
+            memcpy(p, &bits, 8);
+            p += n >> 3;
+            bits >>= n & ~7u;
+            n &= 7;
+        }
+        w->p = p, w->bits = bits, w->n = n;
+        if (i < lit_end) {
+            put(w, lcode[data[i]], llen[data[i]]);
+            i++;
+        }
+        if (k < r->n) {
+            unsigned l = r->len[k], c = len_code[l];
+            put(w, lcode[257 + c], llen[257 + c]);
+            if (len_extra[c])
+                put(w, l - len_base[c], len_extra[c]);
+            put(w, dcode[0], dlen[0]); /* distance 1 */
+            i += l;
+        }
+        p = w->p, bits = w->bits, n = w->n;
+    }
+    put(w, lcode[256], llen[256]);
 }
 
 /* Bits the block's symbols take with their own Huffman codes (header aside). */
@@ -534,27 +606,32 @@ size_t sc_deflate_segment_lvl(const uint8_t *data, size_t len, int final, uint8_
     static pthread_once_t dist_once = PTHREAD_ONCE_INIT;
     pthread_once(&dist_once, dist_tables_init);
     bw_t w = {out, 0, 0};
-    sym_t *syms = malloc(sizeof(sym_t) * BLOCK_IN * 2), *rsyms = syms + BLOCK_IN;
+    sym_t *syms = malloc(sizeof(sym_t) * BLOCK_IN);
+    /* a run takes >= 3 bytes, so a block has at most BLOCK_IN / 3 of them */
+    runs_t runs = {malloc(sizeof(uint32_t) * (BLOCK_IN / 3 + 1)),
+                   malloc(sizeof(uint16_t) * (BLOCK_IN / 3 + 1)), 0};
     mf_t m = {calloc((size_t)1 << HASH_BITS, sizeof(uint32_t)), malloc(WINDOW * sizeof(uint32_t)),
               0};
-    if (!syms || !m.head || !m.prev) {
+    if (!syms || !m.head || !m.prev || !runs.pos || !runs.len) {
         free(syms);
         free(m.head);
         free(m.prev);
+        free(runs.pos);
+        free(runs.len);
         return 0;
     }
     m.wide = lvl >= SC_SIMD_AVX2 && sc_simd_cpu_level() >= SC_SIMD_AVX2;
     size_t pos = 0;
     do {
-        size_t end = len - pos > BLOCK_IN ? pos + BLOCK_IN : len, ns = 0;
+        size_t bs = pos, end = len - pos > BLOCK_IN ? pos + BLOCK_IN : len, ns = 0;
         uint32_t lfreq[NLITLEN] = {0}, dfreq[30] = {0};
         uint32_t rlfreq[NLITLEN] = {0}, rdfreq[30] = {0};
-        size_t nr = rle_block(data, pos, end, m.wide, rsyms, rlfreq, rdfreq);
+        rle_block(data, pos, end, m.wide, &runs, rlfreq, rdfreq);
         uint64_t rcost = block_cost(rlfreq, rdfreq);
         if (rcost * 10 >= (uint64_t)(end - pos) * NOISE_BITS_X10) {
             /* noise: LZ would find nothing worth its time */
             pos = end;
-            write_block(&w, rsyms, nr, rlfreq, rdfreq, final && pos >= len);
+            write_block_runs(&w, data, bs, end, &runs, rlfreq, rdfreq, final && pos >= len);
             continue;
         }
         /* smooth blocks (few bits per byte) gain most from a deep search and
@@ -614,7 +691,7 @@ size_t sc_deflate_segment_lvl(const uint8_t *data, size_t len, int final, uint8_
         }
         pos = end;
         if (rcost < block_cost(lfreq, dfreq))
-            write_block(&w, rsyms, nr, rlfreq, rdfreq, final && pos >= len);
+            write_block_runs(&w, data, bs, end, &runs, rlfreq, rdfreq, final && pos >= len);
         else
             write_block(&w, syms, ns, lfreq, dfreq, final && pos >= len);
     } while (pos < len);
@@ -628,6 +705,8 @@ size_t sc_deflate_segment_lvl(const uint8_t *data, size_t len, int final, uint8_
     free(syms);
     free(m.head);
     free(m.prev);
+    free(runs.pos);
+    free(runs.len);
     return (size_t)(w.p - out);
 }
 
