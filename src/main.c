@@ -29,6 +29,7 @@
 #include "http/server.h"
 #include "image/codec.h"
 #include "image/icc.h"
+#include "image/pcache.h"
 #include "limits/limiter.h"
 #include "lua/policy.h"
 #include "lua/replay.h"
@@ -422,6 +423,7 @@ static int cmd_serve(void)
         goto out;
     }
     reload_up = true;
+    sc_pcache_configure((size_t)cfg->product_cache_bytes);
     if (sc_http_start(cfg, err, sizeof err) != 0) {
         sc_log_error("%s", err);
         goto out;

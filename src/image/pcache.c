@@ -18,22 +18,10 @@ typedef struct entry {
 } entry_t;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
 static entry_t *head, *tail;
-static size_t max_bytes, cur_bytes;
+/* The bound until sc_pcache_configure sets the configured one (serve does). */
+static size_t max_bytes = SC_PCACHE_DEFAULT_BYTES, cur_bytes;
 static long long n_hits, n_misses, n_entries;
-
-static void init_from_env(void)
-{
-    const char *v = getenv("PRODUCT_CACHE_BYTES");
-    max_bytes = SC_PCACHE_DEFAULT_BYTES;
-    if (v && *v) {
-        char *end = NULL;
-        unsigned long long b = strtoull(v, &end, 10);
-        if (end && *end == '\0' && v[0] != '-')
-            max_bytes = (size_t)b;
-    }
-}
 
 int sc_pcache_hash(const void *data, size_t len, uint8_t out[32])
 {
@@ -108,7 +96,6 @@ static entry_t *find(const sc_pcache_key_t *k)
 
 int sc_pcache_enabled(void)
 {
-    pthread_once(&once, init_from_env);
     pthread_mutex_lock(&mu);
     int on = max_bytes > 0;
     pthread_mutex_unlock(&mu);
@@ -117,7 +104,6 @@ int sc_pcache_enabled(void)
 
 int sc_pcache_get(const sc_pcache_key_t *k, sc_image_t *img, int *keying)
 {
-    pthread_once(&once, init_from_env);
     int rc = 0;
     pthread_mutex_lock(&mu);
     entry_t *e = max_bytes > 0 ? find(k) : NULL;
@@ -140,7 +126,6 @@ int sc_pcache_get(const sc_pcache_key_t *k, sc_image_t *img, int *keying)
 
 void sc_pcache_put(const sc_pcache_key_t *k, const sc_image_t *img, int keying)
 {
-    pthread_once(&once, init_from_env);
     size_t bytes = img_bytes(img) + sizeof(entry_t);
     entry_t *e = calloc(1, sizeof *e);
     if (!e)
@@ -173,7 +158,6 @@ void sc_pcache_put(const sc_pcache_key_t *k, const sc_image_t *img, int keying)
 
 void sc_pcache_stats(sc_pcache_stats_t *out)
 {
-    pthread_once(&once, init_from_env);
     pthread_mutex_lock(&mu);
     out->hits = n_hits;
     out->misses = n_misses;
@@ -185,7 +169,6 @@ void sc_pcache_stats(sc_pcache_stats_t *out)
 
 void sc_pcache_configure(size_t bytes)
 {
-    pthread_once(&once, init_from_env);
     pthread_mutex_lock(&mu);
     while (head)
         drop(head);

@@ -4,7 +4,7 @@
  * by the SHA-256 of the product's file bytes, the placed region (resized size
  * and visible window) and the keying options; a request with a user mask is not
  * cached. Bounded by the bytes of the cached pixels: PRODUCT_CACHE_BYTES
- * (default 256 MiB, 0 = off), read from the environment at first use.
+ * (default 256 MiB, 0 = off; serve applies it with sc_pcache_configure).
  * Thread-safe (one mutex; lookups and inserts copy the pixels). */
 #ifndef SCENECOMP_IMAGE_PCACHE_H
 #define SCENECOMP_IMAGE_PCACHE_H

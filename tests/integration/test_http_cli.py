@@ -98,7 +98,7 @@ def test_check_policy_usage_and_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize("var,value", [
-    ("MAX_CONCURRENT_KONTEXT", "abc"), ("PORT", "http"), ("USE_KONTEXT_COMPOSITE", "maybe"),
+    ("MAX_CONCURRENT_KONTEXT", "abc"), ("PRODUCT_CACHE_BYTES", "64MB"), ("PORT", "http"), ("USE_KONTEXT_COMPOSITE", "maybe"),
     ("MAX_UPLOAD_BYTES", "-5"), ("KONTEXT_TIMEOUT_SECONDS", "soon"),
 ])
 def test_malformed_env_stops_serve(tmp_path, var, value):
