@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "http/compose.h"
 #include "http/conn.h"
+#include "http/fleet.h"
 #include "lua/policy.h"
 #include "metrics/metrics.h"
 
@@ -182,8 +183,15 @@ static enum MHD_Result prometheus(struct MHD_Connection *conn)
         sc_buf_free(&b);
         return sc_http__send_oom(conn);
     }
+    sc_buf_t l = SC_BUF_INIT; /* every series labelled instance="<INSTANCE_ID>" */
+    int lrc = sc_http_fleet_label(b.data, b.len, sc_http_fleet_instance(), &l);
+    sc_buf_free(&b);
+    if (lrc != 0) {
+        sc_buf_free(&l);
+        return sc_http__send_oom(conn);
+    }
     size_t len = 0;
-    char *data = sc_buf_steal(&b, &len);
+    char *data = sc_buf_steal(&l, &len);
     return sc_http__send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", data, len);
 }
 
@@ -208,6 +216,7 @@ enum MHD_Result sc_http__admin(struct MHD_Connection *conn, const sc_config_t *c
         {"/api/admin/policy", false},
         {"/api/admin/reload", true},
         {"/metrics", false},
+        {"/api/admin/fleet", false},
     };
     int idx = -1;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
@@ -221,7 +230,7 @@ enum MHD_Result sc_http__admin(struct MHD_Connection *conn, const sc_config_t *c
     case 0:
         return metrics_composite(conn);
     case 1:
-        return send_from(conn, sc_alerts_health_json);
+        return send_from(conn, sc_http_fleet_health_json); /* alerts + limits store */
     case 2:
         return daily_generations(conn);
     case 3:
@@ -232,6 +241,8 @@ enum MHD_Result sc_http__admin(struct MHD_Connection *conn, const sc_config_t *c
         return send_from(conn, sc_policy_status_json);
     case 6:
         return reload(conn);
+    case 8:
+        return sc_http__fleet(conn);
     default:
         return prometheus(conn);
     }

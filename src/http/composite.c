@@ -298,20 +298,18 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
         return fall_back(c, SC_FB_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
 
     sc_limits_caps_t caps = {c->eff.max_concurrent, c->eff.max_per_hour, c->eff.daily_limit};
-    sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps);
-    if (lr != SC_LIMIT_OK) {
-        sc_fallback_reason_t r = lr == SC_LIMIT_CONCURRENCY ? SC_FB_CONCURRENCY_LIMIT
-                                 : lr == SC_LIMIT_HOURLY    ? SC_FB_HOURLY_LIMIT
-                                                            : SC_FB_DAILY_LIMIT;
-        return fall_back(c, r, "refused by the rate limiter");
-    }
+    sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps, &c->limiter_slot);
+    if (lr != SC_LIMIT_OK)
+        return fall_back(c, sc_metrics_reason_for_limit(lr),
+                         lr == SC_LIMIT_UNAVAILABLE ? "the limits store does not answer"
+                                                    : "refused by the rate limiter");
     c->limiter_held = true;
     sc_metrics_kontext_started(sc_clock_wall());
 
     char *json = NULL;
     const char *prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL;
     if (sc_inputs_kontext(&c->scene, &c->product, prompt, &json) != 0) {
-        sc_limiter_release();
+        sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
         sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR, "cannot build the model input");
@@ -383,7 +381,7 @@ cleanup:
 static enum MHD_Result kontext_done(sc_http_conn_t *c)
 {
     if (c->limiter_held) {
-        sc_limiter_release();
+        sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
     }
     sc_rep_result_t *res = c->result;

@@ -24,47 +24,49 @@ sc_limits_store_t *sc_limiter_store(void)
     return atomic_load(&g_store);
 }
 
-/* Logs the refusal with the numbers that caused it. The counts are read after
- * the take, so under heavy concurrency they may differ by a request or two from
- * the ones take saw; the reason itself is exact. */
-static void log_refusal(sc_limits_store_t *s, double now, const sc_limits_caps_t *caps,
+/* Logs the refusal with the numbers the store's decision saw. */
+static void log_refusal(const sc_limits_counts_t *c, const sc_limits_caps_t *caps,
                         sc_limit_result_t r)
 {
-    sc_limits_counts_t c = {0, 0, 0};
-    s->count(s, now, &c);
     switch (r) {
     case SC_LIMIT_DAILY:
-        sc_log_warn("[Rate Limiter] Kontext refused: daily_limit (%lld/%d today, UTC)", c.today,
+        sc_log_warn("[Rate Limiter] Kontext refused: daily_limit (%lld/%d today, UTC)", c->today,
                     caps->daily_limit);
         break;
     case SC_LIMIT_HOURLY:
         sc_log_warn("[Rate Limiter] Kontext refused: hourly_limit (%d/%d in the last hour)",
-                    c.last_hour, caps->max_per_hour);
+                    c->last_hour, caps->max_per_hour);
         break;
     case SC_LIMIT_CONCURRENCY:
         sc_log_warn("[Rate Limiter] Kontext refused: concurrency_limit (%d/%d in flight)",
-                    c.in_flight, caps->max_concurrent);
+                    c->in_flight, caps->max_concurrent);
+        break;
+    case SC_LIMIT_UNAVAILABLE:
+        sc_log_warn("[Rate Limiter] Kontext refused: limiter_unavailable (limits store not "
+                    "answering)");
         break;
     case SC_LIMIT_OK:
         break;
     }
 }
 
-sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps)
+sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps,
+                                  sc_limits_token_t *tok)
 {
     sc_limits_store_t *s = atomic_load(&g_store);
+    tok->s[0] = '\0';
     if (!s) {
         sc_log_error(
             "[Rate Limiter] Kontext refused: concurrency_limit (no limiter store installed)");
         return SC_LIMIT_CONCURRENCY;
     }
-    sc_limit_result_t r = s->take(s, now, caps);
+    sc_limits_counts_t c = {0, 0, 0};
+    sc_limit_result_t r = s->take(s, now, caps, tok, &c);
     if (r != SC_LIMIT_OK) {
-        log_refusal(s, now, caps, r);
+        tok->s[0] = '\0';
+        log_refusal(&c, caps, r);
         return r;
     }
-    sc_limits_counts_t c = {0, 0, 0};
-    s->count(s, now, &c);
     sc_log_debug(
         "[Rate Limiter] Kontext admitted (in flight %d/%d, last hour %d/%d, today %lld/%d)",
         c.in_flight, caps->max_concurrent, c.last_hour, caps->max_per_hour, c.today,
@@ -72,21 +74,29 @@ sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps)
     return r;
 }
 
-void sc_limiter_release(void)
+void sc_limiter_release(sc_limits_token_t *tok)
 {
     sc_limits_store_t *s = atomic_load(&g_store);
-    if (s)
-        s->release(s);
+    if (s && tok->s[0])
+        s->release(s, tok);
+    tok->s[0] = '\0';
 }
 
-void sc_limiter_counts(double now, sc_limits_counts_t *out)
+int sc_limiter_counts(double now, sc_limits_counts_t *out)
 {
     sc_limits_store_t *s = atomic_load(&g_store);
     out->in_flight = 0;
     out->last_hour = 0;
     out->today = 0;
-    if (s)
-        s->count(s, now, out);
+    if (!s)
+        return 0;
+    return s->count(s, now, out);
+}
+
+bool sc_limiter_available(void)
+{
+    sc_limits_store_t *s = atomic_load(&g_store);
+    return !s || s->available(s);
 }
 
 void sc_limiter_shutdown(void)

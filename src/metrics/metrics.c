@@ -70,7 +70,7 @@ static char g_path[PATH_MAX];
 
 static const char *const reason_names[SC_FB__COUNT] = {
     "timeout",      "api_error",   "invalid_output", "concurrency_limit",
-    "hourly_limit", "daily_limit", "no_token",
+    "hourly_limit", "daily_limit", "no_token",       "limiter_unavailable",
 };
 
 const char *sc_fallback_reason_name(sc_fallback_reason_t r)
@@ -95,6 +95,8 @@ sc_fallback_reason_t sc_metrics_reason_for_limit(sc_limit_result_t r)
         return SC_FB_HOURLY_LIMIT;
     case SC_LIMIT_DAILY:
         return SC_FB_DAILY_LIMIT;
+    case SC_LIMIT_UNAVAILABLE:
+        return SC_FB_LIMITER_UNAVAILABLE;
     case SC_LIMIT_OK:
     case SC_LIMIT_CONCURRENCY:
         break;
@@ -328,7 +330,7 @@ void sc_metrics_snapshot(double now, const sc_limits_caps_t *caps, sc_metrics_sn
     cfg = g_cfg;
     pthread_mutex_unlock(&g_mu);
     if (store) /* outside g_mu: the store has its own lock */
-        store->count(store, now, &counts);
+        (void)store->count(store, now, &counts);
 
     pthread_mutex_lock(&g_mu);
     const metrics_state_t *st = &g_st;
@@ -483,11 +485,16 @@ int sc_metrics_daily_json(double now, int days, int limit, sc_buf_t *out)
     }
     pthread_mutex_unlock(&g_mu);
     if (store)
-        store->count(store, now, &counts);
+        (void)store->count(store, now, &counts);
     /* Today's Kontext figure is the limiter's own count, so the row, the
      * headline and the daily limit never disagree. */
     if (counts.today >= 0)
         rows[days - 1].kontext = counts.today;
+    /* A shared store (Redis) knows the fleet's starts per day. */
+    long long fleet[365];
+    if (store && store->daily_starts && store->daily_starts(store, now, days, fleet) == 0)
+        for (int i = 0; i < days; i++)
+            rows[i].kontext = fleet[i];
 
     rc |= sc_buf_printf(out, "{\"days\":%d,\"limit\":%d,\"today_generations\":%lld,\"daily\":[",
                         days, limit, rows[days - 1].kontext);
@@ -832,8 +839,11 @@ static int state_from_json(const cJSON *root, metrics_state_t *st, const char **
     reasons = cJSON_GetObjectItemCaseSensitive(root, "fallback_reasons");
     if (!cJSON_IsObject(reasons))
         return -1;
+    /* A reason newer than the file (limiter_unavailable on) counts 0. */
     for (int i = 0; i < SC_FB__COUNT; i++)
-        if (get_count(reasons, reason_names[i], &st->reasons[i]))
+        if ((i < SC_FB_LIMITER_UNAVAILABLE ||
+             cJSON_GetObjectItemCaseSensitive(reasons, reason_names[i])) &&
+            get_count(reasons, reason_names[i], &st->reasons[i]))
             return -1;
 
     *why = "bad kontext_recent_seconds";

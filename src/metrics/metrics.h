@@ -22,11 +22,12 @@ typedef enum {
     SC_FB_HOURLY_LIMIT,
     SC_FB_DAILY_LIMIT,
     SC_FB_NO_TOKEN,
+    SC_FB_LIMITER_UNAVAILABLE,
     SC_FB__COUNT
 } sc_fallback_reason_t;
 
 /* "timeout", "api_error", "invalid_output", "concurrency_limit", "hourly_limit",
- * "daily_limit", "no_token". */
+ * "daily_limit", "no_token", "limiter_unavailable". */
 const char *sc_fallback_reason_name(sc_fallback_reason_t r);
 
 /* The reason with that name, or -1 when name is NULL or unknown. */
