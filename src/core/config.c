@@ -144,7 +144,6 @@ void sc_config_defaults(sc_config_t *c)
     snprintf(c->policy_source, sizeof c->policy_source, "file");
 }
 
-
 static int get_str(const char *name, char *dst, size_t cap, char *err, size_t errlen)
 {
     const char *v = sc_config_lookup(name);

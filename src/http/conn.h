@@ -90,8 +90,8 @@ typedef struct sc_http_conn {
     double t_kontext; /* monotonic, submit */
     bool limiter_held;
     sc_limits_token_t limiter_slot; /* the slot held while limiter_held */
-    sc_rep_result_t *result;      /* set by the done callback before resuming */
-    struct MHD_Response *pending; /* answer stashed by a pool job */
+    sc_rep_result_t *result;        /* set by the done callback before resuming */
+    struct MHD_Response *pending;   /* answer stashed by a pool job */
     unsigned pending_status;
     void (*job)(struct sc_http_conn *c); /* what the pool runs next */
     /* scenes */

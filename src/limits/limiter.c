@@ -50,8 +50,7 @@ static void log_refusal(const sc_limits_counts_t *c, const sc_limits_caps_t *cap
     }
 }
 
-sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps,
-                                  sc_limits_token_t *tok)
+sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps, sc_limits_token_t *tok)
 {
     sc_limits_store_t *s = atomic_load(&g_store);
     tok->s[0] = '\0';

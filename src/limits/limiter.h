@@ -13,8 +13,7 @@ sc_limits_store_t *sc_limiter_store(void);
 /* take + a `[Rate Limiter] ... refused` log line when refused. On SC_LIMIT_OK
  * *tok holds the slot to give back with sc_limiter_release; otherwise it is
  * empty. SC_LIMIT_UNAVAILABLE: the store cannot answer (nothing taken). */
-sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps,
-                                  sc_limits_token_t *tok);
+sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps, sc_limits_token_t *tok);
 /* Frees the slot tok and empties it; an empty token is a no-op, so a second
  * release of the same variable is harmless. */
 void sc_limiter_release(sc_limits_token_t *tok);

@@ -53,10 +53,10 @@ typedef struct sc_limits_token {
 #define SC_IDEM_TTL_SECONDS 86400
 
 typedef enum {
-    SC_IDEM_CLAIMED = 0,   /* the key is new: the caller owns it now */
-    SC_IDEM_EXISTING,      /* already claimed: fingerprint and record id filled in */
-    SC_IDEM_UNAVAILABLE,   /* the store cannot answer (nothing claimed) */
-    SC_IDEM_INVALID = -1,  /* bad key/fingerprint/record id (nothing claimed) */
+    SC_IDEM_CLAIMED = 0,  /* the key is new: the caller owns it now */
+    SC_IDEM_EXISTING,     /* already claimed: fingerprint and record id filled in */
+    SC_IDEM_UNAVAILABLE,  /* the store cannot answer (nothing claimed) */
+    SC_IDEM_INVALID = -1, /* bad key/fingerprint/record id (nothing claimed) */
 } sc_idem_result_t;
 
 typedef struct sc_idem_existing {

@@ -42,12 +42,11 @@ static sc_redis_script_t take_script = {
     ""};
 
 /* KEYS: idem key. ARGV: value, ttl. Returns {1} (claimed) or {0, value}. */
-static sc_redis_script_t idem_script = {
-    "local v = redis.call('GET', KEYS[1])\n"
-    "if v then return {0, v} end\n"
-    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
-    "return {1}\n",
-    ""};
+static sc_redis_script_t idem_script = {"local v = redis.call('GET', KEYS[1])\n"
+                                        "if v then return {0, v} end\n"
+                                        "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+                                        "return {1}\n",
+                                        ""};
 
 /* ==== State ==== */
 
@@ -62,7 +61,7 @@ typedef struct limits_redis {
     double budget, lease_ttl, renew_every;
     double started_at;
 
-    pthread_mutex_t mu; /* guards everything below */
+    pthread_mutex_t mu;      /* guards everything below */
     sc_limits_token_t *held; /* this instance's slots, renewed by the thread */
     size_t nheld, held_cap;
     sc_limits_counts_t view; /* fleet counts, refreshed every second */
@@ -522,8 +521,7 @@ static void views_refresh(limits_redis_t *m, redisContext *c, double now)
             }
             redisSetTimeout(c, (struct timeval){1, 0});
             redisReply *rep = redisCommandArgv(c, HISTORY_DAYS + 1, argv, NULL);
-            if (rep && !c->err && rep->type == REDIS_REPLY_ARRAY &&
-                rep->elements == HISTORY_DAYS) {
+            if (rep && !c->err && rep->type == REDIS_REPLY_ARRAY && rep->elements == HISTORY_DAYS) {
                 pthread_mutex_lock(&m->mu);
                 for (int i = 0; i < HISTORY_DAYS; i++)
                     m->days[i] = reply_int(rep->element[i]);
@@ -574,7 +572,7 @@ static void *bg_main(void *arg)
             break;
         /* Every second while up; every 250 ms while down, so the probe's own
          * backoff decides how soon a reconnect is tried. */
-        double wait = sc_redis_up(m->r) ? 1.0 : 0.25;
+        double wait = sc_redis_up(m->r) ? (m->renew_every < 1.0 ? m->renew_every : 1.0) : 0.25;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + wait;

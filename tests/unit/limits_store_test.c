@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "limits/store.h"
 #include "limits_tokens.h"
@@ -350,8 +351,62 @@ static void test_stress_daily_exact(void)
     st.s->destroy(st.s);
 }
 
+/* Idempotency keys in the memory store: claim, existing, forget, TTL, bad values. */
+static void test_idempotency(void)
+{
+    sc_limits_store_t *s = sc_limits_memory_new();
+    sc_idem_existing_t ex;
+    double t = T_DAY + 100;
+    CHECK_EQ_INT(s->idem_claim(s, t, "order-17", "abc", "rec-1", 60, &ex), SC_IDEM_CLAIMED);
+    memset(&ex, 0, sizeof ex);
+    CHECK_EQ_INT(s->idem_claim(s, t + 1, "order-17", "zzz", "rec-2", 60, &ex), SC_IDEM_EXISTING);
+    CHECK_STR(ex.fingerprint, "abc");
+    CHECK_STR(ex.record_id, "rec-1");
+    CHECK_EQ_INT(s->idem_claim(s, t + 1, "other", "f", "rec-3", 60, NULL), SC_IDEM_CLAIMED);
+    /* expired at t + 60 exactly */
+    CHECK_EQ_INT(s->idem_claim(s, t + 59.9, "order-17", "z", "r", 60, NULL), SC_IDEM_EXISTING);
+    CHECK_EQ_INT(s->idem_claim(s, t + 60, "order-17", "z", "rec-4", 60, &ex), SC_IDEM_CLAIMED);
+    CHECK_EQ_INT(s->idem_forget(s, "order-17"), 0);
+    CHECK_EQ_INT(s->idem_claim(s, t + 61, "order-17", "z", "rec-5", 60, NULL), SC_IDEM_CLAIMED);
+    CHECK_EQ_INT(s->idem_forget(s, "never-claimed"), 0);
+    CHECK_EQ_INT(s->idem_claim(s, t, "", "f", "r", 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, "a b", "f", "r", 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, "k", "f\n", "r", 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, "k", "f", NULL, 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, "k", "f", "r", 0, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_forget(s, ""), -1);
+    CHECK(s->available(s));
+    s->destroy(s); /* ASan: entries freed */
+}
+
+/* Release frees exactly the slot with that token. */
+static void test_tokens(void)
+{
+    sc_limits_store_t *s = sc_limits_memory_new();
+    sc_limits_caps_t caps = {2, 100, 100};
+    sc_limits_token_t a, b, c, stale = {{0}};
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &a, NULL), SC_LIMIT_OK);
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &b, NULL), SC_LIMIT_OK);
+    CHECK(strcmp(a.s, b.s) != 0);
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &c, NULL), SC_LIMIT_CONCURRENCY);
+    CHECK_STR(c.s, "");
+    sc_limits_token_new(&stale);
+    s->release(s, &stale); /* not held: frees nothing */
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &c, NULL), SC_LIMIT_CONCURRENCY);
+    s->release(s, &a);
+    s->release(s, &a); /* twice: one slot */
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &c, NULL), SC_LIMIT_OK);
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &a, NULL), SC_LIMIT_CONCURRENCY);
+    s->release(s, &b);
+    s->release(s, &c);
+    CHECK_EQ_INT(counts(s, T_DAY).in_flight, 0);
+    s->destroy(s);
+}
+
 int main(void)
 {
+    test_idempotency();
+    test_tokens();
     test_names();
     test_concurrency_gate();
     test_check_order();

@@ -9,8 +9,8 @@
 #include <cjson/cJSON.h>
 
 #include "core/clock.h"
-#include "metrics/metrics.h"
 #include "limits_tokens.h"
+#include "metrics/metrics.h"
 #include "test.h"
 
 #define DAY0 1772323200.0 /* 2026-03-01T00:00:00Z */

@@ -19,9 +19,9 @@
 
 #include "core/clock.h"
 #include "core/fsutil.h"
+#include "limits_tokens.h"
 #include "metrics/metrics.h"
 #include "metrics_files.h"
-#include "limits_tokens.h"
 #include "test.h"
 
 static char g_dir[64];
