@@ -79,11 +79,12 @@ int sc_http_fleet_health_json(sc_buf_t *out)
         rc |= sc_buf_puts(out, a.data);
     }
     sc_buf_free(&a);
-    /* Insert "limits_store" before the closing brace. */
-    if (rc == 0 && out->len > 0 && out->data[out->len - 1] == '}') {
+    /* Insert "limits_store" before the closing brace, only while it is down:
+     * a healthy answer keeps the contract's exact shape. */
+    if (!up && rc == 0 && out->len > 0 && out->data[out->len - 1] == '}') {
         out->len--;
         out->data[out->len] = '\0';
-        rc |= sc_buf_printf(out, ",\"limits_store\":\"%s\"}", up ? "ok" : "unavailable");
+        rc |= sc_buf_puts(out, ",\"limits_store\":\"unavailable\"}");
     }
     return rc ? -1 : 0;
 }

@@ -20,8 +20,9 @@ const char *sc_http_fleet_instance(void);
  * instance alone. */
 enum MHD_Result sc_http__fleet(struct MHD_Connection *conn);
 
-/* The health JSON of the alerts plus "limits_store": "ok"|"unavailable"; a
- * "healthy" status becomes "degraded" while the store is unavailable.
+/* The health JSON of the alerts; while the limits store is unavailable a
+ * "healthy" status becomes "degraded" and "limits_store": "unavailable" is
+ * added (otherwise the answer is the alerts' one, unchanged).
  * Returns 0 or -1 (out of memory). */
 int sc_http_fleet_health_json(sc_buf_t *out);
 
