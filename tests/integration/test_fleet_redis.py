@@ -311,3 +311,17 @@ def test_bad_fleet_config_refused(server, tmp_path):
                            timeout=20)
         assert p.returncode != 0
         assert word in (p.stderr + p.stdout).decode(), (env, p.stderr)
+
+
+def test_fleet_script_smoke(tmp_path):
+    """scripts/fleet.sh --smoke: redis-server, 3 instances and nginx come up,
+    /api/admin/fleet through nginx lists all three, and everything stops."""
+    import subprocess
+    from conftest import BIN, ROOT, base_env
+    env = base_env({"SCENECOMP_BIN": BIN, "FLEET_CLEAN": "1"})
+    p = subprocess.run([os.path.join(ROOT, "scripts", "fleet.sh"), "--smoke"], env=env,
+                       cwd=ROOT, capture_output=True, timeout=120)
+    out = (p.stdout + p.stderr).decode()
+    assert p.returncode == 0, out
+    assert "smoke: /api/admin/fleet lists 3 of 3 instances" in out, out
+    assert "fleet stopped" in out
