@@ -340,6 +340,12 @@ static int cmd_serve(void)
         sc_log_error("cannot create OUTPUT_DIR '%s': %s", cfg->output_dir, strerror(errno));
         goto out;
     }
+    if (strcmp(cfg->policy_source, "redis") == 0) {
+        /* The Redis policy source is not part of this build yet: refuse rather
+         * than silently serve POLICY_FILE. */
+        sc_log_error("POLICY_SOURCE=redis is not supported by this build; use POLICY_SOURCE=file");
+        goto out;
+    }
     sc_limits_store_t *store = make_store(cfg, err, sizeof err);
     if (!store) {
         sc_log_error("cannot create the limits store: %s", err);
