@@ -292,6 +292,15 @@ static sc_limits_store_t *make_store(const sc_config_t *cfg, char *err, size_t e
         .version = SC_VERSION,
         .policy_version = sc_policy_version,
     };
+    /* Test knob (like SC_REPLICATE_POLL_MS): a longer request budget, so a
+     * loaded test machine does not turn slow answers into outages. */
+    const char *bm = getenv("SC_REDIS_BUDGET_MS");
+    if (bm && *bm) {
+        char *end;
+        long v = strtol(bm, &end, 10);
+        if (*end == '\0' && v >= 1 && v <= 10000)
+            o.request_budget = (double)v / 1000.0;
+    }
     sc_log_info("[Limits] store: redis (%s), instance %s", cfg->redis_key_prefix, id);
     return sc_limits_redis_new(&o, err, errlen);
 }

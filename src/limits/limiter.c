@@ -98,6 +98,22 @@ bool sc_limiter_available(void)
     return !s || s->available(s);
 }
 
+sc_idem_result_t sc_limiter_idem_claim(double now, const char *key, const char *fingerprint,
+                                       const char *record_id, int ttl_seconds,
+                                       sc_idem_existing_t *out)
+{
+    sc_limits_store_t *s = atomic_load(&g_store);
+    if (!s)
+        return SC_IDEM_UNAVAILABLE;
+    return s->idem_claim(s, now, key, fingerprint, record_id, ttl_seconds, out);
+}
+
+int sc_limiter_idem_forget(const char *key)
+{
+    sc_limits_store_t *s = atomic_load(&g_store);
+    return s ? s->idem_forget(s, key) : -1;
+}
+
 void sc_limiter_shutdown(void)
 {
     sc_limits_store_t *s = atomic_exchange(&g_store, (sc_limits_store_t *)NULL);

@@ -21,6 +21,12 @@ void sc_limiter_release(sc_limits_token_t *tok);
 int sc_limiter_counts(double now, sc_limits_counts_t *out);
 /* false while the store cannot answer (health shows degraded). */
 bool sc_limiter_available(void);
+/* Idempotency keys in the installed store (fleet-wide with Redis): see
+ * sc_limits_store.idem_claim. SC_IDEM_UNAVAILABLE without a store. */
+sc_idem_result_t sc_limiter_idem_claim(double now, const char *key, const char *fingerprint,
+                                       const char *record_id, int ttl_seconds,
+                                       sc_idem_existing_t *out);
+int sc_limiter_idem_forget(const char *key);
 void sc_limiter_shutdown(void);
 
 #endif

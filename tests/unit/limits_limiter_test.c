@@ -41,8 +41,17 @@ int main(void)
     CHECK_EQ_INT(c.last_hour, 0);
     CHECK_EQ_INT(c.today, 0);
 
+    CHECK_EQ_INT(sc_limiter_idem_claim(T0, "k", "f", "r", 60, NULL), SC_IDEM_UNAVAILABLE);
+    CHECK_EQ_INT(sc_limiter_idem_forget("k"), -1);
+
     sc_limits_store_t *s = sc_limits_memory_new();
     sc_limiter_init(s);
+    sc_idem_existing_t ex;
+    CHECK_EQ_INT(sc_limiter_idem_claim(T0, "k", "f", "r1", 60, NULL), SC_IDEM_CLAIMED);
+    CHECK_EQ_INT(sc_limiter_idem_claim(T0, "k", "g", "r2", 60, &ex), SC_IDEM_EXISTING);
+    CHECK_STR(ex.record_id, "r1");
+    CHECK_EQ_INT(sc_limiter_idem_forget("k"), 0);
+    CHECK_EQ_INT(sc_limiter_idem_claim(T0, "k", "g", "r2", 60, NULL), SC_IDEM_CLAIMED);
     CHECK(sc_limiter_store() == s);
     CHECK_EQ_INT(sc_limiter_take(T0 + 10, &caps, &t1), SC_LIMIT_OK);
     CHECK_EQ_INT(sc_limiter_take(T0 + 11, &caps, &t2), SC_LIMIT_OK);
