@@ -72,6 +72,8 @@ typedef struct limits_redis {
     bool days_valid;
     char *fleet; /* {"instances":[...]} */
 
+    double refused_at; /* monotonic time of the last error reply (OOM, READONLY, ...) */
+
     pthread_t thread;
     bool thread_up;
     bool stop;
@@ -141,8 +143,15 @@ static sc_limit_result_t rs_take(sc_limits_store_t *s, double now, const sc_limi
               : code == 2 ? SC_LIMIT_HOURLY
                           : SC_LIMIT_DAILY;
     } else {
-        sc_log_error("[Limits] unexpected answer to the admission script: %s",
-                     rep->type == REDIS_REPLY_ERROR ? rep->str : "wrong shape");
+        /* Redis answers but refuses (maxmemory, a read-only replica, ...):
+         * the connection is fine, so no reconnect, but health shows it. */
+        pthread_mutex_lock(&m->mu);
+        bool first = sc_clock_mono() - m->refused_at > 5.0;
+        m->refused_at = sc_clock_mono();
+        pthread_mutex_unlock(&m->mu);
+        if (first)
+            sc_log_error("[Limits] store refused the admission script: %s",
+                         rep->type == REDIS_REPLY_ERROR ? rep->str : "wrong shape");
     }
     freeReplyObject(rep);
     if (res == SC_LIMIT_OK) {
@@ -272,9 +281,14 @@ static int rs_idem_forget(sc_limits_store_t *s, const char *key)
     return 0;
 }
 
+/* Down, or refusing admissions within the last 5 s. */
 static bool rs_available(sc_limits_store_t *s)
 {
-    return sc_redis_up(((limits_redis_t *)s)->r);
+    limits_redis_t *m = (limits_redis_t *)s;
+    pthread_mutex_lock(&m->mu);
+    bool refusing = m->refused_at > 0 && sc_clock_mono() - m->refused_at < 5.0;
+    pthread_mutex_unlock(&m->mu);
+    return !refusing && sc_redis_up(m->r);
 }
 
 static void rs_reset(sc_limits_store_t *s)

@@ -343,6 +343,34 @@ static void test_noscript_reload(void)
     s->destroy(s);
 }
 
+/* Redis answers but refuses writes (here: a read-only replica; maxmemory
+ * with noeviction behaves alike): no start, SC_LIMIT_UNAVAILABLE, and the
+ * store reports itself unavailable. */
+static void test_refusing_writes(void)
+{
+    char p[32];
+    new_prefix(p, sizeof p);
+    sc_limits_store_t *s = store_for(p, "a", 0, 0);
+    if (!s)
+        return;
+    redisContext *c = redisConnect("127.0.0.1", g_redis.port);
+    /* a primary that does not exist: the server stays a read-only replica */
+    redisReply *r = redisCommand(c, "REPLICAOF 127.0.0.1 1");
+    CHECK(r && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    sc_limits_caps_t caps = {5, 100, 100};
+    sc_limits_token_t t;
+    CHECK_EQ_INT(s->take(s, sc_clock_wall(), &caps, &t, NULL), SC_LIMIT_UNAVAILABLE);
+    CHECK_STR(t.s, "");
+    CHECK(!s->available(s));
+    r = redisCommand(c, "REPLICAOF NO ONE");
+    freeReplyObject(r);
+    redisFree(c);
+    CHECK_EQ_INT(s->take(s, sc_clock_wall(), &caps, &t, NULL), SC_LIMIT_OK);
+    s->release(s, &t);
+    s->destroy(s);
+}
+
 static void test_outage(void)
 {
     char p[32];
@@ -558,6 +586,7 @@ int main(void)
     test_noscript_reload();
     test_idempotency();
     test_fleet();
+    test_refusing_writes();
     test_outage(); /* last: stops and restarts the server */
     test_redis_cleanup(&g_redis);
     sc_log_close();
