@@ -55,6 +55,8 @@ typedef struct limits_redis {
     sc_redis_t *r;
     char prefix[128];
     char k_slots[192], k_starts[192], k_fleet[192];
+    char k_day[176]; /* "P limits:R:day:" (the date is appended) */
+    bool heartbeat;
     char instance_id[512];
     char version[32];
     long long (*policy_version)(void);
@@ -64,6 +66,10 @@ typedef struct limits_redis {
     pthread_mutex_t mu;      /* guards everything below */
     sc_limits_token_t *held; /* this instance's slots, renewed by the thread */
     size_t nheld, held_cap;
+    /* Releases Redis did not hear (down or slow): the thread sends them when
+     * it answers again, so the slots come back at once, not at lease expiry. */
+    sc_limits_token_t *unsent;
+    size_t nunsent, unsent_cap;
     sc_limits_counts_t view; /* fleet counts, refreshed every second */
     bool view_valid;
     long long days[HISTORY_DAYS]; /* fleet starts per day, days[HISTORY_DAYS-1] = view_day */
@@ -85,7 +91,7 @@ static void day_key(const limits_redis_t *m, long day, char *out, size_t n)
 {
     char date[11];
     sc_clock_utc_date((time_t)day * 86400, date);
-    snprintf(out, n, "%slimits:day:%s", m->prefix, date);
+    snprintf(out, n, "%s%s", m->k_day, date);
 }
 
 static long day_of(double now)
@@ -195,17 +201,68 @@ static void rs_release(sc_limits_store_t *s, const sc_limits_token_t *tok)
     pthread_mutex_unlock(&m->mu);
     if (!found)
         return;
-    /* Not renewed any more: if Redis does not hear this ZREM, the lease
-     * expires by itself within lease_ttl. */
+    /* Not renewed any more: if Redis does not hear this ZREM, it is sent
+     * again on recovery (and the lease expires by itself meanwhile). */
     double deadline = sc_clock_mono() + m->budget;
     redisContext *c = sc_redis_take(m->r, m->budget);
-    if (!c)
-        return;
-    const char *argv[] = {"ZREM", m->k_slots, tok->s};
-    redisReply *rep = sc_redis_cmd(m->r, c, deadline, 3, argv, NULL);
-    sc_redis_give(m->r, c);
-    if (rep)
+    redisReply *rep = NULL;
+    if (c) {
+        const char *argv[] = {"ZREM", m->k_slots, tok->s};
+        rep = sc_redis_cmd(m->r, c, deadline, 3, argv, NULL);
+        sc_redis_give(m->r, c);
+    }
+    if (rep) {
         freeReplyObject(rep);
+        return;
+    }
+    pthread_mutex_lock(&m->mu);
+    if (m->nunsent == m->unsent_cap && m->unsent_cap < 65536) {
+        size_t ncap = m->unsent_cap ? m->unsent_cap * 2 : 16;
+        sc_limits_token_t *n = realloc(m->unsent, ncap * sizeof *n);
+        if (n) {
+            m->unsent = n;
+            m->unsent_cap = ncap;
+        }
+    }
+    if (m->nunsent < m->unsent_cap)
+        m->unsent[m->nunsent++] = *tok;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* Sends the releases Redis missed (one ZREM with every token). */
+static void flush_unsent(limits_redis_t *m, redisContext *c)
+{
+    pthread_mutex_lock(&m->mu);
+    size_t n = m->nunsent;
+    sc_limits_token_t *copy = n ? malloc(n * sizeof *copy) : NULL;
+    if (copy)
+        memcpy(copy, m->unsent, n * sizeof *copy);
+    pthread_mutex_unlock(&m->mu);
+    if (!copy)
+        return;
+    const char **argv = malloc((n + 2) * sizeof *argv);
+    if (argv) {
+        argv[0] = "ZREM";
+        argv[1] = m->k_slots;
+        for (size_t i = 0; i < n; i++)
+            argv[2 + i] = copy[i].s;
+        redisSetTimeout(c, (struct timeval){1, 0});
+        redisReply *rep = redisCommandArgv(c, (int)(n + 2), argv, NULL);
+        bool ok = rep && !c->err && rep->type == REDIS_REPLY_INTEGER;
+        if (rep)
+            freeReplyObject(rep);
+        if (ok) {
+            /* Drop what was sent; releases added meanwhile stay queued. */
+            pthread_mutex_lock(&m->mu);
+            memmove(m->unsent, m->unsent + n, (m->nunsent - n) * sizeof *m->unsent);
+            m->nunsent -= n;
+            pthread_mutex_unlock(&m->mu);
+        } else if (c->err) {
+            sc_redis_mark_down(m->r, "release replay failed");
+        }
+        free(argv);
+    }
+    free(copy);
 }
 
 static int rs_count(sc_limits_store_t *s, double now, sc_limits_counts_t *out)
@@ -511,7 +568,8 @@ static void views_refresh(limits_redis_t *m, redisContext *c, double now)
     const char *a3[] = {"HSET", m->k_fleet, m->instance_id, hb.data};
     const int argcs[] = {4, 4, 2, 4};
     const char **argvs[] = {a0, a1, a2, a3};
-    redisReply **reps = pipeline(m, c, 1.0, 4, argcs, argvs);
+    int nreps = m->heartbeat ? 4 : 3;
+    redisReply **reps = pipeline(m, c, 1.0, nreps, argcs, argvs);
     sc_buf_free(&hb);
     if (!reps)
         return;
@@ -522,7 +580,7 @@ static void views_refresh(limits_redis_t *m, redisContext *c, double now)
     m->view_day = today;
     m->view_valid = true;
     pthread_mutex_unlock(&m->mu);
-    free_replies(reps, 4);
+    free_replies(reps, nreps);
 
     if (now - m->last_days >= 10.0 || !m->days_valid) {
         const char **argv = malloc((HISTORY_DAYS + 1) * sizeof *argv);
@@ -563,13 +621,14 @@ void sc_limits_redis__tick(sc_limits_store_t *s)
     if (!c)
         return;
     double now = sc_clock_wall();
-    if (now - m->last_renew >= m->renew_every || now < m->last_renew) {
+    flush_unsent(m, c);
+    if (!c->err && (now - m->last_renew >= m->renew_every || now < m->last_renew)) {
         renew(m, c, now);
         m->last_renew = now;
     }
     if (!c->err)
         views_refresh(m, c, now);
-    if (!c->err)
+    if (!c->err && m->heartbeat)
         fleet_refresh(m, c, now);
     sc_redis_give(m->r, c);
 }
@@ -613,7 +672,7 @@ static void rs_destroy(sc_limits_store_t *s)
         pthread_join(m->thread, NULL);
     }
     /* Leaving the fleet: drop our heartbeat at once (best effort). */
-    redisContext *c = m->r ? sc_redis_take(m->r, 0.2) : NULL;
+    redisContext *c = m->r && m->heartbeat ? sc_redis_take(m->r, 0.2) : NULL;
     if (c) {
         const char *argv[] = {"HDEL", m->k_fleet, m->instance_id};
         redisReply *rep = sc_redis_cmd(m->r, c, sc_clock_mono() + 0.2, 3, argv, NULL);
@@ -625,6 +684,7 @@ static void rs_destroy(sc_limits_store_t *s)
     pthread_cond_destroy(&m->cv);
     pthread_mutex_destroy(&m->mu);
     free(m->held);
+    free(m->unsent);
     free(m->fleet);
     free(m);
 }
@@ -634,7 +694,7 @@ sc_limits_store_t *sc_limits_redis_new(const sc_limits_redis_opts_t *o, char *er
     sc_redis_target_t t;
     if (sc_redis_url_parse(o->url, &t, err, errlen) != 0)
         return NULL;
-    if (strlen(o->prefix) > 100) {
+    if (strlen(o->prefix) > 100 || (o->resource && strlen(o->resource) > 32)) {
         snprintf(err, errlen, "REDIS_KEY_PREFIX is longer than 100 bytes");
         return NULL;
     }
@@ -655,8 +715,11 @@ sc_limits_store_t *sc_limits_redis_new(const sc_limits_redis_opts_t *o, char *er
         goto fail;
     }
     snprintf(m->prefix, sizeof m->prefix, "%s", o->prefix);
-    snprintf(m->k_slots, sizeof m->k_slots, "%slimits:slots", o->prefix);
-    snprintf(m->k_starts, sizeof m->k_starts, "%slimits:starts", o->prefix);
+    const char *res = o->resource && o->resource[0] ? o->resource : "kontext";
+    snprintf(m->k_slots, sizeof m->k_slots, "%slimits:%s:slots", o->prefix, res);
+    snprintf(m->k_starts, sizeof m->k_starts, "%slimits:%s:starts", o->prefix, res);
+    snprintf(m->k_day, sizeof m->k_day, "%slimits:%s:day:", o->prefix, res);
+    m->heartbeat = o->heartbeat;
     snprintf(m->k_fleet, sizeof m->k_fleet, "%sfleet:instances", o->prefix);
     snprintf(m->instance_id, sizeof m->instance_id, "%s", o->instance_id);
     snprintf(m->version, sizeof m->version, "%s", o->version ? o->version : "");
@@ -674,7 +737,7 @@ sc_limits_store_t *sc_limits_redis_new(const sc_limits_redis_opts_t *o, char *er
     m->base.export_state = NULL; /* Redis persists itself (AOF/RDB, see docs/fleet.md) */
     m->base.import_state = NULL;
     m->base.reset = rs_reset;
-    m->base.fleet_json = rs_fleet_json;
+    m->base.fleet_json = o->heartbeat ? rs_fleet_json : NULL;
     m->base.daily_starts = rs_daily_starts;
     m->base.destroy = rs_destroy;
 

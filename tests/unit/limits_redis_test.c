@@ -32,6 +32,7 @@ static sc_limits_store_t *store_for(const char *prefix, const char *id, double l
                                 .prefix = prefix,
                                 .instance_id = id,
                                 .version = "test",
+                                .heartbeat = true,
                                 .request_budget = g_budget,
                                 .lease_ttl = lease,
                                 .renew_every = renew};
@@ -404,7 +405,7 @@ static void test_outage(void)
     sc_idem_existing_t ex;
     CHECK_EQ_INT(s->idem_claim(s, sc_clock_wall(), "k-down", "f", "r", 60, &ex),
                  SC_IDEM_UNAVAILABLE);
-    s->release(s, &t); /* cannot reach Redis: must not crash or block */
+    s->release(s, &t); /* cannot reach Redis: queued, sent on recovery */
     sc_limits_counts_t c;
     CHECK_EQ_INT(s->count(s, sc_clock_wall(), &c), -1);
 
@@ -426,6 +427,12 @@ static void test_outage(void)
     }
     CHECK_EQ_INT(r, SC_LIMIT_OK);
     CHECK_EQ_INT(s->take(s, sc_clock_wall(), &caps, &t, NULL), SC_LIMIT_DAILY);
+    /* the release Redis missed was replayed: only u's slot is in flight
+     * (the lease of t would otherwise hold for 20 s) */
+    sc_limits_redis__tick(s);
+    sc_limits_counts_t c2;
+    CHECK_EQ_INT(s->count(s, sc_clock_wall(), &c2), 0);
+    CHECK_EQ_INT(c2.in_flight, 1);
     s->release(s, &u);
     s->destroy(s);
 }
@@ -466,7 +473,8 @@ static void test_idempotency(void)
     CHECK_EQ_INT(b->idem_claim(b, now, "order-17", "zzz", "rec-2", 86400, &ex), SC_IDEM_CLAIMED);
     /* bad values are refused before Redis */
     CHECK_EQ_INT(a->idem_claim(a, now, "", "f", "r", 60, &ex), SC_IDEM_INVALID);
-    CHECK_EQ_INT(a->idem_claim(a, now, "has space", "f", "r", 60, &ex), SC_IDEM_INVALID);
+    CHECK_EQ_INT(a->idem_claim(a, now, " lead", "f", "r", 60, &ex), SC_IDEM_INVALID);
+    CHECK_EQ_INT(a->idem_claim(a, now, "with space", "f", "r", 60, &ex), SC_IDEM_CLAIMED);
     CHECK_EQ_INT(a->idem_claim(a, now, "k", "f\nx", "r", 60, &ex), SC_IDEM_INVALID);
     CHECK_EQ_INT(a->idem_claim(a, now, "k", "f", "r", 0, &ex), SC_IDEM_INVALID);
     char longkey[300];
@@ -507,6 +515,42 @@ static void test_idempotency(void)
     }
     a->destroy(a);
     b->destroy(b);
+}
+
+/* Two resources on one prefix (Kontext and scenes) have their own caps, and
+ * only the store that heartbeats shows in the fleet view. */
+static void test_resources(void)
+{
+    char p[32], err[256];
+    new_prefix(p, sizeof p);
+    sc_limits_store_t *k = store_for(p, "host:1", 0, 0);
+    sc_limits_redis_opts_t o = {.url = g_redis.url,
+                                .prefix = p,
+                                .instance_id = "host:1",
+                                .version = "test",
+                                .resource = "scene",
+                                .request_budget = 2.0};
+    sc_limits_store_t *sc = sc_limits_redis_new(&o, err, sizeof err);
+    if (!k || !sc)
+        return;
+    sc_limits_caps_t one = {1, 100, 100};
+    sc_limits_token_t a, b, x;
+    CHECK_EQ_INT(k->take(k, sc_clock_wall(), &one, &a, NULL), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc->take(sc, sc_clock_wall(), &one, &b, NULL), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc->take(sc, sc_clock_wall(), &one, &x, NULL), SC_LIMIT_CONCURRENCY);
+    CHECK(sc->fleet_json == NULL);
+    sc_limits_redis__tick(sc);
+    sc_limits_redis__tick(k);
+    sc_buf_t out = SC_BUF_INIT;
+    CHECK_EQ_INT(k->fleet_json(k, sc_clock_wall(), &out), 0);
+    cJSON *j = cJSON_Parse(out.data ? out.data : "");
+    CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(j, "instances")), 1);
+    cJSON_Delete(j);
+    sc_buf_free(&out);
+    k->release(k, &a);
+    sc->release(sc, &b);
+    sc->destroy(sc);
+    k->destroy(k);
 }
 
 /* ==== Fleet view ==== */
@@ -586,6 +630,7 @@ int main(void)
     test_noscript_reload();
     test_idempotency();
     test_fleet();
+    test_resources();
     test_refusing_writes();
     test_outage(); /* last: stops and restarts the server */
     test_redis_cleanup(&g_redis);
