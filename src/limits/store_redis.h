@@ -12,10 +12,10 @@
  * start recorded atomically). A slot is a lease: a background thread renews
  * the leases of this instance's running predictions every 5 s for 20 s, so the
  * slots of an instance that dies are free again within 20-25 s. The same
- * thread reconnects with backoff, replays the releases Redis missed, heartbeats into the fleet hash and keeps the
- * views that count/fleet_json/daily_starts answer from (refreshed every
- * second), so admin endpoints never wait on Redis. Request-path calls (take,
- * release, idem_*) wait at most the request budget (~50 ms). */
+ * thread reconnects with backoff, replays the releases Redis missed, heartbeats into the fleet hash
+ * and keeps the views that count/fleet_json/daily_starts answer from (refreshed every second), so
+ * admin endpoints never wait on Redis. Request-path calls (take, release, idem_*) wait at most the
+ * request budget (~50 ms). */
 #ifndef SCENECOMP_LIMITS_STORE_REDIS_H
 #define SCENECOMP_LIMITS_STORE_REDIS_H
 
