@@ -63,8 +63,9 @@ typedef struct limits_redis {
     double budget, lease_ttl, renew_every;
     double started_at;
 
-    pthread_mutex_t mu;      /* guards everything below */
-    sc_limits_token_t *held; /* this instance's slots, renewed by the thread */
+    pthread_mutex_t flush_mu; /* one flusher of unsent at a time (taken before mu) */
+    pthread_mutex_t mu;       /* guards everything below */
+    sc_limits_token_t *held;  /* this instance's slots, renewed by the thread */
     size_t nheld, held_cap;
     /* Releases Redis did not hear (down or slow): the thread sends them when
      * it answers again, so the slots come back at once, not at lease expiry. */
@@ -201,20 +202,10 @@ static void rs_release(sc_limits_store_t *s, const sc_limits_token_t *tok)
     pthread_mutex_unlock(&m->mu);
     if (!found)
         return;
-    /* Not renewed any more: if Redis does not hear this ZREM, it is sent
-     * again on recovery (and the lease expires by itself meanwhile). */
-    double deadline = sc_clock_mono() + m->budget;
-    redisContext *c = sc_redis_take(m->r, m->budget);
-    redisReply *rep = NULL;
-    if (c) {
-        const char *argv[] = {"ZREM", m->k_slots, tok->s};
-        rep = sc_redis_cmd(m->r, c, deadline, 3, argv, NULL);
-        sc_redis_give(m->r, c);
-    }
-    if (rep) {
-        freeReplyObject(rep);
-        return;
-    }
+    /* Never waits on Redis (release is called from the curl I/O thread
+     * too): the ZREM is queued for the store's thread, woken at once. If
+     * Redis does not hear it, it is sent again on recovery (and the lease
+     * expires by itself meanwhile). */
     pthread_mutex_lock(&m->mu);
     if (m->nunsent == m->unsent_cap && m->unsent_cap < 65536) {
         size_t ncap = m->unsent_cap ? m->unsent_cap * 2 : 16;
@@ -226,20 +217,25 @@ static void rs_release(sc_limits_store_t *s, const sc_limits_token_t *tok)
     }
     if (m->nunsent < m->unsent_cap)
         m->unsent[m->nunsent++] = *tok;
+    pthread_cond_signal(&m->cv);
     pthread_mutex_unlock(&m->mu);
 }
 
-/* Sends the releases Redis missed (one ZREM with every token). */
+/* Sends the queued releases (one ZREM with every token). Flushers are
+ * serialised by flush_mu, so each queued token is sent and dropped once. */
 static void flush_unsent(limits_redis_t *m, redisContext *c)
 {
+    pthread_mutex_lock(&m->flush_mu);
     pthread_mutex_lock(&m->mu);
     size_t n = m->nunsent;
     sc_limits_token_t *copy = n ? malloc(n * sizeof *copy) : NULL;
     if (copy)
         memcpy(copy, m->unsent, n * sizeof *copy);
     pthread_mutex_unlock(&m->mu);
-    if (!copy)
+    if (!copy) {
+        pthread_mutex_unlock(&m->flush_mu);
         return;
+    }
     const char **argv = malloc((n + 2) * sizeof *argv);
     if (argv) {
         argv[0] = "ZREM";
@@ -263,6 +259,17 @@ static void flush_unsent(limits_redis_t *m, redisContext *c)
         free(argv);
     }
     free(copy);
+    pthread_mutex_unlock(&m->flush_mu);
+}
+
+void sc_limits_redis__drain(sc_limits_store_t *s)
+{
+    limits_redis_t *m = (limits_redis_t *)s;
+    redisContext *c = sc_redis_take(m->r, 1.0);
+    if (!c)
+        return;
+    flush_unsent(m, c);
+    sc_redis_give(m->r, c);
 }
 
 static int rs_count(sc_limits_store_t *s, double now, sc_limits_counts_t *out)
@@ -636,16 +643,29 @@ void sc_limits_redis__tick(sc_limits_store_t *s)
 static void *bg_main(void *arg)
 {
     limits_redis_t *m = arg;
+    double next_tick = 0; /* monotonic */
     pthread_mutex_lock(&m->mu);
     while (!m->stop) {
+        bool pending = m->nunsent > 0;
         pthread_mutex_unlock(&m->mu);
-        sc_limits_redis__tick(&m->base);
+        if (sc_clock_mono() >= next_tick) {
+            sc_limits_redis__tick(&m->base);
+            /* Every second while up; every 250 ms while down, so the probe's
+             * own backoff decides how soon a reconnect is tried. */
+            double period =
+                sc_redis_up(m->r) ? (m->renew_every < 1.0 ? m->renew_every : 1.0) : 0.25;
+            next_tick = sc_clock_mono() + period;
+        } else if (pending && sc_redis_up(m->r)) {
+            sc_limits_redis__drain(&m->base); /* a release was queued: send it now */
+        }
         pthread_mutex_lock(&m->mu);
         if (m->stop)
             break;
-        /* Every second while up; every 250 ms while down, so the probe's own
-         * backoff decides how soon a reconnect is tried. */
-        double wait = sc_redis_up(m->r) ? (m->renew_every < 1.0 ? m->renew_every : 1.0) : 0.25;
+        if (m->nunsent > 0 && sc_redis_up(m->r) && !pending)
+            continue; /* queued while we worked: send without waiting */
+        double wait = next_tick - sc_clock_mono();
+        if (wait <= 0)
+            continue;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + wait;
@@ -671,6 +691,8 @@ static void rs_destroy(sc_limits_store_t *s)
         pthread_mutex_unlock(&m->mu);
         pthread_join(m->thread, NULL);
     }
+    if (m->r)
+        sc_limits_redis__drain(&m->base); /* queued releases (best effort) */
     /* Leaving the fleet: drop our heartbeat at once (best effort). */
     redisContext *c = m->r && m->heartbeat ? sc_redis_take(m->r, 0.2) : NULL;
     if (c) {
@@ -683,6 +705,7 @@ static void rs_destroy(sc_limits_store_t *s)
     sc_redis_free(m->r);
     pthread_cond_destroy(&m->cv);
     pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->flush_mu);
     free(m->held);
     free(m->unsent);
     free(m->fleet);
@@ -703,7 +726,7 @@ sc_limits_store_t *sc_limits_redis_new(const sc_limits_redis_opts_t *o, char *er
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (pthread_mutex_init(&m->mu, NULL) != 0) {
+    if (pthread_mutex_init(&m->mu, NULL) != 0 || pthread_mutex_init(&m->flush_mu, NULL) != 0) {
         free(m);
         snprintf(err, errlen, "cannot create a mutex");
         return NULL;

@@ -14,8 +14,9 @@
  * slots of an instance that dies are free again within 20-25 s. The same
  * thread reconnects with backoff, replays the releases Redis missed, heartbeats into the fleet hash
  * and keeps the views that count/fleet_json/daily_starts answer from (refreshed every second), so
- * admin endpoints never wait on Redis. Request-path calls (take, release, idem_*) wait at most the
- * request budget (~50 ms). */
+ * admin endpoints never wait on Redis. take and idem_* wait at most the request budget (~50 ms);
+ * release never waits: its ZREM is queued to the thread, which sends it at once (any thread,
+ * including the curl I/O thread, may release). */
 #ifndef SCENECOMP_LIMITS_STORE_REDIS_H
 #define SCENECOMP_LIMITS_STORE_REDIS_H
 
@@ -47,5 +48,9 @@ sc_limits_store_t *sc_limits_redis_new(const sc_limits_redis_opts_t *o, char *er
 /* Test hook: runs one round of the background work now (renew, heartbeat,
  * refresh the views, probe). */
 void sc_limits_redis__tick(sc_limits_store_t *s);
+/* Sends the queued releases now (release itself never waits on Redis: its
+ * ZREM goes through the store's thread within a millisecond or so). Used by
+ * the thread, destroy and tests that need a freed slot at once. */
+void sc_limits_redis__drain(sc_limits_store_t *s);
 
 #endif
