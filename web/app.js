@@ -248,7 +248,7 @@
       options: {
         indexAxis: "y",
         plugins: { legend: { display: false }, title: { display: true, text: "Fallbacks by reason" } },
-        scales: { x: { beginAtZero: true, ticks: { precision: 0 } } },
+        scales: { x: { beginAtZero: true, ticks: { precision: 0 } }, y: { ticks: { autoSkip: false } } },
       },
     });
   }
