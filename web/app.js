@@ -265,7 +265,7 @@
         labels: rows.map(function (r) { return r.date; }),
         datasets: [
           { type: "bar", label: "Kontext generations", data: rows.map(function (r) { return r.kontext; }), backgroundColor: "#1f6feb" },
-          { type: "bar", label: "PIL composites", data: rows.map(function (r) { return r.pil; }), backgroundColor: "#8b949e", hidden: true },
+          { type: "bar", label: "PIL composites", data: rows.map(function (r) { return r.pil; }), backgroundColor: "#8b949e" },
           { type: "line", label: "daily limit", data: rows.map(function () { return d.limit; }), borderColor: "#cf222e", pointRadius: 0, borderWidth: 2 },
         ],
       },
