@@ -352,7 +352,7 @@ def test_dashboard_shows_the_admin_api_and_updates(server, fake, browser, tmp_pa
     fake.configure(mode="failed")
     compose(srv, 1, user_id="ops-1")
     compose(srv, 2)
-    srv.wait_log("[Alert]")
+    srv.wait_log("[Alert]", timeout=WAIT)
 
     browser.get(srv.url("/dashboard"))
     assert browser.title == "scenecomp dashboard"
@@ -423,6 +423,8 @@ def test_dashboard_token_flow(server, browser):
     authorized = [h.get("Authorization") for _, h in admin_calls if h.get("Authorization")]
     assert len(authorized) >= 7, "each API call of a refresh carries the token"
     assert set(authorized) == {"Bearer " + ADMIN, "Bearer wrong-token"}
+    # Only the very first probe went out before any token was entered.
+    assert sum(1 for _, h in admin_calls if "Authorization" not in h) == 1
     # The refused probes (before a token, with the wrong one) are the only 401s.
     check_network_and_console(browser, srv,
                               optional_404s(srv, ADMIN) | {("/api/admin/metrics/health", 401)})
