@@ -18,6 +18,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "http/conn.h"
+#include "http/dashboard.h"
 #include "lua/policy.h"
 
 #define SC_HTTP_CONNECTION_LIMIT 4096 /* above MAX_CONCURRENT_KONTEXT: each holds a connection */
@@ -448,6 +449,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         return sc_http__admin(conn, g_cfg, method, url);
     }
+    if (strcmp(url, "/dashboard") == 0 || starts_with(url, "/dashboard/"))
+        return sc_http_dashboard(conn, g_cfg, method, url);
     return sc_http__send_error(conn, 404, "not_found", "no route for %s %s", method, url);
 }
 
