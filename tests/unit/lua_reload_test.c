@@ -24,16 +24,22 @@ static void write_replace(const char *src)
     char tmp[300];
     snprintf(tmp, sizeof tmp, "%s/.policy.lua.swp", g_dir);
     FILE *f = fopen(tmp, "w");
-    fputs(src, f);
-    fclose(f);
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    CHECK(fputs(src, f) >= 0);
+    CHECK(fclose(f) == 0);
     CHECK(rename(tmp, g_path) == 0);
 }
 
 static void write_in_place(const char *src)
 {
     FILE *f = fopen(g_path, "w");
-    fputs(src, f);
-    fclose(f);
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    CHECK(fputs(src, f) >= 0);
+    CHECK(fclose(f) == 0);
 }
 
 /* Waits until the version reaches v; returns the seconds it took, or -1. */
