@@ -18,6 +18,11 @@ step() { # name, command...
   else failed=$((failed + 1)); echo "=== $name: FAILED"; fi
 }
 
+# Every Python import of tests/, bench/ and scripts/ comes from a package
+# install-deps.sh installs (a fresh machine has nothing else).
+step "python deps declared" $PY scripts/check-deps.py
+step "script tests" $PY -m pytest -q -p no:cacheprovider tests/scripts
+
 # The C sources follow .clang-format (STYLE.md rule 17).
 step "format check" clang-format --dry-run -Werror src/*/*.c src/*/*.h src/main.c \
   tests/unit/*.c tests/unit/*.h tests/fuzz/*.c bench/*.c
