@@ -3,6 +3,9 @@
 #   1. C unit tests (ctest)            2. Lua specs (busted)
 #   3. integration tests (pytest, the real server + a local fake Replicate)
 #   4. the C unit + integration suites again under ASan + UBSan
+#   5. every libFuzzer target for a short budget (SC_FUZZ_SECONDS, default 15)
+# Before them: every Python import is declared (check-deps.py), clang-format.
+# Each step prints its duration; SC_SKIP_SANITIZE=1 skips 4.
 # Prints one "N passed, N failed" line at the end; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -11,11 +14,13 @@ cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 passed=0
 failed=0
+timings=()
 step() { # name, command...
-  local name=$1; shift
+  local name=$1 t0=$SECONDS; shift
   echo "=== $name"
-  if "$@"; then passed=$((passed + 1)); echo "=== $name: ok"
-  else failed=$((failed + 1)); echo "=== $name: FAILED"; fi
+  if "$@"; then passed=$((passed + 1)); echo "=== $name: ok ($((SECONDS - t0))s)"
+  else failed=$((failed + 1)); echo "=== $name: FAILED ($((SECONDS - t0))s)"; fi
+  timings+=("$(printf '%5ds  %s' $((SECONDS - t0)) "$name")")
 }
 
 # Every Python import of tests/, bench/ and scripts/ comes from a package
@@ -40,5 +45,9 @@ if [ "${SC_SKIP_SANITIZE:-0}" != 1 ]; then
     $PY -m pytest -q -x -p no:cacheprovider tests/integration tests/fake
 fi
 
-echo "test.sh: $passed passed, $failed failed"
+# Every tests/fuzz/*_fuzz.c for a short budget (scripts/fuzz.sh runs longer).
+step "fuzzers (${SC_FUZZ_SECONDS:-15}s each)" ./scripts/fuzz.sh "${SC_FUZZ_SECONDS:-15}"
+
+printf '%s\n' "${timings[@]}"
+echo "test.sh: $passed passed, $failed failed (${SECONDS}s)"
 [ "$failed" -eq 0 ]
