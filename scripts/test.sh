@@ -3,9 +3,10 @@
 #   1. C unit tests (ctest)            2. Lua specs (busted)
 #   3. integration tests (pytest, the real server + a local fake Replicate)
 #   4. the C unit + integration suites again under ASan + UBSan
-#   5. every libFuzzer target for a short budget (SC_FUZZ_SECONDS, default 15)
+#   5. the integration suite under ThreadSanitizer (scripts/tsan.sh)
+#   6. every libFuzzer target for a short budget (SC_FUZZ_SECONDS, default 15)
 # Before them: every Python import is declared (check-deps.py), clang-format.
-# Each step prints its duration; SC_SKIP_SANITIZE=1 skips 4.
+# Each step prints its duration; SC_SKIP_SANITIZE=1 skips 4 and 5.
 # Prints one "N passed, N failed" line at the end; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,9 @@ if [ "${SC_SKIP_SANITIZE:-0}" != 1 ]; then
   step "unit tests (asan+ubsan)" ctest --test-dir build-asan --output-on-failure -j2
   step "integration tests (asan+ubsan)" env SCENECOMP_BIN="$PWD/build-asan/scenecomp" SC_SANITIZED=1 \
     $PY -m pytest -q -x -p no:cacheprovider tests/integration tests/fake
+  unset ASAN_OPTIONS UBSAN_OPTIONS
+  # Data races: the integration suite once more against a TSan build.
+  step "integration tests (tsan)" ./scripts/tsan.sh
 fi
 
 # Every tests/fuzz/*_fuzz.c for a short budget (scripts/fuzz.sh runs longer).

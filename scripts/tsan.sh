@@ -7,7 +7,8 @@
 #   ./scripts/tsan.sh [pytest args...]     e.g. ./scripts/tsan.sh -k reload
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BUILD_DIR=build-tsan BUILD_TYPE=Debug ./scripts/build.sh -DSC_TSAN=ON || exit 1
+BUILD_DIR=build-tsan BUILD_TYPE=Debug ./scripts/build.sh -DSC_TSAN=ON >/dev/null || {
+  echo "tsan.sh: build failed (errors above)" >&2; exit 1; }
 logs=${TSAN_LOG_DIR:-$(mktemp -d /tmp/scenecomp-tsan.XXXXXX)}
 mkdir -p "$logs"
 opts="halt_on_error=0 exitcode=66 second_deadlock_stack=1 log_path=$logs/tsan"
