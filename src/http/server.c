@@ -394,8 +394,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 return MHD_YES; /* the admin POSTs take no body; it is dropped */
             return body_data(c, upload_data, n);
         }
-        /* The body is complete. */
+        /* The body is complete. The stage is set before dispatching: a handler
+         * that suspends sets its own first, and once a job runs, c->stage is
+         * the job's (a read here after the hand-over was a data race). */
         c->t_start = sc_clock_mono();
+        c->stage = SC_STAGE_DONE;
         enum MHD_Result r;
         if (c->refused) {
             r = sc_http__send_error(conn, (unsigned)c->refused_status, c->refused_code, "%s",
@@ -407,8 +410,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         } else {
             r = sc_http__admin(conn, g_cfg, method, url);
         }
-        if (c->stage == SC_STAGE_UPLOAD)
-            c->stage = SC_STAGE_DONE;
         return r;
     }
 
