@@ -121,7 +121,7 @@ static struct {
     /* The journal: published once by sc_replicate_journal_open (before any
      * job that uses it), then written by the I/O thread only. */
     atomic_int jfd;
-    char jpath[SC_CFG_STR + 64];
+    char jpath[SC_CFG_PATH + 64];
     size_t jbytes; /* written since the last compaction */
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER, .jfd = -1};
 
