@@ -523,6 +523,7 @@ static void job_abort(rep_job_t *j, sc_rep_status_t st, const char *why, long ca
     if (j->cancel_url && (was == PH_CREATE || was == PH_POLL)) {
         j->phase = PH_CANCEL;
         j->res->cancel_sent = true;
+        j->cancel_unsure = true; /* until the cancel is answered */
         job_request(j, "POST", j->cancel_url, true, "", 0, cancel_timeout_ms, NULL, NULL, 1u << 20);
     }
 }
@@ -740,6 +741,12 @@ static bool is_connect_error(CURLcode c)
 static void on_create_done(rep_job_t *j, CURLcode code, long http)
 {
     char reason[300];
+    if (j->client_gone && !(code == CURLE_OK && http >= 200 && http < 300)) {
+        /* No id came back, so nothing to cancel (a 5xx may have created one:
+         * Cancel-After ends it); above all, never retry a create nobody wants. */
+        job_finish(j, SC_REP_CLIENT_GONE, "client disconnected");
+        return;
+    }
     if (code != CURLE_OK) {
         if (code == CURLE_OPERATION_TIMEDOUT || remaining(j) <= 0.001) {
             job_timeout(j); /* create never answered: no id, Cancel-After is the backstop */
@@ -1037,12 +1044,14 @@ static void *io_main(void *arg)
             in = in->next;
             j->next = g.active;
             g.active = j;
-            if (j->orphan && !stopping)
-                job_request(j, "POST", j->cancel_url, true, "", 0, REP_CANCEL_TIMEOUT_MS, NULL,
-                            NULL, 1u << 20);
-            else if (j->orphan)
-                j->phase = PH_DONE;
-            else if (j->no_token)
+            if (j->orphan) {
+                j->cancel_unsure = true; /* until the cancel is answered */
+                if (stopping)
+                    j->phase = PH_DONE;
+                else
+                    job_request(j, "POST", j->cancel_url, true, "", 0, REP_CANCEL_TIMEOUT_MS, NULL,
+                                NULL, 1u << 20);
+            } else if (j->no_token)
                 job_finish(j, SC_REP_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
             else if (j->bad_model)
                 job_finish(j, SC_REP_API_ERROR, "invalid model id (expected owner/name)");
