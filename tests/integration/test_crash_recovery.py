@@ -170,3 +170,22 @@ def test_stale_temp_files_are_removed_at_start(server, tmp_path):
         assert p.exists(), p
     assert "temp file(s) left by an earlier crash" in (logs / "backend.log").read_text()
     assert requests.get(srv.url("/health"), timeout=10).status_code == 200
+
+
+def test_start_that_cannot_be_made_durable_is_not_sent(server, fake, tmp_path):
+    """Write-ahead fails closed: when the start count cannot be written to LOGS_DIR,
+    no create is sent and the request falls back to PIL (api_error)."""
+    logs = tmp_path / "logs"
+    # a directory where the metrics file goes: every save fails (root ignores modes)
+    (logs / "composite_metrics.json").mkdir(parents=True)
+    (logs / "composite_metrics.json" / "keep").write_text("x")
+    srv = server(kontext_env(fake, tmp_path))
+    r = post_composite(srv.base, encode(gradient_scene(120, 80)), encode(sample_product(30, 20)))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["method"] == "pil" and body["fallback_reason"] == "api_error", body
+    assert fake.stats()["creates"] == 0
+    log = (logs / "backend.log").read_text()
+    assert "[Kontext Composite] Kontext failed: api_error (cannot persist the start count" in log
+    m = requests.get(srv.url("/api/admin/metrics/composite"), timeout=10).json()
+    assert m["rate_limiter"]["in_flight"] == 0
