@@ -1269,9 +1269,9 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The ids of text with a "+id" line and no "-id" line after... in any order:
- * ids are unique, so "open" is simply "added and never removed". Fills *out
- * (pointers into text, sorted); returns the count or -1 on out of memory. */
+/* The ids journal text leaves open: a "+id" line and no "-id" line (ids are
+ * unique, so the order of the lines does not matter). Fills *out (pointers into
+ * text, sorted); returns the count or -1 on out of memory. */
 static int journal_open_ids(char *text, char ***out)
 {
     size_t nadd = 0, ndel = 0, cap = 1;
