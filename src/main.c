@@ -38,6 +38,11 @@
 #define SHUTDOWN_GRACE_SECONDS 10.0
 /* How long it waits for the last answers to be written. */
 #define SHUTDOWN_DRAIN_SECONDS 5.0
+/* Temp files of atomic writes older than this are what a crash left; younger
+ * ones may belong to another instance sharing the directory. */
+#define STALE_TEMP_SECONDS 60.0
+/* In LOGS_DIR: the ids of predictions created and not over yet. */
+#define PREDICTION_JOURNAL "replicate_predictions.journal"
 
 static void usage(FILE *f)
 {
@@ -262,6 +267,16 @@ static int cmd_check(int argc, char **argv, bool policy)
 
 /* ==== serve ==== */
 
+/* Start-up: removes the temp files a kill -9 left in dir (see fsutil.h). */
+static void remove_stale_temps(const char *dir)
+{
+    int n = sc_fs_remove_stale_temps(dir, STALE_TEMP_SECONDS);
+    if (n > 0)
+        sc_log_info("removed %d temp file(s) left by an earlier crash in %s", n, dir);
+    else if (n < 0)
+        sc_log_warn("cannot look for stale temp files in %s: %s", dir, strerror(errno));
+}
+
 /* Waits up to seconds for pred() to be true; returns early (false) on a
  * second SIGINT/SIGTERM so an impatient operator can cut the grace short. */
 static bool wait_until(bool (*pred)(void), double seconds, const sigset_t *sigs)
@@ -334,6 +349,11 @@ static int cmd_serve(void)
         sc_log_error("cannot create OUTPUT_DIR '%s': %s", cfg->output_dir, strerror(errno));
         goto out;
     }
+    char path[sizeof cfg->logs_dir + sizeof cfg->output_dir + 64];
+    remove_stale_temps(cfg->output_dir);
+    snprintf(path, sizeof path, "%s/scenes", cfg->output_dir);
+    remove_stale_temps(path);
+    remove_stale_temps(cfg->logs_dir);
     sc_limits_store_t *store = sc_limits_memory_new();
     if (!store) {
         sc_log_error("out of memory creating the limiter");
@@ -369,6 +389,12 @@ static int cmd_serve(void)
         goto out;
     }
     rep_up = true;
+    /* Before serving: cancels what a dead process left running upstream. */
+    snprintf(path, sizeof path, "%s/" PREDICTION_JOURNAL, cfg->logs_dir);
+    if (sc_replicate_journal_open(path) < 0)
+        sc_log_warn("cannot use the prediction journal %s: predictions left by a crash will "
+                    "not be cancelled at the next start (Cancel-After still ends them)",
+                    path);
     /* the watcher knows files and functions, not policies and alerts */
     if (sc_watch_add(cfg->policy_file, sc_policy_watch_reload, NULL) != 0 ||
         sc_watch_add(cfg->alerts_file, sc_alerts_watch_reload, NULL) != 0 ||

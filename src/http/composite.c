@@ -6,11 +6,13 @@
  * buffered (files up to MAX_UPLOAD_BYTES, which bounds the whole body, text
  * fields up to SC_HTTP_MAX_TEXT_FIELD). Unknown fields are ignored. A repeated
  * field: the last occurrence wins. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "compose/compose.h"
 #include "core/clock.h"
@@ -283,15 +285,59 @@ static enum MHD_Result fall_back(sc_http_conn_t *c, sc_fallback_reason_t r, cons
 
 /* ==== Kontext ==== */
 
+/* The client's socket, or -1. */
+static int client_fd(sc_http_conn_t *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+/* Whether the client closed its socket (FIN or RST) while its connection was
+ * suspended, where MHD does not look. Bytes waiting mean it is still there. */
+static bool client_left(int fd)
+{
+    char b;
+    if (fd < 0)
+        return false;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* The Replicate job's upstream_over: the prediction no longer runs upstream,
+ * so its slot goes back. It comes from the job, not from the request, because
+ * MHD never calls the handler again for a client that went away (issue 8). */
+static void release_slot(void *ud)
+{
+    (void)ud;
+    sc_limiter_release();
+}
+
 static void on_kontext_done(sc_rep_result_t *res, void *ud)
 {
-    sc_http__resume_from_callback(ud, res);
+    sc_http_conn_t *c = ud;
+    if (res && res->status == SC_REP_CLIENT_GONE)
+        sc_log_warn("[Kontext Composite] client went away after %.1fs id=%s prediction=%s: "
+                    "request dropped, prediction cancelled upstream%s",
+                    sc_clock_mono() - c->t_kontext, c->id,
+                    res->prediction_id[0] ? res->prediction_id : "-",
+                    res->prediction_id[0] ? "" : " once its create answers");
+    sc_http__resume_from_callback(c, res);
 }
 
 static enum MHD_Result start_kontext(sc_http_conn_t *c)
 {
     if (c->cfg->replicate_api_token[0] == '\0')
         return fall_back(c, SC_FB_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
+    int fd = client_fd(c);
+    if (client_left(fd)) {
+        /* Nothing is answered (the pool job stashes no response), so the
+         * connection is closed and the context freed. */
+        sc_log_info("[Kontext Composite] client went away before Kontext started id=%s: "
+                    "request dropped",
+                    c->id);
+        return MHD_NO;
+    }
 
     sc_limits_caps_t caps = {c->eff.max_concurrent, c->eff.max_per_hour, c->eff.daily_limit};
     sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps);
@@ -300,6 +346,17 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     }
     c->limiter_held = true;
     sc_metrics_kontext_started(sc_clock_wall());
+    /* Write-ahead: the start is counted (take) and must be on disk before the
+     * create can leave, or a crash right after the create loses it and a crash
+     * loop spends past the daily limit. The metrics file carries the limiter
+     * state; a synchronous flush costs a small write and two fsyncs per
+     * prediction (docs/operations.md). If it cannot be written, nothing is sent. */
+    if (sc_metrics_flush() != 0) {
+        sc_limiter_release();
+        c->limiter_held = false;
+        sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
+        return fall_back(c, SC_FB_API_ERROR, "cannot persist the start count in LOGS_DIR");
+    }
 
     char *json = NULL;
     const char *prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL;
@@ -313,11 +370,16 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     sc_log_info("[Kontext Composite] submitting id=%s model=%s timeout=%.0fs", c->id,
                 c->eff.model_id, c->eff.timeout_seconds);
     /* The suspension of this pool job passes to the Replicate job; from the
-     * successful submit on, c belongs to the done callback. */
+     * successful submit on, c belongs to the done callback and the slot to the
+     * job (upstream_over). The job watches the client's socket: MHD does not
+     * while the connection is suspended. */
+    sc_rep_opts_t opts = {.client_fd = fd, .upstream_over = release_slot, .upstream_ud = NULL};
+    c->limiter_held = false;
     sc_http__hand_off(c);
-    if (sc_replicate_submit(c->eff.model_id, json, c->eff.timeout_seconds, on_kontext_done, c) !=
-        0) {
+    if (sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
+                               on_kontext_done, c) != 0) {
         /* Not queued, so no callback will come: resume ourselves with a failure. */
+        sc_limiter_release();
         sc_rep_result_t *res = calloc(1, sizeof *res);
         if (res) {
             res->status = SC_REP_API_ERROR;
@@ -368,6 +430,8 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
     sc_rep_result_t *res = c->result;
     double secs = sc_clock_mono() - c->t_kontext;
     sc_rep_status_t st = res ? res->status : SC_REP_API_ERROR;
+    if (st == SC_REP_CLIENT_GONE)
+        return MHD_NO; /* nobody to answer (logged by the callback): the connection closes */
     const char *msg = res && res->message[0] ? res->message : NULL;
     const char *err = NULL;
 
