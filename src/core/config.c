@@ -255,8 +255,8 @@ int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t er
         get_double("KONTEXT_PRICE_USD", &c->kontext_price_usd, 0, 1000, err, errlen) ||
         get_double("SCENE_PRICE_USD", &c->scene_price_usd, 0, 1000, err, errlen) ||
         get_int("HTTP_THREADS", &c->http_threads, 0, 256, err, errlen) ||
-        get_ll("MAX_BUFFERED_UPLOAD_BYTES", &c->max_buffered_upload_bytes, 1024,
-               (long long)1 << 44, err, errlen) ||
+        get_ll("MAX_BUFFERED_UPLOAD_BYTES", &c->max_buffered_upload_bytes, 1024, (long long)1 << 44,
+               err, errlen) ||
         get_int("MAX_CONNECTIONS_PER_IP", &c->max_connections_per_ip, 0, 100000, err, errlen) ||
         get_double("HEADER_TIMEOUT_SECONDS", &c->header_timeout_seconds, 0, 3600, err, errlen) ||
         S("LOG_LEVEL", log_level))

@@ -79,13 +79,13 @@ typedef struct sc_http_conn {
     long long budget_held; /* bytes of MAX_BUFFERED_UPLOAD_BYTES this request holds */
     bool budget_announced; /* Content-Length was taken whole at the start */
     sc_http_edge_t *edge;  /* the connection's watchdog entry (may be NULL) */
-    bool refused; /* an error was already decided while uploading */
+    bool refused;          /* an error was already decided while uploading */
     int refused_status;
     const char *refused_code;
     char refused_msg[256];
 
     /* POST /api/composite upload */
-    struct MHD_PostProcessor *pp;
+    struct sc_multipart *mp;
     sc_http_field_t f_scene, f_product, f_prompt, f_user_id, f_x, f_y, f_scale, f_format;
 
     /* POST /api/scenes and other bodies */

@@ -7,8 +7,8 @@
 #include "http/server.h"
 
 #include <arpa/inet.h>
-#include <netinet/in.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +19,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "http/conn.h"
+#include "http/multipart.h"
 #include "lua/policy.h"
 
 #define SC_HTTP_CONNECTION_LIMIT 4096 /* above MAX_CONCURRENT_KONTEXT: each holds a connection */
@@ -66,8 +67,7 @@ static void budget_release(sc_http_conn_t *c)
 static void conn_free(sc_http_conn_t *c)
 {
     budget_release(c);
-    if (c->pp)
-        MHD_destroy_post_processor(c->pp);
+    sc_multipart_free(c->mp);
     drop_upload(c);
     sc_image_free(&c->scene);
     sc_image_free(&c->product);
