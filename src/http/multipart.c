@@ -249,7 +249,8 @@ static void process(sc_multipart_t *m)
             } else {
                 const char *hit = avail >= 4 ? memmem(p, avail, "\r\n\r\n", 4) : NULL;
                 if (!hit) {
-                    if (avail > SC_MULTIPART_MAX_HEADERS)
+                    /* Its end is at least avail - 1 away: already too long? */
+                    if (avail > SC_MULTIPART_MAX_HEADERS + 1)
                         m->state = MP_ERROR;
                     break;
                 }
