@@ -58,14 +58,17 @@ def parse_responses(data):
 def raw_exchange(port, payload, timeout=10.0, family=socket.AF_INET, host="127.0.0.1"):
     s = socket.socket(family, socket.SOCK_STREAM)
     s.connect((host, port))
-    s.sendall(payload)
+    try:
+        s.sendall(payload)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # answered (and closed) before the whole body was sent: read the answer
     data, closed = read_all(s, timeout)
     s.close()
     return data, closed
 
 
 def multipart_head(content_length):
-    return (b"POST /api/composite HTTP/1.1\r\nHost: t\r\n"
+    return (b"POST /api/composite HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
             b"Content-Type: multipart/form-data; boundary=" + BOUNDARY + b"\r\n"
             b"Content-Length: %d\r\n\r\n" % content_length)
 
@@ -88,11 +91,11 @@ BUDGET = 12 * 1000 * 1000
 def test_aborted_uploads_give_their_budget_back_at_once(server):
     srv = server({"MAX_BUFFERED_UPLOAD_BYTES": str(BUDGET)})
     # 22 uploads announce 500 kB each and send part of it: 11 MB of the budget.
-    # (Many of them: libmicrohttpd 0.9.75 misses some FINs mid-body by itself.)
     held = []
+    part = multipart_body(500000)
     for _ in range(22):
         s = socket.create_connection(("127.0.0.1", srv.port))
-        s.sendall(multipart_head(500000) + multipart_body(500000)[:300000])
+        s.sendall(multipart_head(500000) + part[:100000])
         held.append(s)
     time.sleep(0.5)
 
@@ -110,7 +113,10 @@ def test_aborted_uploads_give_their_budget_back_at_once(server):
     # The clients give up mid-body with a FIN (their sockets stay open, half
     # closed). Their share must come back at once, not after the 60 s idle
     # timeout: an upload needing nearly the whole budget is then accepted.
+    # More body, then the FIN right behind it: libmicrohttpd 0.9.75 misses
+    # some FINs that arrive while it is still reading a body.
     for s in held:
+        s.sendall(part[100000:400000])
         s.shutdown(socket.SHUT_WR)
     big = multipart_body(BUDGET - 200000)
     deadline = time.time() + 15
@@ -121,7 +127,7 @@ def test_aborted_uploads_give_their_budget_back_at_once(server):
         if resps[0][0] != 503 or time.time() > deadline:
             break
         time.sleep(0.25)
-    assert resps[0][0] == 200, data[:500]
+    assert resps[0][0] == 200, data[:500]  # still 503: the aborted uploads hold the budget
     assert json.loads(resps[0][2])["method"] == "pil"
     for s in held:
         s.close()
