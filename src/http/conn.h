@@ -151,6 +151,28 @@ sc_http_edge_t *sc_http__edge_of(struct MHD_Connection *conn);
 void sc_http__edge_set(sc_http_edge_t *e, sc_edge_phase_t phase);
 void sc_http__edge_progress(sc_http_edge_t *e, size_t n);
 
+/* A peer address as text ("?" when unknown). */
+void sc_http__format_addr(const struct sockaddr *sa, char *out, size_t cap);
+
+/* ==== The front door (door.c) ==== */
+
+/* Takes listen_fd (listening, non-blocking) and hands each connection whose
+ * first request head is sound to mhd; answers the others itself (one JSON
+ * error, then close). header_timeout 0 = no deadline; per_ip_limit 0 = none.
+ * Returns 0 or -1. */
+int sc_http__door_start(int listen_fd, struct MHD_Daemon *mhd, double header_timeout,
+                        int per_ip_limit);
+/* MAX_CONNECTIONS_PER_IP accounting of a connection MHD owns (edge.c, at
+ * MHD's started / closed notifications). No-ops without a limit. */
+void sc_http__ip_add(const struct sockaddr *sa);
+void sc_http__ip_release(const struct sockaddr *sa);
+/* Stops accepting (closes the listening socket); waiting connections go on. */
+void sc_http__door_quiesce(void);
+/* Connections accepted whose first request head is not complete yet. */
+int sc_http__door_waiting(void);
+/* Closes everything it holds and joins its thread; before MHD_stop_daemon. */
+void sc_http__door_stop(void);
+
 /* The upload budget (MAX_BUFFERED_UPLOAD_BYTES): take n bytes of it (false,
  * taking nothing, when it would go over), give them back, bytes in use. */
 bool sc_http__budget_take(long long n);

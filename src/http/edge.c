@@ -46,6 +46,8 @@ typedef struct sc_http_edge {
     int quiet_sweeps;         /* watchdog only: sweeps seen half-closed without progress */
     bool cut;                 /* watchdog only: already shut down */
     char peer[64];
+    struct sockaddr_storage addr; /* for MAX_CONNECTIONS_PER_IP */
+    bool has_addr;
     struct sc_http_edge *prev, *next;
 } sc_http_edge_t;
 
@@ -90,14 +92,11 @@ long long sc_http__budget_used(void)
 
 /* ==== Per-connection tracking ==== */
 
-static void format_peer(struct MHD_Connection *conn, char *out, size_t cap)
+void sc_http__format_addr(const struct sockaddr *sa, char *out, size_t cap)
 {
     snprintf(out, cap, "?");
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!ci || !ci->client_addr)
+    if (!sa)
         return;
-    const struct sockaddr *sa = ci->client_addr;
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
                   (socklen_t)cap);
@@ -120,7 +119,16 @@ void sc_http__edge_notify(void *cls, struct MHD_Connection *conn, void **socket_
         atomic_init(&e->phase, SC_EDGE_HEADERS);
         atomic_init(&e->deadline_ms, now_ms() + (long long)(g_header_timeout * 1000.0));
         atomic_init(&e->progress, 0);
-        format_peer(conn, e->peer, sizeof e->peer);
+        const union MHD_ConnectionInfo *ai =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        sc_http__format_addr(ai ? ai->client_addr : NULL, e->peer, sizeof e->peer);
+        if (ai && ai->client_addr) {
+            size_t alen = ai->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                 : sizeof(struct sockaddr_in);
+            memcpy(&e->addr, ai->client_addr, alen);
+            e->has_addr = true;
+            sc_http__ip_add((struct sockaddr *)&e->addr);
+        }
         pthread_mutex_lock(&g_mu);
         e->next = g_head;
         if (g_head)
@@ -142,6 +150,8 @@ void sc_http__edge_notify(void *cls, struct MHD_Connection *conn, void **socket_
         e->next->prev = e->prev;
     pthread_mutex_unlock(&g_mu);
     *socket_context = NULL;
+    if (e->has_addr)
+        sc_http__ip_release((struct sockaddr *)&e->addr);
     free(e);
 }
 

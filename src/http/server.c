@@ -7,6 +7,7 @@
 #include "http/server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -630,6 +631,29 @@ static int resolve(const char *host, int port, struct sockaddr_storage *ss, sock
     return 0;
 }
 
+/* The listening socket (non-blocking). HOST=:: means every address: IPv4 too
+ * (v4-mapped), not IPv6 only. Returns the descriptor or -1 (errno set). */
+static int open_listener(const struct sockaddr_storage *ss, socklen_t sslen)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)(const void *)ss;
+        int *v6only = IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr) ? &zero : &one;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only, sizeof *v6only);
+    }
+    if (bind(fd, (const struct sockaddr *)ss, sslen) != 0 || listen(fd, 256) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
 static bool is_loopback(const struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET) {
@@ -678,50 +702,60 @@ int sc_http_start(const sc_config_t *cfg, char *err, size_t errlen)
     socklen_t sslen = 0;
     if (resolve(cfg->host, cfg->port, &ss, &sslen, err, errlen) != 0)
         return -1;
-    (void)sslen;
     g_cfg = cfg;
     g_started = sc_clock_mono();
     atomic_init(&g_suspended, 0);
 
+    /* The front door (door.c) owns the listening socket; MHD gets connections
+     * from it. */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
-    if (ss.ss_family == AF_INET6) {
-        /* HOST=:: means every address: IPv4 too (v4-mapped), not IPv6 only. */
-        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)(const void *)&ss;
-        flags |= IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
+    int lfd = open_listener(&ss, sslen);
+    if (lfd < 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d (%s)", cfg->host, cfg->port, strerror(errno));
+        return -1;
     }
     unsigned threads = pool_size(cfg);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int compute = cores < 1 ? 1 : (int)cores;
     if (sc_http__pool_start(compute) != 0) {
+        close(lfd);
         snprintf(err, errlen, "cannot start the compute threads");
         return -1;
     }
     if (sc_http__edge_start(cfg) != 0) {
+        close(lfd);
         sc_http__pool_stop();
         snprintf(err, errlen, "cannot start the connection watchdog");
         return -1;
     }
     g_daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
-        threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)SC_HTTP_CONNECTION_LIMIT,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SC_HTTP_IDLE_TIMEOUT,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SC_HTTP_MEMORY_LIMIT,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
-        sc_http__edge_notify, NULL, MHD_OPTION_URI_LOG_CALLBACK, sc_http__edge_uri_log, NULL,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u, MHD_OPTION_END);
-    if (!g_daemon) {
+        flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)SC_HTTP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)SC_HTTP_IDLE_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)SC_HTTP_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, sc_http__edge_notify, NULL, MHD_OPTION_URI_LOG_CALLBACK,
+        sc_http__edge_uri_log, NULL, MHD_OPTION_END);
+    if (!g_daemon || sc_http__door_start(lfd, g_daemon, cfg->header_timeout_seconds,
+                                         cfg->max_connections_per_ip) != 0) {
+        if (g_daemon)
+            MHD_stop_daemon(g_daemon);
+        g_daemon = NULL;
+        close(lfd);
         sc_http__edge_stop();
         sc_http__pool_stop();
-        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not permitted)", cfg->host,
-                 cfg->port);
+        snprintf(err, errlen, "cannot start the HTTP daemon");
         return -1;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_BIND_PORT);
-    g_port = di ? di->port : cfg->port;
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    g_port = cfg->port;
+    if (getsockname(lfd, (struct sockaddr *)&bound, &blen) == 0)
+        g_port =
+            ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)(void *)&bound)->sin6_port
+                                              : ((struct sockaddr_in *)(void *)&bound)->sin_port);
     sc_log_info("scenecomp %s listening on http://%s:%d (%u connection threads, %d compute "
                 "threads)",
                 SC_VERSION, cfg->host, g_port, threads, compute);
@@ -738,9 +772,7 @@ void sc_http_quiesce(void)
 {
     if (!g_daemon)
         return;
-    MHD_socket s = MHD_quiesce_daemon(g_daemon);
-    if (s != MHD_INVALID_SOCKET)
-        close(s);
+    sc_http__door_quiesce();
 }
 
 int sc_http_suspended(void)
@@ -754,13 +786,14 @@ int sc_http_connections(void)
         return 0;
     const union MHD_DaemonInfo *di =
         MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-    return di ? (int)di->num_connections : 0;
+    return (di ? (int)di->num_connections : 0) + sc_http__door_waiting();
 }
 
 void sc_http_stop(void)
 {
     if (!g_daemon)
         return;
+    sc_http__door_stop(); /* no connection is handed to MHD after this */
     MHD_stop_daemon(g_daemon);
     g_daemon = NULL;
     sc_http__edge_stop();

@@ -4,6 +4,7 @@ answer and a closed connection, per-IP connection limit, header deadline,
 dual-stack HOST=::, and the open-admin warning. Raw sockets, so that what the
 server writes is seen byte for byte."""
 import json
+import re
 import socket
 import subprocess
 import time
@@ -165,6 +166,44 @@ def test_malformed_edge_variable_stops_serve(tmp_path, name, value):
     assert name in r.stderr + r.stdout
 
 
+# ==== Errors libmicrohttpd used to answer itself ====
+
+STATUS_LINE = re.compile(rb"(?:^|\r\n)HTTP/\d\.\d \d{3} ")
+
+
+def one_json_response(data):
+    """Exactly one well-formed response: one status line, Content-Length equal
+    to the body, a JSON error body, nothing after it. Returns (status, headers, code)."""
+    assert len(STATUS_LINE.findall(data)) == 1, data
+    resps, rest = parse_responses(data)
+    assert len(resps) == 1 and rest == b"", data
+    status, headers, body = resps[0]
+    head, _, raw_body = data.partition(b"\r\n\r\n")
+    assert int(headers["content-length"]) == len(raw_body) == len(body), data
+    assert headers["content-type"] == "application/json", data
+    err = json.loads(body)["error"]
+    assert set(err) == {"code", "message"} and err["message"], body
+    return status, headers, err["code"]
+
+
+@pytest.mark.parametrize("request_bytes, status, code", [
+    (b"POST /api/scenes HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400, "bad_request"),
+    (b"POST /api/scenes HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+     413, "payload_too_large"),
+    (b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n", 400, "bad_request"),
+    (b"GET /health HTTP/2.0\r\nHost: t\r\n\r\n", 505, "http_version_not_supported"),
+    (b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 200000 + b"\r\n\r\n", 431,
+     "headers_too_large"),
+], ids=["cl-negative", "cl-huge", "cl-junk", "http2", "huge-head"])
+def test_malformed_heads_get_one_json_answer(server, request_bytes, status, code):
+    srv = server()
+    data, closed = raw_exchange(srv.port, request_bytes)
+    got_status, headers, got_code = one_json_response(data)
+    assert (got_status, got_code) == (status, code)
+    assert headers.get("connection") == "close" and closed
+    assert requests.get(srv.url("/health"), timeout=10).status_code == 200
+
+
 # ==== Request smuggling ====
 
 SMUGGLED = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -184,7 +223,7 @@ def test_ambiguous_framing_is_refused_and_closed(server, framing, body):
     data, closed = raw_exchange(srv.port, req)
     assert closed, "connection left open: %r" % data[:300]
     resps, rest = parse_responses(data)
-    assert data.count(b"HTTP/1.1 ") == 1, data  # the smuggled request got no answer
+    assert len(STATUS_LINE.findall(data)) == 1, data  # the smuggled request got no answer
     assert len(resps) == 1 and rest == b"", data
     status, headers, payload = resps[0]
     assert status == 400
