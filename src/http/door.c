@@ -36,9 +36,10 @@
 #include "core/log.h"
 #include "http/conn.h"
 
-/* The largest request head accepted (MHD's own limit, from its 128 KiB
- * connection memory, is about this too). */
-#define DOOR_MAX_HEAD (64 * 1024)
+/* The largest request head accepted (MHD's own, from its 128 KiB connection
+ * memory, is about 64 KiB). Well under a socket's default receive buffer, so
+ * a head this long always fits in what one peek can see. */
+#define DOOR_MAX_HEAD (32 * 1024)
 #define DOOR_MAX_WAITING 4096
 #define DOOR_LINGER_SECONDS 2.0
 #define DOOR_TICK_MS 250
@@ -329,7 +330,7 @@ static void on_readable(waiting_t *w)
     if (!end) {
         if ((size_t)n >= DOOR_MAX_HEAD)
             refuse(w, 431, "Request Header Fields Too Large", "headers_too_large",
-                   "the request head is over 65536 bytes");
+                   "the request head is over 32768 bytes");
         return; /* wait for more */
     }
     if (!check_head(w, head, (size_t)(end - head)))
