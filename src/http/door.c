@@ -161,7 +161,7 @@ static struct {
     double header_timeout;
     pthread_t thread;
     bool running;
-    atomic_bool stop, quiesce;
+    atomic_bool stop, quiesce, quiesced;
     atomic_int n_waiting;
     waiting_t *head;
     char *peek; /* DOOR_MAX_HEAD + 1 bytes */
@@ -415,6 +415,7 @@ static void *door_main(void *arg)
             epoll_ctl(g.epfd, EPOLL_CTL_DEL, g.listen_fd, NULL);
             close(g.listen_fd);
             g.listen_fd = -1;
+            atomic_store(&g.quiesced, true);
         }
         for (int i = 0; i < n; i++) {
             void *tag = evs[i].data.ptr;
@@ -444,6 +445,7 @@ int sc_http__door_start(int listen_fd, struct MHD_Daemon *mhd, double header_tim
     g.header_timeout = header_timeout;
     atomic_store(&g.stop, false);
     atomic_store(&g.quiesce, false);
+    atomic_store(&g.quiesced, false);
     atomic_store(&g.n_waiting, 0);
     g.peek = malloc(DOOR_MAX_HEAD + 1);
     g.epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -479,6 +481,11 @@ void sc_http__door_quiesce(void)
         return;
     atomic_store(&g.quiesce, true);
     wake();
+    /* Like MHD_quiesce_daemon: once this returns, nothing new is accepted. */
+    for (int i = 0; i < 2000 && !atomic_load(&g.quiesced); i++) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 int sc_http__door_waiting(void)
