@@ -231,6 +231,25 @@ def test_ambiguous_framing_is_refused_and_closed(server, framing, body):
     assert json.loads(payload)["error"]["code"] == "bad_request"
 
 
+@pytest.mark.parametrize("framing, body", [
+    (b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+    (b"Content-Length: 0\r\nContent-Length: 2\r\n", b"{}"),
+    (b"Transfer-Encoding: chunked, identity\r\n", b"0\r\n\r\n"),
+], ids=["cl-te", "two-cl", "te-list"])
+def test_ambiguous_framing_on_a_keep_alive_request(server, framing, body):
+    # The second request of a connection is read by libmicrohttpd directly;
+    # the access handler refuses it.
+    srv = server()
+    req = (SMUGGLED + b"POST /api/scenes HTTP/1.1\r\nHost: t\r\n" + framing + b"\r\n" + body
+           + SMUGGLED)
+    data, closed = raw_exchange(srv.port, req)
+    assert closed, data
+    resps, rest = parse_responses(data)
+    assert [r[0] for r in resps] == [200, 400] and rest == b"", data
+    assert resps[1][1].get("connection", "").lower() == "close"
+    assert json.loads(resps[1][2])["error"]["code"] == "bad_request"
+
+
 def test_identical_content_length_twice_is_accepted(server):
     srv = server()
     req = (b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n")
@@ -291,6 +310,27 @@ def test_header_deadline_closes_a_trickling_client(server):
     s.close()
     assert closed, "a client trickling headers for 20 s was not cut"
     assert "did not send its request headers" in srv.wait_log("HEADER_TIMEOUT_SECONDS")
+
+
+def test_header_deadline_on_a_keep_alive_request(server):
+    srv = server({"HEADER_TIMEOUT_SECONDS": "1"})
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(SMUGGLED)
+    s.settimeout(10)
+    assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n")
+    start, closed = time.time(), False
+    while time.time() - start < 20 and not closed:
+        try:
+            s.sendall(b"X-Slow: 1\r\n")
+            s.settimeout(0.3)
+            closed = s.recv(4096) == b""
+        except socket.timeout:
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+    s.close()
+    assert closed, "a keep-alive client trickling its second request's headers was not cut"
 
 
 def test_header_deadline_spares_idle_keep_alive(server):
