@@ -281,25 +281,6 @@ static enum MHD_Result fall_back(sc_http_conn_t *c, sc_fallback_reason_t r, cons
 
 /* ==== Kontext ==== */
 
-/* The client's socket, or -1. */
-static int client_fd(sc_http_conn_t *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
-    return ci ? ci->connect_fd : -1;
-}
-
-/* Whether the client closed its socket (FIN or RST) while its connection was
- * suspended, where MHD does not look. Bytes waiting mean it is still there. */
-static bool client_left(int fd)
-{
-    char b;
-    if (fd < 0)
-        return false;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
 /* The Replicate job's upstream_over: the prediction no longer runs upstream,
  * so its slot goes back. It comes from the job, not from the request, because
  * MHD never calls the handler again for a client that went away (issue 8). */
@@ -325,8 +306,8 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
 {
     if (c->cfg->replicate_api_token[0] == '\0')
         return fall_back(c, SC_FB_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
-    int fd = client_fd(c);
-    if (client_left(fd)) {
+    int fd = sc_http__client_fd(c);
+    if (sc_http__client_left(fd)) {
         /* Nothing is answered (the pool job stashes no response), so the
          * connection is closed and the context freed. */
         sc_log_info("[Kontext Composite] client went away before Kontext started id=%s: "

@@ -152,6 +152,11 @@ void sc_http__edge_set(sc_http_edge_t *e, sc_edge_phase_t phase);
 void sc_http__edge_progress(sc_http_edge_t *e, size_t n);
 
 /* A peer address as text ("?" when unknown). */
+/* The client's socket of a connection, or -1. */
+int sc_http__client_fd(sc_http_conn_t *c);
+/* Whether the client closed its socket (FIN or RST) while its connection was
+ * suspended, where MHD does not look. Bytes waiting mean it is still there. */
+bool sc_http__client_left(int fd);
 void sc_http__format_addr(const struct sockaddr *sa, char *out, size_t cap);
 
 /* ==== The front door (door.c) ==== */

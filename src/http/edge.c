@@ -296,3 +296,22 @@ void sc_http__edge_stop(void)
     pthread_cond_destroy(&g_cv);
     g_running = false;
 }
+
+/* The client's socket, or -1. */
+int sc_http__client_fd(sc_http_conn_t *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+/* Whether the client closed its socket (FIN or RST) while its connection was
+ * suspended, where MHD does not look. Bytes waiting mean it is still there. */
+bool sc_http__client_left(int fd)
+{
+    char b;
+    if (fd < 0)
+        return false;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}

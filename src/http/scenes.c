@@ -43,25 +43,6 @@ static bool aspect_ok(const char *s)
     return false;
 }
 
-/* The client's socket, or -1. */
-static int client_fd(sc_http_conn_t *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
-    return ci ? ci->connect_fd : -1;
-}
-
-/* Whether the client closed its socket (FIN or RST) while its connection was
- * suspended, where MHD does not look. Bytes waiting mean it is still there. */
-static bool client_left(int fd)
-{
-    char b;
-    if (fd < 0)
-        return false;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
 /* The Replicate job's upstream_over (I/O thread): the prediction no longer runs
  * upstream, so its slot is free again. From the job, not the request: MHD never
  * calls the handler again for a client that went away. */
@@ -133,8 +114,8 @@ static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_r
  * model input built by sc_http__scenes_finish. */
 static void scene_start(sc_http_conn_t *c)
 {
-    int fd = client_fd(c);
-    if (client_left(fd)) {
+    int fd = sc_http__client_fd(c);
+    if (sc_http__client_left(fd)) {
         /* Nothing is stashed, so the connection is closed and c freed. */
         sc_log_info("[Scene] client went away before the scene started: request dropped");
         return;
