@@ -3,6 +3,7 @@
  *   scenecomp serve                       the HTTP service (config: env, then .env)
  *   scenecomp composite --scene S --product P -o OUT [--x --y --scale --format]
  *   scenecomp check-policy FILE           validate a policy file (exit 0 ok, 1 error)
+ *   scenecomp check-policy FILE --replay LOG   ... and replay decisions.jsonl through it
  *   scenecomp check-alerts FILE           validate an alert rules file
  *   scenecomp --version | --help
  *
@@ -19,18 +20,19 @@
 #include <unistd.h>
 
 #include "alerts/alerts.h"
+#include "compose/compose.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/fsutil.h"
 #include "core/log.h"
-#include "http/compose.h"
+#include "core/watch.h"
 #include "http/fleet.h"
 #include "http/server.h"
 #include "image/codec.h"
 #include "limits/limiter.h"
 #include "limits/store_redis.h"
 #include "lua/policy.h"
-#include "lua/reload.h"
+#include "lua/replay.h"
 #include "metrics/metrics.h"
 #include "replicate/client.h"
 
@@ -39,6 +41,11 @@
 #define SHUTDOWN_GRACE_SECONDS 10.0
 /* How long it waits for the last answers to be written. */
 #define SHUTDOWN_DRAIN_SECONDS 5.0
+/* Temp files of atomic writes older than this are what a crash left; younger
+ * ones may belong to another instance sharing the directory. */
+#define STALE_TEMP_SECONDS 60.0
+/* In LOGS_DIR: the ids of predictions created and not over yet. */
+#define PREDICTION_JOURNAL "replicate_predictions.journal"
 
 static void usage(FILE *f)
 {
@@ -50,6 +57,8 @@ static void usage(FILE *f)
                "            [--scale 0.4] [--format png|jpeg]\n"
                "                             composite locally (PIL method) and write OUT\n"
                "  check-policy FILE          validate a policy file (exit 0 ok, 1 with the error)\n"
+               "  check-policy FILE --replay LOGS_DIR/decisions.jsonl\n"
+               "                             ... and show how it would route the logged requests\n"
                "  check-alerts FILE          validate an alert rules file\n"
                "  --version                  print the version\n"
                "  --help                     print this help\n");
@@ -153,19 +162,22 @@ static int cmd_composite(int argc, char **argv)
         fprintf(stderr, "scenecomp composite: %s\n", perr);
         return 2;
     }
-    sc_image_format_t fmt = SC_FMT_PNG;
-    if (format) {
-        fmt = sc_compose_parse_format(format);
-        if (fmt == SC_FMT_UNKNOWN) {
+    /* --format, else the output's extension (.png, .jpg, .jpeg); anything else
+     * is refused rather than written as some default format. */
+    const char *dot = strrchr(out, '.');
+    const sc_format_t *ofmt =
+        format ? sc_format_by_name(format) : sc_format_by_ext(dot ? dot + 1 : NULL);
+    if (!ofmt) {
+        if (format)
             fprintf(stderr, "scenecomp composite: --format must be png or jpeg\n");
-            return 2;
-        }
-    } else {
-        /* No --format: the output's extension decides (.jpg/.jpeg -> JPEG). */
-        const char *dot = strrchr(out, '.');
-        if (dot && (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0))
-            fmt = SC_FMT_JPEG;
+        else
+            fprintf(stderr,
+                    "scenecomp composite: cannot tell the output format from '%s': name it "
+                    ".png or .jpg, or pass --format png|jpeg\n",
+                    out);
+        return 2;
     }
+    sc_image_format_t fmt = ofmt->id;
 
     sc_config_t cfg;
     sc_config_defaults(&cfg);
@@ -186,7 +198,7 @@ static int cmd_composite(int argc, char **argv)
         fprintf(stderr, "scenecomp: cannot write '%s': %s\n", out, strerror(errno));
         goto cleanup;
     }
-    printf("wrote %s (%dx%d %s, %.3f s)\n", out, s.width, s.height, sc_compose_format_name(fmt),
+    printf("wrote %s (%dx%d %s, %.3f s)\n", out, s.width, s.height, ofmt->name,
            sc_clock_mono() - t0);
     rc = 0;
 cleanup:
@@ -198,16 +210,45 @@ cleanup:
 
 /* ==== check-policy / check-alerts ==== */
 
+/* check-policy FILE --replay LOG: FILE (already validated) becomes this
+ * process's only policy generation, and every logged request is routed by
+ * sc_policy_route, the code serve runs. */
+static int cmd_replay(sc_config_t *cfg, const char *file, const char *log)
+{
+    char err[2048] = "";
+    sc_policy_replay_result_t r;
+    snprintf(cfg->policy_file, sizeof cfg->policy_file, "%s", file);
+    sc_log_set_level(SC_LOG_WARN); /* route errors still show */
+    if (sc_policy_init(cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n%s: test failed\n", err, file);
+        return 1;
+    }
+    sc_policy_replay_init(&r);
+    int rc = sc_policy_replay_file(log, sc_policy_replay_route_current, NULL, &r, err, sizeof err);
+    sc_policy_shutdown();
+    if (rc != 0) {
+        fprintf(stderr, "scenecomp check-policy: cannot replay %s\n", err);
+        return 1;
+    }
+    printf("%s: ok\n", file);
+    sc_policy_replay_print(&r, stdout);
+    return 0;
+}
+
 static int cmd_check(int argc, char **argv, bool policy)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: scenecomp %s FILE\n", argv[1]);
+    const char *replay = NULL;
+    if (policy && argc == 5 && strcmp(argv[3], "--replay") == 0) {
+        replay = argv[4];
+    } else if (argc != 3) {
+        fprintf(stderr, "usage: scenecomp %s FILE%s\n", argv[1],
+                policy ? " [--replay LOGS_DIR/decisions.jsonl]" : "");
         return 2;
     }
     char err[2048] = "";
     int rc;
+    sc_config_t cfg;
     if (policy) {
-        sc_config_t cfg;
         if (sc_config_load(&cfg, ".env", err, sizeof err) != 0) {
             fprintf(stderr, "scenecomp: configuration error: %s\n", err);
             return 1;
@@ -221,11 +262,23 @@ static int cmd_check(int argc, char **argv, bool policy)
         fprintf(stderr, "%s: test failed\n", argv[2]);
         return 1;
     }
+    if (replay)
+        return cmd_replay(&cfg, argv[2], replay);
     printf("%s: ok\n", argv[2]);
     return 0;
 }
 
 /* ==== serve ==== */
+
+/* Start-up: removes the temp files a kill -9 left in dir (see fsutil.h). */
+static void remove_stale_temps(const char *dir)
+{
+    int n = sc_fs_remove_stale_temps(dir, STALE_TEMP_SECONDS);
+    if (n > 0)
+        sc_log_info("removed %d temp file(s) left by an earlier crash in %s", n, dir);
+    else if (n < 0)
+        sc_log_warn("cannot look for stale temp files in %s: %s", dir, strerror(errno));
+}
 
 /* Waits up to seconds for pred() to be true; returns early (false) on a
  * second SIGINT/SIGTERM so an impatient operator can cut the grace short. */
@@ -240,7 +293,7 @@ static bool wait_until(bool (*pred)(void), double seconds, const sigset_t *sigs)
         if (sig == SIGINT || sig == SIGTERM)
             return false;
         if (sig == SIGHUP)
-            sc_reload_request();
+            sc_watch_request();
     }
     return true;
 }
@@ -361,6 +414,11 @@ static int cmd_serve(void)
         sc_log_error("POLICY_SOURCE=redis is not supported by this build; use POLICY_SOURCE=file");
         goto out;
     }
+    char path[sizeof cfg->logs_dir + sizeof cfg->output_dir + 64];
+    remove_stale_temps(cfg->output_dir);
+    snprintf(path, sizeof path, "%s/scenes", cfg->output_dir);
+    remove_stale_temps(path);
+    remove_stale_temps(cfg->logs_dir);
     sc_limits_store_t *store = make_store(cfg, "kontext", true, err, sizeof err);
     if (!store) {
         sc_log_error("cannot create the limits store: %s", err);
@@ -368,7 +426,16 @@ static int cmd_serve(void)
     }
     sc_limiter_init(store);
     limiter_up = true;
-    if (sc_metrics_init(cfg, sc_limiter_store()) != 0) {
+    /* Scenes are paid too: their own caps, over their own store instance
+     * (with LIMITS_STORE=redis, fleet-wide like the Kontext caps). */
+    sc_limits_store_t *scene_store = make_store(cfg, "scene", false, err, sizeof err);
+    if (!scene_store) {
+        sc_log_error("cannot create the scene limits store: %s", err);
+        goto out;
+    }
+    sc_limiter_install(sc_limiter_scene(), scene_store);
+    if (sc_metrics_init_with_scenes(cfg, sc_limiter_store(),
+                                    sc_limiter_store_of(sc_limiter_scene())) != 0) {
         sc_log_error("cannot start metrics in LOGS_DIR '%s'", cfg->logs_dir);
         goto out;
     }
@@ -388,8 +455,17 @@ static int cmd_serve(void)
         goto out;
     }
     rep_up = true;
-    if (sc_reload_start(cfg) != 0) {
-        sc_log_error("cannot start the policy file watcher");
+    /* Before serving: cancels what a dead process left running upstream. */
+    snprintf(path, sizeof path, "%s/" PREDICTION_JOURNAL, cfg->logs_dir);
+    if (sc_replicate_journal_open(path) < 0)
+        sc_log_warn("cannot use the prediction journal %s: predictions left by a crash will "
+                    "not be cancelled at the next start (Cancel-After still ends them)",
+                    path);
+    /* the watcher knows files and functions, not policies and alerts */
+    if (sc_watch_add(cfg->policy_file, sc_policy_watch_reload, NULL) != 0 ||
+        sc_watch_add(cfg->alerts_file, sc_alerts_watch_reload, NULL) != 0 ||
+        sc_watch_start() != 0) {
+        sc_log_error("cannot start the policy and alert file watcher");
         goto out;
     }
     reload_up = true;
@@ -404,7 +480,7 @@ static int cmd_serve(void)
             continue;
         if (sig == SIGHUP) {
             sc_log_info("[Policy] SIGHUP: reload requested");
-            sc_reload_request();
+            sc_watch_request();
             continue;
         }
         sc_log_info("shutting down (%s): no new connections, finishing requests",
@@ -412,7 +488,7 @@ static int cmd_serve(void)
         break;
     }
     sc_http_quiesce();
-    sc_reload_stop();
+    sc_watch_stop();
     reload_up = false;
     if (!wait_until(none_suspended, SHUTDOWN_GRACE_SECONDS, &sigs))
         sc_log_warn("shutdown: cancelling %d Kontext/scene job(s) still running",
@@ -428,7 +504,7 @@ static int cmd_serve(void)
     rc = 0;
 out:
     if (reload_up)
-        sc_reload_stop();
+        sc_watch_stop();
     if (rep_up)
         sc_replicate_shutdown();
     if (alerts_up)
@@ -437,8 +513,10 @@ out:
         sc_policy_shutdown();
     if (metrics_up)
         sc_metrics_shutdown();
-    if (limiter_up)
+    if (limiter_up) {
         sc_limiter_shutdown();
+        sc_limiter_install(sc_limiter_scene(), NULL);
+    }
     sc_log_info(rc == 0 ? "stopped" : "start-up failed");
     sc_log_close();
     free(cfg);

@@ -125,6 +125,9 @@ void sc_config_defaults(sc_config_t *c)
     c->kontext_daily_limit = 500;
     snprintf(c->scene_model_id, sizeof c->scene_model_id, "black-forest-labs/flux-schnell");
     c->scene_timeout_seconds = 60;
+    c->scene_max_concurrent = 5;
+    c->scene_max_per_hour = 100;
+    c->scene_daily_limit = 1000;
     snprintf(c->replicate_api_base, sizeof c->replicate_api_base, "https://api.replicate.com/v1");
     snprintf(c->logs_dir, sizeof c->logs_dir, "logs");
     snprintf(c->output_dir, sizeof c->output_dir, "output");
@@ -136,6 +139,9 @@ void sc_config_defaults(sc_config_t *c)
     c->kontext_price_usd = 0.08;
     c->scene_price_usd = 0.003;
     c->http_threads = 0;
+    c->max_buffered_upload_bytes = 536870912;
+    c->max_connections_per_ip = 0;
+    c->header_timeout_seconds = 30;
     snprintf(c->log_level, sizeof c->log_level, "info");
     /* ---- Fleet (issue 9) ---- */
     snprintf(c->limits_store, sizeof c->limits_store, "memory");
@@ -291,9 +297,22 @@ int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t er
                    errlen) ||
         get_double("KONTEXT_PRICE_USD", &c->kontext_price_usd, 0, 1000, err, errlen) ||
         get_double("SCENE_PRICE_USD", &c->scene_price_usd, 0, 1000, err, errlen) ||
-        get_int("HTTP_THREADS", &c->http_threads, 0, 256, err, errlen) || S("LOG_LEVEL", log_level))
+        get_int("HTTP_THREADS", &c->http_threads, 0, 256, err, errlen) ||
+        get_ll("MAX_BUFFERED_UPLOAD_BYTES", &c->max_buffered_upload_bytes, 1024, (long long)1 << 44,
+               err, errlen) ||
+        get_int("MAX_CONNECTIONS_PER_IP", &c->max_connections_per_ip, 0, 100000, err, errlen) ||
+        get_double("HEADER_TIMEOUT_SECONDS", &c->header_timeout_seconds, 0, 3600, err, errlen) ||
+        S("LOG_LEVEL", log_level))
+        return -1;
+    /* Webhooks (issue 10) */
+    if (S("WEBHOOK_SECRET", webhook_secret) || S("WEBHOOK_ALLOWED_HOSTS", webhook_allowed_hosts))
         return -1;
 #undef S
+    /* Scene caps (same ranges as the Kontext ones). */
+    if (get_int("SCENE_MAX_CONCURRENT", &c->scene_max_concurrent, 0, 100000, err, errlen) ||
+        get_int("SCENE_MAX_PER_HOUR", &c->scene_max_per_hour, 0, 100000000, err, errlen) ||
+        get_int("SCENE_DAILY_LIMIT", &c->scene_daily_limit, 0, 100000000, err, errlen))
+        return -1;
     if (strcmp(c->method, "pil") != 0 && strcmp(c->method, "kontext") != 0) {
         snprintf(err, errlen, "COMPOSITE_METHOD must be 'pil' or 'kontext' (got '%.64s')",
                  c->method);

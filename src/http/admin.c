@@ -10,9 +10,9 @@
 #include <strings.h>
 
 #include "alerts/alerts.h"
+#include "compose/compose.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "http/compose.h"
 #include "http/conn.h"
 #include "http/fleet.h"
 #include "lua/policy.h"
@@ -130,9 +130,8 @@ static enum MHD_Result daily_generations(struct MHD_Connection *conn)
     return sc_http__send_json(conn, 200, &b);
 }
 
-typedef int (*json_fn)(sc_buf_t *out);
-
-static enum MHD_Result send_from(struct MHD_Connection *conn, json_fn fn)
+/* Answers 200 with the JSON fn appends (500 when it cannot). */
+static enum MHD_Result send_from(struct MHD_Connection *conn, int (*fn)(sc_buf_t *out))
 {
     sc_buf_t b = SC_BUF_INIT;
     if (fn(&b) != 0) {
@@ -140,6 +139,22 @@ static enum MHD_Result send_from(struct MHD_Connection *conn, json_fn fn)
         return sc_http__send_oom(conn);
     }
     return sc_http__send_json(conn, 200, &b);
+}
+
+/* The alerts' health, degraded while the limits store does not answer. */
+static enum MHD_Result health(struct MHD_Connection *conn)
+{
+    return send_from(conn, sc_http_fleet_health_json);
+}
+
+static enum MHD_Result alerts_list(struct MHD_Connection *conn)
+{
+    return send_from(conn, sc_alerts_json);
+}
+
+static enum MHD_Result policy_status(struct MHD_Connection *conn)
+{
+    return send_from(conn, sc_policy_status_json);
 }
 
 static enum MHD_Result metrics_reset(struct MHD_Connection *conn)
@@ -195,6 +210,27 @@ static enum MHD_Result prometheus(struct MHD_Connection *conn)
     return sc_http__send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", data, len);
 }
 
+/* ==== Routes ==== */
+
+typedef enum { ADMIN_GET, ADMIN_POST } admin_method_t; /* GET also answers HEAD */
+
+/* One row per endpoint: a path is listed once, with the one method it takes. */
+static const struct admin_route {
+    const char *path;
+    admin_method_t method;
+    enum MHD_Result (*handler)(struct MHD_Connection *conn);
+} k_routes[] = {
+    {"/api/admin/metrics/composite", ADMIN_GET, metrics_composite},
+    {"/api/admin/metrics/health", ADMIN_GET, health},
+    {"/api/admin/metrics/daily-generations", ADMIN_GET, daily_generations},
+    {"/api/admin/metrics/reset", ADMIN_POST, metrics_reset},
+    {"/api/admin/alerts", ADMIN_GET, alerts_list},
+    {"/api/admin/policy", ADMIN_GET, policy_status},
+    {"/api/admin/reload", ADMIN_POST, reload},
+    {"/metrics", ADMIN_GET, prometheus},
+    {"/api/admin/fleet", ADMIN_GET, sc_http__fleet},
+};
+
 enum MHD_Result sc_http__admin(struct MHD_Connection *conn, const sc_config_t *cfg,
                                const char *method, const char *url)
 {
@@ -203,47 +239,13 @@ enum MHD_Result sc_http__admin(struct MHD_Connection *conn, const sc_config_t *c
         return queued;
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     bool post = strcmp(method, "POST") == 0;
-
-    static const struct {
-        const char *path;
-        bool post;
-    } routes[] = {
-        {"/api/admin/metrics/composite", false},
-        {"/api/admin/metrics/health", false},
-        {"/api/admin/metrics/daily-generations", false},
-        {"/api/admin/metrics/reset", true},
-        {"/api/admin/alerts", false},
-        {"/api/admin/policy", false},
-        {"/api/admin/reload", true},
-        {"/metrics", false},
-        {"/api/admin/fleet", false},
-    };
-    int idx = -1;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (strcmp(url, routes[i].path) == 0)
-            idx = (int)i;
-    if (idx < 0)
-        return sc_http__send_error(conn, 404, "not_found", "no route for %s %s", method, url);
-    if (routes[idx].post ? !post : !get)
-        return sc_http__send_405(conn, routes[idx].post ? "POST" : "GET, HEAD");
-    switch (idx) {
-    case 0:
-        return metrics_composite(conn);
-    case 1:
-        return send_from(conn, sc_http_fleet_health_json); /* alerts + limits store */
-    case 2:
-        return daily_generations(conn);
-    case 3:
-        return metrics_reset(conn);
-    case 4:
-        return send_from(conn, sc_alerts_json);
-    case 5:
-        return send_from(conn, sc_policy_status_json);
-    case 6:
-        return reload(conn);
-    case 8:
-        return sc_http__fleet(conn);
-    default:
-        return prometheus(conn);
+    for (size_t i = 0; i < sizeof k_routes / sizeof k_routes[0]; i++) {
+        const struct admin_route *r = &k_routes[i];
+        if (strcmp(url, r->path) != 0)
+            continue;
+        if (r->method == ADMIN_POST ? !post : !get)
+            return sc_http__send_405(conn, r->method == ADMIN_POST ? "POST" : "GET, HEAD");
+        return r->handler(conn);
     }
+    return sc_http__send_error(conn, 404, "not_found", "no route for %s %s", method, url);
 }

@@ -2,7 +2,8 @@
  * reason, daily rows, estimated cost; JSON snapshots for the admin endpoints,
  * Prometheus text, and persistence to LOGS_DIR/composite_metrics.json (written
  * atomically by a background thread at most ~1 s after a change; the file also
- * carries the limiter's hour window and day counter, so limits survive restarts).
+ * carries the limiters' hour windows and day counters, Kontext's and the scenes',
+ * so limits survive restarts).
  * A corrupt file is moved aside (composite_metrics.json.corrupt-<ts>) with a
  * warning and the service starts fresh. Thread-safe; no Lua. */
 #ifndef SCENECOMP_METRICS_METRICS_H
@@ -13,28 +14,7 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "limits/store.h"
-
-typedef enum {
-    SC_FB_TIMEOUT = 0,
-    SC_FB_API_ERROR,
-    SC_FB_INVALID_OUTPUT,
-    SC_FB_CONCURRENCY_LIMIT,
-    SC_FB_HOURLY_LIMIT,
-    SC_FB_DAILY_LIMIT,
-    SC_FB_NO_TOKEN,
-    SC_FB_LIMITER_UNAVAILABLE,
-    SC_FB__COUNT
-} sc_fallback_reason_t;
-
-/* "timeout", "api_error", "invalid_output", "concurrency_limit", "hourly_limit",
- * "daily_limit", "no_token", "limiter_unavailable". */
-const char *sc_fallback_reason_name(sc_fallback_reason_t r);
-
-/* The reason with that name, or -1 when name is NULL or unknown. */
-int sc_fallback_reason_parse(const char *name);
-/* The fallback reason for a limiter refusal (SC_LIMIT_OK maps to concurrency_limit,
- * a value callers never pass). */
-sc_fallback_reason_t sc_metrics_reason_for_limit(sc_limit_result_t r);
+#include "metrics/reasons.h"
 
 typedef enum {
     SC_KONTEXT_SUCCESS = 0,
@@ -46,6 +26,10 @@ typedef enum {
  * thread. cfg and store must outlive metrics. Returns 0 or -1 (cannot create
  * LOGS_DIR). */
 int sc_metrics_init(const sc_config_t *cfg, sc_limits_store_t *store);
+/* As sc_metrics_init, and the scene limiter's store (may be NULL) is persisted
+ * (key "scene_limiter"), reset and shown the same way. */
+int sc_metrics_init_with_scenes(const sc_config_t *cfg, sc_limits_store_t *store,
+                                sc_limits_store_t *scene_store);
 /* Flushes synchronously and stops the writer thread. */
 void sc_metrics_shutdown(void);
 
@@ -74,6 +58,10 @@ typedef struct sc_metrics_snapshot {
     int in_flight, max_concurrent, last_hour, max_per_hour;
     double cost_today_usd, cost_total_usd;
     long long scenes_ok, scenes_failed, route_errors;
+    /* The scene limiter (zero without one) and SCENE_* caps (zero before init). */
+    int scene_in_flight, scene_last_hour;
+    long long scene_today;
+    int scene_max_concurrent, scene_max_per_hour, scene_daily_limit;
     double since; /* wall time of the first record or last reset */
 } sc_metrics_snapshot_t;
 

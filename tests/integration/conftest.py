@@ -41,7 +41,8 @@ _CONTRACT_VARS = [
     "REPLICATE_API_TOKEN", "REPLICATE_API_BASE", "LOGS_DIR", "OUTPUT_DIR", "POLICY_FILE",
     "ALERTS_FILE", "ADMIN_TOKEN", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "ALERT_WEBHOOK_URL",
     "ALERT_EVAL_INTERVAL_SECONDS", "KONTEXT_PRICE_USD", "SCENE_PRICE_USD", "HTTP_THREADS",
-    "LOG_LEVEL", "LIMITS_STORE", "REDIS_URL", "REDIS_KEY_PREFIX", "INSTANCE_ID", "POLICY_SOURCE",
+    "LOG_LEVEL", "MAX_BUFFERED_UPLOAD_BYTES", "MAX_CONNECTIONS_PER_IP", "HEADER_TIMEOUT_SECONDS",
+    "LIMITS_STORE", "REDIS_URL", "REDIS_KEY_PREFIX", "INSTANCE_ID", "POLICY_SOURCE",
 ]
 
 
@@ -117,7 +118,8 @@ class Server:
             return ""
 
     def stderr_text(self):
-        self._stderr.flush()
+        if not self._stderr.closed:  # stop() closes it; the teardown still reads the file
+            self._stderr.flush()
         with open(self.stderr_path, encoding="utf-8", errors="replace") as f:
             return f.read()
 

@@ -26,7 +26,7 @@ int main(void)
     label("", "a", "");
     label("\n\nw 1\n", "a", "\n\nw{instance=\"a\"} 1\n");
     CHECK_STR(sc_limit_result_name(SC_LIMIT_UNAVAILABLE), "limiter_unavailable");
-    CHECK_STR(sc_fallback_reason_name(sc_metrics_reason_for_limit(SC_LIMIT_UNAVAILABLE)),
+    CHECK_STR(sc_fallback_reason_name(sc_fallback_reason_for_limit(SC_LIMIT_UNAVAILABLE)),
               "limiter_unavailable");
     CHECK_EQ_INT(sc_fallback_reason_parse("limiter_unavailable"), SC_FB_LIMITER_UNAVAILABLE);
     return test_report("http_fleet_test");

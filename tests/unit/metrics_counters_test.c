@@ -59,9 +59,19 @@ static void test_names(void)
     CHECK_EQ_INT(sc_fallback_reason_parse("api_error"), SC_FB_API_ERROR);
     CHECK_EQ_INT(sc_fallback_reason_parse("nope"), -1);
     CHECK_EQ_INT(sc_fallback_reason_parse(NULL), -1);
-    CHECK_EQ_INT(sc_metrics_reason_for_limit(SC_LIMIT_DAILY), SC_FB_DAILY_LIMIT);
-    CHECK_EQ_INT(sc_metrics_reason_for_limit(SC_LIMIT_HOURLY), SC_FB_HOURLY_LIMIT);
-    CHECK_EQ_INT(sc_metrics_reason_for_limit(SC_LIMIT_CONCURRENCY), SC_FB_CONCURRENCY_LIMIT);
+    CHECK_EQ_INT(sc_fallback_reason_for_limit(SC_LIMIT_DAILY), SC_FB_DAILY_LIMIT);
+    CHECK_EQ_INT(sc_fallback_reason_for_limit(SC_LIMIT_HOURLY), SC_FB_HOURLY_LIMIT);
+    CHECK_EQ_INT(sc_fallback_reason_for_limit(SC_LIMIT_CONCURRENCY), SC_FB_CONCURRENCY_LIMIT);
+    CHECK_EQ_INT(sc_fallback_reason_for_replicate(SC_REP_TIMEOUT), SC_FB_TIMEOUT);
+    CHECK_EQ_INT(sc_fallback_reason_for_replicate(SC_REP_API_ERROR), SC_FB_API_ERROR);
+    CHECK_EQ_INT(sc_fallback_reason_for_replicate(SC_REP_INVALID_OUTPUT), SC_FB_INVALID_OUTPUT);
+    CHECK_EQ_INT(sc_fallback_reason_for_replicate(SC_REP_NO_TOKEN), SC_FB_NO_TOKEN);
+    /* the contract's later reasons are part of the set */
+    CHECK_STR(sc_fallback_reason_name(SC_FB_CIRCUIT_OPEN), "circuit_open");
+    CHECK_STR(sc_fallback_reason_name(SC_FB_BUDGET_PACING), "budget_pacing");
+    CHECK_STR(sc_fallback_reason_name(SC_FB_LIMITER_UNAVAILABLE), "limiter_unavailable");
+    CHECK_STR(sc_fallback_reason_name(SC_FB_INTERRUPTED), "interrupted");
+    CHECK_EQ_INT(SC_FB__COUNT, 11);
     for (int i = 0; i < SC_FB__COUNT; i++)
         CHECK_EQ_INT(sc_fallback_reason_parse(sc_fallback_reason_name(i)), i);
 }
@@ -95,6 +105,7 @@ static void test_empty(void)
     CHECK_EQ_INT(cJSON_GetArraySize(path(j, "fallback_reasons", NULL, NULL)), SC_FB__COUNT);
     for (int i = 0; i < SC_FB__COUNT; i++)
         CHECK_EQ_INT(num(j, "fallback_reasons", sc_fallback_reason_name(i), NULL), 0);
+    CHECK(cJSON_IsNumber(path(j, "fallback_reasons", "limiter_unavailable", NULL)));
     CHECK_EQ_INT(num(j, "estimated_cost_usd", "today", NULL), 0);
     CHECK_STR(cJSON_GetStringValue(path(j, "since", NULL, NULL)), "2026-03-01T12:00:00.000Z");
     cJSON_Delete(j);
@@ -117,7 +128,7 @@ static void test_known_mix(void)
         sc_metrics_kontext_started(t);
     }
     CHECK_EQ_INT(sc_test_take(g_store, t, &g_caps), SC_LIMIT_CONCURRENCY);
-    sc_metrics_fallback(t, sc_metrics_reason_for_limit(SC_LIMIT_CONCURRENCY));
+    sc_metrics_fallback(t, sc_fallback_reason_for_limit(SC_LIMIT_CONCURRENCY));
     sc_metrics_kontext_finished(t, SC_KONTEXT_SUCCESS, 30);
     sc_metrics_kontext_finished(t, SC_KONTEXT_SUCCESS, 10);
     sc_metrics_kontext_finished(t, SC_KONTEXT_SUCCESS, 20);
@@ -429,6 +440,10 @@ static void test_prometheus(void)
         "scenecomp_pil_composites_total{outcome=\"failure\"} 1\n",
         "scenecomp_fallbacks_total{reason=\"timeout\"} 1\n",
         "scenecomp_fallbacks_total{reason=\"no_token\"} 0\n",
+        "scenecomp_fallbacks_total{reason=\"circuit_open\"} 0\n",
+        "scenecomp_fallbacks_total{reason=\"budget_pacing\"} 0\n",
+        "scenecomp_fallbacks_total{reason=\"limiter_unavailable\"} 0\n",
+        "scenecomp_fallbacks_total{reason=\"interrupted\"} 0\n",
         "scenecomp_kontext_in_flight 0\n",
         "scenecomp_kontext_last_hour 5\n",
         "scenecomp_today_generations 5\n",

@@ -320,6 +320,9 @@ static void test_unusable_files(void)
         {"counters.kontext_success_seconds", "-3"},
         {"fallback_reasons", "{}"},
         {"fallback_reasons.timeout", "null"},
+        {"fallback_reasons.no_token", NULL},
+        {"fallback_reasons.circuit_open", "-1"},
+        {"fallback_reasons.interrupted", "\"2\""},
         {"kontext_recent_seconds", "{}"},
         {"kontext_recent_seconds", "[1, -2]"},
         {"daily", "{}"},
@@ -372,6 +375,129 @@ static void test_unusable_files(void)
     free(valid);
 }
 
+/* A file written before circuit_open, budget_pacing, limiter_unavailable and
+ * interrupted existed lacks them: it is used (they count from 0), not moved aside. */
+static void test_file_without_new_reasons(void)
+{
+    double now = sc_clock_wall();
+    char *valid = make_valid_file(now);
+    CHECK(valid != NULL);
+    if (!valid)
+        return;
+    cJSON *j = cJSON_Parse(valid);
+    cJSON *reasons = cJSON_GetObjectItem(j, "fallback_reasons");
+    const char *added[] = {"circuit_open", "budget_pacing", "limiter_unavailable", "interrupted"};
+    for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
+        CHECK(cJSON_GetObjectItem(reasons, added[i]) != NULL); /* the writer writes them */
+        cJSON_DeleteItemFromObject(reasons, added[i]);
+    }
+    cJSON_ReplaceItemInObject(reasons, "timeout", cJSON_CreateNumber(4));
+    char *old = cJSON_Print(j);
+    cJSON_Delete(j);
+    remove_corrupt_files_in(g_dir);
+    spit(g_file, old);
+    free(old);
+    sc_limits_store_t *st = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
+    CHECK_EQ_INT(corrupt_files_in(g_dir, NULL, 0), 0);
+    sc_metrics_snapshot_t s = snap(now);
+    CHECK_EQ_INT(s.k_attempts, 1);
+    CHECK_EQ_INT(s.fallback_reasons[SC_FB_TIMEOUT], 4);
+    CHECK_EQ_INT(s.fallback_reasons[SC_FB_CIRCUIT_OPEN], 0);
+    CHECK_EQ_INT(s.fallback_reasons[SC_FB_INTERRUPTED], 0);
+    sc_metrics_shutdown();
+    st->destroy(st);
+    free(valid);
+}
+
+/* The scene limiter's hour window and day count ride in the same file
+ * ("scene_limiter"): they survive a restart, reset zeroes them, a file without
+ * them (older) starts them fresh, and a bad one sets the whole file aside
+ * without leaving the Kontext state half-imported. */
+static void test_scene_store(void)
+{
+    double now = sc_clock_wall();
+    sc_limits_caps_t caps = {5, 10, 10};
+    unlink(g_file);
+    sc_limits_store_t *k = sc_limits_memory_new(), *sc = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init_with_scenes(&g_cfg, k, sc), 0);
+    sc_limits_token_t ktok, stok[3];
+    CHECK_EQ_INT(k->take(k, now, &caps, &ktok, NULL), SC_LIMIT_OK);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(sc->take(sc, now, &caps, &stok[i], NULL), SC_LIMIT_OK);
+    sc->release(sc, &stok[2]);
+    sc_metrics_scene(now, true, 1); /* a change, so the writer has work */
+    sc_metrics_snapshot_t s = snap(now);
+    CHECK_EQ_INT(s.scene_in_flight, 2);
+    CHECK_EQ_INT(s.scene_last_hour, 3);
+    CHECK_EQ_INT(s.scene_today, 3);
+    CHECK_EQ_INT(s.today_generations, 1); /* Kontext's own count is separate */
+    CHECK_EQ_INT(s.scene_max_concurrent, g_cfg.scene_max_concurrent);
+    sc_metrics_shutdown();
+    k->destroy(k);
+    sc->destroy(sc);
+    char *valid = slurp(g_file);
+    CHECK(valid != NULL);
+    if (!valid)
+        return;
+
+    /* restart: the counts are back, the slots are not (nothing runs) */
+    k = sc_limits_memory_new();
+    sc = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init_with_scenes(&g_cfg, k, sc), 0);
+    CHECK_EQ_INT(corrupt_files_in(g_dir, NULL, 0), 0);
+    s = snap(now);
+    CHECK_EQ_INT(s.scene_in_flight, 0);
+    CHECK_EQ_INT(s.scene_last_hour, 3);
+    CHECK_EQ_INT(s.scene_today, 3);
+    sc_limits_caps_t daily3 = {5, 10, 3};
+    CHECK_EQ_INT(sc_test_take(sc, now + 1, &daily3), SC_LIMIT_DAILY);
+    sc_metrics_reset(now);
+    s = snap(now);
+    CHECK_EQ_INT(s.scene_last_hour + s.scene_today, 0);
+    sc_metrics_shutdown();
+    k->destroy(k);
+    sc->destroy(sc);
+
+    /* an older file has no scene_limiter: used, scenes start fresh */
+    char *old = mutate(valid, "scene_limiter", NULL);
+    spit(g_file, old);
+    free(old);
+    k = sc_limits_memory_new();
+    sc = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init_with_scenes(&g_cfg, k, sc), 0);
+    CHECK_EQ_INT(corrupt_files_in(g_dir, NULL, 0), 0);
+    s = snap(now);
+    CHECK_EQ_INT(s.today_generations, 1);
+    CHECK_EQ_INT(s.scene_today, 0);
+    sc_metrics_shutdown();
+    k->destroy(k);
+    sc->destroy(sc);
+
+    /* a bad one: moved aside, neither limiter keeps anything from it */
+    const char *bad[] = {"[]", "{\"hour_window\": 3}",
+                         "{\"hour_window\": [], \"date\": "
+                         "\"2026-13-01\", \"day_count\": 1}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *t = mutate(valid, "scene_limiter", bad[i]);
+        remove_corrupt_files_in(g_dir);
+        spit(g_file, t);
+        k = sc_limits_memory_new();
+        sc = sc_limits_memory_new();
+        CHECK_EQ_INT(sc_metrics_init_with_scenes(&g_cfg, k, sc), 0);
+        CHECK_EQ_INT(corrupt_files_in(g_dir, NULL, 0), 1);
+        s = snap(now);
+        CHECK(all_zero(&s));
+        CHECK_EQ_INT(s.scene_today + s.scene_last_hour, 0);
+        sc_metrics_shutdown();
+        k->destroy(k);
+        sc->destroy(sc);
+        free(t);
+    }
+    remove_corrupt_files_in(g_dir);
+    free(valid);
+}
+
 /* The path is a directory: nothing to load, writes fail, nothing crashes. */
 static void test_unwritable(void)
 {
@@ -415,6 +541,8 @@ int main(void)
     test_writer();
     test_reset_persists();
     test_unusable_files();
+    test_file_without_new_reasons();
+    test_scene_store();
     test_unwritable();
 
     sc_log_close();

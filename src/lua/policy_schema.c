@@ -1,0 +1,400 @@
+/* The schema of a policy file (see policy_schema.h): the key table, the
+ * validation generated from it (running inside sc_lua_call; every refusal
+ * raises with the culprit key named), ctx.config and the effective-config
+ * JSON. */
+#include "lua/policy_schema.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+enum key_kind { K_BOOL, K_METHOD, K_STRING, K_SECONDS, K_COUNT, K_PHASE, K_PHASES, K_FUNC };
+
+#define NO_FIELD ((size_t)-1)
+#define FIELD(f) offsetof(sc_policy_effective_t, f), sizeof(((sc_policy_effective_t *)0)->f)
+
+/* The policy table's keys, in the order of ctx.config and the status JSON.
+ * field/size: where the value lands in sc_policy_effective_t (NO_FIELD: not
+ * stored there; "phase" is stored by the phase selection, after every phase
+ * has been checked). */
+static const struct key_spec {
+    const char *name;
+    enum key_kind kind;
+    bool in_phase; /* may be overridden by phases[phase] */
+    size_t field, size;
+} k_keys[] = {
+    {"use_kontext", K_BOOL, true, FIELD(use_kontext)},
+    {"method", K_METHOD, true, FIELD(method)},
+    {"model_id", K_STRING, true, FIELD(model_id)},
+    {"timeout_seconds", K_SECONDS, true, FIELD(timeout_seconds)},
+    {"max_concurrent", K_COUNT, true, FIELD(max_concurrent)},
+    {"max_per_hour", K_COUNT, true, FIELD(max_per_hour)},
+    {"daily_limit", K_COUNT, true, FIELD(daily_limit)},
+    {"phase", K_PHASE, false, FIELD(phase)},
+    {"phases", K_PHASES, false, NO_FIELD, 0},
+    {"route", K_FUNC, false, NO_FIELD, 0},
+    {"on_kontext_error", K_FUNC, false, NO_FIELD, 0},
+    {NULL, K_BOOL, false, NO_FIELD, 0},
+};
+
+/* Keys of a phase table besides the overridable ones above. */
+static const char *const k_phase_own_keys[] = {"users", "percent", NULL};
+
+/* The field of spec in eff. */
+static void *field_of(sc_policy_effective_t *eff, const struct key_spec *spec)
+{
+    return (char *)eff + spec->field;
+}
+
+static const void *cfield_of(const sc_policy_effective_t *eff, const struct key_spec *spec)
+{
+    return (const char *)eff + spec->field;
+}
+
+/* "a, b, c": the keys allowed at the top level, or in a phase (for messages). */
+static void allowed_keys(char *out, size_t n, bool phase)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (int i = 0; phase && k_phase_own_keys[i]; i++)
+        o += (size_t)snprintf(out + o, o < n ? n - o : 0, "%s%s", o ? ", " : "",
+                              k_phase_own_keys[i]);
+    for (int i = 0; k_keys[i].name; i++) {
+        if (phase && !k_keys[i].in_phase)
+            continue;
+        o += (size_t)snprintf(out + o, o < n ? n - o : 0, "%s%s", o ? ", " : "", k_keys[i].name);
+    }
+}
+
+static const struct key_spec *find_key(const char *name)
+{
+    for (int i = 0; k_keys[i].name; i++)
+        if (strcmp(k_keys[i].name, name) == 0)
+            return &k_keys[i];
+    return NULL;
+}
+
+/* Raises "<where>key 'k' must be <what> (got <type>)". Always raises. */
+static int bad_type(lua_State *L, const char *where, const char *key, const char *what, int idx)
+{
+    return luaL_error(L, "%skey '%s' must be %s (got %s)", where, key, what, luaL_typename(L, idx));
+}
+
+/* Checks the value at idx for spec and, when eff is not NULL, stores it there.
+ * where is "" or "phases.<name>: ". SC_MAY_RAISE. */
+static void check_value(lua_State *L, int idx, const struct key_spec *spec, const char *where,
+                        sc_policy_effective_t *eff)
+{
+    idx = lua_absindex(L, idx);
+    switch (spec->kind) {
+    case K_BOOL:
+        if (!lua_isboolean(L, idx))
+            bad_type(L, where, spec->name, "a boolean", idx);
+        if (eff)
+            *(bool *)field_of(eff, spec) = lua_toboolean(L, idx);
+        break;
+    case K_METHOD: {
+        if (lua_type(L, idx) != LUA_TSTRING)
+            bad_type(L, where, spec->name, "\"pil\" or \"kontext\"", idx);
+        const char *m = lua_tostring(L, idx);
+        if (strcmp(m, "pil") != 0 && strcmp(m, "kontext") != 0)
+            luaL_error(L, "%skey 'method' must be \"pil\" or \"kontext\" (got \"%s\")", where, m);
+        if (eff)
+            snprintf(field_of(eff, spec), spec->size, "%s", m);
+        break;
+    }
+    case K_STRING: {
+        size_t n;
+        if (lua_type(L, idx) != LUA_TSTRING)
+            bad_type(L, where, spec->name, "a non-empty string", idx);
+        const char *s = lua_tolstring(L, idx, &n);
+        if (n == 0 || n >= spec->size || strlen(s) != n)
+            luaL_error(L, "%skey '%s' must be a non-empty string shorter than %d bytes", where,
+                       spec->name, (int)spec->size);
+        if (eff)
+            snprintf(field_of(eff, spec), spec->size, "%s", s);
+        break;
+    }
+    case K_SECONDS: {
+        if (lua_type(L, idx) != LUA_TNUMBER)
+            bad_type(L, where, spec->name, "a number of seconds", idx);
+        double v = lua_tonumber(L, idx);
+        if (!(v > 0 && v <= 86400))
+            luaL_error(L, "%skey '%s' must be a number of seconds in (0, 86400] (got %f)", where,
+                       spec->name, v);
+        if (eff)
+            *(double *)field_of(eff, spec) = v;
+        break;
+    }
+    case K_COUNT: {
+        int isint = 0;
+        if (lua_type(L, idx) != LUA_TNUMBER)
+            bad_type(L, where, spec->name, "an integer >= 0", idx);
+        lua_Integer v = lua_tointegerx(L, idx, &isint);
+        if (!isint || v < 0 || v > 1000000000)
+            luaL_error(L, "%skey '%s' must be an integer in 0..1000000000 (got %s)", where,
+                       spec->name, lua_tostring(L, idx));
+        if (eff)
+            *(int *)field_of(eff, spec) = (int)v;
+        break;
+    }
+    case K_PHASE:
+        if (lua_type(L, idx) != LUA_TSTRING)
+            bad_type(L, where, spec->name, "a string naming one of phases (or nil)", idx);
+        break;
+    case K_PHASES:
+        if (!lua_istable(L, idx))
+            bad_type(L, where, spec->name, "a table of phase tables", idx);
+        break;
+    case K_FUNC:
+        if (!lua_isfunction(L, idx))
+            bad_type(L, where, spec->name, "a function", idx);
+        break;
+    }
+}
+
+/* Validates phases[name] (the table at idx). When eff is not NULL (the selected
+ * phase) its overrides are applied and its users are returned as a userdata
+ * blob (stack: -> +1, blob or nil) with *nusers, *has_users, *percent set.
+ * SC_MAY_RAISE. */
+static void check_phase(lua_State *L, int idx, const char *name, sc_policy_effective_t *eff,
+                        size_t *nusers, bool *has_users, double *percent)
+{
+    char where[128];
+    snprintf(where, sizeof where, "phases.%s: ", name);
+    idx = lua_absindex(L, idx);
+    if (!lua_istable(L, idx))
+        luaL_error(L, "phases.%s must be a table (got %s)", name, luaL_typename(L, idx));
+    int users_idx = 0;
+    lua_pushnil(L);            /* nil */
+    while (lua_next(L, idx)) { /* key, value */
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "%skeys must be strings (got %s)", where, luaL_typename(L, -2));
+        const char *k = lua_tostring(L, -2);
+        if (strcmp(k, "users") == 0) {
+            if (!lua_istable(L, -1))
+                bad_type(L, where, "users", "a list of user id strings", -1);
+            users_idx = 1;
+        } else if (strcmp(k, "percent") == 0) {
+            if (lua_type(L, -1) != LUA_TNUMBER)
+                bad_type(L, where, "percent", "a number in 0..100", -1);
+            double p = lua_tonumber(L, -1);
+            if (!(p >= 0 && p <= 100))
+                luaL_error(L, "%skey 'percent' must be a number in 0..100 (got %f)", where, p);
+            if (percent)
+                *percent = p;
+        } else {
+            const struct key_spec *spec = find_key(k);
+            if (!spec || !spec->in_phase) {
+                char allowed[256];
+                allowed_keys(allowed, sizeof allowed, true);
+                luaL_error(L, "%sunknown key '%s' (allowed: %s)", where, k, allowed);
+            }
+            check_value(L, -1, spec, where, eff);
+        }
+        lua_pop(L, 1); /* key */
+    }
+    if (has_users)
+        *has_users = users_idx != 0;
+    if (!users_idx) {
+        lua_pushnil(L); /* no blob */
+        return;
+    }
+    /* users: a proper list of strings; sized first, then copied into a
+     * GC-owned userdata so nothing C-owned is held across a raise. */
+    lua_getfield(L, idx, "users"); /* users */
+    int u = lua_gettop(L);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, u);
+    size_t bytes = 0, count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, u)) { /* users, key, value */
+        if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n)
+            luaL_error(L, "%skey 'users' must be a list of user id strings (found key %s)", where,
+                       luaL_tolstring(L, -2, NULL));
+        size_t len;
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "%susers[%d] must be a string (got %s)", where, (int)lua_tointeger(L, -2),
+                       luaL_typename(L, -1));
+        const char *s = lua_tolstring(L, -1, &len);
+        if (len == 0 || strlen(s) != len)
+            luaL_error(L, "%susers[%d] must be a non-empty string without NUL bytes", where,
+                       (int)lua_tointeger(L, -2));
+        bytes += len + 1;
+        count++;
+        lua_pop(L, 1); /* users, key */
+    }
+    if (nusers)
+        *nusers = count;
+    char *blob = lua_newuserdatauv(L, bytes ? bytes : 1, 0); /* users, blob */
+    size_t off = 0;
+    for (lua_Integer i = 1; i <= n; i++) {
+        size_t len;
+        lua_rawgeti(L, u, i); /* users, blob, s */
+        const char *s = lua_tolstring(L, -1, &len);
+        memcpy(blob + off, s, len + 1);
+        off += len + 1;
+        lua_pop(L, 1); /* users, blob */
+    }
+    lua_remove(L, u); /* blob */
+}
+
+int sc_policy__validate_l(lua_State *L)
+{
+    sc_policy__spec_t *out = lua_touserdata(L, 2);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_pushnil(L);          /* t, nil */
+    while (lua_next(L, 1)) { /* t, key, value */
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "policy table keys must be strings (got %s key %s)", luaL_typename(L, -2),
+                       luaL_tolstring(L, -2, NULL));
+        const char *k = lua_tostring(L, -2);
+        const struct key_spec *spec = find_key(k);
+        if (!spec) {
+            char allowed[256];
+            allowed_keys(allowed, sizeof allowed, false);
+            luaL_error(L, "unknown key '%s' (allowed: %s)", k, allowed);
+        }
+        check_value(L, -1, spec, "", &out->eff);
+        lua_pop(L, 1); /* t, key */
+    }
+    out->has_route = lua_getfield(L, 1, "route") != LUA_TNIL;
+    out->has_on_error = lua_getfield(L, 1, "on_kontext_error") != LUA_TNIL;
+    lua_settop(L, 1);
+
+    int phases = 0;
+    if (lua_getfield(L, 1, "phases") == LUA_TTABLE) { /* t, phases */
+        phases = 2;
+        lua_pushnil(L);
+        while (lua_next(L, phases)) { /* t, phases, name, phase */
+            if (lua_type(L, -2) != LUA_TSTRING)
+                luaL_error(L, "phases keys must be phase names (got %s)", luaL_typename(L, -2));
+            check_phase(L, -1, lua_tostring(L, -2), NULL, NULL, NULL, NULL); /* ..., nil|blob */
+            lua_pop(L, 2);                                                   /* t, phases, name */
+        }
+    }
+    if (lua_getfield(L, 1, "phase") == LUA_TNIL) { /* t, [phases,] phase */
+        lua_pushnil(L);
+        return 1;
+    }
+    const char *name = lua_tostring(L, -1);
+    if (strlen(name) >= sizeof out->eff.phase)
+        luaL_error(L, "phase name '%s' is too long", name);
+    if (!phases || lua_getfield(L, phases, name) == LUA_TNIL)
+        luaL_error(L, "phase '%s' is not defined in phases", name);
+    snprintf(out->eff.phase, sizeof out->eff.phase, "%s", name);
+    out->percent = 0;
+    check_phase(L, -1, name, &out->eff, &out->nusers, &out->has_users,
+                &out->percent); /* ..., blob|nil */
+    out->has_percent = false;
+    lua_getfield(L, -2, "percent");
+    out->has_percent = !lua_isnil(L, -1);
+    lua_pop(L, 1); /* ..., blob|nil */
+    return 1;
+}
+
+/* ==== Views generated from the table ==== */
+
+void sc_policy__push_config(lua_State *L, const sc_policy__spec_t *spec, const char *users_blob)
+{
+    const sc_policy_effective_t *e = &spec->eff;
+    lua_createtable(L, 0, 10); /* config */
+    for (int i = 0; k_keys[i].name; i++) {
+        const struct key_spec *k = &k_keys[i];
+        if (k->field == NO_FIELD)
+            continue;
+        switch (k->kind) {
+        case K_BOOL:
+            lua_pushboolean(L, *(const bool *)cfield_of(e, k));
+            break;
+        case K_METHOD:
+        case K_STRING:
+            lua_pushstring(L, cfield_of(e, k));
+            break;
+        case K_PHASE: /* absent when no phase is selected */
+            if (!*(const char *)cfield_of(e, k))
+                continue;
+            lua_pushstring(L, cfield_of(e, k));
+            break;
+        case K_SECONDS:
+            lua_pushnumber(L, *(const double *)cfield_of(e, k));
+            break;
+        case K_COUNT:
+            lua_pushinteger(L, *(const int *)cfield_of(e, k));
+            break;
+        case K_PHASES:
+        case K_FUNC:
+            continue;
+        }
+        lua_setfield(L, -2, k->name); /* config */
+    }
+    if (spec->has_percent) {
+        lua_pushnumber(L, spec->percent);
+        lua_setfield(L, -2, "percent");
+    }
+    if (spec->has_users) {
+        /* in list order, as the file wrote them */
+        lua_createtable(L, (int)spec->nusers, 0); /* config, users */
+        const char *p = users_blob;
+        for (size_t i = 0; i < spec->nusers; i++) {
+            lua_pushstring(L, p);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+            p += strlen(p) + 1;
+        }
+        lua_setfield(L, -2, "users"); /* config */
+    }
+}
+
+int sc_policy__render_effective(sc_buf_t *b, const sc_policy__spec_t *spec, const char *users_blob)
+{
+    const sc_policy_effective_t *e = &spec->eff;
+    int rc = sc_buf_puts(b, "{");
+    bool first = true;
+    for (int i = 0; k_keys[i].name; i++) {
+        const struct key_spec *k = &k_keys[i];
+        if (k->field == NO_FIELD)
+            continue;
+        rc |= sc_buf_printf(b, "%s\"%s\":", first ? "" : ",", k->name);
+        first = false;
+        switch (k->kind) {
+        case K_BOOL:
+            rc |= sc_buf_puts(b, *(const bool *)cfield_of(e, k) ? "true" : "false");
+            break;
+        case K_METHOD:
+        case K_STRING:
+            rc |= sc_buf_json_str(b, cfield_of(e, k));
+            break;
+        case K_PHASE: /* null when no phase is selected */
+            rc |= sc_buf_json_str(b, *(const char *)cfield_of(e, k) ? cfield_of(e, k) : NULL);
+            break;
+        case K_SECONDS:
+            rc |= sc_buf_json_num(b, *(const double *)cfield_of(e, k));
+            break;
+        case K_COUNT:
+            rc |= sc_buf_printf(b, "%d", *(const int *)cfield_of(e, k));
+            break;
+        case K_PHASES:
+        case K_FUNC:
+            break;
+        }
+    }
+    if (spec->has_percent) {
+        rc |= sc_buf_puts(b, ",\"percent\":");
+        rc |= sc_buf_json_num(b, spec->percent);
+    }
+    if (spec->has_users) {
+        rc |= sc_buf_puts(b, ",\"users\":[");
+        const char *p = users_blob;
+        for (size_t i = 0; i < spec->nusers; i++) {
+            rc |= sc_buf_puts(b, i ? "," : "");
+            rc |= sc_buf_json_str(b, p);
+            p += strlen(p) + 1;
+        }
+        rc |= sc_buf_puts(b, "]");
+    }
+    rc |= sc_buf_printf(b, ",\"route\":\"%s\",\"on_kontext_error\":\"%s\"}",
+                        spec->has_route ? "custom" : "default",
+                        spec->has_on_error ? "custom" : "default");
+    return rc ? -1 : 0;
+}

@@ -1,0 +1,562 @@
+/* Metrics persistence and lifecycle: LOGS_DIR/composite_metrics.json (counters,
+ * daily rows and the limiter's state), the writer thread, init, shutdown and
+ * reset. On the first change after a save the writer is woken; it waits a
+ * short debounce, copies the state under the mutex and writes the file outside
+ * it, so request threads never touch the disk. A file we cannot use is moved
+ * aside and the service starts from zero. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "metrics/metrics_internal.h"
+
+#define DEBOUNCE_SECONDS 0.5 /* a change reaches the file within ~0.5 s + write time */
+#define RETRY_SECONDS 5.0    /* after a failed write */
+#define FILE_MAX_BYTES (64u << 20)
+#define FILE_NAME "composite_metrics.json"
+#define FILE_VERSION 1
+#define MAX_COUNT 9007199254740992.0 /* 2^53: exact in a JSON double */
+/* Fallback reasons every file has held since version 1 (timeout .. no_token). */
+#define FILE_V1_REASONS SC_FB_CIRCUIT_OPEN
+
+/* g_io_mu orders whole saves so an older copy never overwrites a newer one;
+ * the writer flags are guarded by sc_metrics__mu. */
+static pthread_mutex_t g_io_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cond;
+static pthread_t g_thread;
+static int g_running; /* writer thread started */
+static int g_stop;
+static int g_dirty;
+static int g_write_failing;
+static char g_path[PATH_MAX];
+
+/* Marks the state changed and wakes the writer on the first change since the
+ * last save (one futex wake per save, not per event). Caller holds sc_metrics__mu. */
+void sc_metrics__touch(void)
+{
+    if (!g_dirty) {
+        g_dirty = 1;
+        if (g_running)
+            pthread_cond_signal(&g_cond);
+    }
+}
+
+/* ==== The metrics file ==== */
+
+/* Builds the file's JSON from a private copy of the state plus the limiters'
+ * exports (each may be NULL: no such store, or it persists itself). Takes
+ * ownership of both exports. Caller frees the result. */
+static char *state_to_json(const metrics_state_t *st, cJSON *limiter, cJSON *scene_limiter,
+                           double now)
+{
+    char when[32];
+    char *text = NULL;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *c, *reasons, *recent, *daily;
+
+    if (!root)
+        goto done;
+    sc_clock_rfc3339(now, when);
+    if (!cJSON_AddNumberToObject(root, "version", FILE_VERSION) ||
+        !cJSON_AddStringToObject(root, "saved_at", when) ||
+        !cJSON_AddNumberToObject(root, "since", st->since))
+        goto done;
+    if (!(c = cJSON_AddObjectToObject(root, "counters")))
+        goto done;
+#define NUM(k, v)                                                                                  \
+    if (!cJSON_AddNumberToObject(c, k, (double)(v)))                                               \
+    goto done
+    NUM("requests", st->requests);
+    NUM("routed_kontext", st->routed_kontext);
+    NUM("kontext_started", st->k_started);
+    NUM("kontext_successes", st->k_successes);
+    NUM("kontext_failures", st->k_failures);
+    NUM("kontext_timeouts", st->k_timeouts);
+    NUM("kontext_success_seconds", st->k_sum);
+    NUM("pil_attempts", st->p_attempts);
+    NUM("pil_successes", st->p_successes);
+    NUM("pil_failures", st->p_failures);
+    NUM("pil_success_seconds", st->p_sum);
+    NUM("fallbacks", st->fallbacks);
+    NUM("scenes_ok", st->scenes_ok);
+    NUM("scenes_failed", st->scenes_failed);
+    NUM("route_errors", st->route_errors);
+#undef NUM
+    if (!(reasons = cJSON_AddObjectToObject(root, "fallback_reasons")))
+        goto done;
+    for (int i = 0; i < SC_FB__COUNT; i++)
+        if (!cJSON_AddNumberToObject(reasons, sc_fallback_reason_name((sc_fallback_reason_t)i),
+                                     (double)st->reasons[i]))
+            goto done;
+    if (!(recent = cJSON_AddArrayToObject(root, "kontext_recent_seconds")))
+        goto done;
+    for (int i = 0; i < st->recent_len; i++) {
+        cJSON *v = cJSON_CreateNumber(st->recent[(st->recent_head + i) % RECENT_N]);
+        if (!v)
+            goto done;
+        cJSON_AddItemToArray(recent, v);
+    }
+    if (!(daily = cJSON_AddArrayToObject(root, "daily")))
+        goto done;
+    /* oldest first; only days that saw something */
+    long today = sc_metrics__day_of(now);
+    for (long d = today - (DAY_SLOTS - 1); d <= today; d++) {
+        const metrics_day_t *r = sc_metrics__day_peek(st, d);
+        if (!r || (r->kontext | r->pil | r->fallbacks | r->total | r->scenes) == 0)
+            continue;
+        char date[11];
+        cJSON *row = cJSON_CreateObject();
+        if (!row)
+            goto done;
+        cJSON_AddItemToArray(daily, row);
+        sc_clock_utc_date((time_t)d * 86400, date);
+        if (!cJSON_AddStringToObject(row, "date", date) ||
+            !cJSON_AddNumberToObject(row, "kontext", (double)r->kontext) ||
+            !cJSON_AddNumberToObject(row, "pil", (double)r->pil) ||
+            !cJSON_AddNumberToObject(row, "fallbacks", (double)r->fallbacks) ||
+            !cJSON_AddNumberToObject(row, "total", (double)r->total) ||
+            !cJSON_AddNumberToObject(row, "scenes", (double)r->scenes))
+            goto done;
+    }
+    if (limiter) {
+        cJSON_AddItemToObject(root, "limiter", limiter);
+        limiter = NULL; /* owned by root now */
+    }
+    if (scene_limiter) {
+        cJSON_AddItemToObject(root, "scene_limiter", scene_limiter);
+        scene_limiter = NULL;
+    }
+    text = cJSON_Print(root);
+done:
+    cJSON_Delete(limiter);
+    cJSON_Delete(scene_limiter);
+    cJSON_Delete(root);
+    return text;
+}
+
+/* Writes the file from a copy of the state. Holds g_io_mu for the whole save
+ * so saves land in order; sc_metrics__mu only for the copy. On failure the state stays
+ * dirty so the writer retries. Returns 0 or -1. */
+int sc_metrics__save_now(double now)
+{
+    metrics_state_t *copy = malloc(sizeof *copy);
+    sc_limits_store_t *store, *scene_store;
+    cJSON *limiter = NULL, *scene_limiter = NULL;
+    char *text = NULL;
+    int rc = -1;
+
+    pthread_mutex_lock(&g_io_mu);
+    if (!copy || !g_path[0])
+        goto done;
+    pthread_mutex_lock(&sc_metrics__mu);
+    *copy = sc_metrics__st;
+    store = sc_metrics__store;
+    scene_store = sc_metrics__scene_store;
+    g_dirty = 0;
+    pthread_mutex_unlock(&sc_metrics__mu);
+    if (store && store->export_state) {
+        limiter = store->export_state(store, now);
+        if (!limiter)
+            goto fail_dirty;
+    }
+    if (scene_store && scene_store->export_state) {
+        scene_limiter = scene_store->export_state(scene_store, now);
+        if (!scene_limiter)
+            goto fail_dirty;
+    }
+    text = state_to_json(copy, limiter, scene_limiter, now); /* takes both */
+    limiter = scene_limiter = NULL;
+    if (!text)
+        goto fail_dirty;
+    if (sc_fs_write_atomic(g_path, text, strlen(text)) != 0) {
+        if (!g_write_failing)
+            sc_log_warn("[Metrics] cannot write %s: %s (will retry)", g_path, strerror(errno));
+        g_write_failing = 1;
+        goto fail_dirty;
+    }
+    if (g_write_failing)
+        sc_log_info("[Metrics] %s written again", g_path);
+    g_write_failing = 0;
+    rc = 0;
+    goto done;
+fail_dirty:
+    pthread_mutex_lock(&sc_metrics__mu);
+    g_dirty = 1;
+    pthread_mutex_unlock(&sc_metrics__mu);
+done:
+    pthread_mutex_unlock(&g_io_mu);
+    cJSON_Delete(limiter);
+    cJSON_Delete(scene_limiter);
+    free(text);
+    free(copy);
+    return rc;
+}
+
+int sc_metrics_flush(void)
+{
+    return sc_metrics__save_now(sc_clock_wall());
+}
+
+/* Reads a non-negative integer count (at most 2^53). Returns 0 or -1. */
+static int get_count(const cJSON *obj, const char *key, long long *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsNumber(v))
+        return -1;
+    double d = v->valuedouble;
+    if (!isfinite(d) || d < 0 || d > MAX_COUNT || d != floor(d))
+        return -1;
+    *out = (long long)d;
+    return 0;
+}
+
+static int get_seconds(const cJSON *obj, const char *key, double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0)
+        return -1;
+    *out = v->valuedouble;
+    return 0;
+}
+
+/* Parses the file into st (zeroed first). Every field our writer emits is
+ * required with the right type and range; returns 0 or -1 with a short reason. */
+static int state_from_json(const cJSON *root, metrics_state_t *st, const char **why)
+{
+    const cJSON *v, *c, *reasons, *recent, *daily, *it;
+
+    sc_metrics__state_zero(st, 0);
+    *why = "not a JSON object";
+    if (!cJSON_IsObject(root))
+        return -1;
+    *why = "unsupported or missing version";
+    v = cJSON_GetObjectItemCaseSensitive(root, "version");
+    if (!cJSON_IsNumber(v) || v->valuedouble != FILE_VERSION)
+        return -1;
+    *why = "bad since";
+    v = cJSON_GetObjectItemCaseSensitive(root, "since");
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return -1;
+    st->since = v->valuedouble;
+
+    *why = "bad counters";
+    c = cJSON_GetObjectItemCaseSensitive(root, "counters");
+    if (!cJSON_IsObject(c) || get_count(c, "requests", &st->requests) ||
+        get_count(c, "routed_kontext", &st->routed_kontext) ||
+        get_count(c, "kontext_started", &st->k_started) ||
+        get_count(c, "kontext_successes", &st->k_successes) ||
+        get_count(c, "kontext_failures", &st->k_failures) ||
+        get_count(c, "kontext_timeouts", &st->k_timeouts) ||
+        get_seconds(c, "kontext_success_seconds", &st->k_sum) ||
+        get_count(c, "pil_attempts", &st->p_attempts) ||
+        get_count(c, "pil_successes", &st->p_successes) ||
+        get_count(c, "pil_failures", &st->p_failures) ||
+        get_seconds(c, "pil_success_seconds", &st->p_sum) ||
+        get_count(c, "fallbacks", &st->fallbacks) || get_count(c, "scenes_ok", &st->scenes_ok) ||
+        get_count(c, "scenes_failed", &st->scenes_failed) ||
+        get_count(c, "route_errors", &st->route_errors))
+        return -1;
+
+    *why = "bad fallback_reasons";
+    reasons = cJSON_GetObjectItemCaseSensitive(root, "fallback_reasons");
+    if (!cJSON_IsObject(reasons))
+        return -1;
+    /* Reasons added after the first file format may be missing from an older
+     * file (they were 0 then); one that is present must be a valid count. */
+    for (int i = 0; i < SC_FB__COUNT; i++) {
+        const char *name = sc_fallback_reason_name((sc_fallback_reason_t)i);
+        if (i >= FILE_V1_REASONS && !cJSON_GetObjectItemCaseSensitive(reasons, name))
+            continue;
+        if (get_count(reasons, name, &st->reasons[i]))
+            return -1;
+    }
+
+    *why = "bad kontext_recent_seconds";
+    recent = cJSON_GetObjectItemCaseSensitive(root, "kontext_recent_seconds");
+    if (!cJSON_IsArray(recent))
+        return -1;
+    int n = cJSON_GetArraySize(recent), i = 0;
+    cJSON_ArrayForEach(it, recent)
+    {
+        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || it->valuedouble < 0)
+            return -1;
+        if (i++ < n - RECENT_N) /* keep the newest RECENT_N */
+            continue;
+        st->recent[st->recent_len++] = it->valuedouble;
+    }
+
+    *why = "bad daily rows";
+    daily = cJSON_GetObjectItemCaseSensitive(root, "daily");
+    if (!cJSON_IsArray(daily))
+        return -1;
+    cJSON_ArrayForEach(it, daily)
+    {
+        const cJSON *date = cJSON_GetObjectItemCaseSensitive(it, "date");
+        metrics_day_t row = {0};
+        if (!cJSON_IsObject(it) || !cJSON_IsString(date) ||
+            sc_clock_parse_utc_date(date->valuestring, &row.day) ||
+            get_count(it, "kontext", &row.kontext) || get_count(it, "pil", &row.pil) ||
+            get_count(it, "fallbacks", &row.fallbacks) || get_count(it, "total", &row.total) ||
+            get_count(it, "scenes", &row.scenes))
+            return -1;
+        metrics_day_t *slot = sc_metrics__day_row(st, row.day); /* an older duplicate slot loses */
+        if (slot)
+            *slot = (metrics_day_t){row.day,       1,         row.kontext, row.pil,
+                                    row.fallbacks, row.total, row.scenes};
+    }
+    return 0;
+}
+
+/* Moves a file we cannot use out of the way, keeping it for a post-mortem
+ * (never over an earlier corrupt file of the same second). */
+static void move_aside(const char *why)
+{
+    char dst[PATH_MAX + 64];
+    long long ts = (long long)time(NULL);
+    snprintf(dst, sizeof dst, "%s.corrupt-%lld", g_path, ts);
+    for (int i = 1; i < 1000 && access(dst, F_OK) == 0; i++)
+        snprintf(dst, sizeof dst, "%s.corrupt-%lld-%d", g_path, ts, i);
+    if (rename(g_path, dst) == 0)
+        sc_log_warn("[Metrics] %s is unusable (%s): moved to %s, starting with zero counters",
+                    g_path, why, dst);
+    else
+        sc_log_error("[Metrics] %s is unusable (%s) and cannot be moved aside: %s; starting with "
+                     "zero counters, it will be overwritten",
+                     g_path, why, strerror(errno));
+}
+
+/* Loads g_path into the globals and the store. A missing file is a fresh
+ * start; anything unreadable as our format is moved aside. */
+static void load_file(double now)
+{
+    char *text = NULL;
+    size_t len = 0;
+    cJSON *root = NULL;
+    metrics_state_t *st = NULL;
+    const char *why = "out of memory";
+
+    int r = sc_fs_read_file(g_path, FILE_MAX_BYTES, &text, &len);
+    if (r == -1 && errno == ENOENT) {
+        sc_log_info("[Metrics] no %s yet: starting with zero counters", g_path);
+        goto done;
+    }
+    if (r == -1) {
+        sc_log_warn("[Metrics] cannot read %s: %s; starting with zero counters", g_path,
+                    strerror(errno));
+        goto done;
+    }
+    if (r == -2) {
+        move_aside("larger than 64 MiB");
+        goto done;
+    }
+    st = malloc(sizeof *st);
+    if (!st) {
+        sc_log_error("[Metrics] out of memory loading %s; starting with zero counters", g_path);
+        goto done;
+    }
+    /* NUL bytes never occur in our JSON; a file of zeros is what some
+     * filesystems leave after a crash, so say so. */
+    if (memchr(text, '\0', len)) {
+        move_aside("contains NUL bytes");
+        goto done;
+    }
+    const char *end = NULL;
+    root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    while (root && end < text + len && *end && strchr(" \t\r\n", *end))
+        end++;
+    if (!root || end != text + len) { /* trailing bytes are corruption too */
+        move_aside("not valid JSON");
+        goto done;
+    }
+    if (state_from_json(root, st, &why) != 0) {
+        move_aside(why);
+        goto done;
+    }
+    if (sc_metrics__store && sc_metrics__store->import_state) {
+        const cJSON *lim = cJSON_GetObjectItemCaseSensitive(root, "limiter");
+        if (!cJSON_IsObject(lim) ||
+            sc_metrics__store->import_state(sc_metrics__store, lim, now) != 0) {
+            move_aside("bad limiter state");
+            goto done;
+        }
+    }
+    /* The scene limiter's state is optional: files written before scenes had
+     * caps lack it (a fresh window then). One that is present must import, or
+     * the whole file is set aside, the Kontext state just imported included. */
+    sc_limits_store_t *ss = sc_metrics__scene_store;
+    const cJSON *slim = cJSON_GetObjectItemCaseSensitive(root, "scene_limiter");
+    if (ss && ss->import_state && slim &&
+        (!cJSON_IsObject(slim) || ss->import_state(ss, slim, now) != 0)) {
+        if (sc_metrics__store)
+            sc_metrics__store->reset(sc_metrics__store);
+        move_aside("bad scene_limiter state");
+        goto done;
+    }
+    pthread_mutex_lock(&sc_metrics__mu);
+    sc_metrics__st = *st;
+    pthread_mutex_unlock(&sc_metrics__mu);
+    sc_log_info("[Metrics] loaded %s", g_path);
+done:
+    cJSON_Delete(root);
+    free(st);
+    free(text);
+}
+
+/* ==== Writer thread and lifecycle ==== */
+
+static void deadline_in(struct timespec *ts, double seconds)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    double ns = (double)ts->tv_nsec + seconds * 1e9;
+    ts->tv_sec += (time_t)(ns / 1e9);
+    ts->tv_nsec = (long)fmod(ns, 1e9);
+}
+
+/* Sleeps until a change, then waits DEBOUNCE_SECONDS so a burst of events
+ * becomes one write, then saves. Stops on g_stop (shutdown saves itself). */
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    struct timespec ts;
+    pthread_mutex_lock(&sc_metrics__mu);
+    while (!g_stop) {
+        if (!g_dirty) {
+            pthread_cond_wait(&g_cond, &sc_metrics__mu);
+            continue;
+        }
+        deadline_in(&ts, DEBOUNCE_SECONDS);
+        while (!g_stop && pthread_cond_timedwait(&g_cond, &sc_metrics__mu, &ts) != ETIMEDOUT)
+            ;
+        if (g_stop)
+            break;
+        pthread_mutex_unlock(&sc_metrics__mu);
+        int rc = sc_metrics__save_now(sc_clock_wall());
+        pthread_mutex_lock(&sc_metrics__mu);
+        if (rc != 0) {
+            deadline_in(&ts, RETRY_SECONDS);
+            while (!g_stop && pthread_cond_timedwait(&g_cond, &sc_metrics__mu, &ts) != ETIMEDOUT)
+                ;
+        }
+    }
+    pthread_mutex_unlock(&sc_metrics__mu);
+    return NULL;
+}
+
+int sc_metrics_init(const sc_config_t *cfg, sc_limits_store_t *store)
+{
+    return sc_metrics_init_with_scenes(cfg, store, NULL);
+}
+
+int sc_metrics_init_with_scenes(const sc_config_t *cfg, sc_limits_store_t *store,
+                                sc_limits_store_t *scene_store)
+{
+    pthread_condattr_t attr;
+    double now = sc_clock_wall();
+
+    if (g_running) {
+        sc_log_error("[Metrics] sc_metrics_init called twice");
+        return -1;
+    }
+    if (sc_fs_mkdirs(cfg->logs_dir) != 0) {
+        sc_log_error("[Metrics] cannot create LOGS_DIR %s: %s", cfg->logs_dir, strerror(errno));
+        return -1;
+    }
+    pthread_mutex_lock(&g_io_mu);
+    int plen = snprintf(g_path, sizeof g_path, "%s/%s", cfg->logs_dir, FILE_NAME);
+    if (plen >= (int)sizeof g_path)
+        g_path[0] = '\0';
+    pthread_mutex_unlock(&g_io_mu);
+    if (plen >= (int)sizeof g_path) {
+        sc_log_error("[Metrics] LOGS_DIR path too long");
+        return -1;
+    }
+    pthread_mutex_lock(&sc_metrics__mu);
+    sc_metrics__state_zero(&sc_metrics__st, now);
+    sc_metrics__cfg = cfg;
+    sc_metrics__store = store;
+    sc_metrics__scene_store = scene_store;
+    g_dirty = 0;
+    g_stop = 0;
+    g_write_failing = 0;
+    pthread_mutex_unlock(&sc_metrics__mu);
+    load_file(now);
+
+    if (pthread_condattr_init(&attr) != 0)
+        goto fail;
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    int crc = pthread_cond_init(&g_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (crc != 0)
+        goto fail;
+    if (pthread_create(&g_thread, NULL, writer_main, NULL) != 0) {
+        pthread_cond_destroy(&g_cond);
+        goto fail;
+    }
+    pthread_mutex_lock(&sc_metrics__mu);
+    g_running = 1;
+    if (g_dirty) /* an event raced with init: let the writer see it */
+        pthread_cond_signal(&g_cond);
+    pthread_mutex_unlock(&sc_metrics__mu);
+    return 0;
+fail:
+    sc_log_error("[Metrics] cannot start the metrics writer thread");
+    pthread_mutex_lock(&sc_metrics__mu);
+    sc_metrics__cfg = NULL;
+    sc_metrics__store = NULL;
+    sc_metrics__scene_store = NULL;
+    pthread_mutex_unlock(&sc_metrics__mu);
+    pthread_mutex_lock(&g_io_mu);
+    g_path[0] = '\0';
+    pthread_mutex_unlock(&g_io_mu);
+    return -1;
+}
+
+void sc_metrics_shutdown(void)
+{
+    pthread_mutex_lock(&sc_metrics__mu);
+    int running = g_running;
+    g_stop = 1;
+    if (running)
+        pthread_cond_signal(&g_cond);
+    pthread_mutex_unlock(&sc_metrics__mu);
+    if (!running)
+        return;
+    pthread_join(g_thread, NULL);
+    sc_metrics__save_now(sc_clock_wall());
+    pthread_mutex_lock(&sc_metrics__mu);
+    g_running = 0;
+    sc_metrics__cfg = NULL;
+    sc_metrics__store = NULL;
+    sc_metrics__scene_store = NULL;
+    pthread_mutex_unlock(&sc_metrics__mu);
+    pthread_cond_destroy(&g_cond);
+    pthread_mutex_lock(&g_io_mu);
+    g_path[0] = '\0';
+    pthread_mutex_unlock(&g_io_mu);
+}
+
+void sc_metrics_reset(double now)
+{
+    sc_limits_store_t *store, *scene_store;
+    pthread_mutex_lock(&sc_metrics__mu);
+    sc_metrics__state_zero(&sc_metrics__st, now);
+    store = sc_metrics__store;
+    scene_store = sc_metrics__scene_store;
+    sc_metrics__touch();
+    pthread_mutex_unlock(&sc_metrics__mu);
+    if (store)
+        store->reset(store);
+    if (scene_store)
+        scene_store->reset(scene_store);
+    sc_metrics__save_now(now); /* a no-op before init */
+    sc_log_info("[Metrics] counters reset");
+}
