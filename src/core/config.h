@@ -48,6 +48,10 @@ typedef struct sc_config {
     /* Webhooks (issue 10, src/webhooks) */
     char webhook_secret[SC_CFG_STR];         /* WEBHOOK_SECRET, "" = `webhook` field refused */
     char webhook_allowed_hosts[SC_CFG_PATH]; /* WEBHOOK_ALLOWED_HOSTS, comma list, "*" = all */
+
+    /* Outage protection (issue 11): env defaults of the policy keys breaker, pacing */
+    bool breaker_enabled;       /* BREAKER_ENABLED, true */
+    bool kontext_budget_pacing; /* KONTEXT_BUDGET_PACING, false */
 } sc_config_t;
 
 /* Fills c with defaults, then the .env file at dotenv_path (may be NULL or

@@ -19,7 +19,9 @@
 #include "http/conn.h"
 #include "image/resize.h"
 #include "limits/limiter.h"
+#include "limits/pacing.h"
 #include "metrics/metrics.h"
+#include "replicate/breaker.h"
 #include "replicate/inputs.h"
 
 /* ==== Upload ==== */
@@ -287,6 +289,54 @@ static enum MHD_Result fall_back(sc_http_conn_t *c, sc_fallback_reason_t r, cons
 
 /* ==== Kontext ==== */
 
+/* ---- Outage protection (issue 11): pacing and the circuit breaker ---- */
+
+static void breaker_params_of(const sc_policy_effective_t *e, sc_breaker_params_t *p)
+{
+    *p = (sc_breaker_params_t){e->breaker_enabled,      e->breaker_failure_rate,
+                               e->breaker_min_calls,    e->breaker_window_seconds,
+                               e->breaker_open_seconds, e->breaker_half_open_calls};
+}
+
+/* Before the limiter: pacing, then the breaker. Returns SC_FB__COUNT when the
+ * start may go on (c->breaker_ticket then holds the breaker's ticket), else the
+ * fallback reason. */
+static sc_fallback_reason_t outage_gate(sc_http_conn_t *c, double now)
+{
+    if (c->eff.pacing) {
+        sc_limits_counts_t counts = {0, 0, 0};
+        sc_limiter_counts(now, &counts);
+        if (!sc_pacing_admit(counts.today, c->eff.daily_limit, now))
+            return SC_FB_BUDGET_PACING;
+    }
+    sc_breaker_params_t bp;
+    breaker_params_of(&c->eff, &bp);
+    if (!sc_breaker_admit(sc_breaker_global(), &bp, now, &c->breaker_ticket))
+        return SC_FB_CIRCUIT_OPEN;
+    return SC_FB__COUNT;
+}
+
+/* The breaker's view of a finished prediction: timeout, api_error and
+ * invalid_output are failures, a success is a success, anything else (no
+ * token, a cancel because the client went away, ...) is no outcome. */
+static void breaker_finish(sc_http_conn_t *c, sc_rep_status_t st)
+{
+    double now = sc_clock_wall();
+    switch (st) {
+    case SC_REP_OK:
+        sc_breaker_record(sc_breaker_global(), &c->breaker_ticket, SC_BREAKER_SUCCESS, now);
+        break;
+    case SC_REP_TIMEOUT:
+    case SC_REP_API_ERROR:
+    case SC_REP_INVALID_OUTPUT:
+        sc_breaker_record(sc_breaker_global(), &c->breaker_ticket, SC_BREAKER_FAILURE, now);
+        break;
+    default:
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, now);
+        break;
+    }
+}
+
 static void on_kontext_done(sc_rep_result_t *res, void *ud)
 {
     sc_http__resume_from_callback(ud, res);
@@ -297,9 +347,16 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     if (c->cfg->replicate_api_token[0] == '\0')
         return fall_back(c, SC_FB_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
 
+    sc_fallback_reason_t gate = outage_gate(c, sc_clock_wall()); /* issue 11 */
+    if (gate != SC_FB__COUNT)
+        return fall_back(c, gate,
+                         gate == SC_FB_CIRCUIT_OPEN ? "circuit breaker open, no prediction created"
+                                                    : "budget pacing holds back this start");
+
     sc_limits_caps_t caps = {c->eff.max_concurrent, c->eff.max_per_hour, c->eff.daily_limit};
     sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps);
     if (lr != SC_LIMIT_OK) {
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         return fall_back(c, sc_fallback_reason_for_limit(lr), "refused by the rate limiter");
     }
     c->limiter_held = true;
@@ -310,6 +367,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     if (sc_inputs_kontext(&c->scene, &c->product, prompt, &json) != 0) {
         sc_limiter_release();
         c->limiter_held = false;
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR, "cannot build the model input");
     }
@@ -378,7 +436,9 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
     if (st == SC_REP_OK) {
         uint8_t *out = NULL;
         size_t len = 0;
-        if (kontext_output(c, res, &out, &len, &err) == 0) {
+        int orc = kontext_output(c, res, &out, &len, &err);
+        breaker_finish(c, orc == 0 ? SC_REP_OK : SC_REP_INVALID_OUTPUT); /* issue 11 */
+        if (orc == 0) {
             if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
                 free(out);
                 sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, secs);
@@ -396,6 +456,7 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
         msg = err ? err : "output does not decode as an image";
     }
 
+    breaker_finish(c, st); /* issue 11 (no-op when already recorded above) */
     sc_fallback_reason_t reason = sc_fallback_reason_for_replicate(st);
     const char *reason_name = sc_fallback_reason_name(reason);
     sc_metrics_kontext_finished(

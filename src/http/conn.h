@@ -29,6 +29,7 @@
 #include "image/image.h"
 #include "image/place.h"
 #include "lua/policy.h"
+#include "replicate/breaker.h"
 #include "replicate/client.h"
 
 /* Bounds for the small multipart text fields and JSON bodies. */
@@ -94,6 +95,9 @@ typedef struct sc_http_conn {
     void (*job)(struct sc_http_conn *c); /* what the pool runs next */
     /* scenes */
     double t_scene;
+    /* issue 11: the circuit breaker's ticket of a Kontext start, handed back
+     * when the prediction ends (record) or without an outcome (release) */
+    sc_breaker_ticket_t breaker_ticket;
 } sc_http_conn_t;
 
 void sc_http__conn_ref(sc_http_conn_t *c);

@@ -14,6 +14,7 @@
 #include "lua/bind_scenecomp.h"
 #include "lua/policy.h"
 #include "lua/sandbox.h"
+#include "replicate/breaker.h"
 
 /* Secrets are never handed to Lua: a policy could otherwise log or encode them. */
 static const char *const hidden_env[] = {"REPLICATE_API_TOKEN", "ADMIN_TOKEN", NULL};
@@ -171,4 +172,13 @@ void sc_lua_push_metrics(lua_State *L, const sc_metrics_snapshot_t *s)
 
     set_int(L, "route_errors", s->route_errors);
     set_num(L, "since", s->since);
+
+    /* issue 11: m.breaker = {state = "closed"|"open"|"half_open", since, failure_rate, calls} */
+    lua_createtable(L, 0, 4); /* m, breaker */
+    lua_pushstring(L, sc_breaker_state_name((sc_breaker_state_t)s->breaker_state));
+    lua_setfield(L, -2, "state");
+    set_num(L, "since", s->breaker_since);
+    set_num(L, "failure_rate", s->breaker_failure_rate);
+    set_int(L, "calls", s->breaker_calls);
+    lua_setfield(L, -2, "breaker"); /* m */
 }

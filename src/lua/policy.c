@@ -104,6 +104,14 @@ static void eff_from_config(const sc_config_t *cfg, sc_policy_effective_t *eff)
     eff->max_concurrent = cfg->max_concurrent_kontext;
     eff->max_per_hour = cfg->max_kontext_per_hour;
     eff->daily_limit = cfg->kontext_daily_limit;
+    /* Outage protection (issue 11); defaults as sc_breaker_params_default */
+    eff->breaker_enabled = cfg->breaker_enabled;
+    eff->breaker_failure_rate = 0.5;
+    eff->breaker_min_calls = 10;
+    eff->breaker_window_seconds = 60;
+    eff->breaker_open_seconds = 30;
+    eff->breaker_half_open_calls = 1;
+    eff->pacing = cfg->kontext_budget_pacing;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -137,7 +145,18 @@ static sc_route_t gen_default_route(const policy_gen_t *g, const char *user_id)
 
 /* ==== Validation (runs inside sc_lua_call; raises with the culprit named) ==== */
 
-enum key_kind { K_BOOL, K_METHOD, K_STRING, K_SECONDS, K_COUNT, K_PHASE, K_PHASES, K_FUNC };
+enum key_kind {
+    K_BOOL,
+    K_METHOD,
+    K_STRING,
+    K_SECONDS,
+    K_COUNT,
+    K_PHASE,
+    K_PHASES,
+    K_FUNC,
+    K_BREAKER, /* issue 11 */
+    K_PACING,  /* issue 11 */
+};
 
 static const struct key_spec {
     const char *name;
@@ -149,7 +168,8 @@ static const struct key_spec {
     {"max_concurrent", K_COUNT, true},   {"max_per_hour", K_COUNT, true},
     {"daily_limit", K_COUNT, true},      {"phase", K_PHASE, false},
     {"phases", K_PHASES, false},         {"route", K_FUNC, false},
-    {"on_kontext_error", K_FUNC, false}, {NULL, K_BOOL, false},
+    {"on_kontext_error", K_FUNC, false}, {"breaker", K_BREAKER, true},
+    {"pacing", K_PACING, true},          {NULL, K_BOOL, false},
 };
 
 static const struct key_spec *find_key(const char *name)
@@ -164,6 +184,58 @@ static const struct key_spec *find_key(const char *name)
 static int bad_type(lua_State *L, const char *where, const char *key, const char *what, int idx)
 {
     return luaL_error(L, "%skey '%s' must be %s (got %s)", where, key, what, luaL_typename(L, idx));
+}
+
+/* ==== Outage protection keys (issue 11) ==== */
+
+/* `breaker = false | true | {failure_rate, min_calls, window_seconds,
+ * open_seconds, half_open_calls}` at idx; a table's absent keys keep the values
+ * so far (env/defaults < top level < phase). Stores into eff when not NULL.
+ * SC_MAY_RAISE. */
+static void check_breaker(lua_State *L, int idx, const char *where, sc_policy_effective_t *eff)
+{
+    sc_policy_effective_t tmp;
+    memset(&tmp, 0, sizeof tmp);
+    sc_policy_effective_t *e = eff ? eff : &tmp;
+    if (lua_isboolean(L, idx)) {
+        e->breaker_enabled = lua_toboolean(L, idx);
+        return;
+    }
+    if (!lua_istable(L, idx))
+        bad_type(L, where, "breaker",
+                 "false or a table {failure_rate, min_calls, "
+                 "window_seconds, open_seconds, half_open_calls}",
+                 idx);
+    e->breaker_enabled = true;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) { /* key, value */
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        int t = lua_type(L, -1);
+        double v = lua_tonumber(L, -1);
+        int isint = 0;
+        lua_Integer iv = lua_tointegerx(L, -1, &isint);
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "%sbreaker keys must be strings (got %s)", where, luaL_typename(L, -2));
+        else if (strcmp(k, "failure_rate") == 0) {
+            if (t != LUA_TNUMBER || !(v > 0 && v <= 1))
+                luaL_error(L, "%sbreaker.failure_rate must be a number in (0, 1]", where);
+            e->breaker_failure_rate = v;
+        } else if (strcmp(k, "window_seconds") == 0 || strcmp(k, "open_seconds") == 0) {
+            if (t != LUA_TNUMBER || !(v > 0 && v <= 86400))
+                luaL_error(L, "%sbreaker.%s must be a number of seconds in (0, 86400]", where, k);
+            *(k[0] == 'w' ? &e->breaker_window_seconds : &e->breaker_open_seconds) = v;
+        } else if (strcmp(k, "min_calls") == 0 || strcmp(k, "half_open_calls") == 0) {
+            if (t != LUA_TNUMBER || !isint || iv < 1 || iv > 1000000)
+                luaL_error(L, "%sbreaker.%s must be an integer in 1..1000000", where, k);
+            *(k[0] == 'm' ? &e->breaker_min_calls : &e->breaker_half_open_calls) = (int)iv;
+        } else {
+            luaL_error(L,
+                       "%sbreaker: unknown key '%s' (allowed: failure_rate, min_calls, "
+                       "window_seconds, open_seconds, half_open_calls)",
+                       where, k);
+        }
+        lua_pop(L, 1); /* key */
+    }
 }
 
 /* Checks the value at idx for spec and, when eff is not NULL, stores it there.
@@ -240,6 +312,15 @@ static void check_value(lua_State *L, int idx, const struct key_spec *spec, cons
         if (!lua_isfunction(L, idx))
             bad_type(L, where, spec->name, "a function", idx);
         break;
+    case K_BREAKER: /* issue 11 */
+        check_breaker(L, idx, where, eff);
+        break;
+    case K_PACING: /* issue 11 */
+        if (!lua_isboolean(L, idx))
+            bad_type(L, where, spec->name, "a boolean", idx);
+        if (eff)
+            eff->pacing = lua_toboolean(L, idx);
+        break;
     }
 }
 
@@ -279,7 +360,7 @@ static void check_phase(lua_State *L, int idx, const char *name, sc_policy_effec
                 luaL_error(L,
                            "%sunknown key '%s' (allowed: users, percent, use_kontext, method, "
                            "model_id, timeout_seconds, max_concurrent, max_per_hour, "
-                           "daily_limit)",
+                           "daily_limit, breaker, pacing)",
                            where, k);
             check_value(L, -1, spec, where, eff);
         }
@@ -351,7 +432,7 @@ static int policy_validate_l(lua_State *L)
             luaL_error(L,
                        "unknown key '%s' (allowed: use_kontext, method, model_id, "
                        "timeout_seconds, max_concurrent, max_per_hour, daily_limit, phase, "
-                       "phases, route, on_kontext_error)",
+                       "phases, route, on_kontext_error, breaker, pacing)",
                        k);
         check_value(L, -1, spec, "", &g->eff);
         lua_pop(L, 1); /* t, key */
@@ -676,6 +757,19 @@ static int render_effective(policy_gen_t *g)
                         ",\"max_concurrent\":%d,\"max_per_hour\":%d,\"daily_limit\":%d,\"phase\":",
                         e->max_concurrent, e->max_per_hour, e->daily_limit);
     rc |= sc_buf_json_str(&b, e->phase[0] ? e->phase : NULL);
+    /* issue 11 */
+    if (e->breaker_enabled) {
+        rc |= sc_buf_puts(&b, ",\"breaker\":{\"failure_rate\":");
+        rc |= sc_buf_json_num(&b, e->breaker_failure_rate);
+        rc |= sc_buf_printf(&b, ",\"min_calls\":%d,\"window_seconds\":", e->breaker_min_calls);
+        rc |= sc_buf_json_num(&b, e->breaker_window_seconds);
+        rc |= sc_buf_puts(&b, ",\"open_seconds\":");
+        rc |= sc_buf_json_num(&b, e->breaker_open_seconds);
+        rc |= sc_buf_printf(&b, ",\"half_open_calls\":%d}", e->breaker_half_open_calls);
+    } else {
+        rc |= sc_buf_puts(&b, ",\"breaker\":false");
+    }
+    rc |= sc_buf_printf(&b, ",\"pacing\":%s", e->pacing ? "true" : "false");
     if (g->has_percent) {
         rc |= sc_buf_puts(&b, ",\"percent\":");
         rc |= sc_buf_json_num(&b, g->percent);
