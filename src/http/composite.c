@@ -364,12 +364,19 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
 
     char *json = NULL;
     const char *prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL;
-    if (sc_inputs_kontext(&c->scene, &c->product, prompt, &json) != 0) {
+    /* issue 11: large images go through the Files API (an upload failure is an api_error) */
+    int irc = sc_inputs_kontext_ex(&c->scene, &c->product, prompt, c->eff.timeout_seconds, &json);
+    if (irc != 0) {
         sc_limiter_release();
         c->limiter_held = false;
-        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
+        if (irc == -2)
+            breaker_finish(c, SC_REP_API_ERROR);
+        else
+            sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
-        return fall_back(c, SC_FB_API_ERROR, "cannot build the model input");
+        return fall_back(c, SC_FB_API_ERROR,
+                         irc == -2 ? "input upload to the Files API failed"
+                                   : "cannot build the model input");
     }
     c->t_kontext = sc_clock_mono();
     sc_log_info("[Kontext Composite] submitting id=%s model=%s timeout=%.0fs", c->id,
