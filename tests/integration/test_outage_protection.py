@@ -403,3 +403,30 @@ def test_upload_failure_is_api_error_without_prediction(server, fake):
     assert creates(fake) == 0
     assert len(file_requests(fake)) >= 1
     assert metrics(srv)["breaker"]["calls"] == 1  # counted as a failure by the breaker
+
+
+def test_trial_of_a_client_that_went_away_frees_its_slot(server, fake):
+    """A half-open trial whose client disconnects does not hold its slot for
+    good: once that prediction ends, a new request gets a trial (and closes the
+    breaker) instead of being shed forever."""
+    srv = server(env_for(fake), files={"lua/policy.lua": policy(
+        failure_rate=0.5, min_calls=2, window_seconds=30, open_seconds=1, half_open_calls=1)})
+    open_breaker(srv, fake, 2)
+    srv.wait_log("[Breaker] open")
+    fake.configure(mode="ok", delay_ms=2000)
+    time.sleep(1.1)
+    before = creates(fake)
+    try:
+        post_composite(srv.base, SCENE, PRODUCT, timeout=0.7)
+        raise AssertionError("the request should have timed out on the client side")
+    except requests.exceptions.Timeout:
+        pass
+    wait_for(lambda: creates(fake) == before + 1, timeout=10)
+    # while that trial runs, others are shed
+    assert compose(srv)["fallback_reason"] == "circuit_open"
+    # it finishes (its client is gone); afterwards a new request gets the slot
+    fake.configure(delay_ms=50)
+    body = wait_for(lambda: (lambda b: b if b["method"] == "kontext" else None)(compose(srv)),
+                    timeout=15, step=0.3)
+    assert body["method"] == "kontext"
+    srv.wait_log("[Breaker] closed")
