@@ -4,16 +4,22 @@
  * least --min-reps, at most 101), median reported as
  *   tool=scenecomp stage=NAME ms=MEDIAN mpix_s=X min_ms=.. max_ms=.. n=.. cpu_ms=..
  * Usage: sc_bench INDIR [--target-s S] [--min-reps N] [--extra]
+ * The end_to_end stages run exactly the server's PIL path (compose/compose.h):
+ * sc_compose_decode (headers, placement limits, both decodes) then
+ * sc_compose_pil (composite, encode with the format table's quality).
  * --extra adds x_* stages: the alternatives (libdeflate levels, stb_image_write,
- * stb JPEG/PNG decode, the single-thread pipeline) behind the design choices. */
+ * stb JPEG/PNG decode, everything on one thread, the save) behind the design
+ * choices. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "compose/compose.h"
 #include "image/codec.h"
 #include "image/composite.h"
-#include "image/pipeline.h"
+#include "image/format.h"
 #include "image/place.h"
 #include "image/png.h"
 #include "image/resize.h"
@@ -195,9 +201,7 @@ static void st_encode(void *c)
     enc_ctx *e = c;
     uint8_t *out;
     size_t len;
-    int rc = e->jpeg ? sc_codec_encode_jpeg(e->img, 90, &out, &len)
-                     : sc_codec_encode_png(e->img, &out, &len);
-    if (rc != 0)
+    if (sc_format_encode(e->jpeg ? SC_FMT_JPEG : SC_FMT_PNG, e->img, 0, &out, &len) != 0)
         die("encode");
     e->last_len = len;
     free(out);
@@ -208,30 +212,34 @@ typedef struct {
     int jpeg;
     sc_place_params_t params;
     int png_level;
+    const char *save_dir; /* x_end_to_end_saved: also the server's save */
 } e2e_ctx;
 
-/* decode both (product + resize on a second thread), composite, encode */
+/* The server's PIL path (http/composite.c run_pil): decode with the checks,
+ * composite, encode; the save only when save_dir is set. */
 static void st_e2e(void *c)
 {
     e2e_ctx *e = c;
-    sc_pipeline_in_t in = {e->scene.data, e->scene.len, e->prod.data,
-                           e->prod.len,   40000000,     e->params};
-    sc_image_t sc;
-    int which;
-    const char *err = NULL;
-    if (sc_pipeline_composite(&in, &sc, &which, &err) != SC_CODEC_OK)
-        die(err);
+    sc_image_t sc, pr;
+    sc_compose_refusal_t why;
+    if (sc_compose_decode(e->scene.data, e->scene.len, e->prod.data, e->prod.len, 40000000,
+                          &e->params, &sc, &pr, &why) != 0)
+        die(why.message);
+    sc_image_format_t fmt = e->jpeg ? SC_FMT_JPEG : SC_FMT_PNG;
     uint8_t *out;
     size_t len;
-    int rc =
-        e->jpeg ? sc_codec_encode_jpeg(&sc, 90, &out, &len) : sc_codec_encode_png(&sc, &out, &len);
-    if (rc != 0)
-        die("encode");
+    const char *err = NULL;
+    if (sc_compose_pil(&sc, &pr, &e->params, fmt, &out, &len, &err) != 0)
+        die(err);
+    if (e->save_dir &&
+        sc_compose_save(e->save_dir, "0123456789abcdef0123456789abcdef", fmt, out, len) != 0)
+        die("save");
     free(out);
     sc_image_free(&sc);
+    sc_image_free(&pr);
 }
 
-/* the same on one thread, one step after the other (encoder in one band) */
+/* everything on one thread (the PNG encoder in one band) */
 static void st_e2e_serial(void *c)
 {
     e2e_ctx *e = c;
@@ -241,7 +249,7 @@ static void st_e2e_serial(void *c)
         die(err);
     uint8_t *out;
     size_t len;
-    int rc = e->jpeg ? sc_codec_encode_jpeg(&sc, 90, &out, &len)
+    int rc = e->jpeg ? sc_codec_encode_jpeg(&sc, sc_format_get(SC_FMT_JPEG)->quality, &out, &len)
                      : sc_png_encode_threads(&sc, e->png_level, 1, &out, &len);
     if (rc != 0)
         die("encode");
@@ -364,7 +372,7 @@ int main(int argc, char **argv)
         sc_image_free(&pc.work);
     }
 
-    /* the composited frame to encode, made through the real pipeline */
+    /* the composited frame to encode, made by the server's composite */
     sc_image_t out;
     if (sc_image_alloc(&out, scene.width, scene.height, 3) != 0)
         die("alloc");
@@ -377,13 +385,24 @@ int main(int argc, char **argv)
     bench(&o, "encode_png_l6", st_encode, NULL, &ep, sp);
     bench(&o, "encode_jpeg_q90", st_encode, NULL, &ej, sp);
 
-    e2e_ctx e1 = {scene_png, prod_png, 0, params, 0}, e2 = {scene_jpg, prod_png, 1, params, 0};
+    e2e_ctx e1 = {scene_png, prod_png, 0, params, 0, NULL},
+            e2 = {scene_jpg, prod_png, 1, params, 0, NULL};
     bench(&o, "end_to_end", st_e2e, NULL, &e1, sp);
     bench(&o, "end_to_end_jpeg", st_e2e, NULL, &e2, sp);
     printf("# scenecomp output sizes bytes: png_l6=%zu jpeg_q90=%zu\n", ep.last_len, ej.last_len);
 
     if (extra) { /* the alternatives behind the design choices */
-        e2e_ctx s1 = {scene_png, prod_png, 0, params, 0}, s2 = {scene_jpg, prod_png, 1, params, 0};
+        e2e_ctx s1 = {scene_png, prod_png, 0, params, 0, NULL},
+                s2 = {scene_jpg, prod_png, 1, params, 0, NULL};
+        char tmpl[] = "/tmp/sc_bench.XXXXXX";
+        e2e_ctx sv = {scene_png, prod_png, 0, params, 0, mkdtemp(tmpl)};
+        if (!sv.save_dir)
+            die("mkdtemp");
+        bench(&o, "x_end_to_end_saved", st_e2e, NULL, &sv, sp);
+        char saved[64];
+        snprintf(saved, sizeof saved, "%s/0123456789abcdef0123456789abcdef.png", sv.save_dir);
+        unlink(saved);
+        rmdir(sv.save_dir);
         bench(&o, "x_end_to_end_serial", st_e2e_serial, NULL, &s1, sp);
         bench(&o, "x_end_to_end_jpeg_serial", st_e2e_serial, NULL, &s2, sp);
         s1.png_level = 6;

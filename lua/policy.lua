@@ -30,6 +30,9 @@ local INTERNAL_USERS = { "ops-1", "qa-1" }
 
 -- ---------------------------------------------------------------------------
 
+-- scenecomp.env(name) returns only allow-listed variables (the service's
+-- settings, the two above, and any SCENECOMP_POLICY_* of your own); secrets
+-- and URLs read as nil. See docs/policy.md, "What scenecomp.env can read".
 local function env_list(name)
   local list = {}
   for id in (scenecomp.env(name) or ""):gmatch("[^,%s]+") do

@@ -19,16 +19,16 @@
 #include <time.h>
 
 #include "alerts/alerts.h"
+#include "compose/compose.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/fsutil.h"
 #include "core/log.h"
-#include "http/compose.h"
+#include "core/watch.h"
 #include "http/server.h"
 #include "image/codec.h"
 #include "limits/limiter.h"
 #include "lua/policy.h"
-#include "lua/reload.h"
 #include "lua/replay.h"
 #include "metrics/metrics.h"
 #include "replicate/client.h"
@@ -38,6 +38,11 @@
 #define SHUTDOWN_GRACE_SECONDS 10.0
 /* How long it waits for the last answers to be written. */
 #define SHUTDOWN_DRAIN_SECONDS 5.0
+/* Temp files of atomic writes older than this are what a crash left; younger
+ * ones may belong to another instance sharing the directory. */
+#define STALE_TEMP_SECONDS 60.0
+/* In LOGS_DIR: the ids of predictions created and not over yet. */
+#define PREDICTION_JOURNAL "replicate_predictions.journal"
 
 static void usage(FILE *f)
 {
@@ -154,19 +159,22 @@ static int cmd_composite(int argc, char **argv)
         fprintf(stderr, "scenecomp composite: %s\n", perr);
         return 2;
     }
-    sc_image_format_t fmt = SC_FMT_PNG;
-    if (format) {
-        fmt = sc_compose_parse_format(format);
-        if (fmt == SC_FMT_UNKNOWN) {
+    /* --format, else the output's extension (.png, .jpg, .jpeg); anything else
+     * is refused rather than written as some default format. */
+    const char *dot = strrchr(out, '.');
+    const sc_format_t *ofmt =
+        format ? sc_format_by_name(format) : sc_format_by_ext(dot ? dot + 1 : NULL);
+    if (!ofmt) {
+        if (format)
             fprintf(stderr, "scenecomp composite: --format must be png or jpeg\n");
-            return 2;
-        }
-    } else {
-        /* No --format: the output's extension decides (.jpg/.jpeg -> JPEG). */
-        const char *dot = strrchr(out, '.');
-        if (dot && (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0))
-            fmt = SC_FMT_JPEG;
+        else
+            fprintf(stderr,
+                    "scenecomp composite: cannot tell the output format from '%s': name it "
+                    ".png or .jpg, or pass --format png|jpeg\n",
+                    out);
+        return 2;
     }
+    sc_image_format_t fmt = ofmt->id;
 
     sc_config_t cfg;
     sc_config_defaults(&cfg);
@@ -187,7 +195,7 @@ static int cmd_composite(int argc, char **argv)
         fprintf(stderr, "scenecomp: cannot write '%s': %s\n", out, strerror(errno));
         goto cleanup;
     }
-    printf("wrote %s (%dx%d %s, %.3f s)\n", out, s.width, s.height, sc_compose_format_name(fmt),
+    printf("wrote %s (%dx%d %s, %.3f s)\n", out, s.width, s.height, ofmt->name,
            sc_clock_mono() - t0);
     rc = 0;
 cleanup:
@@ -259,6 +267,16 @@ static int cmd_check(int argc, char **argv, bool policy)
 
 /* ==== serve ==== */
 
+/* Start-up: removes the temp files a kill -9 left in dir (see fsutil.h). */
+static void remove_stale_temps(const char *dir)
+{
+    int n = sc_fs_remove_stale_temps(dir, STALE_TEMP_SECONDS);
+    if (n > 0)
+        sc_log_info("removed %d temp file(s) left by an earlier crash in %s", n, dir);
+    else if (n < 0)
+        sc_log_warn("cannot look for stale temp files in %s: %s", dir, strerror(errno));
+}
+
 /* Waits up to seconds for pred() to be true; returns early (false) on a
  * second SIGINT/SIGTERM so an impatient operator can cut the grace short. */
 static bool wait_until(bool (*pred)(void), double seconds, const sigset_t *sigs)
@@ -272,7 +290,7 @@ static bool wait_until(bool (*pred)(void), double seconds, const sigset_t *sigs)
         if (sig == SIGINT || sig == SIGTERM)
             return false;
         if (sig == SIGHUP)
-            sc_reload_request();
+            sc_watch_request();
     }
     return true;
 }
@@ -331,6 +349,11 @@ static int cmd_serve(void)
         sc_log_error("cannot create OUTPUT_DIR '%s': %s", cfg->output_dir, strerror(errno));
         goto out;
     }
+    char path[sizeof cfg->logs_dir + sizeof cfg->output_dir + 64];
+    remove_stale_temps(cfg->output_dir);
+    snprintf(path, sizeof path, "%s/scenes", cfg->output_dir);
+    remove_stale_temps(path);
+    remove_stale_temps(cfg->logs_dir);
     sc_limits_store_t *store = sc_limits_memory_new();
     if (!store) {
         sc_log_error("out of memory creating the limiter");
@@ -366,8 +389,17 @@ static int cmd_serve(void)
         goto out;
     }
     rep_up = true;
-    if (sc_reload_start(cfg) != 0) {
-        sc_log_error("cannot start the policy file watcher");
+    /* Before serving: cancels what a dead process left running upstream. */
+    snprintf(path, sizeof path, "%s/" PREDICTION_JOURNAL, cfg->logs_dir);
+    if (sc_replicate_journal_open(path) < 0)
+        sc_log_warn("cannot use the prediction journal %s: predictions left by a crash will "
+                    "not be cancelled at the next start (Cancel-After still ends them)",
+                    path);
+    /* the watcher knows files and functions, not policies and alerts */
+    if (sc_watch_add(cfg->policy_file, sc_policy_watch_reload, NULL) != 0 ||
+        sc_watch_add(cfg->alerts_file, sc_alerts_watch_reload, NULL) != 0 ||
+        sc_watch_start() != 0) {
+        sc_log_error("cannot start the policy and alert file watcher");
         goto out;
     }
     reload_up = true;
@@ -382,7 +414,7 @@ static int cmd_serve(void)
             continue;
         if (sig == SIGHUP) {
             sc_log_info("[Policy] SIGHUP: reload requested");
-            sc_reload_request();
+            sc_watch_request();
             continue;
         }
         sc_log_info("shutting down (%s): no new connections, finishing requests",
@@ -390,7 +422,7 @@ static int cmd_serve(void)
         break;
     }
     sc_http_quiesce();
-    sc_reload_stop();
+    sc_watch_stop();
     reload_up = false;
     if (!wait_until(none_suspended, SHUTDOWN_GRACE_SECONDS, &sigs))
         sc_log_warn("shutdown: cancelling %d Kontext/scene job(s) still running",
@@ -406,7 +438,7 @@ static int cmd_serve(void)
     rc = 0;
 out:
     if (reload_up)
-        sc_reload_stop();
+        sc_watch_stop();
     if (rep_up)
         sc_replicate_shutdown();
     if (alerts_up)

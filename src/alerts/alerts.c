@@ -51,7 +51,7 @@ static struct {
     sc_config_t cfg;
 
     /* guarded by mu */
-    alerts_entry_t *entries; /* parallel to rs->rules */
+    alerts_entry_t *entries; /* parallel to the rules of rs */
     size_t n;
     char *pending_src; /* validated source waiting to be swapped in */
     size_t pending_len;
@@ -176,13 +176,15 @@ static alerts_change_t alerts_step_locked(alerts_entry_t *e, bool fires, const c
 
 static alerts_entry_t *alerts_entries_for(const sc_alert_ruleset_t *rs)
 {
-    alerts_entry_t *es = calloc(rs->n ? rs->n : 1, sizeof *es);
+    size_t n = sc_alert_rules_count(rs);
+    alerts_entry_t *es = calloc(n ? n : 1, sizeof *es);
     if (!es)
         return NULL;
-    for (size_t i = 0; i < rs->n; i++) {
-        snprintf(es[i].name, sizeof es[i].name, "%s", rs->rules[i].name);
-        es[i].critical = rs->rules[i].critical;
-        es[i].for_seconds = rs->rules[i].for_seconds;
+    for (size_t i = 0; i < n; i++) {
+        sc_alert_rule_info_t r = sc_alert_rules_info(rs, i);
+        snprintf(es[i].name, sizeof es[i].name, "%s", r.name);
+        es[i].critical = r.critical;
+        es[i].for_seconds = r.for_seconds;
         es[i].value = NAN;
     }
     return es;
@@ -225,7 +227,7 @@ static void alerts_apply_swap(double now)
     for (size_t k = 0; k < A.n; k++) {
         alerts_entry_t *o = &A.entries[k];
         bool kept = false;
-        for (size_t j = 0; j < nrs->n && !kept; j++) {
+        for (size_t j = 0; j < sc_alert_rules_count(nrs) && !kept; j++) {
             if (strcmp(nes[j].name, o->name) != 0)
                 continue;
             kept = true;
@@ -246,14 +248,14 @@ static void alerts_apply_swap(double now)
     old = A.entries;
     oldn = A.n;
     A.entries = nes;
-    A.n = nrs->n;
+    A.n = sc_alert_rules_count(nrs);
     nes = NULL;
     pthread_mutex_unlock(&A.mu);
 
     sc_alert_rules_free(A.rs);
     A.rs = nrs;
     nrs = NULL;
-    sc_log_info("[Alert] now evaluating %zu rule(s) from %s (was %zu)", A.rs->n,
+    sc_log_info("[Alert] now evaluating %zu rule(s) from %s (was %zu)", sc_alert_rules_count(A.rs),
                 chunk[0] == '@' ? chunk + 1 : chunk, oldn);
     for (size_t k = 0; k < ngone; k++)
         alerts_emit(&gone[k]);
@@ -301,7 +303,9 @@ static void alerts_evaluate(double now, const sc_metrics_snapshot_t *given)
         sc_metrics_snapshot(now, &caps, &snap);
     }
 
-    for (size_t i = 0; i < A.rs->n; i++) {
+    size_t n = sc_alert_rules_count(A.rs);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = sc_alert_rules_info(A.rs, i).name;
         bool fires = false;
         double value = NAN;
         int rc = sc_alert_rules_eval(A.rs, i, &snap, &fires, summary, sizeof summary, &value, err,
@@ -329,12 +333,11 @@ static void alerts_evaluate(double now, const sc_metrics_snapshot_t *given)
 
         /* a rule that raises is "not firing"; log it once per streak, not every pass */
         if (rc != 0 && first_error)
-            sc_log_warn("[Alert] rule %s failed, treated as not firing: %s", A.rs->rules[i].name,
-                        err);
+            sc_log_warn("[Alert] rule %s failed, treated as not firing: %s", name, err);
         else if (rc != 0)
-            sc_log_debug("[Alert] rule %s still failing: %s", A.rs->rules[i].name, err);
+            sc_log_debug("[Alert] rule %s still failing: %s", name, err);
         else if (recovered)
-            sc_log_info("[Alert] rule %s evaluates again", A.rs->rules[i].name);
+            sc_log_info("[Alert] rule %s evaluates again", name);
         alerts_emit(&ev);
     }
 }
@@ -460,7 +463,7 @@ int sc_alerts__init(const sc_config_t *cfg, bool start_thread, char *err, size_t
     A.cfg = *cfg;
     A.rs = rs;
     A.entries = es;
-    A.n = rs->n;
+    A.n = sc_alert_rules_count(rs);
     A.has_error = false;
     A.on_embedded = from == 1;
     A.stop = false;
@@ -485,9 +488,10 @@ int sc_alerts__init(const sc_config_t *cfg, bool start_thread, char *err, size_t
     }
     if (from == 1)
         sc_log_info("[Alert] %s not found: using the embedded default rules (%zu)",
-                    cfg->alerts_file, rs->n);
+                    cfg->alerts_file, sc_alert_rules_count(rs));
     else
-        sc_log_info("[Alert] loaded %zu rule(s) from %s", rs->n, cfg->alerts_file);
+        sc_log_info("[Alert] loaded %zu rule(s) from %s", sc_alert_rules_count(rs),
+                    cfg->alerts_file);
     sc_log_info("[Alert] evaluating every %gs%s", cfg->alert_interval_seconds,
                 webhook ? "; state changes go to ALERT_WEBHOOK_URL" : "");
     free(src);
@@ -577,7 +581,7 @@ int sc_alerts_reload(const char *trigger, char *err, size_t errlen)
         free(src);
         return -1;
     }
-    size_t n = rs->n;
+    size_t n = sc_alert_rules_count(rs);
     sc_alert_rules_free(rs); /* validation only: the evaluating thread loads its own */
 
     pthread_mutex_lock(&A.mu);
@@ -595,6 +599,14 @@ int sc_alerts_reload(const char *trigger, char *err, size_t errlen)
                 "evaluation",
                 trigger ? trigger : "request", A.cfg.alerts_file, n);
     return 0;
+}
+
+void sc_alerts_watch_reload(const char *trigger, bool forced, void *ud)
+{
+    char err[ALERTS_ERR_MAX];
+    (void)forced;
+    (void)ud;
+    (void)sc_alerts_reload(trigger, err, sizeof err); /* logs its refusal itself */
 }
 
 int sc_alerts_check_file(const char *path, char *err, size_t errlen)

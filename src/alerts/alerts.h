@@ -9,6 +9,8 @@
 #ifndef SCENECOMP_ALERTS_ALERTS_H
 #define SCENECOMP_ALERTS_ALERTS_H
 
+#include <stdbool.h>
+
 #include "core/buf.h"
 #include "core/config.h"
 
@@ -20,6 +22,11 @@ void sc_alerts_shutdown(void);
 /* Reloads ALERTS_FILE (validate in a fresh state, then swap at the next
  * evaluation). Returns 0 or -1 with err; `[Policy]`-style log lines use `[Alert]`. */
 int sc_alerts_reload(const char *trigger, char *err, size_t errlen);
+/* Reload function for the file watcher (core/watch.h, sc_watch_fn; main
+ * registers it for ALERTS_FILE): sc_alerts_reload, whose refusal is logged
+ * with `[Alert]` and kept as the last error. forced and ud are unused (a
+ * reload of unchanged rules is harmless: states of kept names persist). */
+void sc_alerts_watch_reload(const char *trigger, bool forced, void *ud);
 /* Offline validation of an alert file. */
 int sc_alerts_check_file(const char *path, char *err, size_t errlen);
 

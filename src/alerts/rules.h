@@ -1,9 +1,10 @@
-/* Alert rule sets: one alert file loaded into its own sandboxed lua_State,
+/* Alert rule sets: one alert file loaded into its own sandboxed Lua state,
  * validated, and its rules called over a metrics snapshot.
  *
- * A rule set owns its lua_State; the rules' functions are kept as registry
- * references in that state (released by lua_close in sc_alert_rules_free). It
- * does not keep alert states (pending/firing): that is alerts.c's job.
+ * A rule set is opaque: it owns its Lua state, and the rules' functions are
+ * kept as references in that state (released with it by sc_alert_rules_free).
+ * Every call into Lua goes through sc_lua_call (deadline, traceback). It does
+ * not keep alert states (pending/firing): that is alerts.c's job.
  *
  * Threads: a rule set belongs to the thread that uses it; loading and freeing
  * touch no shared state, so any thread may validate a file in its own set. */
@@ -13,8 +14,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <lua.h>
-
 #include "metrics/metrics.h"
 
 #define SC_ALERT_NAME_MAX 128
@@ -22,20 +21,14 @@
 /* An alert file larger than this is refused (it is a few rules, not data). */
 #define SC_ALERT_FILE_MAX (1024 * 1024)
 
-typedef struct sc_alert_rule {
-    char name[SC_ALERT_NAME_MAX];
+typedef struct sc_alert_ruleset sc_alert_ruleset_t; /* opaque */
+
+/* What the state machine needs to know about one rule. */
+typedef struct sc_alert_rule_info {
+    const char *name;   /* borrowed: valid while the set lives */
     bool critical;      /* severity "critical" (else "warning") */
     double for_seconds; /* >= 0 */
-    int ref_when;       /* registry refs in the set's state; LUA_NOREF when absent */
-    int ref_summary;
-    int ref_value;
-} sc_alert_rule_t;
-
-typedef struct sc_alert_ruleset {
-    lua_State *L;
-    sc_alert_rule_t *rules;
-    size_t n;
-} sc_alert_ruleset_t;
+} sc_alert_rule_info_t;
 
 /* Loads source (text only) as chunkname (e.g. "@lua/alerts.lua") into a fresh
  * sandboxed state and validates it: the chunk returns a list; each rule is a
@@ -48,6 +41,11 @@ typedef struct sc_alert_ruleset {
 int sc_alert_rules_load(const char *source, size_t len, const char *chunkname,
                         sc_alert_ruleset_t **out, char *err, size_t errlen);
 void sc_alert_rules_free(sc_alert_ruleset_t *rs);
+
+/* Number of rules in the set (0 for NULL). */
+size_t sc_alert_rules_count(const sc_alert_ruleset_t *rs);
+/* Name, severity and hold of rule i (< count). */
+sc_alert_rule_info_t sc_alert_rules_info(const sc_alert_ruleset_t *rs, size_t i);
 
 /* Reads path (at most SC_ALERT_FILE_MAX bytes) into a malloc'd buffer (caller
  * frees). Returns 0, -1 with err set, or -2 when the file does not exist. */

@@ -10,9 +10,9 @@
 #include <strings.h>
 
 #include "alerts/alerts.h"
+#include "compose/compose.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "http/compose.h"
 #include "http/conn.h"
 #include "lua/policy.h"
 #include "metrics/metrics.h"

@@ -6,16 +6,18 @@
  * buffered (files up to MAX_UPLOAD_BYTES, which bounds the whole body, text
  * fields up to SC_HTTP_MAX_TEXT_FIELD). Unknown fields are ignored. A repeated
  * field: the last occurrence wins. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
+#include "compose/compose.h"
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/log.h"
-#include "http/compose.h"
 #include "http/conn.h"
 #include "image/resize.h"
 #include "limits/limiter.h"
@@ -149,8 +151,8 @@ enum MHD_Result sc_http__composite_data(sc_http_conn_t *c, const char *data, siz
 /* ==== Answers ==== */
 
 /* Which answer the client wants: an image type in Accept (the first of
- * application/json, image/png, image/jpeg, image/(any) listed wins). *fmt is set for
- * image/png and image/jpeg, left alone for image/(any). */
+ * application/json, a type in the format table (image/format.h) or image/(any)
+ * listed wins). *fmt is set for a listed format, left alone for image/(any). */
 static bool accept_image(struct MHD_Connection *conn, sc_image_format_t *fmt)
 {
     const char *acc = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
@@ -165,13 +167,9 @@ static bool accept_image(struct MHD_Connection *conn, sc_image_format_t *fmt)
             n--;
         if (n == 16 && strncasecmp(p, "application/json", n) == 0)
             return false;
-        if (n == 9 && strncasecmp(p, "image/png", n) == 0) {
-            *fmt = SC_FMT_PNG;
-            return true;
-        }
-        if ((n == 10 && strncasecmp(p, "image/jpeg", n) == 0) ||
-            (n == 9 && strncasecmp(p, "image/jpg", n) == 0)) {
-            *fmt = SC_FMT_JPEG;
+        const sc_format_t *f = sc_format_by_mime(p, n);
+        if (f) {
+            *fmt = f->id;
             return true;
         }
         if (n == 7 && strncasecmp(p, "image/*", n) == 0)
@@ -203,7 +201,7 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
             free(bytes);
             return sc_http__send_oom(c->mhd);
         }
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, sc_compose_format_mime(c->format));
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, sc_format_mime(c->format));
         MHD_add_response_header(r, "X-Composite-Id", c->id);
         MHD_add_response_header(r, "X-Composite-Method", a->method);
         MHD_add_response_header(r, "X-Composite-Fallback", a->fallback ? "true" : "false");
@@ -225,8 +223,8 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
     rc |= sc_buf_printf(&b,
                         ", \"width\": %d, \"height\": %d, \"format\": \"%s\", "
                         "\"image_url\": \"/api/composites/%s.%s\"}",
-                        a->width, a->height, sc_compose_format_name(c->format), c->id,
-                        sc_compose_format_ext(c->format));
+                        a->width, a->height, sc_format_name(c->format), c->id,
+                        sc_format_ext(c->format));
     if (rc != 0 || sc_buf_puts(&b, "\n") != 0) {
         sc_buf_free(&b);
         return sc_http__send_oom(c->mhd);
@@ -318,7 +316,7 @@ static sc_fallback_reason_t outage_gate(sc_http_conn_t *c, double now)
 
 /* The breaker's view of a finished prediction: timeout, api_error and
  * invalid_output are failures, a success is a success, anything else (no
- * token, a cancel because the client went away, ...) is no outcome. */
+ * token, SC_REP_CLIENT_GONE, ...) is no outcome. Any thread. */
 static void breaker_finish(sc_http_conn_t *c, sc_rep_status_t st)
 {
     double now = sc_clock_wall();
@@ -337,15 +335,63 @@ static void breaker_finish(sc_http_conn_t *c, sc_rep_status_t st)
     }
 }
 
+/* The client's socket, or -1. */
+static int client_fd(sc_http_conn_t *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+/* Whether the client closed its socket (FIN or RST) while its connection was
+ * suspended, where MHD does not look. Bytes waiting mean it is still there. */
+static bool client_left(int fd)
+{
+    char b;
+    if (fd < 0)
+        return false;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* The Replicate job's upstream_over: the prediction no longer runs upstream,
+ * so its slot goes back. It comes from the job, not from the request, because
+ * MHD never calls the handler again for a client that went away (issue 8). */
+static void release_slot(void *ud)
+{
+    (void)ud;
+    sc_limiter_release();
+}
+
 static void on_kontext_done(sc_rep_result_t *res, void *ud)
 {
-    sc_http__resume_from_callback(ud, res);
+    sc_http_conn_t *c = ud;
+    if (res && res->status == SC_REP_CLIENT_GONE) {
+        /* Not an outcome: the ticket goes back now (a half-open trial frees
+         * its slot), since MHD may never run kontext_done for this request. */
+        breaker_finish(c, SC_REP_CLIENT_GONE);
+        sc_log_warn("[Kontext Composite] client went away after %.1fs id=%s prediction=%s: "
+                    "request dropped, prediction cancelled upstream%s",
+                    sc_clock_mono() - c->t_kontext, c->id,
+                    res->prediction_id[0] ? res->prediction_id : "-",
+                    res->prediction_id[0] ? "" : " once its create answers");
+    }
+    sc_http__resume_from_callback(c, res);
 }
 
 static enum MHD_Result start_kontext(sc_http_conn_t *c)
 {
     if (c->cfg->replicate_api_token[0] == '\0')
         return fall_back(c, SC_FB_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
+    int fd = client_fd(c);
+    if (client_left(fd)) {
+        /* Nothing is answered (the pool job stashes no response), so the
+         * connection is closed and the context freed. */
+        sc_log_info("[Kontext Composite] client went away before Kontext started id=%s: "
+                    "request dropped",
+                    c->id);
+        return MHD_NO;
+    }
 
     sc_fallback_reason_t gate = outage_gate(c, sc_clock_wall()); /* issue 11 */
     if (gate != SC_FB__COUNT)
@@ -361,6 +407,18 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     }
     c->limiter_held = true;
     sc_metrics_kontext_started(sc_clock_wall());
+    /* Write-ahead: the start is counted (take) and must be on disk before the
+     * create can leave, or a crash right after the create loses it and a crash
+     * loop spends past the daily limit. The metrics file carries the limiter
+     * state; a synchronous flush costs a small write and two fsyncs per
+     * prediction (docs/operations.md). If it cannot be written, nothing is sent. */
+    if (sc_metrics_flush() != 0) {
+        sc_limiter_release();
+        c->limiter_held = false;
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
+        sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
+        return fall_back(c, SC_FB_API_ERROR, "cannot persist the start count in LOGS_DIR");
+    }
 
     char *json = NULL;
     const char *prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL;
@@ -382,11 +440,16 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     sc_log_info("[Kontext Composite] submitting id=%s model=%s timeout=%.0fs", c->id,
                 c->eff.model_id, c->eff.timeout_seconds);
     /* The suspension of this pool job passes to the Replicate job; from the
-     * successful submit on, c belongs to the done callback. */
+     * successful submit on, c belongs to the done callback and the slot to the
+     * job (upstream_over). The job watches the client's socket: MHD does not
+     * while the connection is suspended. */
+    sc_rep_opts_t opts = {.client_fd = fd, .upstream_over = release_slot, .upstream_ud = NULL};
+    c->limiter_held = false;
     sc_http__hand_off(c);
-    if (sc_replicate_submit(c->eff.model_id, json, c->eff.timeout_seconds, on_kontext_done, c) !=
-        0) {
+    if (sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
+                               on_kontext_done, c) != 0) {
         /* Not queued, so no callback will come: resume ourselves with a failure. */
+        sc_limiter_release();
         sc_rep_result_t *res = calloc(1, sizeof *res);
         if (res) {
             res->status = SC_REP_API_ERROR;
@@ -416,7 +479,7 @@ static int kontext_output(sc_http_conn_t *c, const sc_rep_result_t *res, uint8_t
         }
         final = &sized;
     }
-    if (sc_compose_encode(final, c->format, out, len) != 0) {
+    if (sc_format_encode(c->format, final, 0, out, len) != 0) {
         *err = "cannot encode the output";
         goto cleanup;
     }
@@ -437,6 +500,10 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
     sc_rep_result_t *res = c->result;
     double secs = sc_clock_mono() - c->t_kontext;
     sc_rep_status_t st = res ? res->status : SC_REP_API_ERROR;
+    if (st == SC_REP_CLIENT_GONE) {
+        breaker_finish(c, st); /* no outcome; already given back by the callback */
+        return MHD_NO; /* nobody to answer (logged by the callback): the connection closes */
+    }
     const char *msg = res && res->message[0] ? res->message : NULL;
     const char *err = NULL;
 
@@ -483,18 +550,14 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
 
 /* ==== The request ==== */
 
-/* Maps a codec failure of field name to its answer. */
-static enum MHD_Result image_error(sc_http_conn_t *c, const char *name, sc_codec_status_t st)
+/* Answers a refusal of the uploaded images (sc_compose_decode). */
+static enum MHD_Result image_error(sc_http_conn_t *c, const sc_compose_refusal_t *why)
 {
-    if (st == SC_CODEC_TOO_LARGE)
-        return sc_http__send_error(c->mhd, 413, "image_too_large",
-                                   "field '%s' has more than %lld pixels", name,
-                                   c->cfg->max_image_pixels);
-    if (st == SC_CODEC_NOMEM)
-        return sc_http__send_error(c->mhd, 503, "service_unavailable",
-                                   "out of memory decoding field '%s'", name);
-    return sc_http__send_error(c->mhd, 400, "invalid_image",
-                               "field '%s' is not a valid PNG or JPEG image", name);
+    if (why->status == SC_CODEC_TOO_LARGE)
+        return sc_http__send_error(c->mhd, 413, "image_too_large", "%s", why->message);
+    if (why->status == SC_CODEC_NOMEM)
+        return sc_http__send_error(c->mhd, 503, "service_unavailable", "%s", why->message);
+    return sc_http__send_error(c->mhd, 400, "invalid_image", "%s", why->message);
 }
 
 static enum MHD_Result param_number(sc_http_conn_t *c, const sc_http_field_t *f, const char *name,
@@ -550,34 +613,21 @@ static enum MHD_Result process(sc_http_conn_t *c)
     sc_image_format_t accept_fmt = SC_FMT_UNKNOWN;
     c->want_image = accept_image(c->mhd, &accept_fmt);
     if (c->f_format.present) {
-        c->format = sc_compose_parse_format(c->f_format.data.data);
-        if (c->format == SC_FMT_UNKNOWN)
+        const sc_format_t *f = sc_format_by_name(c->f_format.data.data);
+        if (!f)
             return sc_http__send_error(c->mhd, 400, "invalid_parameter",
                                        "field 'format' must be 'png' or 'jpeg'");
+        c->format = f->id;
     } else if (accept_fmt != SC_FMT_UNKNOWN) {
         c->format = accept_fmt; /* no explicit format: Accept picks it */
     }
 
-    /* Headers first for both images: a too large product is refused without
-     * decoding the scene. */
-    sc_image_info_t si, pi;
-    long long maxpx = c->cfg->max_image_pixels;
-    sc_codec_status_t st =
-        sc_codec_probe((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len, maxpx, &si);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "scene", st);
-    st = sc_codec_probe((const uint8_t *)c->f_product.data.data, c->f_product.data.len, maxpx, &pi);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "product", st);
-    const char *derr = NULL;
-    st = sc_codec_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len, maxpx,
-                         &c->scene, &derr);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "scene", st);
-    st = sc_codec_decode((const uint8_t *)c->f_product.data.data, c->f_product.data.len, maxpx,
-                         &c->product, &derr);
-    if (st != SC_CODEC_OK)
-        return image_error(c, "product", st);
+    /* Headers, the placement's working limits, then the decodes (compose.h). */
+    sc_compose_refusal_t why;
+    if (sc_compose_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
+                          (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
+                          c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
+        return image_error(c, &why);
     sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
     sc_buf_free(&c->f_product.data);
 

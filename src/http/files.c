@@ -1,5 +1,5 @@
-/* GET /api/composites/{id}.{png|jpg} and GET /api/scenes/{id}.png: saved images.
- * The name is checked (32 lowercase hex + a known extension) before any path is
+/* GET /api/composites/{id}.{png|jpg} (the format table's extensions) and GET /api/scenes/{id}.png:
+ * saved images. The name is checked (32 lowercase hex + a known extension) before any path is
  * built, so nothing a client sends reaches the filesystem unchecked. */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,15 +10,18 @@
 
 #include "core/ids.h"
 #include "http/conn.h"
+#include "image/format.h"
 
 enum MHD_Result sc_http__serve_output(sc_http_conn_t *c, const char *subdir, const char *name)
 {
+    /* <id>.<ext> with ext exactly a saved extension of the format table;
+     * scenes are saved as PNG only */
     size_t n = strlen(name);
-    const char *ctype = NULL;
-    if (n == SC_ID_LEN + 4 && strcmp(name + SC_ID_LEN, ".png") == 0)
-        ctype = "image/png";
-    else if (n == SC_ID_LEN + 4 && strcmp(name + SC_ID_LEN, ".jpg") == 0 && !subdir)
-        ctype = "image/jpeg";
+    const sc_format_t *f =
+        n > SC_ID_LEN + 1 && name[SC_ID_LEN] == '.' ? sc_format_by_ext(name + SC_ID_LEN + 1) : NULL;
+    if (f && (strcmp(name + SC_ID_LEN + 1, f->ext) != 0 || (subdir && f->id != SC_FMT_PNG)))
+        f = NULL;
+    const char *ctype = f ? f->mime : NULL;
     if (!ctype || !sc_id_valid(name, SC_ID_LEN))
         return sc_http__send_error(c->mhd, 404, "not_found", "no such image");
 

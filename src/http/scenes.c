@@ -17,10 +17,10 @@
 
 #include <cjson/cJSON.h>
 
+#include "compose/compose.h"
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/log.h"
-#include "http/compose.h"
 #include "http/conn.h"
 #include "limits/limiter.h"
 #include "metrics/metrics.h"

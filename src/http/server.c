@@ -18,6 +18,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "http/conn.h"
+#include "http/dashboard.h"
 #include "lua/policy.h"
 
 #define SC_HTTP_CONNECTION_LIMIT 4096 /* above MAX_CONCURRENT_KONTEXT: each holds a connection */
@@ -396,8 +397,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 return MHD_YES; /* the admin POSTs take no body; it is dropped */
             return body_data(c, upload_data, n);
         }
-        /* The body is complete. */
+        /* The body is complete. The stage is set before dispatching: a handler
+         * that suspends sets its own first, and once a job runs, c->stage is
+         * the job's (a read here after the hand-over was a data race). */
         c->t_start = sc_clock_mono();
+        c->stage = SC_STAGE_DONE;
         enum MHD_Result r;
         if (c->refused) {
             r = sc_http__send_error(conn, (unsigned)c->refused_status, c->refused_code, "%s",
@@ -409,8 +413,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         } else {
             r = sc_http__admin(conn, g_cfg, method, url);
         }
-        if (c->stage == SC_STAGE_UPLOAD)
-            c->stage = SC_STAGE_DONE;
         return r;
     }
 
@@ -451,6 +453,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         return sc_http__admin(conn, g_cfg, method, url);
     }
+    if (strcmp(url, "/dashboard") == 0 || starts_with(url, "/dashboard/"))
+        return sc_http_dashboard(conn, g_cfg, method, url);
     return sc_http__send_error(conn, 404, "not_found", "no route for %s %s", method, url);
 }
 

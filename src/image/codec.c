@@ -11,8 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libdeflate.h>
 #include <turbojpeg.h>
 
+#include "image/exif.h"
 #include "image/png.h"
 #include "image/stb_glue.h"
 
@@ -103,6 +105,12 @@ sc_codec_status_t sc_codec_probe(const uint8_t *data, size_t len, long long max_
         st = probe_jpeg(data, len, &tmp);
     if (st != SC_CODEC_OK)
         return st;
+    tmp.orientation = sc_exif_orientation(data, len);
+    if (sc_exif_swaps(tmp.orientation)) {
+        int t = tmp.width;
+        tmp.width = tmp.height;
+        tmp.height = t;
+    }
     if (info)
         *info = tmp;
     if (max_pixels > 0 && (long long)tmp.width * tmp.height > max_pixels)
@@ -142,6 +150,54 @@ static int png_chunks_ok(const uint8_t *d, size_t len)
              bits = (uint64_t)d[24] * (uint64_t)chans[d[25] % 7];
     uint64_t raw = h * (1 + (w * bits + 7) / 8); /* no overflow: w, h < 2^31, bits <= 64 */
     return raw / 1032 <= (uint64_t)idat + 1;
+}
+
+/* stb_image keeps the palette in an uninitialised stack array of which PLTE
+ * sets only the first entries, so a file whose indices run past its PLTE put
+ * stack memory into the pixels and the answer (issue 8). A palette PNG
+ * therefore reaches stb with every PLTE padded to 256 entries of opaque black,
+ * as Pillow pads. Chunks have been checked by png_chunks_ok. Returns a
+ * malloc'd copy (*out_len set), or NULL when out of memory. */
+static uint8_t *png_pad_palette(const uint8_t *d, size_t len, size_t *out_len)
+{
+    size_t extra = 0;
+    for (size_t pos = 8; pos + 12 <= len;) {
+        uint32_t clen = be32(d + pos);
+        if (memcmp(d + pos + 4, "PLTE", 4) == 0 && clen < 768)
+            extra += 768;
+        if (memcmp(d + pos + 4, "IEND", 4) == 0)
+            break;
+        pos += 12 + (size_t)clen;
+    }
+    uint8_t *o = malloc(len + extra), *q = o;
+    if (!o)
+        return NULL;
+    size_t pos = 8;
+    memcpy(q, d, 8);
+    q += 8;
+    while (pos + 12 <= len) {
+        uint32_t clen = be32(d + pos);
+        int iend = memcmp(d + pos + 4, "IEND", 4) == 0;
+        if (memcmp(d + pos + 4, "PLTE", 4) == 0 && clen < 768 && clen % 3 == 0) {
+            uint8_t *start = q;
+            q[0] = 0, q[1] = 0, q[2] = 768 >> 8, q[3] = 768 & 0xff;
+            memcpy(q + 4, d + pos + 4, 4 + (size_t)clen);
+            memset(q + 8 + clen, 0, 768 - (size_t)clen);
+            uint32_t crc = libdeflate_crc32(0, start + 4, 4 + 768);
+            q += 8 + 768;
+            q[0] = (uint8_t)(crc >> 24), q[1] = (uint8_t)(crc >> 16), q[2] = (uint8_t)(crc >> 8),
+            q[3] = (uint8_t)crc;
+            q += 4;
+        } else {
+            memcpy(q, d + pos, 12 + (size_t)clen);
+            q += 12 + (size_t)clen;
+        }
+        pos += 12 + (size_t)clen;
+        if (iend)
+            break;
+    }
+    *out_len = (size_t)(q - o);
+    return o;
 }
 
 /* Converts stb's 1..4 channel output to our 3/4 channel layout. */
@@ -287,7 +343,20 @@ sc_codec_status_t sc_codec_decode(const uint8_t *data, size_t len, long long max
             goto done;
         }
         const char *why = NULL;
-        uint8_t *p = sc_stb_load(data, len, &w, &h, &comp, &why);
+        const uint8_t *src = data;
+        size_t src_len = len;
+        uint8_t *padded = NULL;
+        if (info.format == SC_FMT_PNG && data[25] == 3) {
+            padded = png_pad_palette(data, len, &src_len);
+            if (!padded) {
+                st = SC_CODEC_NOMEM;
+                e = "out of memory";
+                goto done;
+            }
+            src = padded;
+        }
+        uint8_t *p = sc_stb_load(src, src_len, &w, &h, &comp, &why);
+        free(padded);
         if (!p) {
             st = SC_CODEC_INVALID;
             e = why && strstr(why, "outofmem") ? "out of memory" : "corrupt image data";
@@ -302,6 +371,12 @@ sc_codec_status_t sc_codec_decode(const uint8_t *data, size_t len, long long max
             e = "out of memory";
             goto done;
         }
+    }
+    if (sc_exif_apply(&tmp, info.orientation) != 0) {
+        sc_image_free(&tmp);
+        st = SC_CODEC_NOMEM;
+        e = "out of memory";
+        goto done;
     }
     *out = tmp;
     st = SC_CODEC_OK;

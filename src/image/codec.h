@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "image/format.h"
 #include "image/image.h"
 
 typedef enum {
@@ -16,22 +17,24 @@ typedef enum {
     SC_CODEC_NOMEM = -3,
 } sc_codec_status_t;
 
-typedef enum { SC_FMT_UNKNOWN = 0, SC_FMT_PNG, SC_FMT_JPEG } sc_image_format_t;
-
 typedef struct sc_image_info {
-    int width, height;
-    int channels; /* channels in the file: 1..4 */
+    int width, height; /* as displayed: swapped when the EXIF orientation is 5..8 */
+    int channels;      /* channels in the file: 1..4 */
     sc_image_format_t format;
+    int orientation; /* EXIF Orientation 1..8 (1 when absent), see exif.h */
 } sc_image_info_t;
 
-/* Reads only the header. Returns SC_CODEC_OK, SC_CODEC_INVALID or SC_CODEC_TOO_LARGE
- * (when max_pixels > 0 and width*height > max_pixels). */
+/* Reads only the headers (and the EXIF orientation). Returns SC_CODEC_OK,
+ * SC_CODEC_INVALID or SC_CODEC_TOO_LARGE (when max_pixels > 0 and
+ * width*height > max_pixels). */
 sc_codec_status_t sc_codec_probe(const uint8_t *data, size_t len, long long max_pixels,
                                  sc_image_info_t *info);
 
 /* Decodes to RGB (files without alpha) or RGBA (files with an alpha channel or
- * grey+alpha). Checks max_pixels from the header first. On failure out is empty
- * and *err (if given) points to a static message. */
+ * grey+alpha), upright: the EXIF orientation of a JPEG (APP1) or PNG (eXIf) is
+ * applied, so the size is the probe's. Checks max_pixels from the header
+ * first. On failure out is empty and *err (if given) points to a static
+ * message. */
 sc_codec_status_t sc_codec_decode(const uint8_t *data, size_t len, long long max_pixels,
                                   sc_image_t *out, const char **err);
 

@@ -33,6 +33,54 @@ void sc_place_geometry(int scene_w, int scene_h, int prod_w, int prod_h, const s
     g->top = (int)round(p->y * scene_h - h / 2.0);
 }
 
+/* The visible window [x0, x1) x [y0, y1) of the placed product in the scene.
+ * Returns 0 when nothing is visible. */
+static int visible_window(int scene_w, int scene_h, const sc_place_geometry_t *g, long long *x0,
+                          long long *y0, long long *x1, long long *y1)
+{
+    *x0 = g->left < 0 ? 0 : g->left;
+    *y0 = g->top < 0 ? 0 : g->top;
+    *x1 = (long long)g->left + g->width;
+    *y1 = (long long)g->top + g->height;
+    if (*x1 > scene_w)
+        *x1 = scene_w;
+    if (*y1 > scene_h)
+        *y1 = scene_h;
+    return *x1 > *x0 && *y1 > *y0;
+}
+
+static const char *params_error(const sc_place_params_t *p)
+{
+    if (!(p->x >= 0.0 && p->x <= 1.0) || !(p->y >= 0.0 && p->y <= 1.0))
+        return "x and y must lie in [0, 1]";
+    if (!(p->scale > 0.0 && p->scale <= 4.0))
+        return "scale must lie in (0, 4]";
+    return NULL;
+}
+
+int sc_place_check(int scene_w, int scene_h, int prod_w, int prod_h, const sc_place_params_t *p,
+                   const char **err)
+{
+    const char *e = NULL;
+    if (scene_w <= 0 || scene_h <= 0 || prod_w <= 0 || prod_h <= 0 || !p)
+        e = "bad image";
+    else
+        e = params_error(p);
+    if (!e) {
+        sc_place_geometry_t g;
+        long long x0, y0, x1, y1;
+        sc_place_geometry(scene_w, scene_h, prod_w, prod_h, p, &g);
+        /* 4 channels: the worst case (a keyed product is RGBA) */
+        if (visible_window(scene_w, scene_h, &g, &x0, &y0, &x1, &y1) &&
+            sc_resize_region_cost(prod_w, prod_h, g.width, g.height, (int)(y0 - g.top),
+                                  (int)(x1 - x0), (int)(y1 - y0), 4, NULL) != 0)
+            e = SC_PLACE_TOO_LARGE_MSG;
+    }
+    if (err)
+        *err = e;
+    return e ? -1 : 0;
+}
+
 int sc_place_prepare(const sc_image_t *product, int scene_w, int scene_h,
                      const sc_place_params_t *p, sc_place_layer_t *layer, const char **err)
 {
@@ -48,23 +96,13 @@ int sc_place_prepare(const sc_image_t *product, int scene_w, int scene_h,
         e = "bad image";
         goto done;
     }
-    if (!(p->x >= 0.0 && p->x <= 1.0) || !(p->y >= 0.0 && p->y <= 1.0)) {
-        e = "x and y must lie in [0, 1]";
+    /* parameters and the resize's working limits before any work */
+    if (sc_place_check(scene_w, scene_h, product->width, product->height, p, &e) != 0)
         goto done;
-    }
-    if (!(p->scale > 0.0 && p->scale <= 4.0)) {
-        e = "scale must lie in (0, 4]";
-        goto done;
-    }
     sc_place_geometry_t g;
     sc_place_geometry(scene_w, scene_h, product->width, product->height, p, &g);
-    long long x0 = g.left < 0 ? 0 : g.left, y0 = g.top < 0 ? 0 : g.top;
-    long long x1 = (long long)g.left + g.width, y1 = (long long)g.top + g.height;
-    if (x1 > scene_w)
-        x1 = scene_w;
-    if (y1 > scene_h)
-        y1 = scene_h;
-    if (x1 <= x0 || y1 <= y0) { /* entirely outside: nothing to draw */
+    long long x0, y0, x1, y1;
+    if (!visible_window(scene_w, scene_h, &g, &x0, &y0, &x1, &y1)) { /* nothing to draw */
         rc = 0;
         goto done;
     }

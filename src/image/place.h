@@ -25,6 +25,20 @@ typedef struct sc_place_geometry {
 void sc_place_geometry(int scene_w, int scene_h, int prod_w, int prod_h, const sc_place_params_t *p,
                        sc_place_geometry_t *g);
 
+/* The message of sc_place_check for a placement over the resize's working
+ * limits (front ends answer it as "image too large", not as a failure). */
+#define SC_PLACE_TOO_LARGE_MSG                                                                     \
+    "the product cannot be placed at this scale: its size or aspect ratio is too extreme to "      \
+    "resize within the working limits"
+
+/* Validates p and checks, from the sizes alone (so before decoding), that
+ * placing a prod_w x prod_h product on the scene stays within the resize's
+ * working limits (sc_resize_region_cost): a 12,000,000 x 1 strip shrunk to a
+ * few hundred pixels would need gigabytes of filter taps. Returns 0, or -1
+ * with *err set (SC_PLACE_TOO_LARGE_MSG for the limits). */
+int sc_place_check(int scene_w, int scene_h, int prod_w, int prod_h, const sc_place_params_t *p,
+                   const char **err);
+
 /* Composites product onto scene in place (scene keeps its size and channels).
  * product is not modified. Returns 0, or -1 with *err set (out of memory,
  * bad parameters). */

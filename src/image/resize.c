@@ -52,20 +52,36 @@ static double lanczos3(double x)
     return 0.0;
 }
 
+/* The kernel of an in -> out resize along one axis: taps per output padded to
+ * a multiple of mult (as a double: absurd ratios must not overflow an int). */
+static double kernel_taps(int in, int out, int mult, double *scale, double *support)
+{
+    *scale = (double)in / out;
+    *support = 3.0 * (*scale < 1.0 ? 1.0 : *scale);
+    double ksize = ceil(*support) * 2 + 1;
+    return ceil(ksize / mult) * mult;
+}
+
+/* First source index of output i. */
+static int tap_start(double scale, double support, int i)
+{
+    int xmin = (int)((i + 0.5) * scale - support + 0.5);
+    return xmin < 0 ? 0 : xmin;
+}
+
 /* Coefficients for outputs [first, first + count) of an in -> out resize. */
 static int coeffs_make(int in, int out, int first, int count, int mult, coeffs_t *c)
 {
-    double scale = (double)in / out;
-    double fs = scale < 1.0 ? 1.0 : scale;
-    double support = 3.0 * fs;
-    int ksize = (int)ceil(support) * 2 + 1;
-    int kpad = (ksize + mult - 1) / mult * mult;
+    double scale, support, taps = kernel_taps(in, out, mult, &scale, &support);
     c->n = count;
     c->start = NULL;
     c->w = NULL;
-    /* absurd downscales (a 40-Mpixel strip to a few pixels) would need huge tap tables */
-    if ((size_t)count * (size_t)kpad > ((size_t)1 << 26))
+    /* absurd downscales (a 40-Mpixel strip to a few pixels) would need huge tap
+     * tables; sc_resize_region_cost refuses them first */
+    if ((double)count * taps > (double)SC_RESIZE_MAX_TAPS)
         return -1;
+    int kpad = (int)taps, ksize = (int)ceil(support) * 2 + 1;
+    double fs = scale < 1.0 ? 1.0 : scale;
     double *k = malloc(sizeof(double) * (size_t)ksize);
     c->kpad = kpad;
     c->start = malloc(sizeof(int) * (size_t)count);
@@ -78,9 +94,7 @@ static int coeffs_make(int in, int out, int first, int count, int mult, coeffs_t
     for (int i = 0; i < count; i++) {
         int xx = first + i;
         double center = (xx + 0.5) * scale, ww = 0.0, ss = 1.0 / fs;
-        int xmin = (int)(center - support + 0.5);
-        if (xmin < 0)
-            xmin = 0;
+        int xmin = tap_start(scale, support, xx);
         int xmax = (int)(center + support + 0.5);
         if (xmax > in)
             xmax = in;
@@ -349,6 +363,32 @@ static void unpremul_init(void)
 }
 
 /* ==== Driver ==== */
+
+int sc_resize_region_cost(int in_w, int in_h, int dst_w, int dst_h, int ry, int rw, int rh,
+                          int channels, double *bytes)
+{
+    if (bytes)
+        *bytes = 0;
+    if (in_w <= 0 || in_h <= 0 || dst_w <= 0 || dst_h <= 0 || ry < 0 || rw <= 0 || rh <= 0 ||
+        rh > dst_h - ry)
+        return -1;
+    double sh, suph, sv, supv;
+    double kh = kernel_taps(in_w, dst_w, HPAD, &sh, &suph),
+           kv = kernel_taps(in_h, dst_h, 2, &sv, &supv);
+    if ((double)rw * kh > (double)SC_RESIZE_MAX_TAPS ||
+        (double)rh * kv > (double)SC_RESIZE_MAX_TAPS)
+        return -1;
+    /* what sc_resize_lanczos_region allocates: tap tables, 4 premultiplied
+     * source rows, the horizontal pass's rows, the result (and a 4-channel
+     * copy of it for RGB) */
+    double mid_rows = tap_start(sv, supv, ry + rh - 1) + kv - tap_start(sv, supv, ry);
+    double b = (double)rw * (kh * 2 + 4) + (double)rh * (kv * 2 + 4) +
+               4.0 * ((double)in_w * 4 + kh * 4 + 64) + (double)rw * 4 * mid_rows + 64 +
+               (double)rw * rh * channels + (channels == 4 ? 0.0 : (double)rw * rh * 4);
+    if (bytes)
+        *bytes = b;
+    return b <= (double)SC_RESIZE_MAX_BYTES ? 0 : -1;
+}
 
 int sc_resize_lanczos_region(const sc_image_t *src, int dst_w, int dst_h, int rx, int ry, int rw,
                              int rh, sc_image_t *dst, sc_simd_level_t lvl)

@@ -18,4 +18,16 @@ int sc_resize_lanczos(const sc_image_t *src, int dst_w, int dst_h, sc_image_t *d
 int sc_resize_lanczos_region(const sc_image_t *src, int dst_w, int dst_h, int rx, int ry, int rw,
                              int rh, sc_image_t *dst, sc_simd_level_t lvl);
 
+/* Working limits of one resize: taps per axis (the coefficient tables) and
+ * bytes allocated in all. */
+#define SC_RESIZE_MAX_TAPS ((size_t)1 << 26)
+#define SC_RESIZE_MAX_BYTES ((size_t)1 << 30)
+
+/* Whether sc_resize_lanczos_region(src in_w x in_h with channels, dst_w, dst_h,
+ * rx, ry, rw, rh) stays within the working limits, from sizes alone (before
+ * any decode). *bytes (if given) gets what it would allocate. Returns 0 when
+ * it fits, -1 when not (or for bad sizes). rx does not change the cost. */
+int sc_resize_region_cost(int in_w, int in_h, int dst_w, int dst_h, int ry, int rw, int rh,
+                          int channels, double *bytes);
+
 #endif

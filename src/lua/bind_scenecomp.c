@@ -16,23 +16,48 @@
 #include "lua/sandbox.h"
 #include "replicate/breaker.h"
 
-/* Secrets are never handed to Lua: a policy could otherwise log or encode them. */
-static const char *const hidden_env[] = {"REPLICATE_API_TOKEN", "ADMIN_TOKEN", NULL};
+/* The variables policy and alert code may read, and nothing else: a policy
+ * could log or encode whatever it can read, so secrets and values that can
+ * carry credentials (tokens, WEBHOOK_SECRET, REDIS_URL, ALERT_WEBHOOK_URL,
+ * REPLICATE_API_BASE: URLs may hold user:password@) are never listed.
+ * Three groups: the contract's settings (API.md "Configuration" tables), the
+ * settings the shipped lua/ files and examples/ document (docs/policy.md,
+ * docs/alerts.md), and any name starting with SC_LUA_ENV_PREFIX, the
+ * operator's own policy settings. */
+#define SC_LUA_ENV_PREFIX "SCENECOMP_POLICY_"
+static const char *const env_allowed[] = {
+    /* API.md Configuration */
+    "HOST", "PORT", "USE_KONTEXT_COMPOSITE", "COMPOSITE_METHOD", "KONTEXT_MODEL_ID",
+    "KONTEXT_TIMEOUT_SECONDS", "MAX_CONCURRENT_KONTEXT", "MAX_KONTEXT_PER_HOUR",
+    "KONTEXT_DAILY_GENERATION_LIMIT", "SCENE_MODEL_ID", "LOGS_DIR", "OUTPUT_DIR", "POLICY_FILE",
+    "ALERTS_FILE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS",
+    /* API.md Many instances, Outage protection, Hardening rules */
+    "LIMITS_STORE", "REDIS_KEY_PREFIX", "INSTANCE_ID", "POLICY_SOURCE", "BREAKER_ENABLED",
+    "KONTEXT_BUDGET_PACING", "MAX_BUFFERED_UPLOAD_BYTES", "SCENE_MAX_CONCURRENT",
+    "SCENE_MAX_PER_HOUR", "SCENE_DAILY_LIMIT",
+    /* settings of the shipped lua/policy.lua, lua/alerts.lua and examples/alerts */
+    "ROLLOUT_PHASE", "KONTEXT_INTERNAL_USERS", "ALERT_MIN_VOLUME", "ALERT_FOR_SECONDS_OVERRIDE",
+    "ALERT_DAILY_BUDGET_USD", "ALERT_HOURLY_HEADROOM", NULL};
+
+bool sc_lua_env_allowed(const char *name)
+{
+    if (strncmp(name, SC_LUA_ENV_PREFIX, sizeof SC_LUA_ENV_PREFIX - 1) == 0)
+        return name[sizeof SC_LUA_ENV_PREFIX - 1] != '\0';
+    for (int i = 0; env_allowed[i]; i++)
+        if (strcmp(name, env_allowed[i]) == 0)
+            return true;
+    return false;
+}
 
 /* Lua: value = scenecomp.env(name)
- * Returns the variable as the service reads it (environment, then .env), or nil
- * when unset or secret (REPLICATE_API_TOKEN, ADMIN_TOKEN). Raises when name is
- * not a string. */
+ * Returns the variable as the service reads it (environment, then .env) when
+ * name is allow-listed (sc_lua_env_allowed), else nil; nil when unset too.
+ * Raises when name is not a string. */
 static int scenecomp_env(lua_State *L)
 {
-    const char *name = luaL_checkstring(L, 1);
-    for (int i = 0; hidden_env[i]; i++) {
-        if (strcmp(name, hidden_env[i]) == 0) {
-            lua_pushnil(L);
-            return 1;
-        }
-    }
-    const char *v = sc_config_lookup(name);
+    size_t len;
+    const char *name = luaL_checklstring(L, 1, &len);
+    const char *v = strlen(name) == len && sc_lua_env_allowed(name) ? sc_config_lookup(name) : NULL;
     if (v)
         lua_pushstring(L, v);
     else

@@ -36,6 +36,13 @@ typedef struct sc_lua__info {
 /* The info block of a sandboxed state. Never NULL for states made by sc_lua_new_state. */
 sc_lua__info_t *sc_lua__info(lua_State *L);
 
+/* For C loops the count hook cannot interrupt (bounded.c): raises
+ * "timeout: <what> (Lua code ran longer than N ms)" when the deadline of the
+ * current sc_lua_call has passed, and from then on the hook raises at every
+ * instruction. Returns when no call is in progress or time is left.
+ * SC_MAY_RAISE. */
+void sc_lua__check_deadline(lua_State *L, const char *what);
+
 /* Pushes the `scenecomp` module table (stack: -> +1). SC_MAY_RAISE (memory). */
 int sc_lua__open_scenecomp(lua_State *L);
 

@@ -28,7 +28,7 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "lua/bind_scenecomp.h"
-#include "lua/policy_internal.h"
+#include "lua/policy_schema.h"
 #include "lua/sandbox.h"
 #include "metrics/metrics.h"
 
@@ -51,13 +51,9 @@ typedef struct policy_gen {
     size_t len;
     char origin[SC_CFG_PATH];         /* file path, or "embedded" */
     char chunkname[SC_CFG_PATH + 16]; /* "@path" or "=embedded policy" */
-    sc_policy_effective_t eff;
-    bool has_route, has_on_error;
-    bool has_users, has_percent; /* of the selected phase */
-    double percent;
-    char *users_blob;   /* NUL-separated user ids of the selected phase */
-    const char **users; /* sorted pointers into users_blob */
-    size_t nusers;
+    sc_policy__spec_t spec;           /* effective config and what the file defines */
+    char *users_blob;     /* NUL-separated user ids of the selected phase, in list order */
+    const char **users;   /* sorted pointers into users_blob */
     char *effective_json; /* {...} for sc_policy_status_json */
 } policy_gen_t;
 
@@ -121,354 +117,26 @@ static int cmp_str(const void *a, const void *b)
 
 static bool gen_has_user(const policy_gen_t *g, const char *user_id)
 {
-    return user_id && g->nusers &&
-           bsearch(&user_id, g->users, g->nusers, sizeof *g->users, cmp_str) != NULL;
+    return user_id && g->spec.nusers &&
+           bsearch(&user_id, g->users, g->spec.nusers, sizeof *g->users, cmp_str) != NULL;
 }
 
 /* The contract's default routing (API.md "Lua policy"), implemented once. */
 static sc_route_t gen_default_route(const policy_gen_t *g, const char *user_id)
 {
-    if (!g->eff.use_kontext || strcmp(g->eff.method, "kontext") != 0)
+    if (!g->spec.eff.use_kontext || strcmp(g->spec.eff.method, "kontext") != 0)
         return SC_ROUTE_PIL;
-    if (!g->eff.phase[0] || (!g->has_users && !g->has_percent))
+    if (!g->spec.eff.phase[0] || (!g->spec.has_users && !g->spec.has_percent))
         return SC_ROUTE_KONTEXT;
     if (gen_has_user(g, user_id))
         return SC_ROUTE_KONTEXT;
-    if (g->has_percent) {
-        if (g->percent >= 100)
+    if (g->spec.has_percent) {
+        if (g->spec.percent >= 100)
             return SC_ROUTE_KONTEXT;
-        if (user_id && sc_lua_bucket(user_id, strlen(user_id), "kontext", 7) < g->percent)
+        if (user_id && sc_lua_bucket(user_id, strlen(user_id), "kontext", 7) < g->spec.percent)
             return SC_ROUTE_KONTEXT;
     }
     return SC_ROUTE_PIL;
-}
-
-/* ==== Validation (runs inside sc_lua_call; raises with the culprit named) ==== */
-
-enum key_kind {
-    K_BOOL,
-    K_METHOD,
-    K_STRING,
-    K_SECONDS,
-    K_COUNT,
-    K_PHASE,
-    K_PHASES,
-    K_FUNC,
-    K_BREAKER, /* issue 11 */
-    K_PACING,  /* issue 11 */
-};
-
-static const struct key_spec {
-    const char *name;
-    enum key_kind kind;
-    bool in_phase; /* may be overridden by phases[phase] */
-} k_keys[] = {
-    {"use_kontext", K_BOOL, true},       {"method", K_METHOD, true},
-    {"model_id", K_STRING, true},        {"timeout_seconds", K_SECONDS, true},
-    {"max_concurrent", K_COUNT, true},   {"max_per_hour", K_COUNT, true},
-    {"daily_limit", K_COUNT, true},      {"phase", K_PHASE, false},
-    {"phases", K_PHASES, false},         {"route", K_FUNC, false},
-    {"on_kontext_error", K_FUNC, false}, {"breaker", K_BREAKER, true},
-    {"pacing", K_PACING, true},          {NULL, K_BOOL, false},
-};
-
-static const struct key_spec *find_key(const char *name)
-{
-    for (int i = 0; k_keys[i].name; i++)
-        if (strcmp(k_keys[i].name, name) == 0)
-            return &k_keys[i];
-    return NULL;
-}
-
-/* Raises "<where>key 'k' must be <what> (got <type>)". Always raises. */
-static int bad_type(lua_State *L, const char *where, const char *key, const char *what, int idx)
-{
-    return luaL_error(L, "%skey '%s' must be %s (got %s)", where, key, what, luaL_typename(L, idx));
-}
-
-/* ==== Outage protection keys (issue 11) ==== */
-
-/* `breaker = false | true | {failure_rate, min_calls, window_seconds,
- * open_seconds, half_open_calls}` at idx; a table's absent keys keep the values
- * so far (env/defaults < top level < phase). Stores into eff when not NULL.
- * SC_MAY_RAISE. */
-static void check_breaker(lua_State *L, int idx, const char *where, sc_policy_effective_t *eff)
-{
-    sc_policy_effective_t tmp;
-    memset(&tmp, 0, sizeof tmp);
-    sc_policy_effective_t *e = eff ? eff : &tmp;
-    if (lua_isboolean(L, idx)) {
-        e->breaker_enabled = lua_toboolean(L, idx);
-        return;
-    }
-    if (!lua_istable(L, idx))
-        bad_type(L, where, "breaker",
-                 "false or a table {failure_rate, min_calls, "
-                 "window_seconds, open_seconds, half_open_calls}",
-                 idx);
-    e->breaker_enabled = true;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) { /* key, value */
-        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-        int t = lua_type(L, -1);
-        double v = lua_tonumber(L, -1);
-        int isint = 0;
-        lua_Integer iv = lua_tointegerx(L, -1, &isint);
-        if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_error(L, "%sbreaker keys must be strings (got %s)", where, luaL_typename(L, -2));
-        else if (strcmp(k, "failure_rate") == 0) {
-            if (t != LUA_TNUMBER || !(v > 0 && v <= 1))
-                luaL_error(L, "%sbreaker.failure_rate must be a number in (0, 1]", where);
-            e->breaker_failure_rate = v;
-        } else if (strcmp(k, "window_seconds") == 0 || strcmp(k, "open_seconds") == 0) {
-            if (t != LUA_TNUMBER || !(v > 0 && v <= 86400))
-                luaL_error(L, "%sbreaker.%s must be a number of seconds in (0, 86400]", where, k);
-            *(k[0] == 'w' ? &e->breaker_window_seconds : &e->breaker_open_seconds) = v;
-        } else if (strcmp(k, "min_calls") == 0 || strcmp(k, "half_open_calls") == 0) {
-            if (t != LUA_TNUMBER || !isint || iv < 1 || iv > 1000000)
-                luaL_error(L, "%sbreaker.%s must be an integer in 1..1000000", where, k);
-            *(k[0] == 'm' ? &e->breaker_min_calls : &e->breaker_half_open_calls) = (int)iv;
-        } else {
-            luaL_error(L,
-                       "%sbreaker: unknown key '%s' (allowed: failure_rate, min_calls, "
-                       "window_seconds, open_seconds, half_open_calls)",
-                       where, k);
-        }
-        lua_pop(L, 1); /* key */
-    }
-}
-
-/* Checks the value at idx for spec and, when eff is not NULL, stores it there.
- * where is "" or "phases.<name>: ". SC_MAY_RAISE. */
-static void check_value(lua_State *L, int idx, const struct key_spec *spec, const char *where,
-                        sc_policy_effective_t *eff)
-{
-    idx = lua_absindex(L, idx);
-    switch (spec->kind) {
-    case K_BOOL:
-        if (!lua_isboolean(L, idx))
-            bad_type(L, where, spec->name, "a boolean", idx);
-        if (eff)
-            eff->use_kontext = lua_toboolean(L, idx);
-        break;
-    case K_METHOD: {
-        if (lua_type(L, idx) != LUA_TSTRING)
-            bad_type(L, where, spec->name, "\"pil\" or \"kontext\"", idx);
-        const char *m = lua_tostring(L, idx);
-        if (strcmp(m, "pil") != 0 && strcmp(m, "kontext") != 0)
-            luaL_error(L, "%skey 'method' must be \"pil\" or \"kontext\" (got \"%s\")", where, m);
-        if (eff)
-            snprintf(eff->method, sizeof eff->method, "%s", m);
-        break;
-    }
-    case K_STRING: {
-        size_t n;
-        if (lua_type(L, idx) != LUA_TSTRING)
-            bad_type(L, where, spec->name, "a non-empty string", idx);
-        const char *s = lua_tolstring(L, idx, &n);
-        if (n == 0 || n >= sizeof eff->model_id || strlen(s) != n)
-            luaL_error(L, "%skey '%s' must be a non-empty string shorter than %d bytes", where,
-                       spec->name, (int)sizeof eff->model_id);
-        if (eff)
-            snprintf(eff->model_id, sizeof eff->model_id, "%s", s);
-        break;
-    }
-    case K_SECONDS: {
-        if (lua_type(L, idx) != LUA_TNUMBER)
-            bad_type(L, where, spec->name, "a number of seconds", idx);
-        double v = lua_tonumber(L, idx);
-        if (!(v > 0 && v <= 86400))
-            luaL_error(L, "%skey '%s' must be a number of seconds in (0, 86400] (got %f)", where,
-                       spec->name, v);
-        if (eff)
-            eff->timeout_seconds = v;
-        break;
-    }
-    case K_COUNT: {
-        int isint = 0;
-        if (lua_type(L, idx) != LUA_TNUMBER)
-            bad_type(L, where, spec->name, "an integer >= 0", idx);
-        lua_Integer v = lua_tointegerx(L, idx, &isint);
-        if (!isint || v < 0 || v > 1000000000)
-            luaL_error(L, "%skey '%s' must be an integer in 0..1000000000 (got %s)", where,
-                       spec->name, lua_tostring(L, idx));
-        if (eff) {
-            int *dst = strcmp(spec->name, "max_concurrent") == 0 ? &eff->max_concurrent
-                       : strcmp(spec->name, "max_per_hour") == 0 ? &eff->max_per_hour
-                                                                 : &eff->daily_limit;
-            *dst = (int)v;
-        }
-        break;
-    }
-    case K_PHASE:
-        if (lua_type(L, idx) != LUA_TSTRING)
-            bad_type(L, where, spec->name, "a string naming one of phases (or nil)", idx);
-        break;
-    case K_PHASES:
-        if (!lua_istable(L, idx))
-            bad_type(L, where, spec->name, "a table of phase tables", idx);
-        break;
-    case K_FUNC:
-        if (!lua_isfunction(L, idx))
-            bad_type(L, where, spec->name, "a function", idx);
-        break;
-    case K_BREAKER: /* issue 11 */
-        check_breaker(L, idx, where, eff);
-        break;
-    case K_PACING: /* issue 11 */
-        if (!lua_isboolean(L, idx))
-            bad_type(L, where, spec->name, "a boolean", idx);
-        if (eff)
-            eff->pacing = lua_toboolean(L, idx);
-        break;
-    }
-}
-
-/* Validates phases[name] (the table at idx). When eff is not NULL (the selected
- * phase) its overrides are applied and its users are returned as a userdata
- * blob (stack: -> +1, blob or nil) with *nusers, *has_users, *percent set.
- * SC_MAY_RAISE. */
-static void check_phase(lua_State *L, int idx, const char *name, sc_policy_effective_t *eff,
-                        size_t *nusers, bool *has_users, double *percent)
-{
-    char where[128];
-    snprintf(where, sizeof where, "phases.%s: ", name);
-    idx = lua_absindex(L, idx);
-    if (!lua_istable(L, idx))
-        luaL_error(L, "phases.%s must be a table (got %s)", name, luaL_typename(L, idx));
-    int users_idx = 0;
-    lua_pushnil(L);            /* nil */
-    while (lua_next(L, idx)) { /* key, value */
-        if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_error(L, "%skeys must be strings (got %s)", where, luaL_typename(L, -2));
-        const char *k = lua_tostring(L, -2);
-        if (strcmp(k, "users") == 0) {
-            if (!lua_istable(L, -1))
-                bad_type(L, where, "users", "a list of user id strings", -1);
-            users_idx = 1;
-        } else if (strcmp(k, "percent") == 0) {
-            if (lua_type(L, -1) != LUA_TNUMBER)
-                bad_type(L, where, "percent", "a number in 0..100", -1);
-            double p = lua_tonumber(L, -1);
-            if (!(p >= 0 && p <= 100))
-                luaL_error(L, "%skey 'percent' must be a number in 0..100 (got %f)", where, p);
-            if (percent)
-                *percent = p;
-        } else {
-            const struct key_spec *spec = find_key(k);
-            if (!spec || !spec->in_phase)
-                luaL_error(L,
-                           "%sunknown key '%s' (allowed: users, percent, use_kontext, method, "
-                           "model_id, timeout_seconds, max_concurrent, max_per_hour, "
-                           "daily_limit, breaker, pacing)",
-                           where, k);
-            check_value(L, -1, spec, where, eff);
-        }
-        lua_pop(L, 1); /* key */
-    }
-    if (has_users)
-        *has_users = users_idx != 0;
-    if (!users_idx) {
-        lua_pushnil(L); /* no blob */
-        return;
-    }
-    /* users: a proper list of strings; sized first, then copied into a
-     * GC-owned userdata so nothing C-owned is held across a raise. */
-    lua_getfield(L, idx, "users"); /* users */
-    int u = lua_gettop(L);
-    lua_Integer n = (lua_Integer)lua_rawlen(L, u);
-    size_t bytes = 0, count = 0;
-    lua_pushnil(L);
-    while (lua_next(L, u)) { /* users, key, value */
-        if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n)
-            luaL_error(L, "%skey 'users' must be a list of user id strings (found key %s)", where,
-                       luaL_tolstring(L, -2, NULL));
-        size_t len;
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "%susers[%d] must be a string (got %s)", where, (int)lua_tointeger(L, -2),
-                       luaL_typename(L, -1));
-        const char *s = lua_tolstring(L, -1, &len);
-        if (len == 0 || strlen(s) != len)
-            luaL_error(L, "%susers[%d] must be a non-empty string without NUL bytes", where,
-                       (int)lua_tointeger(L, -2));
-        bytes += len + 1;
-        count++;
-        lua_pop(L, 1); /* users, key */
-    }
-    if (nusers)
-        *nusers = count;
-    char *blob = lua_newuserdatauv(L, bytes ? bytes : 1, 0); /* users, blob */
-    size_t off = 0;
-    for (lua_Integer i = 1; i <= n; i++) {
-        size_t len;
-        lua_rawgeti(L, u, i); /* users, blob, s */
-        const char *s = lua_tolstring(L, -1, &len);
-        memcpy(blob + off, s, len + 1);
-        off += len + 1;
-        lua_pop(L, 1); /* users, blob */
-    }
-    lua_remove(L, u); /* blob */
-}
-
-/* Lua C function, called through sc_lua_call:
- *   stack: policy table, lightuserdata(policy_gen_t *) -> users blob | nil
- * Validates every key of the table and every phase, then fills the
- * generation's effective config (env defaults already there < table keys <
- * phases[phase]) and the selected phase's routing data. Raises with a message
- * naming the culprit key. */
-static int policy_validate_l(lua_State *L)
-{
-    policy_gen_t *g = lua_touserdata(L, 2);
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    lua_pushnil(L);          /* t, nil */
-    while (lua_next(L, 1)) { /* t, key, value */
-        if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_error(L, "policy table keys must be strings (got %s key %s)", luaL_typename(L, -2),
-                       luaL_tolstring(L, -2, NULL));
-        const char *k = lua_tostring(L, -2);
-        const struct key_spec *spec = find_key(k);
-        if (!spec)
-            luaL_error(L,
-                       "unknown key '%s' (allowed: use_kontext, method, model_id, "
-                       "timeout_seconds, max_concurrent, max_per_hour, daily_limit, phase, "
-                       "phases, route, on_kontext_error, breaker, pacing)",
-                       k);
-        check_value(L, -1, spec, "", &g->eff);
-        lua_pop(L, 1); /* t, key */
-    }
-    g->has_route = lua_getfield(L, 1, "route") != LUA_TNIL;
-    g->has_on_error = lua_getfield(L, 1, "on_kontext_error") != LUA_TNIL;
-    lua_settop(L, 1);
-
-    int phases = 0;
-    if (lua_getfield(L, 1, "phases") == LUA_TTABLE) { /* t, phases */
-        phases = 2;
-        lua_pushnil(L);
-        while (lua_next(L, phases)) { /* t, phases, name, phase */
-            if (lua_type(L, -2) != LUA_TSTRING)
-                luaL_error(L, "phases keys must be phase names (got %s)", luaL_typename(L, -2));
-            check_phase(L, -1, lua_tostring(L, -2), NULL, NULL, NULL, NULL); /* ..., nil|blob */
-            lua_pop(L, 2);                                                   /* t, phases, name */
-        }
-    }
-    if (lua_getfield(L, 1, "phase") == LUA_TNIL) { /* t, [phases,] phase */
-        lua_pushnil(L);
-        return 1;
-    }
-    const char *name = lua_tostring(L, -1);
-    if (strlen(name) >= sizeof g->eff.phase)
-        luaL_error(L, "phase name '%s' is too long", name);
-    if (!phases || lua_getfield(L, phases, name) == LUA_TNIL)
-        luaL_error(L, "phase '%s' is not defined in phases", name);
-    snprintf(g->eff.phase, sizeof g->eff.phase, "%s", name);
-    g->percent = 0;
-    check_phase(L, -1, name, &g->eff, &g->nusers, &g->has_users, &g->percent); /* ..., blob|nil */
-    g->has_percent = false;
-    lua_getfield(L, -2, "percent");
-    g->has_percent = !lua_isnil(L, -1);
-    lua_pop(L, 1); /* ..., blob|nil */
-    return 1;
 }
 
 /* ==== Per-state setup and the calls into route / on_kontext_error ==== */
@@ -507,47 +175,13 @@ static int ctx_default_route_l(lua_State *L)
 static int policy_state_setup_l(lua_State *L)
 {
     const policy_gen_t *g = sc_lua_owner(L);
-    const sc_policy_effective_t *e = &g->eff;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     lua_pushvalue(L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_policy);
 
-    lua_createtable(L, 0, 10); /* t, config */
-    lua_pushboolean(L, e->use_kontext);
-    lua_setfield(L, -2, "use_kontext");
-    lua_pushstring(L, e->method);
-    lua_setfield(L, -2, "method");
-    lua_pushstring(L, e->model_id);
-    lua_setfield(L, -2, "model_id");
-    lua_pushnumber(L, e->timeout_seconds);
-    lua_setfield(L, -2, "timeout_seconds");
-    lua_pushinteger(L, e->max_concurrent);
-    lua_setfield(L, -2, "max_concurrent");
-    lua_pushinteger(L, e->max_per_hour);
-    lua_setfield(L, -2, "max_per_hour");
-    lua_pushinteger(L, e->daily_limit);
-    lua_setfield(L, -2, "daily_limit");
-    if (e->phase[0]) {
-        lua_pushstring(L, e->phase);
-        lua_setfield(L, -2, "phase");
-    }
-    if (g->has_percent) {
-        lua_pushnumber(L, g->percent);
-        lua_setfield(L, -2, "percent");
-    }
-    if (g->has_users) {
-        /* in list order, as the file wrote them */
-        lua_createtable(L, (int)g->nusers, 0); /* t, config, users */
-        const char *p = g->users_blob;
-        for (size_t i = 0; i < g->nusers; i++) {
-            lua_pushstring(L, p);
-            lua_rawseti(L, -2, (lua_Integer)i + 1);
-            p += strlen(p) + 1;
-        }
-        lua_setfield(L, -2, "users"); /* t, config */
-    }
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_config); /* t */
+    sc_policy__push_config(L, &g->spec, g->users_blob); /* t, config */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_config);       /* t */
 
     lua_createtable(L, 0, 2); /* t, mt */
     lua_pushcfunction(L, ctx_index_l);
@@ -589,8 +223,8 @@ static void push_ctx(lua_State *L)
     lua_createtable(L, 0, 4);                     /* ctx */
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_config); /* ctx, config */
     lua_setfield(L, -2, "config");
-    if (g->eff.phase[0]) {
-        lua_pushstring(L, g->eff.phase);
+    if (g->spec.eff.phase[0]) {
+        lua_pushstring(L, g->spec.eff.phase);
         lua_setfield(L, -2, "phase");
     }
     lua_pushcfunction(L, sc_lua__bucket_l);
@@ -671,7 +305,8 @@ static lua_State *state_open(policy_gen_t *g, char *err, size_t errlen)
         return NULL;
     sc_lua_set_log_tag(L, "[Policy]");
     sc_lua_set_owner(L, g);
-    sc_limits_caps_t caps = {g->eff.max_concurrent, g->eff.max_per_hour, g->eff.daily_limit};
+    sc_limits_caps_t caps = {g->spec.eff.max_concurrent, g->spec.eff.max_per_hour,
+                             g->spec.eff.daily_limit};
     sc_lua_set_caps(L, &caps);
     if (sc_lua_run_chunk(L, g->source, g->len, g->chunkname, POLICY_LOAD_BUDGET, err, errlen) != 0)
         goto fail; /* */
@@ -702,7 +337,7 @@ static int validate_callbacks(lua_State *L, const policy_gen_t *g, char *err, si
         {NULL, NULL, 1920, 1080, false, 800, 600, false},
     };
     int top = lua_gettop(L);
-    for (int i = 0; g->has_route && i < 2; i++) {
+    for (int i = 0; g->spec.has_route && i < 2; i++) {
         lua_pushcfunction(L, policy_route_l);
         lua_pushlightuserdata(L, (void *)&samples[i]);
         if (sc_lua_call(L, 1, 1, SC_LUA_CALL_BUDGET_SECONDS, msg, sizeof msg) != 0) {
@@ -720,7 +355,7 @@ static int validate_callbacks(lua_State *L, const policy_gen_t *g, char *err, si
         }
         lua_settop(L, top);
     }
-    if (g->has_on_error) {
+    if (g->spec.has_on_error) {
         kerr_args_t a = {&samples[0], "timeout", "sample error (validation)"};
         lua_pushcfunction(L, policy_on_error_l);
         lua_pushlightuserdata(L, &a);
@@ -744,50 +379,8 @@ static int validate_callbacks(lua_State *L, const policy_gen_t *g, char *err, si
 
 static int render_effective(policy_gen_t *g)
 {
-    const sc_policy_effective_t *e = &g->eff;
     sc_buf_t b = SC_BUF_INIT;
-    int rc =
-        sc_buf_printf(&b, "{\"use_kontext\":%s,\"method\":", e->use_kontext ? "true" : "false");
-    rc |= sc_buf_json_str(&b, e->method);
-    rc |= sc_buf_puts(&b, ",\"model_id\":");
-    rc |= sc_buf_json_str(&b, e->model_id);
-    rc |= sc_buf_puts(&b, ",\"timeout_seconds\":");
-    rc |= sc_buf_json_num(&b, e->timeout_seconds);
-    rc |= sc_buf_printf(&b,
-                        ",\"max_concurrent\":%d,\"max_per_hour\":%d,\"daily_limit\":%d,\"phase\":",
-                        e->max_concurrent, e->max_per_hour, e->daily_limit);
-    rc |= sc_buf_json_str(&b, e->phase[0] ? e->phase : NULL);
-    /* issue 11 */
-    if (e->breaker_enabled) {
-        rc |= sc_buf_puts(&b, ",\"breaker\":{\"failure_rate\":");
-        rc |= sc_buf_json_num(&b, e->breaker_failure_rate);
-        rc |= sc_buf_printf(&b, ",\"min_calls\":%d,\"window_seconds\":", e->breaker_min_calls);
-        rc |= sc_buf_json_num(&b, e->breaker_window_seconds);
-        rc |= sc_buf_puts(&b, ",\"open_seconds\":");
-        rc |= sc_buf_json_num(&b, e->breaker_open_seconds);
-        rc |= sc_buf_printf(&b, ",\"half_open_calls\":%d}", e->breaker_half_open_calls);
-    } else {
-        rc |= sc_buf_puts(&b, ",\"breaker\":false");
-    }
-    rc |= sc_buf_printf(&b, ",\"pacing\":%s", e->pacing ? "true" : "false");
-    if (g->has_percent) {
-        rc |= sc_buf_puts(&b, ",\"percent\":");
-        rc |= sc_buf_json_num(&b, g->percent);
-    }
-    if (g->has_users) {
-        rc |= sc_buf_puts(&b, ",\"users\":[");
-        const char *p = g->users_blob;
-        for (size_t i = 0; i < g->nusers; i++) {
-            rc |= sc_buf_puts(&b, i ? "," : "");
-            rc |= sc_buf_json_str(&b, p);
-            p += strlen(p) + 1;
-        }
-        rc |= sc_buf_puts(&b, "]");
-    }
-    rc |=
-        sc_buf_printf(&b, ",\"route\":\"%s\",\"on_kontext_error\":\"%s\"}",
-                      g->has_route ? "custom" : "default", g->has_on_error ? "custom" : "default");
-    if (rc) {
+    if (sc_policy__render_effective(&b, &g->spec, g->users_blob) != 0) {
         sc_buf_free(&b);
         return -1;
     }
@@ -817,7 +410,7 @@ static policy_gen_t *gen_load(const sc_config_t *cfg, const char *source, size_t
         snprintf(g->chunkname, sizeof g->chunkname, "=embedded lua/policy.lua");
     else
         snprintf(g->chunkname, sizeof g->chunkname, "@%s", origin);
-    eff_from_config(cfg, &g->eff);
+    eff_from_config(cfg, &g->spec.eff);
 
     L = sc_lua_new_state(err, errlen);
     if (!L)
@@ -831,32 +424,33 @@ static policy_gen_t *gen_load(const sc_config_t *cfg, const char *source, size_t
                  luaL_typename(L, -1));
         goto fail;
     }
-    lua_pushcfunction(L, policy_validate_l); /* t, validate */
-    lua_pushvalue(L, -2);                    /* t, validate, t */
-    lua_pushlightuserdata(L, g);             /* t, validate, t, g */
+    lua_pushcfunction(L, sc_policy__validate_l); /* t, validate */
+    lua_pushvalue(L, -2);                        /* t, validate, t */
+    lua_pushlightuserdata(L, &g->spec);          /* t, validate, t, spec */
     if (sc_lua_call(L, 2, 1, POLICY_LOAD_BUDGET, msg, sizeof msg) != 0) {
         snprintf(err, errlen, "%s: %s", origin, msg);
         goto fail;
     }
     /* t, blob|nil: copy the selected phase's users out of Lua (no raise here). */
-    if (lua_type(L, -1) == LUA_TUSERDATA && g->nusers > 0) {
+    if (lua_type(L, -1) == LUA_TUSERDATA && g->spec.nusers > 0) {
         size_t bytes = lua_rawlen(L, -1);
         g->users_blob = malloc(bytes);
-        g->users = malloc(g->nusers * sizeof *g->users);
+        g->users = malloc(g->spec.nusers * sizeof *g->users);
         if (!g->users_blob || !g->users) {
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
         memcpy(g->users_blob, lua_touserdata(L, -1), bytes);
         const char *p = g->users_blob;
-        for (size_t i = 0; i < g->nusers; i++) {
+        for (size_t i = 0; i < g->spec.nusers; i++) {
             g->users[i] = p;
             p += strlen(p) + 1;
         }
-        qsort(g->users, g->nusers, sizeof *g->users, cmp_str);
+        qsort(g->users, g->spec.nusers, sizeof *g->users, cmp_str);
     }
     lua_pop(L, 1); /* t */
-    sc_limits_caps_t caps = {g->eff.max_concurrent, g->eff.max_per_hour, g->eff.daily_limit};
+    sc_limits_caps_t caps = {g->spec.eff.max_concurrent, g->spec.eff.max_per_hour,
+                             g->spec.eff.daily_limit};
     sc_lua_set_caps(L, &caps);
     lua_pushcfunction(L, policy_state_setup_l); /* t, setup */
     lua_insert(L, -2);                          /* setup, t */
@@ -1020,12 +614,12 @@ int sc_policy_init(const sc_config_t *cfg, char *err, size_t errlen)
     }
     g_next_version = 1;
     g->version = 1;
-    g->eff.version = 1;
+    g->spec.eff.version = 1;
     publish(g);
     sc_log_info("[Policy] loaded %s (version 1, phase %s, use_kontext=%s, method=%s, route=%s)",
-                g->origin, g->eff.phase[0] ? g->eff.phase : "none",
-                g->eff.use_kontext ? "true" : "false", g->eff.method,
-                g->has_route ? "custom" : "default");
+                g->origin, g->spec.eff.phase[0] ? g->spec.eff.phase : "none",
+                g->spec.eff.use_kontext ? "true" : "false", g->spec.eff.method,
+                g->spec.has_route ? "custom" : "default");
     pthread_mutex_unlock(&g_reload_mu);
     return 0;
 fail:
@@ -1056,8 +650,8 @@ sc_route_t sc_policy_route(const sc_policy_req_t *req, sc_policy_effective_t *ef
         return SC_ROUTE_PIL;
     }
     policy_gen_t *g = t->gen;
-    *eff = g->eff;
-    if (!g->has_route)
+    *eff = g->spec.eff;
+    if (!g->spec.has_route)
         return gen_default_route(g, req->user_id);
     lua_State *L = tls_state(t);
     if (!L) {
@@ -1090,7 +684,7 @@ bool sc_policy_on_kontext_error(const sc_policy_effective_t *eff, const char *re
     policy_tls_t *t = t_tls;
     if (!t || !t->gen || t->gen->version != eff->version)
         t = tls_sync();
-    if (!t || !t->gen || !t->gen->has_on_error)
+    if (!t || !t->gen || !t->gen->spec.has_on_error)
         return false;
     lua_State *L = tls_state(t);
     if (!L)
@@ -1119,7 +713,7 @@ void sc_policy_current(sc_policy_effective_t *eff)
     pthread_mutex_lock(&g_mu);
     policy_gen_t *g = atomic_load_explicit(&g_cur, memory_order_relaxed);
     if (g)
-        *eff = g->eff;
+        *eff = g->spec.eff;
     else
         eff_from_config(&g_cfg, eff);
     pthread_mutex_unlock(&g_mu);
@@ -1189,13 +783,13 @@ static int policy_reload(const char *trigger, bool only_if_changed, long long *v
         return -1;
     }
     g->version = ++g_next_version;
-    g->eff.version = g->version;
+    g->spec.eff.version = g->version;
     publish(g);
     sc_log_info("[Policy] reloaded %s (version %lld, trigger: %s, phase %s, use_kontext=%s, "
                 "method=%s, route=%s)",
-                g->origin, g->version, trigger, g->eff.phase[0] ? g->eff.phase : "none",
-                g->eff.use_kontext ? "true" : "false", g->eff.method,
-                g->has_route ? "custom" : "default");
+                g->origin, g->version, trigger, g->spec.eff.phase[0] ? g->spec.eff.phase : "none",
+                g->spec.eff.use_kontext ? "true" : "false", g->spec.eff.method,
+                g->spec.has_route ? "custom" : "default");
     if (version)
         *version = g->version;
     pthread_mutex_unlock(&g_reload_mu);
@@ -1207,9 +801,12 @@ int sc_policy_reload(const char *trigger, long long *version, char *err, size_t 
     return policy_reload(trigger, false, version, err, errlen) < 0 ? -1 : 0;
 }
 
-int sc_policy__reload_if_changed(const char *trigger, char *err, size_t errlen)
+void sc_policy_watch_reload(const char *trigger, bool forced, void *ud)
 {
-    return policy_reload(trigger, true, NULL, err, errlen);
+    char err[1024];
+    (void)ud;
+    /* a refusal is logged and recorded by policy_reload itself */
+    (void)policy_reload(trigger, !forced, NULL, err, sizeof err);
 }
 
 int sc_policy_status_json(sc_buf_t *out)
@@ -1231,7 +828,7 @@ int sc_policy_status_json(sc_buf_t *out)
                            at);
         rc |= sc_buf_json_str(out, g->origin);
         rc |= sc_buf_puts(out, ",\"phase\":");
-        rc |= sc_buf_json_str(out, g->eff.phase[0] ? g->eff.phase : NULL);
+        rc |= sc_buf_json_str(out, g->spec.eff.phase[0] ? g->spec.eff.phase : NULL);
         rc |= sc_buf_puts(out, ",\"effective\":");
         rc |= sc_buf_puts(out, g->effective_json);
         rc |= sc_buf_puts(out, ",\"last_error\":");
@@ -1242,12 +839,14 @@ int sc_policy_status_json(sc_buf_t *out)
     return rc ? -1 : 0;
 }
 
-const char *sc_policy__last_error(char *buf, size_t n)
+int sc_policy_check_buffer(const sc_config_t *cfg, const char *src, size_t len, const char *name,
+                           char *err, size_t errlen)
 {
-    pthread_mutex_lock(&g_mu);
-    snprintf(buf, n, "%s", g_last_error);
-    pthread_mutex_unlock(&g_mu);
-    return buf[0] ? buf : NULL;
+    policy_gen_t *g = gen_load(cfg, src, len, name, err, errlen);
+    if (!g)
+        return -1;
+    gen_unref(g);
+    return 0;
 }
 
 int sc_policy_check_file(const sc_config_t *cfg, const char *path, char *err, size_t errlen)
@@ -1259,10 +858,7 @@ int sc_policy_check_file(const sc_config_t *cfg, const char *path, char *err, si
         snprintf(err, errlen, "%s: file not found", path);
     if (rc != 0)
         return -1;
-    policy_gen_t *g = gen_load(cfg, src, len, path, err, errlen);
+    rc = sc_policy_check_buffer(cfg, src, len, path, err, errlen);
     free(src);
-    if (!g)
-        return -1;
-    gen_unref(g);
-    return 0;
+    return rc;
 }

@@ -78,11 +78,30 @@ long long sc_policy_version(void);
  * returns 0 with the current version (nothing to reload). */
 int sc_policy_reload(const char *trigger, long long *version, char *err, size_t errlen);
 
+/* Reload function for the file watcher (core/watch.h, sc_watch_fn; main
+ * registers it for POLICY_FILE). forced (SIGHUP) reloads always; a detected
+ * change reloads only when the content differs from the generation in force
+ * (editors and `touch` fire events without changing anything), or when the
+ * last reload was refused (so reverting a bad edit clears last_error).
+ * A refusal is logged and recorded as last_error; ud is unused. */
+void sc_policy_watch_reload(const char *trigger, bool forced, void *ud);
+
 /* Appends {"version","loaded_at","source","phase","effective":{...},"last_error"}. */
 int sc_policy_status_json(sc_buf_t *out);
 
 /* Offline validation (`scenecomp check-policy FILE`), the same checks reload runs.
  * Returns 0 or -1 with the error in err. */
 int sc_policy_check_file(const sc_config_t *cfg, const char *path, char *err, size_t errlen);
+
+/* Load from a buffer: runs src (len bytes, not necessarily NUL-terminated, may
+ * hold any bytes) through everything a reload does -- load in a fresh sandboxed
+ * state under the 1 s budget, validate the keys, run route/on_kontext_error on
+ * the sample requests -- and discards the result; nothing is published and no
+ * global state changes, so it may run on any thread, also concurrently with
+ * serving. name is the file name used in messages (e.g. "policy.lua").
+ * Returns 0 (the source would be accepted) or -1 with "name:line: message" in
+ * err. This is the entry point of the policy-load fuzz target. */
+int sc_policy_check_buffer(const sc_config_t *cfg, const char *src, size_t len, const char *name,
+                           char *err, size_t errlen);
 
 #endif

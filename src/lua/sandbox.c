@@ -20,6 +20,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "lua/bind_scenecomp.h"
+#include "lua/bounded.h"
 
 /* Instructions between two deadline checks: a check is one clock_gettime
  * (vDSO, ~20 ns), so this costs well under 1% and stops a loop within ~10 µs. */
@@ -86,26 +87,90 @@ static void sandbox_hook(lua_State *L, lua_Debug *ar)
     lua_error(L);
 }
 
+void sc_lua__check_deadline(lua_State *L, const char *what)
+{
+    sc_lua__info_t *info = sc_lua__info(L);
+    if (info->deadline <= 0)
+        return;
+    if (!info->expired && sc_clock_mono() <= info->deadline)
+        return;
+    /* as the hook: from now on raise at every instruction, so a pcall around
+     * the match cannot keep the call going */
+    info->expired = true;
+    lua_sethook(L, sandbox_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "timeout: %s (Lua code ran longer than %d ms)", what,
+               (int)(info->budget * 1000 + 0.5));
+}
+
 /* ==== Sandboxed base functions ==== */
 
+/* Largest chunk load() accepts: the parser runs in C, where the count hook
+ * cannot fire, so the size of what it parses bounds the time (1 MiB parses in
+ * tens of ms; 60 MiB would take seconds). A policy file has the same limit. */
+#define SANDBOX_LOAD_MAX ((size_t)1 << 20)
+#define LOAD_RESERVED_SLOT 5 /* keeps the reader's last piece alive */
+
+/* lua_Reader for a function chunk (as lbaselib.c's generic_reader), counting
+ * the bytes against SANDBOX_LOAD_MAX. Raises into lua_load, which returns the
+ * error as load's message. */
+static const char *sandbox_reader(lua_State *L, void *ud, size_t *size)
+{
+    size_t *total = ud;
+    luaL_checkstack(L, 2, "too many nested functions");
+    lua_pushvalue(L, 1); /* reader */
+    lua_call(L, 0, 1);   /* piece */
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        *size = 0;
+        return NULL;
+    }
+    if (!lua_isstring(L, -1))
+        luaL_error(L, "reader function must return a string");
+    lua_replace(L, LOAD_RESERVED_SLOT);
+    const char *piece = lua_tolstring(L, LOAD_RESERVED_SLOT, size);
+    *total += *size;
+    if (*total > SANDBOX_LOAD_MAX)
+        luaL_error(L, "chunk too large for load (more than %d bytes)", (int)SANDBOX_LOAD_MAX);
+    return piece;
+}
+
 /* Lua: f, err = load(chunk [, chunkname [, mode [, env]]])
- * Text chunks only (mode is forced to "t"); env defaults to the sandbox env.
- * Returns nil, message for a syntax error or a binary chunk; raises on misuse. */
+ * As the base function, but text chunks only (mode is forced to "t"), at most
+ * SANDBOX_LOAD_MAX bytes, and env defaults to the sandbox env. Returns nil,
+ * message for a syntax error, a binary or an oversized chunk; raises on
+ * misuse (chunk neither a string nor a function). */
 static int sandbox_load(lua_State *L)
 {
+    size_t len, total = 0;
     int nargs = lua_gettop(L);
-    luaL_checkany(L, 1);
-    lua_settop(L, 4);
-    lua_pushvalue(L, lua_upvalueindex(1)); /* original load */
-    lua_pushvalue(L, 1);                   /* chunk */
-    lua_pushvalue(L, 2);                   /* chunkname */
-    lua_pushliteral(L, "t");               /* mode */
+    const char *s = lua_tolstring(L, 1, &len);
+    const char *chunkname = luaL_optstring(L, 2, s ? s : "=(load)");
+    int status;
+    if (s) {
+        if (len > SANDBOX_LOAD_MAX) {
+            luaL_pushfail(L);
+            lua_pushfstring(L, "chunk too large for load (more than %d bytes)",
+                            (int)SANDBOX_LOAD_MAX);
+            return 2;
+        }
+        status = luaL_loadbufferx(L, s, len, chunkname, "t");
+    } else {
+        luaL_checktype(L, 1, LUA_TFUNCTION);
+        lua_settop(L, LOAD_RESERVED_SLOT);
+        status = lua_load(L, sandbox_reader, &total, chunkname, "t");
+    }
+    if (status != LUA_OK) { /* ..., message */
+        luaL_pushfail(L);
+        lua_insert(L, -2);
+        return 2;
+    }
     if (nargs >= 4)
-        lua_pushvalue(L, 4); /* caller's env */
+        lua_pushvalue(L, 4); /* f, caller's env */
     else
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env); /* sandbox env */
-    lua_call(L, 4, LUA_MULTRET);
-    return lua_gettop(L) - 4;
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env); /* f, sandbox env */
+    if (!lua_setupvalue(L, -2, 1))                 /* f */
+        lua_pop(L, 1);
+    return 1;
 }
 
 /* Lua: n = collectgarbage([opt]) -- only "count", "collect", "step", "isrunning";
@@ -240,8 +305,7 @@ static int sandbox_setup_l(lua_State *L)
     copy_fields(L, 2, base_names); /* cjson, G, env */
     int env = lua_gettop(L);
 
-    lua_getfield(L, 2, "load");           /* ..., load */
-    lua_pushcclosure(L, sandbox_load, 1); /* ..., sandbox load */
+    lua_pushcfunction(L, sandbox_load); /* ..., sandbox load */
     lua_setfield(L, env, "load");
     lua_getfield(L, 2, "collectgarbage");
     lua_pushcclosure(L, sandbox_collectgarbage, 1);
@@ -253,10 +317,15 @@ static int sandbox_setup_l(lua_State *L)
     lua_setfield(L, env, "print");
 
     /* string.dump would give bytecode; the string metatable's __index is the
-     * real string table, so remove it there, not only in the copy. */
+     * real string table, so remove it there, not only in the copy. For the
+     * same reason the step-bounded pattern functions replace the stock ones
+     * in the real tables (`s:match(p)` goes through that __index). */
     lua_getfield(L, 2, LUA_STRLIBNAME); /* ..., string */
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
+    lua_getfield(L, 2, LUA_TABLIBNAME);   /* ..., string, table */
+    sc_lua__install_bounded(L, -2, -1);   /* ..., string, table */
+    lua_pop(L, 1);                        /* ..., string */
     copy_table(L, -1);                    /* ..., string, copy */
     lua_setfield(L, env, LUA_STRLIBNAME); /* ..., string */
     lua_pop(L, 1);
@@ -273,7 +342,18 @@ static int sandbox_setup_l(lua_State *L)
     lua_setfield(L, env, LUA_OSLIBNAME);
     lua_pop(L, 1);
 
-    lua_pushvalue(L, 1); /* ..., cjson|nil */
+    /* cjson without its configuration functions: encode_max_depth(1e9) or
+     * decode_max_depth(1e9) let a deeply nested value recurse in C until the
+     * thread's stack overflows (a crash of the service), encode_sparse_array
+     * lets {[1e9] = 1} write gigabytes outside the memory cap, and new() would
+     * give a configurable instance. The defaults stay (depth 1000). */
+    if (lua_istable(L, 1)) {
+        static const char *const cjson_names[] = {"encode", "decode",   "null",
+                                                  "_NAME",  "_VERSION", NULL};
+        copy_fields(L, 1, cjson_names); /* ..., cjson copy */
+    } else {
+        lua_pushnil(L); /* ..., nil */
+    }
     lua_setfield(L, env, "cjson");
     sc_lua__open_scenecomp(L); /* ..., scenecomp */
     lua_setfield(L, env, "scenecomp");

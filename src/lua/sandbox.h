@@ -14,6 +14,7 @@
 #ifndef SCENECOMP_LUA_SANDBOX_H
 #define SCENECOMP_LUA_SANDBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <lua.h>
@@ -62,6 +63,11 @@ int sc_lua_call(lua_State *L, int nargs, int nresults, double budget_seconds, ch
 
 /* Pushes a table with the fields of /api/admin/metrics/composite (NaN -> nil). */
 void sc_lua_push_metrics(lua_State *L, const sc_metrics_snapshot_t *s);
+
+/* Whether scenecomp.env(name) may return the variable: one of the allow-listed
+ * settings (docs/policy.md, "scenecomp.env") or a name starting with
+ * SCENECOMP_POLICY_. Secrets and URLs never are. */
+bool sc_lua_env_allowed(const char *name);
 
 /* Stable bucket 0..99 of key under salt: FNV-1a 32-bit over salt ":" key, mod 100.
  * The same on every instance and after restarts. */

@@ -61,6 +61,7 @@ sc_fallback_reason_t sc_fallback_reason_for_replicate(sc_rep_status_t s)
         return SC_FB_NO_TOKEN;
     case SC_REP_OK:
     case SC_REP_API_ERROR:
+    case SC_REP_CLIENT_GONE: /* never reaches here: a gone client's request is dropped */
         return SC_FB_API_ERROR;
     }
     return SC_FB_API_ERROR;

@@ -118,7 +118,8 @@ class Server:
             return ""
 
     def stderr_text(self):
-        self._stderr.flush()
+        if not self._stderr.closed:  # stop() closes it; the teardown still reads the file
+            self._stderr.flush()
         with open(self.stderr_path, encoding="utf-8", errors="replace") as f:
             return f.read()
 

@@ -72,6 +72,8 @@ def test_composite_jpeg(inputs):
     (["composite", "--scene", "scene.png", "--product", "product.png", "-o", "o.png", "--x", "1.5"], 2, "'x'"),
     (["composite", "--scene", "scene.png", "--product", "product.png", "-o", "o.png", "--scale", "0"], 2, "'scale'"),
     (["composite", "--scene", "scene.png", "--product", "product.png", "-o", "o.png", "--format", "gif"], 2, "format"),
+    # no --format and an extension outside the format table: refused, not written as PNG
+    (["composite", "--scene", "scene.png", "--product", "product.png", "-o", "o.webp"], 2, "format"),
     (["composite", "--scene", "scene.png", "--product", "product.png", "-o", "o.png", "--bogus", "1"], 2, "unknown option"),
     (["composite", "--scene", "scene.png", "--product", "product.png", "-o"], 2, "needs a value"),
     (["composite", "--scene", "missing.png", "--product", "product.png", "-o", "o.png"], 1, "missing.png"),
@@ -84,7 +86,7 @@ def test_composite_bad_arguments(inputs, args, code, msg):
     r = run(args, d)
     assert r.returncode == code, (r.returncode, r.stderr)
     assert msg in r.stderr, r.stderr
-    assert not (d / "o.png").exists()
+    assert not (d / "o.png").exists() and not (d / "o.webp").exists()
 
 
 def test_check_policy_usage_and_missing_file(tmp_path):

@@ -25,10 +25,27 @@ describe("scenecomp_stub", function()
   end)
 
   describe("module", function()
-    it("hides secrets from env", function()
-      local host = stub.new({ env = { REPLICATE_API_TOKEN = "r8_x", OTHER = "y" } })
-      assert.is_nil(host.module.env("REPLICATE_API_TOKEN"))
-      assert.are.equal("y", host.module.env("OTHER"))
+    it("returns only allow-listed variables from env, as the host", function()
+      local host = stub.new({ env = {
+        REPLICATE_API_TOKEN = "r8_x", ADMIN_TOKEN = "a", ALERT_WEBHOOK_URL = "https://u:p@h/x",
+        REDIS_URL = "redis://:pw@h:6379/0", WEBHOOK_SECRET = "s", OTHER = "y",
+        MAX_CONCURRENT_KONTEXT = "7", ROLLOUT_PHASE = "limited", SCENECOMP_POLICY_REGION = "eu",
+        SCENECOMP_POLICY_ = "empty suffix",
+      } })
+      for _, secret in ipairs({ "REPLICATE_API_TOKEN", "ADMIN_TOKEN", "ALERT_WEBHOOK_URL",
+                                "REDIS_URL", "WEBHOOK_SECRET", "OTHER", "SCENECOMP_POLICY_" }) do
+        assert.is_nil(host.module.env(secret), secret)
+      end
+      assert.are.equal("7", host.module.env("MAX_CONCURRENT_KONTEXT"))
+      assert.are.equal("limited", host.module.env("ROLLOUT_PHASE"))
+      assert.are.equal("eu", host.module.env("SCENECOMP_POLICY_REGION"))
+    end)
+
+    it("reads the allow-list from the host's one table", function()
+      local list = stub.env_allow_list()
+      assert.is_true(list.KONTEXT_DAILY_GENERATION_LIMIT)
+      assert.is_nil(list.REPLICATE_API_TOKEN)
+      assert.are.equal("SCENECOMP_POLICY_", stub.ENV_PREFIX)
     end)
 
     it("records logs and refuses unknown levels", function()

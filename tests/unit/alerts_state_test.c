@@ -3,6 +3,7 @@
  * looping rules, reload refusal and swap, validation errors, the embedded
  * default. */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -488,6 +489,67 @@ static void test_breaker_rule(void)
     sc_alerts_shutdown();
 }
 
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "alerts_state_test: hung (a rule's budget did not hold)\n";
+    ssize_t r = write(2, msg, sizeof msg - 1);
+    (void)r;
+    _exit(1);
+}
+
+/* Issue 8: a rule doing a backtracking match delayed a reload by 28 s (the
+ * count hook cannot fire inside string.match). Now the rule is cut off at its
+ * budget, in evaluation and in a reload's validation. */
+static void test_pattern_budget(void)
+{
+    char err[1024] = "";
+    sc_metrics_snapshot_t s;
+    signal(SIGALRM, on_alarm);
+    alarm(120);
+    /* evil only in production (today_generations == 777), not on the samples */
+    write_rules("local subject = (('w'):rep(4) .. ' '):rep(80)\n"
+                "return {\n"
+                "  { name = 'evil', severity = 'warning', for_seconds = 0,\n"
+                "    when = function(m) return m.today_generations == 777 and\n"
+                "      subject:match('^(.-)%s*(.-)%s*(.-)%s*(.-)x$') ~= nil end },\n"
+                "  { name = 'after', severity = 'warning', for_seconds = 0,\n"
+                "    when = function(m) return m.today_generations == 777 end },\n"
+                "}\n");
+    init_alerts();
+    quiet(&s);
+    s.today_generations = 777;
+    double t0 = sc_clock_mono();
+    sc_alerts__evaluate_with(9000, &s);
+    CHECK(sc_clock_mono() - t0 < 10); /* budget 0.25 s; unbounded: minutes */
+    CHECK_EQ_INT(sc_alerts__state("evil"), SC_ALERT_INACTIVE); /* failed = not firing */
+    CHECK_EQ_INT(sc_alerts__state("after"), SC_ALERT_FIRING);
+    CHECK(log_has("rule evil failed, treated as not firing"));
+    CHECK(log_has("pattern budget exceeded"));
+
+    /* a reload whose rule does it on the samples is refused within its budgets */
+    write_rules("return {{ name = 'evil2', severity = 'warning', for_seconds = 0,\n"
+                "  when = function(m) return ((('w'):rep(4) .. ' '):rep(80)):match(\n"
+                "    '^(.-)%s*(.-)%s*(.-)%s*(.-)x$') ~= nil end }}\n");
+    t0 = sc_clock_mono();
+    CHECK_EQ_INT(sc_alerts_reload("test", err, sizeof err), -1);
+    CHECK(sc_clock_mono() - t0 < 10);
+    if (!strstr(err, "pattern budget exceeded"))
+        fprintf(stderr, "reload: %s\n", err);
+    CHECK(strstr(err, "pattern budget exceeded") != NULL);
+    /* and a good reload right after goes through at once */
+    write_rules("return {{ name = 'fine', severity = 'warning', for_seconds = 0,\n"
+                "  when = function(m) return true end }}\n");
+    t0 = sc_clock_mono();
+    CHECK_EQ_INT(sc_alerts_reload("test", err, sizeof err), 0);
+    sc_alerts__evaluate_with(9001, &s);
+    CHECK(sc_clock_mono() - t0 < 10);
+    CHECK_EQ_INT(sc_alerts__rule_count(), 1);
+    CHECK_EQ_INT(sc_alerts__state("fine"), SC_ALERT_FIRING);
+    alarm(0);
+    sc_alerts_shutdown();
+}
+
 /* The same embedded bytes the binary ships equal lua/alerts.lua. */
 extern const char sc_embedded_alerts[];
 extern const size_t sc_embedded_alerts_len;
@@ -516,6 +578,7 @@ int main(void)
     test_init_default_and_broken();
     test_shipped_alerts();
     test_breaker_rule();
+    test_pattern_budget();
     test_embedded_matches_file();
 
     sc_log_close();

@@ -113,6 +113,45 @@ static void test_precedence(void)
     sc_policy_shutdown();
 }
 
+static sc_route_t route_user(const char *user)
+{
+    sc_policy_effective_t e;
+    sc_policy_req_t req = {user, "a prompt", 64, 48, false, 16, 8, true};
+    return sc_policy_route(&req, &e);
+}
+
+/* ctx.config is generated from the same key table: breaker is false or the
+ * five values in force, pacing a boolean. */
+static void test_ctx_config(void)
+{
+    sc_config_t c;
+    config(&c);
+    CHECK(
+        init_with("return { breaker = { min_calls = 4 }, pacing = true, phase = 'p',\n"
+                  "  phases = { p = { breaker = { open_seconds = 2.5, half_open_calls = 3 } } },\n"
+                  "  route = function(req, ctx)\n"
+                  "    local b, cf = ctx.config.breaker, ctx.config\n"
+                  "    if req.user_id == 'x' and type(b) == 'table' and b.failure_rate == 0.5\n"
+                  "      and b.min_calls == 4 and b.window_seconds == 60\n"
+                  "      and b.open_seconds == 2.5 and b.half_open_calls == 3\n"
+                  "      and cf.pacing == true then return 'kontext' end\n"
+                  "    return 'pil'\n"
+                  "  end }",
+                  &c) == 0);
+    CHECK_EQ_INT(route_user("x"), SC_ROUTE_KONTEXT);
+    sc_policy_shutdown();
+
+    CHECK(init_with("return { breaker = false,\n"
+                    "  route = function(req, ctx)\n"
+                    "    if req.user_id == 'x' and ctx.config.breaker == false\n"
+                    "      and ctx.config.pacing == false then return 'kontext' end\n"
+                    "    return 'pil'\n"
+                    "  end }",
+                    &c) == 0);
+    CHECK_EQ_INT(route_user("x"), SC_ROUTE_KONTEXT);
+    sc_policy_shutdown();
+}
+
 static void refused(const char *src, const char *msg)
 {
     sc_config_t c;
@@ -177,6 +216,7 @@ int main(void)
     test_env_parsing();
     test_env_defaults();
     test_precedence();
+    test_ctx_config();
     test_validation();
     unlink(g_path);
     rmdir(g_dir);

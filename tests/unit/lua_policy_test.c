@@ -3,6 +3,7 @@
  * reload and per-thread swap, generation consistency under concurrent reloads,
  * on_kontext_error, status JSON, the shipped lua/policy.lua. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -278,6 +279,101 @@ static void test_on_kontext_error(void)
     sc_policy_shutdown();
 }
 
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "lua_policy_test: hung (a Lua budget did not hold)\n";
+    ssize_t r = write(2, msg, sizeof msg - 1);
+    (void)r;
+    _exit(1);
+}
+
+/* The probe of issue 8: a backtracking pattern over a 400-character prompt ran
+ * 43 s inside one string.match, where the count hook cannot fire. Now route
+ * and on_kontext_error are cut off at their budget (a route error: pil), and
+ * a file doing it at load is refused within its load budget. */
+static void test_pattern_budget(void)
+{
+    static const char evil[] = "'^(.-)%s*(.-)%s*(.-)%s*(.-)x$'";
+    char src[1024], prompt[401];
+    sc_config_t c;
+    sc_policy_effective_t eff;
+    base_config(&c);
+    for (int i = 0; i < 400; i++)
+        prompt[i] = i % 5 == 4 ? ' ' : 'w';
+    prompt[400] = '\0';
+    /* the sample prompt of validation is short, so the file loads */
+    snprintf(src, sizeof src,
+             "return {\n"
+             "  route = function(req)\n"
+             "    if req.prompt and req.prompt:match(%s) then return 'kontext' end\n"
+             "    return 'kontext'\n"
+             "  end,\n"
+             "  on_kontext_error = function(err)\n"
+             "    if string.find(err.message, %s) then return 'fail' end\n"
+             "    return 'fail'\n"
+             "  end,\n"
+             "}\n",
+             evil, evil);
+    signal(SIGALRM, on_alarm);
+    alarm(120);
+    CHECK(init_with(src, &c) == 0);
+    sc_policy_req_t req = {"u", prompt, 1024, 768, false, 512, 512, true};
+    long long e0 = route_errors();
+    double t0 = sc_clock_mono();
+    CHECK_EQ_INT(sc_policy_route(&req, &eff), SC_ROUTE_PIL); /* a route error: pil */
+    double dt = sc_clock_mono() - t0;
+    CHECK_EQ_INT(route_errors() - e0, 1);
+    /* budget 0.25 s; 10 s leaves room for a loaded machine (unbounded: minutes) */
+    CHECK(dt < 10);
+    t0 = sc_clock_mono();
+    CHECK(!sc_policy_on_kontext_error(&eff, "api_error", prompt, &req)); /* error: fallback */
+    CHECK(sc_clock_mono() - t0 < 10);
+    /* short inputs still work */
+    req.prompt = "short";
+    CHECK_EQ_INT(sc_policy_route(&req, &eff), SC_ROUTE_KONTEXT);
+    CHECK(sc_policy_on_kontext_error(&eff, "api_error", "short", &req));
+    sc_policy_shutdown();
+
+    /* at load (check-policy and reload): refused within the 1 s load budget */
+    snprintf(src, sizeof src,
+             "local p = (('w'):rep(4) .. ' '):rep(80)\n"
+             "local a = p:match(%s)\n"
+             "return {}\n",
+             evil);
+    write_policy(src);
+    t0 = sc_clock_mono();
+    CHECK(sc_policy_check_file(&c, g_path, err, sizeof err) == -1);
+    dt = sc_clock_mono() - t0;
+    if (!strstr(err, "pattern budget exceeded"))
+        fprintf(stderr, "check-policy: %s\n", err);
+    CHECK(strstr(err, "pattern budget exceeded") != NULL);
+    CHECK(strstr(err, ":2:") != NULL); /* the line of the match */
+    CHECK(dt < 10);
+    alarm(0);
+}
+
+/* The load-from-buffer entry point (fuzzing): not NUL-terminated, binary
+ * bytes, the same checks as a file, nothing published. */
+static void test_check_buffer(void)
+{
+    sc_config_t c;
+    base_config(&c);
+    long long v0 = sc_policy_version();
+    const char good[] = "return { max_concurrent = 3 }XXXX";
+    CHECK(sc_policy_check_buffer(&c, good, sizeof good - 5, "buf.lua", err, sizeof err) == 0);
+    CHECK(sc_policy_check_buffer(&c, good, sizeof good - 1, "buf.lua", err, sizeof err) == -1);
+    CHECK(strncmp(err, "buf.lua:", 8) == 0);
+    const char nul[] = "return {\0}";
+    CHECK(sc_policy_check_buffer(&c, nul, sizeof nul - 1, "nul.lua", err, sizeof err) == -1);
+    CHECK(strstr(err, "nul.lua") != NULL);
+    const char bin[] = "\x1bLua\x54\x00";
+    CHECK(sc_policy_check_buffer(&c, bin, sizeof bin - 1, "bin.lua", err, sizeof err) == -1);
+    CHECK(sc_policy_check_buffer(&c, "", 0, "empty.lua", err, sizeof err) == -1);
+    CHECK(strstr(err, "must return a table") != NULL);
+    CHECK_EQ_INT(sc_policy_version(), v0); /* nothing published */
+}
+
 static void status(sc_buf_t *b)
 {
     sc_buf_reset(b);
@@ -297,6 +393,14 @@ static void test_refused(void)
         {"return { timeout_seconds = -1 }", "timeout_seconds", "seconds"},
         {"return { method = 'magic' }", "method", "\"pil\" or \"kontext\""},
         {"return { frobnicate = true }", "unknown key 'frobnicate'", NULL},
+        /* the allowed-key lists are generated from the schema's key table */
+        {"return { frobnicate = true }", "unknown key 'frobnicate'",
+         "(allowed: use_kontext, method, model_id, timeout_seconds, max_concurrent, "
+         "max_per_hour, daily_limit, phase, phases, route, on_kontext_error, breaker, pacing)"},
+        {"return { phases = { p = { route = 1 } } }", "phases.p: unknown key 'route'",
+         "(allowed: users, percent, use_kontext, method, model_id, timeout_seconds, "
+         "max_concurrent, max_per_hour, daily_limit, breaker, pacing)"},
+        {"return { model_id = string.rep('m', 5000) }", "model_id", "shorter than"},
         {"return { phase = 'nope', phases = { yes = {} } }", "phase 'nope'", "not defined"},
         {"return { phase = 'nope' }", "phase 'nope'", "not defined"},
         {"return { phases = { p = { percent = 101 } } }", "phases.p", "percent"},
@@ -598,6 +702,8 @@ int main(void)
     test_default_routing();
     test_route_function();
     test_on_kontext_error();
+    test_pattern_budget();
+    test_check_buffer();
     test_refused();
     test_thread_swap();
     test_concurrent_reloads();

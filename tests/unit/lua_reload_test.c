@@ -1,6 +1,8 @@
-/* The reload watcher: a file replaced by rename, rewritten in place, touched
- * without change, a refused file then fixed, and SIGHUP (sc_reload_request
- * from a real signal handler). Bounds are generous (the contract says 2 s). */
+/* Policy reload through the file watcher, registered as main does
+ * (core/watch.h + sc_policy_watch_reload): a file replaced by rename,
+ * rewritten in place, touched without change, a refused file then fixed, and
+ * SIGHUP (sc_watch_request from a real signal handler). Bounds are generous
+ * (the contract says 2 s). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +13,8 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/watch.h"
 #include "lua/policy.h"
-#include "lua/reload.h"
 #include "test.h"
 
 static char g_dir[] = "/tmp/sc_reload_test_XXXXXX";
@@ -24,16 +26,22 @@ static void write_replace(const char *src)
     char tmp[300];
     snprintf(tmp, sizeof tmp, "%s/.policy.lua.swp", g_dir);
     FILE *f = fopen(tmp, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
     fputs(src, f);
-    fclose(f);
+    CHECK(fclose(f) == 0);
     CHECK(rename(tmp, g_path) == 0);
 }
 
 static void write_in_place(const char *src)
 {
     FILE *f = fopen(g_path, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
     fputs(src, f);
-    fclose(f);
+    CHECK(fclose(f) == 0);
 }
 
 /* Waits until the version reaches v; returns the seconds it took, or -1. */
@@ -51,7 +59,7 @@ static double wait_version(long long v, double limit)
 static void on_hup(int sig)
 {
     (void)sig;
-    sc_reload_request();
+    sc_watch_request();
 }
 
 static int has_error(void)
@@ -75,7 +83,8 @@ int main(void)
     snprintf(c.alerts_file, sizeof c.alerts_file, "%s/alerts.lua", g_dir);
     write_replace("return { max_concurrent = 1 }");
     CHECK(sc_policy_init(&c, err, sizeof err) == 0);
-    CHECK(sc_reload_start(&c) == 0);
+    CHECK(sc_watch_add(c.policy_file, sc_policy_watch_reload, NULL) == 0);
+    CHECK(sc_watch_start() == 0);
 
     write_replace("return { max_concurrent = 2 }"); /* editors: write temp, rename */
     double t = wait_version(2, 5);
@@ -118,8 +127,8 @@ int main(void)
     CHECK(t >= 0);
     CHECK(!has_error());
 
-    sc_reload_stop();
-    sc_reload_request(); /* after stop: harmless */
+    sc_watch_stop();
+    sc_watch_request(); /* after stop: harmless */
     sc_policy_shutdown();
     unlink(g_path);
     rmdir(g_dir);

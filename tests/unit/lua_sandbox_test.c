@@ -73,6 +73,21 @@ static void test_allow_list(lua_State *L)
               "functionfunctionfunction");
     CHECK_STR(run(L, "return cjson.encode({a = 1})", 1), "{\"a\":1}");
     CHECK_STR(run(L, "return cjson.decode('[1,2,3]')[3] == 3", 1), "true");
+    CHECK_STR(run(L, "return cjson.decode('[null]')[1] == cjson.null", 1), "true");
+    /* no configuration functions: raising the depth limits let a nested value
+     * overflow the C stack (a crash), sparse arrays write outside the memory cap */
+    CHECK_STR(run(L,
+                  "return tostring(cjson.encode_max_depth) .. tostring(cjson.decode_max_depth) .. "
+                  "tostring(cjson.encode_sparse_array) .. tostring(cjson.new) .. "
+                  "tostring(cjson.encode_keep_buffer)",
+                  1),
+              "nilnilnilnilnil");
+    CHECK(starts(run(L, "local t = {} for i = 1, 300000 do t = {t} end return cjson.encode(t)", 5),
+                 "ERR:"));
+    CHECK(
+        starts(run(L, "return cjson.decode(string.rep('[', 200000) .. string.rep(']', 200000))", 5),
+               "ERR:"));
+    CHECK(starts(run(L, "return cjson.encode({[1e9] = 1})", 5), "ERR:"));
     CHECK_STR(run(L, "return collectgarbage('count') > 0", 1), "true");
     CHECK(starts(run(L, "return collectgarbage('stop')", 1), "ERR:"));
     CHECK(starts(run(L, "return collectgarbage('incremental')", 1), "ERR:"));
@@ -142,6 +157,34 @@ static void test_load(lua_State *L)
     /* chunks loaded by load() run in the sandbox env too */
     CHECK_STR(run(L, "return load('return io')()", 1), "nil");
     CHECK(starts(run(L, "return load('y = 1')()", 1), "ERR:"));
+    /* as the base function otherwise: chunk names, function readers, an explicit env */
+    CHECK_STR(run(L, "local f, e = load('x x', 'name') return e", 1),
+              "[string \"name\"]:1: syntax error near 'x'");
+    CHECK_STR(run(L, "local f, e = load('x x') return e", 1),
+              "[string \"x x\"]:1: syntax error near 'x'");
+    CHECK_STR(run(L,
+                  "local parts = {'return ', '4', '0 + 2'} local i = 0 "
+                  "return load(function() i = i + 1 return parts[i] end)()",
+                  1),
+              "42");
+    CHECK_STR(run(L, "return load('return v', 'n', 't', {v = 7})()", 1), "7");
+    CHECK_STR(run(L,
+                  "local f, e = load(function() return {} end) "
+                  "return f == nil and e:find('reader function must return a string', 1, true) "
+                  "~= nil",
+                  1),
+              "true");
+    /* the parser runs in C, where the hook cannot fire: its input is bounded */
+    CHECK_STR(run(L, "local f, e = load(string.rep('a = 1 ', 2e6)) return e", 5),
+              "chunk too large for load (more than 1048576 bytes)");
+    CHECK_STR(run(L,
+                  "local big = string.rep('local a = 1 ', 2e5) local n = 0 "
+                  "local f, e = load(function() n = n + 1 if n < 3 then return big end end) "
+                  "return f == nil and e:find('chunk too large for load', 1, true) ~= nil",
+                  5),
+              "true");
+    CHECK_STR(run(L, "return load(string.rep(' ', 1 << 20) .. 'return 5')", 5), "nil");
+    CHECK_STR(run(L, "return load(string.rep(' ', (1 << 20) - 8) .. 'return 5')()", 5), "5");
 }
 
 static void test_deadline(lua_State *L)
@@ -214,13 +257,38 @@ static void test_call(lua_State *L)
 
 static void test_module(lua_State *L)
 {
-    setenv("SC_SANDBOX_TEST_VAR", "hello", 1);
+    /* an allow-list: the contract's settings and SCENECOMP_POLICY_*, nothing else
+     * (issue 8: ALERT_WEBHOOK_URL with credentials was readable) */
+    setenv("SCENECOMP_POLICY_TEST_VAR", "hello", 1);
+    setenv("MAX_CONCURRENT_KONTEXT", "7", 1);
     setenv("REPLICATE_API_TOKEN", "r8_secret", 1);
     setenv("ADMIN_TOKEN", "admin-secret", 1);
-    CHECK_STR(run(L, "return scenecomp.env('SC_SANDBOX_TEST_VAR')", 1), "hello");
-    CHECK_STR(run(L, "return scenecomp.env('SC_SANDBOX_TEST_UNSET')", 1), "nil");
-    CHECK_STR(run(L, "return scenecomp.env('REPLICATE_API_TOKEN')", 1), "nil");
-    CHECK_STR(run(L, "return scenecomp.env('ADMIN_TOKEN')", 1), "nil");
+    setenv("ALERT_WEBHOOK_URL", "https://user:pass@hooks.example/x", 1);
+    setenv("REDIS_URL", "redis://:pw@127.0.0.1:6379/0", 1);
+    setenv("WEBHOOK_SECRET", "whsec", 1);
+    setenv("SC_SANDBOX_TEST_VAR", "not listed", 1);
+    setenv("SCENECOMP_POLICY_", "empty suffix", 1);
+    CHECK_STR(run(L, "return scenecomp.env('SCENECOMP_POLICY_TEST_VAR')", 1), "hello");
+    CHECK_STR(run(L, "return scenecomp.env('MAX_CONCURRENT_KONTEXT')", 1), "7");
+    CHECK_STR(run(L, "return scenecomp.env('SCENECOMP_POLICY_UNSET')", 1), "nil");
+    static const char *const hidden[] = {"REPLICATE_API_TOKEN",
+                                         "ADMIN_TOKEN",
+                                         "ALERT_WEBHOOK_URL",
+                                         "REDIS_URL",
+                                         "WEBHOOK_SECRET",
+                                         "SC_SANDBOX_TEST_VAR",
+                                         "SCENECOMP_POLICY_",
+                                         "PATH",
+                                         "HOME",
+                                         NULL};
+    for (int i = 0; hidden[i]; i++) {
+        char src[128];
+        snprintf(src, sizeof src, "return scenecomp.env('%s')", hidden[i]);
+        CHECK_STR(run(L, src, 1), "nil");
+        CHECK(!sc_lua_env_allowed(hidden[i]));
+    }
+    /* an embedded NUL cannot smuggle a listed prefix past the check */
+    CHECK_STR(run(L, "return scenecomp.env('MAX_CONCURRENT_KONTEXT\\0x')", 1), "nil");
     CHECK(starts(run(L, "return scenecomp.env({})", 1), "ERR:"));
     CHECK_STR(run(L, "scenecomp.log('info', 'hello from the sandbox test') return true", 1),
               "true");

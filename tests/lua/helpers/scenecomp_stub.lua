@@ -21,6 +21,28 @@ function M.bucket(key, salt)
   return h % 100
 end
 
+--- allowed = M.env_allow_list(): the variables scenecomp.env may return, read
+--- from the host's one table (env_allowed[] in src/lua/bind_scenecomp.c), so
+--- the stub cannot drift from it; plus the prefix (M.ENV_PREFIX).
+local allow_list
+function M.env_allow_list()
+  if allow_list then return allow_list end
+  local f = assert(io.open("src/lua/bind_scenecomp.c", "rb"))
+  local src = f:read("a")
+  f:close()
+  local body = assert(src:match("env_allowed%[%]%s*=%s*(%b{})"), "env_allowed[] not found")
+  M.ENV_PREFIX = assert(src:match('#define SC_LUA_ENV_PREFIX "([%w_]+)"'))
+  allow_list = {}
+  for name in body:gmatch('"([%w_]+)"') do allow_list[name] = true end
+  return allow_list
+end
+
+--- ok = M.env_allowed(name): as sc_lua_env_allowed in the host.
+function M.env_allowed(name)
+  local list = M.env_allow_list()
+  return list[name] == true or (#name > #M.ENV_PREFIX and name:sub(1, #M.ENV_PREFIX) == M.ENV_PREFIX)
+end
+
 --- host = M.new(opts): opts.env (table of variables), opts.now (seconds, or a
 --- function), opts.metrics (table returned by scenecomp.metrics()).
 function M.new(opts)
@@ -30,7 +52,7 @@ function M.new(opts)
   host.module = {
     env = function(name)
       assert(type(name) == "string", "bad argument #1 to 'env' (string expected)")
-      if name == "REPLICATE_API_TOKEN" or name == "ADMIN_TOKEN" then return nil end
+      if not M.env_allowed(name) then return nil end
       return host.env[name]
     end,
     log = function(level, msg)

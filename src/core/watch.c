@@ -1,44 +1,36 @@
-/* The reload watcher (see reload.h): one thread that reloads POLICY_FILE and
- * ALERTS_FILE when they change, and both on request (SIGHUP).
+/* The file watcher (see watch.h): one thread calling registered reload
+ * functions when their files change, and all of them on request.
  *
- * Change detection: inotify on the two files' directories (editors and
- * deploy tools replace files by rename, which a watch on the file itself
- * would lose), filtered by name; plus a stat poll every second (mtime, size,
- * inode) for filesystems without inotify (NFS, some container mounts). An
- * event starts a short quiet period (DEBOUNCE) so a write in several steps is
- * loaded once, complete. Requests from signal handlers arrive through a pipe
- * (write(2) is async-signal-safe); a flag covers the time before the thread
- * starts. */
-#include "lua/reload.h"
+ * Requests from signal handlers arrive through a pipe (write(2) is
+ * async-signal-safe); a flag covers the time before the thread starts. */
+#include "core/watch.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "alerts/alerts.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "lua/policy.h"
-#include "lua/policy_internal.h"
 
 #define POLL_INTERVAL_MS 1000
 #define DEBOUNCE_MS 150
+#define WATCH_PATH_MAX 4096
 
 typedef struct watched {
-    char path[SC_CFG_PATH];
-    char dir[SC_CFG_PATH];
+    char path[WATCH_PATH_MAX];
+    char dir[WATCH_PATH_MAX];
     const char *base; /* points into path */
-    int wd;           /* inotify watch of dir, -1 when none */
-    struct stat st;   /* last seen; st_ino == 0 when missing */
+    sc_watch_fn fn;
+    void *ud;
+    int wd;         /* inotify watch of dir, -1 when none */
+    struct stat st; /* last seen; st_ino == 0 when missing */
     bool dirty;
 } watched_t;
 
@@ -48,22 +40,24 @@ static struct {
     int inotify_fd;
     int pipe_rd, pipe_wr;
     atomic_bool stop;
-    watched_t files[2]; /* 0 = policy, 1 = alerts */
+    watched_t files[SC_WATCH_MAX];
+    int n;
 } g_w = {.inotify_fd = -1, .pipe_rd = -1, .pipe_wr = -1};
 
 static atomic_int g_pipe_wr = -1; /* read by the signal handler */
 static atomic_bool g_requested;   /* a request not yet served */
 
-static void split_path(watched_t *w, const char *path)
+static void split_path(watched_t *w)
 {
-    snprintf(w->path, sizeof w->path, "%s", path);
     const char *slash = strrchr(w->path, '/');
     if (!slash) {
         snprintf(w->dir, sizeof w->dir, ".");
         w->base = w->path;
     } else {
-        snprintf(w->dir, sizeof w->dir, "%.*s", (int)(slash - w->path) ? (int)(slash - w->path) : 1,
-                 w->path);
+        /* "/x" watches "/", "a/b/x" watches "a/b" */
+        size_t dirlen = slash == w->path ? 1 : (size_t)(slash - w->path);
+        memcpy(w->dir, w->path, dirlen); /* dirlen < strlen(path) < sizeof dir */
+        w->dir[dirlen] = '\0';
         w->base = slash + 1;
     }
 }
@@ -80,17 +74,6 @@ static bool stat_changed(const struct stat *a, const struct stat *b)
            a->st_mtim.tv_sec != b->st_mtim.tv_sec || a->st_mtim.tv_nsec != b->st_mtim.tv_nsec;
 }
 
-static void reload_file(int i, const char *trigger)
-{
-    char err[1024];
-    if (i == 0) {
-        /* a refusal is logged and recorded by the policy itself */
-        (void)sc_policy__reload_if_changed(trigger, err, sizeof err);
-    } else if (sc_alerts_reload(trigger, err, sizeof err) != 0) {
-        sc_log_error("[Alert] reload refused (%s): %s", trigger, err);
-    }
-}
-
 /* Drains inotify events; marks the files whose names were touched. */
 static void read_events(void)
 {
@@ -101,7 +84,7 @@ static void read_events(void)
             return;
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
-            for (int i = 0; i < 2; i++) {
+            for (int i = 0; i < g_w.n; i++) {
                 if (ev->wd == g_w.files[i].wd && ev->len &&
                     strcmp(ev->name, g_w.files[i].base) == 0)
                     g_w.files[i].dirty = true;
@@ -122,7 +105,7 @@ static void *watch_main(void *arg)
             wait_ms = 0;
         int n = poll(fds, g_w.inotify_fd >= 0 ? 2 : 1, wait_ms);
         if (n < 0 && errno != EINTR) {
-            sc_log_error("[Policy] reload watcher: poll failed: %s", strerror(errno));
+            sc_log_error("file watcher: poll failed: %s", strerror(errno));
             break;
         }
         if (atomic_load(&g_w.stop))
@@ -133,13 +116,11 @@ static void *watch_main(void *arg)
             }
         }
         if (atomic_exchange(&g_requested, false)) {
-            char err[1024];
-            long long v;
-            (void)sc_policy_reload("SIGHUP", &v, err, sizeof err);
-            if (sc_alerts_reload("SIGHUP", err, sizeof err) != 0)
-                sc_log_error("[Alert] reload refused (SIGHUP): %s", err);
-            for (int i = 0; i < 2; i++)
+            for (int i = 0; i < g_w.n; i++) {
+                g_w.files[i].fn("SIGHUP", true, g_w.files[i].ud);
                 stat_file(&g_w.files[i], &g_w.files[i].st);
+                g_w.files[i].dirty = false;
+            }
             continue;
         }
         bool events = false;
@@ -154,7 +135,7 @@ static void *watch_main(void *arg)
         bool polled = sc_clock_mono() >= next_poll;
         if (polled)
             next_poll = sc_clock_mono() + POLL_INTERVAL_MS / 1000.0;
-        for (int i = 0; i < 2 && (events || polled); i++) {
+        for (int i = 0; i < g_w.n && (events || polled); i++) {
             watched_t *w = &g_w.files[i];
             struct stat st;
             stat_file(w, &st);
@@ -164,53 +145,67 @@ static void *watch_main(void *arg)
             w->dirty = false;
             w->st = st;
             if (st.st_ino == 0)
-                continue; /* removed (maybe mid-rename): keep the rules in force */
-            reload_file(i, "file change");
+                continue; /* removed (maybe mid-rename): keep what is in force */
+            w->fn("file change", false, w->ud);
         }
     }
     return NULL;
 }
 
-int sc_reload_start(const sc_config_t *cfg)
+int sc_watch_add(const char *path, sc_watch_fn fn, void *ud)
+{
+    if (g_w.running || g_w.n >= SC_WATCH_MAX || !fn || strlen(path) >= WATCH_PATH_MAX)
+        return -1;
+    watched_t *w = &g_w.files[g_w.n];
+    memset(w, 0, sizeof *w);
+    snprintf(w->path, sizeof w->path, "%s", path);
+    split_path(w);
+    w->fn = fn;
+    w->ud = ud;
+    w->wd = -1;
+    g_w.n++;
+    return 0;
+}
+
+int sc_watch_start(void)
 {
     int p[2];
     if (g_w.running)
         return 0;
     if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) {
-        sc_log_error("[Policy] reload watcher: pipe: %s", strerror(errno));
+        sc_log_error("file watcher: pipe: %s", strerror(errno));
         return -1;
     }
     g_w.pipe_rd = p[0];
     g_w.pipe_wr = p[1];
     atomic_store(&g_w.stop, false);
-    split_path(&g_w.files[0], cfg->policy_file);
-    split_path(&g_w.files[1], cfg->alerts_file);
     g_w.inotify_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (g_w.inotify_fd < 0)
-        sc_log_warn("[Policy] inotify unavailable (%s); polling files every second",
+        sc_log_warn("file watcher: inotify unavailable (%s); polling files every second",
                     strerror(errno));
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < g_w.n; i++) {
         watched_t *w = &g_w.files[i];
         w->wd = -1;
         w->dirty = false;
         stat_file(w, &w->st);
         if (g_w.inotify_fd >= 0) {
+            /* two files in one directory share one watch descriptor */
             w->wd = inotify_add_watch(g_w.inotify_fd, w->dir,
                                       IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE |
                                           IN_MODIFY | IN_ATTRIB);
             if (w->wd < 0)
-                sc_log_warn("[Policy] cannot watch %s (%s); polling %s every second", w->dir,
+                sc_log_warn("file watcher: cannot watch %s (%s); polling %s every second", w->dir,
                             strerror(errno), w->path);
         }
     }
     if (pthread_create(&g_w.thread, NULL, watch_main, NULL) != 0) {
-        sc_log_error("[Policy] reload watcher: cannot start the thread");
+        sc_log_error("file watcher: cannot start the thread");
         goto fail;
     }
     g_w.running = true;
     atomic_store(&g_pipe_wr, g_w.pipe_wr);
     if (atomic_load(&g_requested))
-        sc_reload_request();
+        sc_watch_request();
     return 0;
 fail:
     if (g_w.inotify_fd >= 0)
@@ -221,7 +216,7 @@ fail:
     return -1;
 }
 
-void sc_reload_request(void)
+void sc_watch_request(void)
 {
     int saved = errno; /* async-signal-safe: only atomics and write(2) */
     atomic_store(&g_requested, true);
@@ -234,20 +229,22 @@ void sc_reload_request(void)
     errno = saved;
 }
 
-void sc_reload_stop(void)
+void sc_watch_stop(void)
 {
-    if (!g_w.running)
-        return;
-    atomic_store(&g_pipe_wr, -1);
-    atomic_store(&g_w.stop, true);
-    char c = 's';
-    ssize_t r = write(g_w.pipe_wr, &c, 1);
-    (void)r;
-    pthread_join(g_w.thread, NULL);
-    g_w.running = false;
-    if (g_w.inotify_fd >= 0)
-        close(g_w.inotify_fd);
-    close(g_w.pipe_rd);
-    close(g_w.pipe_wr);
-    g_w.inotify_fd = g_w.pipe_rd = g_w.pipe_wr = -1;
+    if (g_w.running) {
+        atomic_store(&g_pipe_wr, -1);
+        atomic_store(&g_w.stop, true);
+        char c = 's';
+        ssize_t r = write(g_w.pipe_wr, &c, 1);
+        (void)r;
+        pthread_join(g_w.thread, NULL);
+        g_w.running = false;
+        if (g_w.inotify_fd >= 0)
+            close(g_w.inotify_fd);
+        close(g_w.pipe_rd);
+        close(g_w.pipe_wr);
+        g_w.inotify_fd = g_w.pipe_rd = g_w.pipe_wr = -1;
+    }
+    g_w.n = 0;
+    atomic_store(&g_requested, false);
 }
