@@ -2,7 +2,7 @@
  * PIL, or Kontext (limiter, Replicate job with the connection suspended) with
  * automatic fallback to PIL -> save -> JSON or image answer.
  *
- * Multipart: libmicrohttpd's post processor parses the stream; every field is
+ * Multipart: http/multipart.c parses the stream; every field is
  * buffered (files up to MAX_UPLOAD_BYTES, which bounds the whole body, text
  * fields up to SC_HTTP_MAX_TEXT_FIELD). Unknown fields are ignored. A repeated
  * field: the last occurrence wins. */
@@ -19,6 +19,7 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "http/conn.h"
+#include "http/multipart.h"
 #include "image/resize.h"
 #include "limits/limiter.h"
 #include "limits/pacing.h"
@@ -63,23 +64,16 @@ static sc_http_field_t *field_for(sc_http_conn_t *c, const char *key, bool *is_f
     return NULL;
 }
 
-static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *key,
-                                const char *filename, const char *content_type,
-                                const char *transfer_encoding, const char *data, uint64_t off,
-                                size_t size)
+static int on_field(void *cls, const char *key, const char *data, size_t size, bool first)
 {
-    (void)kind;
-    (void)filename;
-    (void)content_type;
-    (void)transfer_encoding;
     sc_http_conn_t *c = cls;
-    if (!key || c->refused)
-        return MHD_YES;
+    if (c->refused)
+        return 0;
     bool is_file = false;
     sc_http_field_t *f = field_for(c, key, &is_file);
     if (!f)
-        return MHD_YES; /* unknown fields are ignored */
-    if (off == 0) {
+        return 0; /* unknown fields are ignored */
+    if (first) {
         sc_buf_reset(&f->data); /* a repeated field: the last one wins */
         f->present = true;
     }
@@ -88,13 +82,13 @@ static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *
         snprintf(msg, sizeof msg, "field '%s' is longer than %d bytes", key,
                  SC_HTTP_MAX_TEXT_FIELD);
         refuse(c, 400, "invalid_parameter", msg);
-        return MHD_YES;
+        return 0;
     }
     if (size > 0 && sc_buf_append(&f->data, data, size) != 0) {
         refuse(c, 500, "internal_error", "out of memory while reading the upload");
-        return MHD_NO;
+        return -1;
     }
-    return MHD_YES;
+    return 0;
 }
 
 enum MHD_Result sc_http__composite_begin(sc_http_conn_t *c)
@@ -107,8 +101,10 @@ enum MHD_Result sc_http__composite_begin(sc_http_conn_t *c)
                                    "content type must be multipart/form-data, got '%s'",
                                    ct ? ct : "(none)");
     }
-    c->pp = MHD_create_post_processor(c->mhd, 64 * 1024, on_field, c);
-    if (!c->pp) {
+    char boundary[SC_MULTIPART_MAX_BOUNDARY + 1];
+    if (sc_multipart_boundary(ct, boundary, sizeof boundary) == 0)
+        c->mp = sc_multipart_new(boundary, on_field, c);
+    if (!c->mp) {
         c->stage = SC_STAGE_DONE;
         return sc_http__send_error(c->mhd, 400, "bad_request",
                                    "malformed multipart/form-data content type (no boundary?)");
@@ -143,7 +139,7 @@ enum MHD_Result sc_http__composite_data(sc_http_conn_t *c, const char *data, siz
     }
     if (c->refused)
         return MHD_YES;
-    if (MHD_post_process(c->pp, data, size) != MHD_YES)
+    if (sc_multipart_feed(c->mp, data, size) != 0)
         refuse(c, 400, "bad_request", "malformed multipart/form-data body");
     return MHD_YES;
 }
@@ -335,25 +331,6 @@ static void breaker_finish(sc_http_conn_t *c, sc_rep_status_t st)
     }
 }
 
-/* The client's socket, or -1. */
-static int client_fd(sc_http_conn_t *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
-    return ci ? ci->connect_fd : -1;
-}
-
-/* Whether the client closed its socket (FIN or RST) while its connection was
- * suspended, where MHD does not look. Bytes waiting mean it is still there. */
-static bool client_left(int fd)
-{
-    char b;
-    if (fd < 0)
-        return false;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
 /* The Replicate job's upstream_over: the prediction no longer runs upstream,
  * so its slot goes back. It comes from the job, not from the request, because
  * MHD never calls the handler again for a client that went away (issue 8). */
@@ -383,8 +360,8 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
 {
     if (c->cfg->replicate_api_token[0] == '\0')
         return fall_back(c, SC_FB_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
-    int fd = client_fd(c);
-    if (client_left(fd)) {
+    int fd = sc_http__client_fd(c);
+    if (sc_http__client_left(fd)) {
         /* Nothing is answered (the pool job stashes no response), so the
          * connection is closed and the context freed. */
         sc_log_info("[Kontext Composite] client went away before Kontext started id=%s: "
@@ -575,13 +552,14 @@ static enum MHD_Result param_number(sc_http_conn_t *c, const sc_http_field_t *f,
 
 enum MHD_Result sc_http__composite_finish(sc_http_conn_t *c)
 {
-    if (c->pp) {
-        enum MHD_Result complete = MHD_destroy_post_processor(c->pp);
-        c->pp = NULL;
+    if (c->mp) {
+        int complete = sc_multipart_finish(c->mp);
+        sc_multipart_free(c->mp);
+        c->mp = NULL;
         if (c->refused)
             return sc_http__send_error(c->mhd, (unsigned)c->refused_status, c->refused_code, "%s",
                                        c->refused_msg);
-        if (complete != MHD_YES)
+        if (complete != 0)
             return sc_http__send_error(c->mhd, 400, "bad_request",
                                        "malformed or truncated multipart/form-data body");
     }
