@@ -148,6 +148,9 @@ void sc_config_defaults(sc_config_t *c)
     snprintf(c->redis_url, sizeof c->redis_url, "redis://127.0.0.1:6379/0");
     snprintf(c->redis_key_prefix, sizeof c->redis_key_prefix, "scenecomp:");
     snprintf(c->policy_source, sizeof c->policy_source, "file");
+    /* Outage protection (issue 11) */
+    c->breaker_enabled = true;
+    c->kontext_budget_pacing = false;
 }
 
 static int get_str(const char *name, char *dst, size_t cap, char *err, size_t errlen)
@@ -312,6 +315,10 @@ int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t er
     if (get_int("SCENE_MAX_CONCURRENT", &c->scene_max_concurrent, 0, 100000, err, errlen) ||
         get_int("SCENE_MAX_PER_HOUR", &c->scene_max_per_hour, 0, 100000000, err, errlen) ||
         get_int("SCENE_DAILY_LIMIT", &c->scene_daily_limit, 0, 100000000, err, errlen))
+        return -1;
+    /* Outage protection (issue 11) */
+    if (get_bool("BREAKER_ENABLED", &c->breaker_enabled, err, errlen) ||
+        get_bool("KONTEXT_BUDGET_PACING", &c->kontext_budget_pacing, err, errlen))
         return -1;
     if (strcmp(c->method, "pil") != 0 && strcmp(c->method, "kontext") != 0) {
         snprintf(err, errlen, "COMPOSITE_METHOD must be 'pil' or 'kontext' (got '%.64s')",

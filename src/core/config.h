@@ -58,6 +58,10 @@ typedef struct sc_config {
     char redis_key_prefix[128];   /* REDIS_KEY_PREFIX, "scenecomp:" */
     char instance_id[SC_CFG_STR]; /* INSTANCE_ID, "" = <hostname>:<port> at start */
     char policy_source[16];       /* POLICY_SOURCE, "file" | "redis" */
+
+    /* Outage protection (issue 11): env defaults of the policy keys breaker, pacing */
+    bool breaker_enabled;       /* BREAKER_ENABLED, true */
+    bool kontext_budget_pacing; /* KONTEXT_BUDGET_PACING, false */
 } sc_config_t;
 
 /* Fills c with defaults, then the .env file at dotenv_path (may be NULL or

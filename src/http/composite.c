@@ -22,7 +22,9 @@
 #include "http/multipart.h"
 #include "image/resize.h"
 #include "limits/limiter.h"
+#include "limits/pacing.h"
 #include "metrics/metrics.h"
+#include "replicate/breaker.h"
 #include "replicate/inputs.h"
 
 /* ==== Upload ==== */
@@ -281,6 +283,54 @@ static enum MHD_Result fall_back(sc_http_conn_t *c, sc_fallback_reason_t r, cons
 
 /* ==== Kontext ==== */
 
+/* ---- Outage protection (issue 11): pacing and the circuit breaker ---- */
+
+static void breaker_params_of(const sc_policy_effective_t *e, sc_breaker_params_t *p)
+{
+    *p = (sc_breaker_params_t){e->breaker_enabled,      e->breaker_failure_rate,
+                               e->breaker_min_calls,    e->breaker_window_seconds,
+                               e->breaker_open_seconds, e->breaker_half_open_calls};
+}
+
+/* Before the limiter: pacing, then the breaker. Returns SC_FB__COUNT when the
+ * start may go on (c->breaker_ticket then holds the breaker's ticket), else the
+ * fallback reason. */
+static sc_fallback_reason_t outage_gate(sc_http_conn_t *c, double now)
+{
+    if (c->eff.pacing) {
+        sc_limits_counts_t counts = {0, 0, 0};
+        sc_limiter_counts(now, &counts);
+        if (!sc_pacing_admit(counts.today, c->eff.daily_limit, now))
+            return SC_FB_BUDGET_PACING;
+    }
+    sc_breaker_params_t bp;
+    breaker_params_of(&c->eff, &bp);
+    if (!sc_breaker_admit(sc_breaker_global(), &bp, now, &c->breaker_ticket))
+        return SC_FB_CIRCUIT_OPEN;
+    return SC_FB__COUNT;
+}
+
+/* The breaker's view of a finished prediction: timeout, api_error and
+ * invalid_output are failures, a success is a success, anything else (no
+ * token, SC_REP_CLIENT_GONE, ...) is no outcome. Any thread. */
+static void breaker_finish(sc_http_conn_t *c, sc_rep_status_t st)
+{
+    double now = sc_clock_wall();
+    switch (st) {
+    case SC_REP_OK:
+        sc_breaker_record(sc_breaker_global(), &c->breaker_ticket, SC_BREAKER_SUCCESS, now);
+        break;
+    case SC_REP_TIMEOUT:
+    case SC_REP_API_ERROR:
+    case SC_REP_INVALID_OUTPUT:
+        sc_breaker_record(sc_breaker_global(), &c->breaker_ticket, SC_BREAKER_FAILURE, now);
+        break;
+    default:
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, now);
+        break;
+    }
+}
+
 /* The Replicate job's upstream_over: the prediction no longer runs upstream,
  * so its slot goes back. It comes from the job, not from the request, because
  * MHD never calls the handler again for a client that went away (issue 8). */
@@ -294,12 +344,16 @@ static void release_slot(void *ud)
 static void on_kontext_done(sc_rep_result_t *res, void *ud)
 {
     sc_http_conn_t *c = ud;
-    if (res && res->status == SC_REP_CLIENT_GONE)
+    if (res && res->status == SC_REP_CLIENT_GONE) {
+        /* Not an outcome: the ticket goes back now (a half-open trial frees
+         * its slot), since MHD may never run kontext_done for this request. */
+        breaker_finish(c, SC_REP_CLIENT_GONE);
         sc_log_warn("[Kontext Composite] client went away after %.1fs id=%s prediction=%s: "
                     "request dropped, prediction cancelled upstream%s",
                     sc_clock_mono() - c->t_kontext, c->id,
                     res->prediction_id[0] ? res->prediction_id : "-",
                     res->prediction_id[0] ? "" : " once its create answers");
+    }
     sc_http__resume_from_callback(c, res);
 }
 
@@ -317,12 +371,20 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
         return MHD_NO;
     }
 
+    sc_fallback_reason_t gate = outage_gate(c, sc_clock_wall()); /* issue 11 */
+    if (gate != SC_FB__COUNT)
+        return fall_back(c, gate,
+                         gate == SC_FB_CIRCUIT_OPEN ? "circuit breaker open, no prediction created"
+                                                    : "budget pacing holds back this start");
+
     sc_limits_caps_t caps = {c->eff.max_concurrent, c->eff.max_per_hour, c->eff.daily_limit};
     sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps, &c->limiter_slot);
-    if (lr != SC_LIMIT_OK)
+    if (lr != SC_LIMIT_OK) {
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         return fall_back(c, sc_fallback_reason_for_limit(lr),
                          lr == SC_LIMIT_UNAVAILABLE ? "the limits store does not answer"
                                                     : "refused by the rate limiter");
+    }
     c->limiter_held = true;
     sc_metrics_kontext_started(sc_clock_wall());
     /* Write-ahead: the start is counted (take) and must be on disk before the
@@ -333,6 +395,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     if (sc_metrics_flush() != 0) {
         sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR, "cannot persist the start count in LOGS_DIR");
     }
@@ -342,12 +405,22 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     sc_limits_token_t *slot = malloc(sizeof *slot);
     char *json = NULL;
     const char *prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL;
-    if (!slot || sc_inputs_kontext(&c->scene, &c->product, prompt, &json) != 0) {
+    /* issue 11: large images go through the Files API (an upload failure is an api_error) */
+    int irc =
+        slot ? sc_inputs_kontext_ex(&c->scene, &c->product, prompt, c->eff.timeout_seconds, &json)
+             : -1;
+    if (irc != 0) {
         free(slot);
         sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
+        if (irc == -2)
+            breaker_finish(c, SC_REP_API_ERROR);
+        else
+            sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
-        return fall_back(c, SC_FB_API_ERROR, "cannot build the model input");
+        return fall_back(c, SC_FB_API_ERROR,
+                         irc == -2 ? "input upload to the Files API failed"
+                                   : "cannot build the model input");
     }
     c->t_kontext = sc_clock_mono();
     sc_log_info("[Kontext Composite] submitting id=%s model=%s timeout=%.0fs", c->id,
@@ -416,15 +489,19 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
     sc_rep_result_t *res = c->result;
     double secs = sc_clock_mono() - c->t_kontext;
     sc_rep_status_t st = res ? res->status : SC_REP_API_ERROR;
-    if (st == SC_REP_CLIENT_GONE)
+    if (st == SC_REP_CLIENT_GONE) {
+        breaker_finish(c, st); /* no outcome; already given back by the callback */
         return MHD_NO; /* nobody to answer (logged by the callback): the connection closes */
+    }
     const char *msg = res && res->message[0] ? res->message : NULL;
     const char *err = NULL;
 
     if (st == SC_REP_OK) {
         uint8_t *out = NULL;
         size_t len = 0;
-        if (kontext_output(c, res, &out, &len, &err) == 0) {
+        int orc = kontext_output(c, res, &out, &len, &err);
+        breaker_finish(c, orc == 0 ? SC_REP_OK : SC_REP_INVALID_OUTPUT); /* issue 11 */
+        if (orc == 0) {
             if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
                 free(out);
                 sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, secs);
@@ -442,6 +519,7 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
         msg = err ? err : "output does not decode as an image";
     }
 
+    breaker_finish(c, st); /* issue 11 (no-op when already recorded above) */
     sc_fallback_reason_t reason = sc_fallback_reason_for_replicate(st);
     const char *reason_name = sc_fallback_reason_name(reason);
     sc_metrics_kontext_finished(

@@ -30,6 +30,7 @@
 #include "image/place.h"
 #include "limits/store.h"
 #include "lua/policy.h"
+#include "replicate/breaker.h"
 #include "replicate/client.h"
 
 /* Bounds for the small multipart text fields and JSON bodies. */
@@ -110,6 +111,9 @@ typedef struct sc_http_conn {
     /* scenes */
     double t_scene;
     sc_limits_token_t scene_slot; /* from the take until the job owns its copy */
+    /* issue 11: the circuit breaker's ticket of a Kontext start, handed back
+     * when the prediction ends (record) or without an outcome (release) */
+    sc_breaker_ticket_t breaker_ticket;
 } sc_http_conn_t;
 
 void sc_http__conn_ref(sc_http_conn_t *c);

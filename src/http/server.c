@@ -77,6 +77,9 @@ static void conn_free(sc_http_conn_t *c)
         sc_replicate_result_free(c->result);
     if (c->pending)
         MHD_destroy_response(c->pending);
+    /* issue 11: a Kontext request that ends without an outcome (the client went
+     * away) gives its breaker ticket back; a no-op once an outcome was recorded */
+    sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, 0);
     free(c);
 }
 
