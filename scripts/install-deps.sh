@@ -15,6 +15,9 @@ PKGS=(
   libssl-dev
   # Fuzzers (libFuzzer) in test.sh and scripts/fuzz.sh.
   clang libclang-rt-14-dev
+  # Dashboard: Chart.js is embedded into the binary at build time (a build dependency);
+  # the browser test drives Debian's chromium; promtool checks docs/prometheus/alerts.yml.
+  libjs-chart.js chromium chromium-driver python3-selenium prometheus
 )
 # Benchmarks only (scripts/bench.sh): wrk, nginx, the FastAPI + Pillow anchor.
 if [ "${SC_BENCH_DEPS:-0}" = 1 ]; then
@@ -32,3 +35,8 @@ SUDO=""
 echo "install-deps: installing ${missing[*]}" >&2
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Only promtool is wanted from the prometheus package: a Prometheus server that
+# apt just started under systemd (port 9090) is stopped and disabled again.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi

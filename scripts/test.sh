@@ -3,6 +3,10 @@
 #   1. C unit tests (ctest)            2. Lua specs (busted)
 #   3. integration tests (pytest, the real server + a local fake Replicate)
 #   4. the C unit + integration suites again under ASan + UBSan
+#   5. the integration suite under ThreadSanitizer (scripts/tsan.sh)
+#   6. every libFuzzer target for a short budget (SC_FUZZ_SECONDS, default 15)
+# Before them: every Python import is declared (check-deps.py), clang-format.
+# Each step prints its duration; SC_SKIP_SANITIZE=1 skips 4 and 5.
 # Prints one "N passed, N failed" line at the end; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -11,12 +15,19 @@ cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 passed=0
 failed=0
+timings=()
 step() { # name, command...
-  local name=$1; shift
+  local name=$1 t0=$SECONDS; shift
   echo "=== $name"
-  if "$@"; then passed=$((passed + 1)); echo "=== $name: ok"
-  else failed=$((failed + 1)); echo "=== $name: FAILED"; fi
+  if "$@"; then passed=$((passed + 1)); echo "=== $name: ok ($((SECONDS - t0))s)"
+  else failed=$((failed + 1)); echo "=== $name: FAILED ($((SECONDS - t0))s)"; fi
+  timings+=("$(printf '%5ds  %s' $((SECONDS - t0)) "$name")")
 }
+
+# Every Python import of tests/, bench/ and scripts/ comes from a package
+# install-deps.sh installs (a fresh machine has nothing else).
+step "python deps declared" $PY scripts/check-deps.py
+step "script tests" $PY -m pytest -q -p no:cacheprovider tests/scripts
 
 # The C sources follow .clang-format (STYLE.md rule 17).
 step "format check" clang-format --dry-run -Werror src/*/*.c src/*/*.h src/main.c \
@@ -33,7 +44,14 @@ if [ "${SC_SKIP_SANITIZE:-0}" != 1 ]; then
   step "unit tests (asan+ubsan)" ctest --test-dir build-asan --output-on-failure -j2
   step "integration tests (asan+ubsan)" env SCENECOMP_BIN="$PWD/build-asan/scenecomp" SC_SANITIZED=1 \
     $PY -m pytest -q -x -p no:cacheprovider tests/integration tests/fake
+  unset ASAN_OPTIONS UBSAN_OPTIONS
+  # Data races: the integration suite once more against a TSan build.
+  step "integration tests (tsan)" ./scripts/tsan.sh
 fi
 
-echo "test.sh: $passed passed, $failed failed"
+# Every tests/fuzz/*_fuzz.c for a short budget (scripts/fuzz.sh runs longer).
+step "fuzzers (${SC_FUZZ_SECONDS:-15}s each)" ./scripts/fuzz.sh "${SC_FUZZ_SECONDS:-15}"
+
+printf '%s\n' "${timings[@]}"
+echo "test.sh: $passed passed, $failed failed (${SECONDS}s)"
 [ "$failed" -eq 0 ]

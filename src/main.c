@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "alerts/alerts.h"
 #include "compose/compose.h"
@@ -26,11 +27,13 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/watch.h"
+#include "http/fleet.h"
 #include "http/server.h"
 #include "image/codec.h"
 #include "image/icc.h"
 #include "image/pcache.h"
 #include "limits/limiter.h"
+#include "limits/store_redis.h"
 #include "lua/policy.h"
 #include "lua/replay.h"
 #include "metrics/metrics.h"
@@ -41,6 +44,11 @@
 #define SHUTDOWN_GRACE_SECONDS 10.0
 /* How long it waits for the last answers to be written. */
 #define SHUTDOWN_DRAIN_SECONDS 5.0
+/* Temp files of atomic writes older than this are what a crash left; younger
+ * ones may belong to another instance sharing the directory. */
+#define STALE_TEMP_SECONDS 60.0
+/* In LOGS_DIR: the ids of predictions created and not over yet. */
+#define PREDICTION_JOURNAL "replicate_predictions.journal"
 
 static void usage(FILE *f)
 {
@@ -308,6 +316,16 @@ static int cmd_check(int argc, char **argv, bool policy)
 
 /* ==== serve ==== */
 
+/* Start-up: removes the temp files a kill -9 left in dir (see fsutil.h). */
+static void remove_stale_temps(const char *dir)
+{
+    int n = sc_fs_remove_stale_temps(dir, STALE_TEMP_SECONDS);
+    if (n > 0)
+        sc_log_info("removed %d temp file(s) left by an earlier crash in %s", n, dir);
+    else if (n < 0)
+        sc_log_warn("cannot look for stale temp files in %s: %s", dir, strerror(errno));
+}
+
 /* Waits up to seconds for pred() to be true; returns early (false) on a
  * second SIGINT/SIGTERM so an impatient operator can cut the grace short. */
 static bool wait_until(bool (*pred)(void), double seconds, const sigset_t *sigs)
@@ -334,6 +352,62 @@ static bool none_suspended(void)
 static bool no_connections(void)
 {
     return sc_http_connections() == 0;
+}
+
+/* INSTANCE_ID, or <hostname>:<port> (<hostname>:pid<N> with PORT=0, whose
+ * port is only known after binding). */
+static void instance_id(const sc_config_t *cfg, char *out, size_t n)
+{
+    if (cfg->instance_id[0]) {
+        snprintf(out, n, "%s", cfg->instance_id);
+        return;
+    }
+    char host[256] = "localhost";
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    if (cfg->port)
+        snprintf(out, n, "%s:%d", host, cfg->port);
+    else
+        snprintf(out, n, "%s:pid%ld", host, (long)getpid());
+}
+
+/* The limits store LIMITS_STORE names (issue 9: memory | redis) for one paid
+ * resource ("kontext", "scene"); the store with heartbeat feeds the fleet view
+ * (exactly one per process). */
+static sc_limits_store_t *make_store(const sc_config_t *cfg, const char *resource, bool heartbeat,
+                                     char *err, size_t errlen)
+{
+    char id[512];
+    instance_id(cfg, id, sizeof id);
+    if (heartbeat)
+        sc_http_fleet_set_instance(id, sc_clock_wall());
+    if (strcmp(cfg->limits_store, "redis") != 0) {
+        sc_limits_store_t *s = sc_limits_memory_new();
+        if (!s)
+            snprintf(err, errlen, "out of memory");
+        return s;
+    }
+    sc_limits_redis_opts_t o = {
+        .url = cfg->redis_url,
+        .prefix = cfg->redis_key_prefix,
+        .instance_id = id,
+        .version = SC_VERSION,
+        .policy_version = sc_policy_version,
+        .resource = resource,
+        .heartbeat = heartbeat,
+    };
+    /* Test knob (like SC_REPLICATE_POLL_MS): a longer request budget, so a
+     * loaded test machine does not turn slow answers into outages. */
+    const char *bm = getenv("SC_REDIS_BUDGET_MS");
+    if (bm && *bm) {
+        char *end;
+        long v = strtol(bm, &end, 10);
+        if (*end == '\0' && v >= 1 && v <= 10000)
+            o.request_budget = (double)v / 1000.0;
+    }
+    sc_log_info("[Limits] %s store: redis (%s), instance %s", resource, cfg->redis_key_prefix, id);
+    return sc_limits_redis_new(&o, err, errlen);
 }
 
 static int cmd_serve(void)
@@ -380,17 +454,29 @@ static int cmd_serve(void)
         sc_log_error("cannot create OUTPUT_DIR '%s': %s", cfg->output_dir, strerror(errno));
         goto out;
     }
-    sc_limits_store_t *store = sc_limits_memory_new();
+    if (strcmp(cfg->policy_source, "redis") == 0) {
+        /* The Redis policy source is not part of this build yet: refuse rather
+         * than silently serve POLICY_FILE. */
+        sc_log_error("POLICY_SOURCE=redis is not supported by this build; use POLICY_SOURCE=file");
+        goto out;
+    }
+    char path[sizeof cfg->logs_dir + sizeof cfg->output_dir + 64];
+    remove_stale_temps(cfg->output_dir);
+    snprintf(path, sizeof path, "%s/scenes", cfg->output_dir);
+    remove_stale_temps(path);
+    remove_stale_temps(cfg->logs_dir);
+    sc_limits_store_t *store = make_store(cfg, "kontext", true, err, sizeof err);
     if (!store) {
-        sc_log_error("out of memory creating the limiter");
+        sc_log_error("cannot create the limits store: %s", err);
         goto out;
     }
     sc_limiter_init(store);
     limiter_up = true;
-    /* Scenes are paid too: their own caps, over their own store instance. */
-    sc_limits_store_t *scene_store = sc_limits_memory_new();
+    /* Scenes are paid too: their own caps, over their own store instance
+     * (with LIMITS_STORE=redis, fleet-wide like the Kontext caps). */
+    sc_limits_store_t *scene_store = make_store(cfg, "scene", false, err, sizeof err);
     if (!scene_store) {
-        sc_log_error("out of memory creating the scene limiter");
+        sc_log_error("cannot create the scene limits store: %s", err);
         goto out;
     }
     sc_limiter_install(sc_limiter_scene(), scene_store);
@@ -415,6 +501,12 @@ static int cmd_serve(void)
         goto out;
     }
     rep_up = true;
+    /* Before serving: cancels what a dead process left running upstream. */
+    snprintf(path, sizeof path, "%s/" PREDICTION_JOURNAL, cfg->logs_dir);
+    if (sc_replicate_journal_open(path) < 0)
+        sc_log_warn("cannot use the prediction journal %s: predictions left by a crash will "
+                    "not be cancelled at the next start (Cancel-After still ends them)",
+                    path);
     /* the watcher knows files and functions, not policies and alerts */
     if (sc_watch_add(cfg->policy_file, sc_policy_watch_reload, NULL) != 0 ||
         sc_watch_add(cfg->alerts_file, sc_alerts_watch_reload, NULL) != 0 ||

@@ -1,5 +1,6 @@
 #include "core/fsutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -7,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/ids.h"
 
-static int write_all(int fd, const char *p, size_t len)
+int sc_fs_write_all(int fd, const void *data, size_t len)
 {
+    const char *p = data;
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0) {
@@ -31,14 +34,16 @@ int sc_fs_write_atomic(const char *path, const void *data, size_t len)
     char tmp[PATH_MAX];
     char rnd[SC_ID_LEN + 1];
     sc_id_new(rnd);
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%.8s", path, rnd) >= (int)sizeof tmp) {
+    /* The name is SC_FS_TEMP_INFIX + 8 hex digits: sc_fs_remove_stale_temps
+     * removes exactly that pattern. */
+    if (snprintf(tmp, sizeof tmp, "%s" SC_FS_TEMP_INFIX "%.8s", path, rnd) >= (int)sizeof tmp) {
         errno = ENAMETOOLONG;
         return -1;
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
-    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (sc_fs_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
         int e = errno;
         close(fd);
         unlink(tmp);
@@ -146,4 +151,44 @@ int sc_fs_read_file(const char *path, size_t max, char **out, size_t *len)
     *out = buf;
     *len = n;
     return 0;
+}
+
+/* Whether name is "<something>.tmp.<8 lowercase hex digits>", the names
+ * sc_fs_write_atomic gives its temp files. */
+static bool is_our_temp(const char *name)
+{
+    size_t n = strlen(name), infix = strlen(SC_FS_TEMP_INFIX);
+    if (n < infix + 8 + 1)
+        return false;
+    const char *tail = name + n - 8;
+    if (strncmp(tail - infix, SC_FS_TEMP_INFIX, infix) != 0)
+        return false;
+    for (int i = 0; i < 8; i++)
+        if (!((tail[i] >= '0' && tail[i] <= '9') || (tail[i] >= 'a' && tail[i] <= 'f')))
+            return false;
+    return true;
+}
+
+int sc_fs_remove_stale_temps(const char *dir, double min_age_seconds)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : -1;
+    int removed = 0;
+    time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!is_our_temp(e->d_name))
+            continue;
+        struct stat st;
+        /* lstat: a symlink or a directory with such a name is not one of ours */
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (difftime(now, st.st_mtime) < min_age_seconds)
+            continue; /* may be a write in progress (another instance sharing the dir) */
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
 }

@@ -24,17 +24,24 @@
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 #include "core/clock.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "image/codec.h"
 #include "replicate/base64.h"
@@ -49,7 +56,9 @@
 #define REP_MAX_GET_FAILS 5              /* consecutive 5xx/transport errors on GETs */
 #define REP_MAX_CONNECT_RETRIES 3
 #define REP_MAX_429_RETRIES 8
-#define REP_MAX_SIDE 16384 /* "sane" output image side */
+#define REP_MAX_SIDE 16384                   /* "sane" output image side */
+#define REP_JOURNAL_COMPACT_BYTES (1u << 20) /* rewrite the journal past this size */
+#define REP_JOURNAL_MAX_BYTES (64u << 20)    /* a larger journal is not ours */
 
 typedef enum {
     PH_CREATE = 0,
@@ -57,9 +66,11 @@ typedef enum {
     PH_DOWNLOAD,
     PH_CANCEL,
     PH_DONE,
+    PH_UPLOAD, /* issue 11: POST /files (multipart), then done */
 } rep_phase_t;
 
-static const char *const k_phase_names[] = {"create", "poll", "download", "cancel", "done"};
+static const char *const k_phase_names[] = {"create", "poll", "download",
+                                            "cancel", "done", "upload"};
 
 typedef struct rep_job {
     struct rep_job *next;
@@ -85,6 +96,19 @@ typedef struct rep_job {
     int create_5xx, connect_retries, retries_429;
     char *get_url, *cancel_url, *out_url;
     sc_rep_result_t *res;
+    /* issue 11: a Files API upload job (sc_replicate_upload) */
+    bool is_upload;
+    uint8_t *up_data;
+    size_t up_len;
+    char *up_name, *up_type;
+    curl_mime *mime;    /* of the transfer in flight */
+    int watch_fd;       /* client socket to watch, -1 = none (or not any more) */
+    bool client_gone;   /* the client left while the create waited: cancel on its answer */
+    bool orphan;        /* only cancels a prediction a dead process left running */
+    bool journaled;     /* "+id" is in the journal: write "-id" when over */
+    bool cancel_unsure; /* the cancel got no answer: the prediction may still run */
+    void (*upstream_over)(void *ud);
+    void *upstream_ud;
 } rep_job_t;
 
 static struct {
@@ -99,7 +123,15 @@ static struct {
     rep_job_t *active;
     int poll_ms;
     uint64_t rng;
-} g = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct curl_waitfd *wfds; /* the client sockets watched in this round... */
+    rep_job_t **wjobs;        /* ...and their jobs */
+    size_t wcap;
+    /* The journal: published once by sc_replicate_journal_open (before any
+     * job that uses it), then written by the I/O thread only. */
+    atomic_int jfd;
+    char jpath[SC_CFG_PATH + 64];
+    size_t jbytes; /* written since the last compaction */
+} g = {.mu = PTHREAD_MUTEX_INITIALIZER, .jfd = -1};
 
 /* ==== Small helpers ==== */
 
@@ -116,6 +148,8 @@ const char *sc_replicate_status_name(sc_rep_status_t s)
         return "invalid_output";
     case SC_REP_NO_TOKEN:
         return "no_token";
+    case SC_REP_CLIENT_GONE:
+        return "client_gone";
     }
     return "unknown";
 }
@@ -254,7 +288,53 @@ static void job_free(rep_job_t *j)
     free(j->cancel_url);
     free(j->out_url);
     sc_replicate_result_free(j->res);
+    curl_mime_free(j->mime);
+    free(j->up_data);
+    free(j->up_name);
+    free(j->up_type);
     free(j);
+}
+
+/* ==== The prediction journal (I/O thread) ==== */
+
+/* Rewrites the journal with the ids still open (the active jobs'), so it never
+ * grows without bound under constant load. Best effort. */
+static void journal_compact(void)
+{
+    sc_buf_t b = SC_BUF_INIT;
+    int rc = 0;
+    for (rep_job_t *j = g.active; j; j = j->next)
+        if (j->journaled)
+            rc |= sc_buf_printf(&b, "+%s\n", j->res ? j->res->prediction_id : "");
+    if (rc != 0 || sc_fs_write_atomic(g.jpath, b.data ? b.data : "", b.len) != 0) {
+        sc_buf_free(&b);
+        return;
+    }
+    int fd = open(g.jpath, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd >= 0) {
+        close(atomic_exchange(&g.jfd, fd));
+        g.jbytes = b.len;
+    }
+    sc_buf_free(&b);
+}
+
+/* Appends "+id" (created) or "-id" (over). A plain write: the line is in the
+ * page cache when it returns, which is what surviving a kill -9 needs. */
+static void journal_line(char op, const char *id)
+{
+    int fd = atomic_load(&g.jfd);
+    if (fd < 0 || !id[0])
+        return;
+    char line[80];
+    int n = snprintf(line, sizeof line, "%c%s\n", op, id);
+    if (n <= 0 || n >= (int)sizeof line)
+        return;
+    if (write(fd, line, (size_t)n) != n)
+        sc_log_warn("replicate: cannot write the prediction journal %s: %s", g.jpath,
+                    strerror(errno));
+    g.jbytes += (size_t)n;
+    if (op == '-' && g.jbytes > REP_JOURNAL_COMPACT_BYTES)
+        journal_compact();
 }
 
 /* ==== Transfers ==== */
@@ -329,7 +409,8 @@ static int job_request(rep_job_t *j, const char *method, const char *url, bool a
         j->hdrs = h;
         if (!curl_slist_append(h, "Accept: application/json"))
             goto fail;
-        if (strcmp(method, "POST") == 0 && !curl_slist_append(h, "Content-Type: application/json"))
+        if (strcmp(method, "POST") == 0 && !j->up_data &&
+            !curl_slist_append(h, "Content-Type: application/json"))
             goto fail;
         /* large JSON bodies: do not stall a second waiting for 100-continue */
         if (!curl_slist_append(h, "Expect:"))
@@ -359,7 +440,18 @@ static int job_request(rep_job_t *j, const char *method, const char *url, bool a
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     if (j->hdrs)
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->hdrs);
-    if (strcmp(method, "POST") == 0) {
+    if (strcmp(method, "POST") == 0 && j->up_data && j->phase == PH_UPLOAD) {
+        /* issue 11: multipart/form-data, part `content` with the bytes */
+        curl_mime_free(j->mime);
+        j->mime = curl_mime_init(e);
+        curl_mimepart *part = j->mime ? curl_mime_addpart(j->mime) : NULL;
+        if (!part || curl_mime_name(part, "content") != CURLE_OK ||
+            curl_mime_data(part, (const char *)j->up_data, j->up_len) != CURLE_OK ||
+            curl_mime_filename(part, j->up_name) != CURLE_OK ||
+            curl_mime_type(part, j->up_type) != CURLE_OK)
+            goto fail;
+        curl_easy_setopt(e, CURLOPT_MIMEPOST, j->mime);
+    } else if (strcmp(method, "POST") == 0) {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
@@ -440,6 +532,9 @@ static void start_download(rep_job_t *j)
                 REP_MAX_OUTPUT_BYTES);
 }
 
+static void start_upload(rep_job_t *j); /* issue 11, below */
+static void on_upload_done(rep_job_t *j, CURLcode code, long http);
+
 /* The deadline passed (or the client is stopping): the outcome is decided now;
  * if a prediction exists it is cancelled upstream before the callback runs, so
  * a caller's concurrency slot is released only once Replicate was told. */
@@ -455,6 +550,7 @@ static void job_abort(rep_job_t *j, sc_rep_status_t st, const char *why, long ca
     if (j->cancel_url && (was == PH_CREATE || was == PH_POLL)) {
         j->phase = PH_CANCEL;
         j->res->cancel_sent = true;
+        j->cancel_unsure = true; /* until the cancel is answered */
         job_request(j, "POST", j->cancel_url, true, "", 0, cancel_timeout_ms, NULL, NULL, 1u << 20);
     }
 }
@@ -486,6 +582,9 @@ static void start_phase(rep_job_t *j)
         break;
     case PH_DOWNLOAD:
         start_download(j);
+        break;
+    case PH_UPLOAD:
+        start_upload(j);
         break;
     default:
         break;
@@ -573,8 +672,11 @@ static void handle_prediction(rep_job_t *j, cJSON *obj)
     const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(obj, "id"));
     if (id && !j->res->prediction_id[0]) {
         size_t n = strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_");
-        if (n == strlen(id) && n > 0 && n < sizeof j->res->prediction_id)
+        if (n == strlen(id) && n > 0 && n < sizeof j->res->prediction_id) {
             memcpy(j->res->prediction_id, id, n + 1);
+            journal_line('+', j->res->prediction_id);
+            j->journaled = atomic_load(&g.jfd) >= 0;
+        }
     }
     const cJSON *urls = cJSON_GetObjectItemCaseSensitive(obj, "urls");
     if (!j->get_url) {
@@ -598,6 +700,17 @@ static void handle_prediction(rep_job_t *j, cJSON *obj)
         }
     }
     const char *status = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(obj, "status"));
+    if (j->client_gone) {
+        /* The client left while this create waited: now that the id is known,
+         * stop the prediction unless it is already over. */
+        bool over = status && (strcmp(status, "succeeded") == 0 || strcmp(status, "failed") == 0 ||
+                               strcmp(status, "canceled") == 0 || strcmp(status, "aborted") == 0);
+        if (!over && j->cancel_url)
+            job_abort(j, SC_REP_CLIENT_GONE, "client disconnected", REP_CANCEL_TIMEOUT_MS);
+        else
+            job_finish(j, SC_REP_CLIENT_GONE, "client disconnected");
+        return;
+    }
     if (!status) {
         job_finish(j, SC_REP_API_ERROR, "malformed prediction: no status");
         return;
@@ -658,6 +771,12 @@ static bool is_connect_error(CURLcode c)
 static void on_create_done(rep_job_t *j, CURLcode code, long http)
 {
     char reason[300];
+    if (j->client_gone && !(code == CURLE_OK && http >= 200 && http < 300)) {
+        /* No id came back, so nothing to cancel (a 5xx may have created one:
+         * Cancel-After ends it); above all, never retry a create nobody wants. */
+        job_finish(j, SC_REP_CLIENT_GONE, "client disconnected");
+        return;
+    }
     if (code != CURLE_OK) {
         if (code == CURLE_OPERATION_TIMEDOUT || remaining(j) <= 0.001) {
             job_timeout(j); /* create never answered: no id, Cancel-After is the backstop */
@@ -826,11 +945,18 @@ static void on_transfer_done(rep_job_t *j, CURLcode code)
             sc_log_warn("replicate: cancel of prediction %s answered %s %ld", j->res->prediction_id,
                         code == CURLE_OK ? "HTTP" : "curl error",
                         code == CURLE_OK ? http : (long)code);
+        /* no answer, or a server error: it may still run; the journal keeps it */
+        j->cancel_unsure = code != CURLE_OK || http >= 500;
         j->phase = PH_DONE;
         break;
     case PH_DONE:
         break;
+    case PH_UPLOAD:
+        on_upload_done(j, code, http);
+        break;
     }
+    curl_mime_free(j->mime); /* after its easy handle is gone */
+    j->mime = NULL;
     sc_buf_free(&j->resp); /* consumed by the handler; idle jobs keep no buffer */
 }
 
@@ -841,17 +967,100 @@ static void complete(rep_job_t *j)
     sc_rep_result_t *res = j->res;
     j->res = NULL;
     res->seconds = sc_clock_mono() - j->t0;
-    if (res->status == SC_REP_OK)
+    if (j->orphan)
+        sc_log_info("replicate: prediction %s left running by a previous process: cancel %s",
+                    res->prediction_id,
+                    j->cancel_unsure ? "not confirmed (kept in the journal)" : "sent");
+    else if (res->status == SC_REP_OK)
         sc_log_debug("replicate: prediction %s ok in %.2fs (%zu bytes, %d create attempts)",
                      res->prediction_id, res->seconds, res->output_len, res->attempts);
     else
         sc_log_info("replicate: prediction %s %s in %.2fs: %s",
                     res->prediction_id[0] ? res->prediction_id : "(none)",
                     sc_replicate_status_name(res->status), res->seconds, res->message);
+    if (j->journaled && !j->cancel_unsure)
+        journal_line('-', res->prediction_id);
+    if (j->upstream_over)
+        j->upstream_over(j->upstream_ud);
     sc_rep_done_fn done = j->done;
     void *ud = j->ud;
     job_free(j);
-    done(res, ud);
+    if (done)
+        done(res, ud);
+    else
+        sc_replicate_result_free(res);
+}
+
+/* The watched client socket: true when its peer closed it (FIN: EOF; RST: an
+ * error). Bytes waiting (a pipelined request) mean it is still there. */
+static bool peer_gone(int fd, bool *readable)
+{
+    char b;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    *readable = n > 0;
+    if (n == 0)
+        return true;
+    return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+/* The client went away: nobody wants the result. done is called now (so the
+ * caller frees its request at once); the job goes on only to cancel its
+ * prediction: at once when the id is known, else when the waiting create
+ * answers with it. */
+static void job_client_gone(rep_job_t *j)
+{
+    j->watch_fd = -1;
+    if (j->phase == PH_DONE || j->phase == PH_CANCEL || !j->done)
+        return; /* already decided; done comes with the sweep */
+    rep_phase_t was = j->phase;
+    if (was == PH_CREATE && j->easy && !j->res->prediction_id[0])
+        j->client_gone = true;
+    else if (was == PH_CREATE && !j->easy && !j->res->prediction_id[0])
+        job_finish(j, SC_REP_CLIENT_GONE,
+                   "client disconnected"); /* waiting to retry: none exists */
+    else
+        job_abort(j, SC_REP_CLIENT_GONE, "client disconnected", REP_CANCEL_TIMEOUT_MS);
+    sc_rep_result_t *early = calloc(1, sizeof *early);
+    if (!early)
+        return; /* done comes at the end instead */
+    early->status = SC_REP_CLIENT_GONE;
+    snprintf(early->message, sizeof early->message, "client disconnected during %s",
+             k_phase_names[was]);
+    memcpy(early->prediction_id, j->res->prediction_id, sizeof early->prediction_id);
+    early->cancel_sent = j->res->cancel_sent;
+    early->seconds = sc_clock_mono() - j->t0;
+    sc_log_info("replicate: client of prediction %s went away during %s: %s",
+                j->res->prediction_id[0] ? j->res->prediction_id : "(not created yet)",
+                k_phase_names[was],
+                j->client_gone ? "cancel once the create answers" : "cancelled");
+    sc_rep_done_fn done = j->done;
+    j->done = NULL;
+    done(early, j->ud);
+}
+
+/* Fills g.wfds/g.wjobs with the client sockets of running jobs; returns how many. */
+static size_t watch_list(void)
+{
+    size_t n = 0;
+    for (rep_job_t *j = g.active; j; j = j->next) {
+        if (j->watch_fd < 0 || j->phase == PH_DONE || j->phase == PH_CANCEL)
+            continue;
+        if (n == g.wcap) {
+            size_t ncap = g.wcap ? g.wcap * 2 : 16;
+            struct curl_waitfd *w = realloc(g.wfds, ncap * sizeof *w);
+            if (w)
+                g.wfds = w;
+            rep_job_t **jj = w ? realloc(g.wjobs, ncap * sizeof *jj) : NULL;
+            if (!jj)
+                break; /* out of memory: these are watched next round */
+            g.wjobs = jj;
+            g.wcap = ncap;
+        }
+        g.wfds[n] = (struct curl_waitfd){.fd = j->watch_fd, .events = CURL_WAIT_POLLIN};
+        g.wjobs[n] = j;
+        n++;
+    }
+    return n;
 }
 
 static void *io_main(void *arg)
@@ -870,14 +1079,21 @@ static void *io_main(void *arg)
             in = in->next;
             j->next = g.active;
             g.active = j;
-            if (j->no_token)
+            if (j->orphan) {
+                j->cancel_unsure = true; /* until the cancel is answered */
+                if (stopping)
+                    j->phase = PH_DONE;
+                else
+                    job_request(j, "POST", j->cancel_url, true, "", 0, REP_CANCEL_TIMEOUT_MS, NULL,
+                                NULL, 1u << 20);
+            } else if (j->no_token)
                 job_finish(j, SC_REP_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
             else if (j->bad_model)
                 job_finish(j, SC_REP_API_ERROR, "invalid model id (expected owner/name)");
             else if (stopping)
                 job_finish(j, SC_REP_TIMEOUT, "replicate client shut down");
             else
-                start_create(j);
+                (j->is_upload ? start_upload : start_create)(j);
         }
         int running = 0;
         curl_multi_perform(g.multi, &running);
@@ -924,9 +1140,27 @@ static void *io_main(void *arg)
             wait_ms = 0;
         if (wait_ms > 1000)
             wait_ms = 1000;
-        /* curl shortens this wait itself when a transfer needs attention sooner */
-        curl_multi_poll(g.multi, NULL, 0, wait_ms, NULL);
+        /* curl shortens this wait itself when a transfer needs attention sooner;
+         * the client sockets wake it when a peer closes */
+        size_t nw = watch_list();
+        for (size_t i = 0; i < nw; i++)
+            g.wfds[i].revents = 0;
+        curl_multi_poll(g.multi, nw ? g.wfds : NULL, (unsigned)nw, wait_ms, NULL);
+        for (size_t i = 0; i < nw; i++) {
+            if (!g.wfds[i].revents)
+                continue;
+            bool readable = false;
+            if (peer_gone(g.wfds[i].fd, &readable))
+                job_client_gone(g.wjobs[i]);
+            else if (readable)
+                g.wjobs[i]->watch_fd = -1; /* pipelined bytes: stop watching, never spin */
+        }
     }
+    free(g.wfds);
+    free(g.wjobs);
+    g.wfds = NULL;
+    g.wjobs = NULL;
+    g.wcap = 0;
     return NULL;
 }
 
@@ -998,6 +1232,12 @@ static bool model_id_valid(const char *m)
 int sc_replicate_submit(const char *model, char *input_json, double timeout_seconds,
                         sc_rep_done_fn done, void *ud)
 {
+    return sc_replicate_submit_ex(model, input_json, timeout_seconds, NULL, done, ud);
+}
+
+int sc_replicate_submit_ex(const char *model, char *input_json, double timeout_seconds,
+                           const sc_rep_opts_t *opts, sc_rep_done_fn done, void *ud)
+{
     rep_job_t *j = NULL;
     if (!model || !input_json || !done)
         goto fail;
@@ -1030,6 +1270,9 @@ int sc_replicate_submit(const char *model, char *input_json, double timeout_seco
     j->ud = ud;
     j->retry_after_hdr = -1;
     j->bad_model = !model_id_valid(model);
+    j->watch_fd = opts ? opts->client_fd : -1;
+    j->upstream_over = opts ? opts->upstream_over : NULL;
+    j->upstream_ud = opts ? opts->upstream_ud : NULL;
 
     pthread_mutex_lock(&g.mu);
     if (!g.running || g.stopping) {
@@ -1056,6 +1299,142 @@ fail:
     return -1;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The ids journal text leaves open: a "+id" line and no "-id" line (ids are
+ * unique, so the order of the lines does not matter). Fills *out (pointers into
+ * text, sorted); returns the count or -1 on out of memory. */
+static int journal_open_ids(char *text, char ***out)
+{
+    size_t nadd = 0, ndel = 0, cap = 1;
+    for (char *p = text; *p; p++)
+        cap += *p == '\n';
+    char **add = calloc(cap, sizeof *add), **del = calloc(cap, sizeof *del);
+    int n = -1;
+    if (!add || !del)
+        goto done;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        size_t len = strlen(line);
+        if (len < 2 || len > 63 || (line[0] != '+' && line[0] != '-') ||
+            strspn(line + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") !=
+                len - 1)
+            continue; /* a torn last line, or not ours */
+        if (line[0] == '+')
+            add[nadd++] = line + 1;
+        else
+            del[ndel++] = line + 1;
+    }
+    qsort(add, nadd, sizeof *add, cmp_str);
+    qsort(del, ndel, sizeof *del, cmp_str);
+    n = 0;
+    for (size_t i = 0, k = 0; i < nadd; i++) {
+        if (i > 0 && strcmp(add[i], add[i - 1]) == 0)
+            continue;
+        while (k < ndel && strcmp(del[k], add[i]) < 0)
+            k++;
+        if (k < ndel && strcmp(del[k], add[i]) == 0)
+            continue;
+        add[n++] = add[i];
+    }
+done:
+    free(del);
+    if (n < 0) {
+        free(add);
+        add = NULL;
+    }
+    *out = add;
+    return n;
+}
+
+int sc_replicate_journal_open(const char *path)
+{
+    char *text = NULL, **ids = NULL;
+    size_t len = 0;
+    sc_buf_t keep = SC_BUF_INIT;
+    int n = 0, rc = -1;
+    pthread_mutex_lock(&g.mu);
+    bool ready = g.running && !g.stopping && atomic_load(&g.jfd) < 0;
+    pthread_mutex_unlock(&g.mu);
+    if (!ready || snprintf(g.jpath, sizeof g.jpath, "%s", path) >= (int)sizeof g.jpath)
+        return -1;
+    int r = sc_fs_read_file(path, REP_JOURNAL_MAX_BYTES, &text, &len);
+    if (r != 0 && !(r == -1 && errno == ENOENT)) {
+        sc_log_warn("replicate: cannot read the prediction journal %s: %s", path,
+                    r == -2 ? "too large" : strerror(errno));
+        goto done;
+    }
+    if (text) {
+        n = journal_open_ids(text, &ids);
+        if (n < 0)
+            goto done;
+    }
+    /* The new journal holds just the ids still open: they leave it once their
+     * cancel is answered (a crash before that retries them next time). */
+    for (int i = 0; i < n; i++)
+        if (sc_buf_printf(&keep, "+%s\n", ids[i]) != 0)
+            goto done;
+    if (sc_fs_write_atomic(path, keep.data ? keep.data : "", keep.len) != 0) {
+        sc_log_warn("replicate: cannot write the prediction journal %s: %s", path, strerror(errno));
+        goto done;
+    }
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0)
+        goto done;
+    g.jbytes = keep.len;
+    atomic_store(&g.jfd, fd);
+    rc = n;
+    if (n > 0 && g.cfg->replicate_api_token[0] == '\0') {
+        sc_log_warn("replicate: %d prediction(s) left running by a previous process cannot be "
+                    "cancelled: REPLICATE_API_TOKEN is not set",
+                    n);
+        goto done;
+    }
+    if (n > 0)
+        sc_log_warn("replicate: cancelling %d prediction(s) left running by a previous process", n);
+    for (int i = 0; i < n; i++) {
+        rep_job_t *j = calloc(1, sizeof *j);
+        sc_buf_t url = SC_BUF_INIT;
+        if (j)
+            j->res = calloc(1, sizeof *j->res);
+        if (!j || !j->res ||
+            sc_buf_printf(&url, "%s/predictions/%s/cancel", g.cfg->replicate_api_base, ids[i]) !=
+                0) {
+            sc_buf_free(&url);
+            if (j)
+                free(j->res);
+            free(j);
+            break; /* out of memory: the rest stay in the journal for the next start */
+        }
+        snprintf(j->res->prediction_id, sizeof j->res->prediction_id, "%s", ids[i]);
+        j->cancel_url = sc_buf_steal(&url, NULL);
+        j->orphan = true;
+        j->journaled = true;
+        j->watch_fd = -1;
+        j->phase = PH_CANCEL;
+        j->res->cancel_sent = true;
+        j->t0 = sc_clock_mono();
+        j->deadline = j->t0 + REP_CANCEL_TIMEOUT_MS / 1000.0;
+        j->retry_after_hdr = -1;
+        pthread_mutex_lock(&g.mu);
+        if (g.in_tail)
+            g.in_tail->next = j;
+        else
+            g.in_head = j;
+        g.in_tail = j;
+        curl_multi_wakeup(g.multi);
+        pthread_mutex_unlock(&g.mu);
+    }
+done:
+    sc_buf_free(&keep);
+    free(ids);
+    free(text);
+    return rc;
+}
+
 void sc_replicate_shutdown(void)
 {
     pthread_mutex_lock(&g.mu);
@@ -1071,7 +1450,120 @@ void sc_replicate_shutdown(void)
     curl_multi_cleanup(g.multi);
     g.multi = NULL;
     g.running = false;
+    int jfd = atomic_exchange(&g.jfd, -1);
+    if (jfd >= 0)
+        close(jfd);
     g.cfg = NULL;
     pthread_mutex_unlock(&g.mu);
     curl_global_cleanup();
+}
+
+/* ==== Files API upload (issue 11: large inputs) ====
+ * A job of its own kind on the same I/O thread: POST {base}/files as
+ * multipart/form-data (part `content` with filename and type), 201 -> the file
+ * object's JSON text in res->output. 429 is retried like a create (Retry-After),
+ * connect errors and 5xx up to REP_MAX_UPLOAD_RETRIES times while the deadline
+ * allows; anything else is SC_REP_API_ERROR with the problem detail. */
+
+#define REP_MAX_UPLOAD_RETRIES 2
+#define REP_MAX_UPLOAD_BYTES (100u << 20) /* the Files API's limit */
+
+static void start_upload(rep_job_t *j)
+{
+    char url[SC_CFG_STR + 16];
+    snprintf(url, sizeof url, "%s/files", g.cfg->replicate_api_base);
+    j->phase = PH_UPLOAD;
+    j->res->attempts++;
+    job_request(j, "POST", url, true, NULL, 0, capped_ms(j, 120.0), NULL, NULL, 1u << 20);
+}
+
+static void on_upload_done(rep_job_t *j, CURLcode code, long http)
+{
+    char reason[300];
+    if (code != CURLE_OK) {
+        if (code == CURLE_OPERATION_TIMEDOUT || remaining(j) <= 0.001) {
+            job_finish(j, SC_REP_TIMEOUT, "file upload: deadline passed");
+            return;
+        }
+        if (j->fails < REP_MAX_UPLOAD_RETRIES && schedule_retry(j, backoff_seconds(j->fails))) {
+            j->fails++;
+            return;
+        }
+        job_finish(j, SC_REP_API_ERROR, "file upload failed: %s", curl_easy_strerror(code));
+        return;
+    }
+    j->res->http_status = (int)http;
+    if (http >= 200 && http < 300) {
+        size_t len;
+        char *data = sc_buf_steal(&j->resp, &len);
+        if (!data) {
+            job_finish(j, SC_REP_API_ERROR, "file upload: empty response (HTTP %ld)", http);
+            return;
+        }
+        j->res->output = (uint8_t *)data;
+        j->res->output_len = len;
+        job_finish(j, SC_REP_OK, NULL);
+        return;
+    }
+    body_reason(j->resp.data, j->resp.len, reason, sizeof reason);
+    if (http == 429 && j->retries_429 < REP_MAX_429_RETRIES &&
+        schedule_retry(j, delay_429(j, j->retries_429))) {
+        j->retries_429++;
+        return;
+    }
+    if (http >= 500 && j->fails < REP_MAX_UPLOAD_RETRIES &&
+        schedule_retry(j, backoff_seconds(j->fails))) {
+        j->fails++;
+        return;
+    }
+    job_finish(j, SC_REP_API_ERROR, "file upload: HTTP %ld: %s", http, reason);
+}
+
+int sc_replicate_upload(const char *filename, const char *content_type, const uint8_t *data,
+                        size_t len, double timeout_seconds, sc_rep_done_fn done, void *ud)
+{
+    rep_job_t *j = NULL;
+    if (!filename || !content_type || !data || len == 0 || len > REP_MAX_UPLOAD_BYTES || !done)
+        return -1;
+    j = calloc(1, sizeof *j);
+    if (!j)
+        return -1;
+    j->res = calloc(1, sizeof *j->res);
+    j->up_data = malloc(len);
+    j->up_name = strdup(filename);
+    j->up_type = strdup(content_type);
+    if (!j->res || !j->up_data || !j->up_name || !j->up_type)
+        goto fail;
+    memcpy(j->up_data, data, len);
+    j->up_len = len;
+    j->is_upload = true;
+    j->watch_fd = -1; /* not watched: one upload serves every request of its content */
+    j->t0 = sc_clock_mono();
+    if (!(timeout_seconds > 0) || timeout_seconds > 86400)
+        timeout_seconds = timeout_seconds > 0 ? 86400 : 0.001;
+    j->deadline = j->t0 + timeout_seconds;
+    j->done = done;
+    j->ud = ud;
+    j->retry_after_hdr = -1;
+    pthread_mutex_lock(&g.mu);
+    if (!g.running || g.stopping) {
+        pthread_mutex_unlock(&g.mu);
+        goto fail;
+    }
+    j->no_token = g.cfg->replicate_api_token[0] == '\0';
+    if (g.in_tail)
+        g.in_tail->next = j;
+    else
+        g.in_head = j;
+    g.in_tail = j;
+    curl_multi_wakeup(g.multi);
+    pthread_mutex_unlock(&g.mu);
+    return 0;
+fail:
+    free(j->up_data);
+    free(j->up_name);
+    free(j->up_type);
+    free(j->res);
+    free(j);
+    return -1;
 }

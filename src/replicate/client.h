@@ -8,6 +8,15 @@
  * SC_REP_TIMEOUT. The token goes only in the Authorization header and is never
  * copied into a message. The I/O thread never touches Lua.
  *
+ * A job may watch its client's socket (sc_replicate_submit_ex): when the peer
+ * closes it (FIN or RST) the job ends at once as SC_REP_CLIENT_GONE and its
+ * prediction is cancelled upstream, as soon as its id is known (a create still in
+ * its `Prefer: wait` is left to answer first, then cancelled).
+ *
+ * With a journal (sc_replicate_journal_open), the id of every created prediction
+ * is appended to it until the prediction is over; at the next start the ids a
+ * dead process left open are cancelled upstream.
+ *
  * Threads: sc_replicate_submit may be called from any thread; callbacks run on
  * the I/O thread and must be short (e.g. store the result, resume a connection). */
 #ifndef SCENECOMP_REPLICATE_CLIENT_H
@@ -25,6 +34,7 @@ typedef enum {
     SC_REP_API_ERROR, /* failed/canceled/aborted prediction, HTTP error after retries, bad JSON */
     SC_REP_INVALID_OUTPUT, /* output missing, not an image, or of insane size */
     SC_REP_NO_TOKEN,       /* REPLICATE_API_TOKEN unset */
+    SC_REP_CLIENT_GONE,    /* the watched client socket closed; nobody wants the result */
 } sc_rep_status_t;
 
 typedef struct sc_rep_result {
@@ -54,8 +64,42 @@ int sc_replicate_init(const sc_config_t *cfg);
 int sc_replicate_submit(const char *model, char *input_json, double timeout_seconds,
                         sc_rep_done_fn done, void *ud);
 
+typedef struct sc_rep_opts {
+    /* >= 0: the client's socket. Its peer closing ends the job as
+     * SC_REP_CLIENT_GONE: done is called at once, the job goes on alone just
+     * long enough to cancel the prediction. The fd must stay open until done. */
+    int client_fd;
+    /* When not NULL: called exactly once per accepted job, on the I/O thread,
+     * once the prediction no longer runs upstream (terminal, cancel answered, or
+     * never created). Before done for a job that ends normally; after it for a
+     * client that went away while its create was waiting. Where a caller gives
+     * back a concurrency slot. */
+    void (*upstream_over)(void *ud);
+    void *upstream_ud;
+} sc_rep_opts_t;
+
+/* sc_replicate_submit with options (opts may be NULL). On -1 neither callback
+ * is called. */
+int sc_replicate_submit_ex(const char *model, char *input_json, double timeout_seconds,
+                           const sc_rep_opts_t *opts, sc_rep_done_fn done, void *ud);
+
+/* Opens (creates) the prediction journal at path, after sc_replicate_init:
+ * every id still open in it (left by a process that died) gets a cancel
+ * request, in the background. Returns the number of such ids, or -1 when the
+ * file cannot be read or written (the client then runs without a journal). */
+int sc_replicate_journal_open(const char *path);
+
 void sc_replicate_result_free(sc_rep_result_t *res);
 const char *sc_replicate_status_name(sc_rep_status_t s); /* "ok","timeout","api_error",... */
+
+/* issue 11: uploads data to the Files API (POST {base}/files, multipart part
+ * `content` named filename with content_type) within timeout_seconds. done is
+ * called once on the I/O thread: SC_REP_OK with the file object's JSON text in
+ * res->output (output_len bytes, not NUL-terminated), else SC_REP_API_ERROR /
+ * SC_REP_TIMEOUT / SC_REP_NO_TOKEN with a message. data is copied. Returns 0,
+ * or -1 (not queued, done will not be called). */
+int sc_replicate_upload(const char *filename, const char *content_type, const uint8_t *data,
+                        size_t len, double timeout_seconds, sc_rep_done_fn done, void *ud);
 
 /* Stops the I/O thread: pending jobs complete with SC_REP_TIMEOUT after their
  * upstream predictions are cancelled (best effort). */

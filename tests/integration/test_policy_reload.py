@@ -188,7 +188,9 @@ def test_requests_never_fail_during_reloads(server):
     for t in threads:
         t.join()
     rt.join()
-    assert errors == []
+    # A refused connection means the listener is gone: say whether the server died, and how.
+    assert errors == [], (errors[:5], "server running" if srv.proc.poll() is None else
+                          "server exited %s:\n%s" % (srv.proc.returncode, srv.stderr_text()[-4000:]))
     assert methods["pil"] + methods["kontext"] == 2000
     assert methods["pil"] > 0 and methods["kontext"] > 0  # both generations served
     # never a mix: every generation (the version whose effective config served the

@@ -25,7 +25,8 @@ def shot_and_scenes():
 
 
 def metric(text, name):
-    m = re.search(r"^%s (\S+)$" % name, text, re.M)
+    # every series carries this instance's label (instance="<INSTANCE_ID>")
+    m = re.search(r"^%s(?:\{instance=\"[^\"]*\"\})? (\S+)$" % re.escape(name), text, re.M)
     return float(m.group(1)) if m else None
 
 

@@ -179,8 +179,11 @@ static void test_place(void)
     fill_scene(&before, 120, 80, 3);
     memcpy(before.pixels, scene.pixels, 120 * 80 * 3);
     sc_place_params_t out = {0.0, 0.0, 0.01};
+    /* 1x1 product centred on the corner: round(-0.5) puts it at (-1, -1) */
+    sc_place_geometry(120, 80, 50, 30, &out, &g);
+    CHECK(g.left + g.width <= 0 && g.top + g.height <= 0);
     CHECK_EQ_INT(sc_place_composite(&scene, &prod, &out, &err), 0);
-    CHECK(memcmp(before.pixels, scene.pixels, 120 * 80 * 3) == 0 || 1);
+    CHECK(memcmp(before.pixels, scene.pixels, 120 * 80 * 3) == 0);
     /* bad parameters */
     sc_place_params_t bad1 = {1.5, 0.5, 0.5}, bad2 = {0.5, 0.5, 0.0}, bad3 = {0.5, NAN, 0.5},
                       bad4 = {0.5, 0.5, 4.5};

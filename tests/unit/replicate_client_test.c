@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "image/codec.h"
 #include "replicate/base64.h"
@@ -724,6 +726,127 @@ static void test_shutdown_completes_pending(void)
     CHECK_EQ_INT(sc_replicate_init(&g_cfg), 0);
 }
 
+/* ==== The client socket watch and the journal ==== */
+
+static atomic_int g_upstream_over;
+
+static void count_upstream_over(void *ud)
+{
+    (void)ud;
+    atomic_fetch_add(&g_upstream_over, 1);
+}
+
+/* Submits a slow job watching one end of a socketpair, closes the other end
+ * (by close: the test's FIN) after 300 ms: the job must end as client_gone long
+ * before its deadline, and its prediction be cancelled (after the create's wait
+ * when the create is synchronous). */
+static void test_client_gone(bool sync_create)
+{
+    configure(sync_create ? "{\"mode\":\"slow\"}" : "{\"mode\":\"slow\",\"honor_prefer\":false}");
+    int sv[2];
+    CHECK_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    clear_results();
+    atomic_store(&g_upstream_over, 0);
+    pthread_mutex_lock(&g_w.mu);
+    g_w.pending = 1;
+    pthread_mutex_unlock(&g_w.mu);
+    sc_rep_opts_t o = {.client_fd = sv[0], .upstream_over = count_upstream_over};
+    /* deadline 30 s, create wait 29 s when sync: the cancel follows the create's answer,
+     * so the sync case uses a 4 s deadline (wait=3) */
+    CHECK_EQ_INT(sc_replicate_submit_ex(KONTEXT, kontext_input(16, 16), sync_create ? 4 : 30, &o,
+                                        on_done, NULL),
+                 0);
+    usleep(300 * 1000);
+    close(sv[1]);
+    wait_all();
+    /* status client_gone, not timeout: done came from the close, not the deadline */
+    CHECK_EQ_INT(g_w.n, 1);
+    sc_rep_result_t *r = g_w.n == 1 ? g_w.results[0] : NULL;
+    CHECK(r && r->status == SC_REP_CLIENT_GONE);
+    CHECK_STR(sc_replicate_status_name(SC_REP_CLIENT_GONE), "client_gone");
+    /* the prediction is cancelled, then the slot is given back */
+    for (int i = 0; i < 200 && atomic_load(&g_upstream_over) == 0; i++)
+        usleep(50 * 1000);
+    CHECK_EQ_INT(atomic_load(&g_upstream_over), 1);
+    CHECK_EQ_INT(stat_int("cancels"), 1);
+    CHECK_EQ_INT(stat_int("inflight"), 0);
+    close(sv[0]);
+    clear_results();
+}
+
+/* Bytes waiting on the watched socket (a pipelined request) are not a
+ * disconnect: the job runs to its own end. */
+static void test_client_pipelined_is_not_gone(void)
+{
+    configure("{\"mode\":\"ok\",\"delay_ms\":800,\"honor_prefer\":false}");
+    int sv[2];
+    CHECK_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    CHECK_EQ_INT((int)write(sv[1], "GET / HTTP/1.1\r\n", 16), 16);
+    clear_results();
+    atomic_store(&g_upstream_over, 0);
+    pthread_mutex_lock(&g_w.mu);
+    g_w.pending = 1;
+    pthread_mutex_unlock(&g_w.mu);
+    sc_rep_opts_t o = {.client_fd = sv[0], .upstream_over = count_upstream_over};
+    CHECK_EQ_INT(sc_replicate_submit_ex(KONTEXT, kontext_input(16, 16), 30, &o, on_done, NULL), 0);
+    wait_all();
+    CHECK(g_w.n == 1 && g_w.results[0]->status == SC_REP_OK);
+    CHECK_EQ_INT(atomic_load(&g_upstream_over), 1); /* before done, for a normal end */
+    close(sv[0]);
+    close(sv[1]);
+    clear_results();
+}
+
+static int count_lines(const char *path, const char *line)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (sc_fs_read_file(path, 1 << 20, &text, &len) != 0)
+        return -1;
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, line)) != NULL; p++)
+        n++;
+    free(text);
+    return n;
+}
+
+/* The journal: an id left open by a "dead process" is cancelled at open and
+ * leaves the journal; a job's id goes in at create and out when it is over. */
+static void test_journal(const char *logdir)
+{
+    configure("{\"mode\":\"ok\",\"delay_ms\":300}");
+    char path[512];
+    snprintf(path, sizeof path, "%s/replicate_predictions.journal", logdir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fputs("+orphan0000000000000000001\n+done00000000000000000000x\n-done00000000000000000000x\n"
+          "+bad/id\n",
+          f);
+    fclose(f);
+    CHECK_EQ_INT(sc_replicate_journal_open(path), 1);
+    CHECK_EQ_INT(sc_replicate_journal_open(path), -1); /* once per client */
+    for (int i = 0; i < 100 && stat_int("cancels") < 1; i++)
+        usleep(50 * 1000);
+    CHECK_EQ_INT(stat_int("cancels"), 1); /* the fake answers 404: it is over either way */
+    for (int i = 0; i < 100 && count_lines(path, "-orphan0000000000000000001\n") < 1; i++)
+        usleep(50 * 1000);
+    CHECK_EQ_INT(count_lines(path, "-orphan0000000000000000001\n"), 1);
+    CHECK_EQ_INT(count_lines(path, "done00000000000000000000x"), 0); /* closed: dropped */
+    CHECK_EQ_INT(count_lines(path, "bad/id"), 0);
+    sc_rep_result_t *r = run_one(KONTEXT, kontext_input(16, 16), 20);
+    CHECK(r && r->status == SC_REP_OK);
+    if (r) {
+        char line[80];
+        snprintf(line, sizeof line, "+%s\n", r->prediction_id);
+        CHECK_EQ_INT(count_lines(path, line), 1);
+        line[0] = '-';
+        CHECK_EQ_INT(count_lines(path, line), 1);
+    }
+    clear_results();
+}
+
 static void test_log_has_no_token(const char *logdir)
 {
     char path[512];
@@ -785,6 +908,10 @@ int main(void)
     test_no_token();
     test_connection_refused();
     test_shutdown_completes_pending();
+    test_client_gone(false);
+    test_client_gone(true);
+    test_client_pipelined_is_not_gone();
+    test_journal(logdir);
     clear_results();
 
     sc_replicate_shutdown();

@@ -1,5 +1,6 @@
 /* A tiny assert header for the C unit tests: CHECK(cond) records a failure and
- * goes on; each test file's main returns test_report(). */
+ * goes on; each test file's main returns test_report(), which also fails a file
+ * that ran no check at all. */
 #ifndef SCENECOMP_TESTS_TEST_H
 #define SCENECOMP_TESTS_TEST_H
 
@@ -43,6 +44,10 @@ static int test_checks;
 static inline int test_report(const char *name)
 {
     printf("%s: %d checks, %d failed\n", name, test_checks, test_failures);
+    if (test_checks == 0) { /* a file whose tests never ran must not pass */
+        fprintf(stderr, "%s: no checks ran\n", name);
+        return 1;
+    }
     return test_failures ? 1 : 0;
 }
 
