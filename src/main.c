@@ -25,6 +25,7 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/watch.h"
+#include "http/records.h"
 #include "http/server.h"
 #include "image/codec.h"
 #include "limits/limiter.h"
@@ -344,7 +345,7 @@ static int cmd_serve(void)
 
     int rc = 1;
     bool limiter_up = false, metrics_up = false, policy_up = false, alerts_up = false,
-         rep_up = false, reload_up = false;
+         rep_up = false, reload_up = false, records_up = false;
     if (sc_fs_mkdirs(cfg->output_dir) != 0) {
         sc_log_error("cannot create OUTPUT_DIR '%s': %s", cfg->output_dir, strerror(errno));
         goto out;
@@ -403,6 +404,12 @@ static int cmd_serve(void)
         goto out;
     }
     reload_up = true;
+    /* The decision log and the webhook sender (its queue resumes). */
+    if (sc_http_records_start(cfg, err, sizeof err) != 0) {
+        sc_log_error("%s", err);
+        goto out;
+    }
+    records_up = true;
     if (sc_http_start(cfg, err, sizeof err) != 0) {
         sc_log_error("%s", err);
         goto out;
@@ -437,6 +444,8 @@ static int cmd_serve(void)
     sc_http_stop();
     rc = 0;
 out:
+    if (records_up)
+        sc_http_records_stop();
     if (reload_up)
         sc_watch_stop();
     if (rep_up)

@@ -8,6 +8,7 @@
  * field: the last occurrence wins. */
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,9 @@
 #include "image/resize.h"
 #include "limits/limiter.h"
 #include "metrics/metrics.h"
+#include "records/idempotency.h"
 #include "replicate/inputs.h"
+#include "webhooks/webhook.h"
 
 /* ==== Upload ==== */
 
@@ -51,6 +54,7 @@ static sc_http_field_t *field_for(sc_http_conn_t *c, const char *key, bool *is_f
         {"y", offsetof(sc_http_conn_t, f_y), false},
         {"scale", offsetof(sc_http_conn_t, f_scale), false},
         {"format", offsetof(sc_http_conn_t, f_format), false},
+        {"webhook", offsetof(sc_http_conn_t, f_webhook), false},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         if (strcmp(key, fields[i].name) == 0) {
@@ -185,9 +189,63 @@ typedef struct answer {
     int width, height;
 } answer_t;
 
+/* ==== The record (API.md "Asynchronous composites, records, webhooks") ==== */
+
+/* Ends the record as succeeded with answer a. */
+static void record_succeeded(sc_http_conn_t *c, const answer_t *a)
+{
+    sc_record_t *r = c->rec;
+    if (!r)
+        return;
+    r->status = SC_RECORD_SUCCEEDED;
+    snprintf(r->method, sizeof r->method, "%s", a->method);
+    r->fallback = a->fallback;
+    snprintf(r->fallback_reason, sizeof r->fallback_reason, "%s",
+             a->fallback_reason ? a->fallback_reason : "");
+    r->width = a->width;
+    r->height = a->height;
+    snprintf(r->image_url, sizeof r->image_url, "/api/composites/%s.%s", c->id,
+             sc_format_ext(c->format));
+    sc_http__record_end(c);
+}
+
+/* Ends the record as failed (nothing is answered). */
+static void record_failed(sc_http_conn_t *c, const char *code, const char *msg)
+{
+    sc_record_t *r = c->rec;
+    if (!r)
+        return;
+    r->status = SC_RECORD_FAILED;
+    snprintf(r->error_code, sizeof r->error_code, "%s", code);
+    snprintf(r->error_message, sizeof r->error_message, "%s", msg);
+    sc_http__record_end(c);
+}
+
+/* Ends the record as failed and answers the error. */
+static enum MHD_Result fail(sc_http_conn_t *c, unsigned status, const char *code, const char *fmt,
+                            ...) __attribute__((format(printf, 4, 5)));
+static enum MHD_Result fail(sc_http_conn_t *c, unsigned status, const char *code, const char *fmt,
+                            ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    record_failed(c, code, msg);
+    if (c->detached)
+        return MHD_YES;
+    return sc_http__send_error(c->mhd, status, code, "%s", msg);
+}
+
 /* Sends the composite: the image itself (takes ownership of bytes) or the JSON. */
 static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t *bytes, size_t len)
 {
+    record_succeeded(c, a);
+    if (c->detached) {
+        free(bytes); /* the client had its 202; the record says the rest */
+        return MHD_YES;
+    }
     double secs = sc_clock_mono() - c->t_start;
     /* The policy generation whose decision and effective config served this
      * request (one generation per request: ops and tests can check that). */
@@ -251,18 +309,28 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
     size_t len = 0;
     const char *err = NULL;
     int w = c->scene.width, h = c->scene.height;
+    if (c->rec) {
+        snprintf(c->rec->method, sizeof c->rec->method, "pil");
+        snprintf(c->rec->fallback_reason, sizeof c->rec->fallback_reason, "%s",
+                 fallback_reason ? fallback_reason : "");
+        c->rec->fallback = fallback_reason != NULL;
+    }
     if (sc_compose_pil(&c->scene, &c->product, &c->params, c->format, &out, &len, &err) != 0) {
         sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
         sc_log_error("PIL composite failed id=%s: %s", c->id, err ? err : "unknown error");
-        return sc_http__send_error(c->mhd, 500, "internal_error", "composite failed: %s",
-                                   err ? err : "unknown error");
+        return fail(c, 500, "internal_error", "composite failed: %s", err ? err : "unknown error");
     }
+    double t_save = sc_clock_mono();
+    if (c->rec)
+        c->rec->durations.composite = t_save - t0; /* the encode included */
     if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
         free(out);
         sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
         sc_log_error("cannot save composite %s in %s", c->id, c->cfg->output_dir);
-        return sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the composite");
+        return fail(c, 500, "internal_error", "cannot save the composite");
     }
+    if (c->rec)
+        c->rec->durations.save = sc_clock_mono() - t_save;
     double secs = sc_clock_mono() - t0;
     sc_metrics_pil(sc_clock_wall(), true, secs);
     sc_log_info("Using PIL composite method id=%s duration=%.3fs%s%s", c->id, secs,
@@ -313,9 +381,17 @@ static void release_slot(void *ud)
     sc_limiter_release();
 }
 
+static void kontext_done_job(sc_http_conn_t *c);
+
 static void on_kontext_done(sc_rep_result_t *res, void *ud)
 {
     sc_http_conn_t *c = ud;
+    if (c->detached) {
+        /* Nobody waits on the connection: the pool finishes the work. */
+        c->result = res;
+        sc_http__run_detached(c, kontext_done_job);
+        return;
+    }
     if (res && res->status == SC_REP_CLIENT_GONE)
         sc_log_warn("[Kontext Composite] client went away after %.1fs id=%s prediction=%s: "
                     "request dropped, prediction cancelled upstream%s",
@@ -329,13 +405,14 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
 {
     if (c->cfg->replicate_api_token[0] == '\0')
         return fall_back(c, SC_FB_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
-    int fd = client_fd(c);
+    int fd = c->detached ? -1 : client_fd(c); /* an async client is not watched */
     if (client_left(fd)) {
         /* Nothing is answered (the pool job stashes no response), so the
          * connection is closed and the context freed. */
         sc_log_info("[Kontext Composite] client went away before Kontext started id=%s: "
                     "request dropped",
                     c->id);
+        record_failed(c, "client_gone", "the client went away before Kontext started");
         return MHD_NO;
     }
 
@@ -430,22 +507,36 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
     sc_rep_result_t *res = c->result;
     double secs = sc_clock_mono() - c->t_kontext;
     sc_rep_status_t st = res ? res->status : SC_REP_API_ERROR;
-    if (st == SC_REP_CLIENT_GONE)
+    if (c->rec) {
+        c->rec->durations.kontext = secs;
+        if (res && res->prediction_id[0]) {
+            snprintf(c->rec->prediction_id, sizeof c->rec->prediction_id, "%s", res->prediction_id);
+            c->rec->estimated_cost_usd = c->cfg->kontext_price_usd;
+        }
+    }
+    if (st == SC_REP_CLIENT_GONE) {
+        record_failed(c, "client_gone", "the client went away while Kontext ran");
         return MHD_NO; /* nobody to answer (logged by the callback): the connection closes */
+    }
     const char *msg = res && res->message[0] ? res->message : NULL;
     const char *err = NULL;
 
     if (st == SC_REP_OK) {
         uint8_t *out = NULL;
         size_t len = 0;
+        double t_enc = sc_clock_mono();
         if (kontext_output(c, res, &out, &len, &err) == 0) {
+            double t_save = sc_clock_mono();
+            if (c->rec)
+                c->rec->durations.encode = t_save - t_enc;
             if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
                 free(out);
                 sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, secs);
                 sc_log_error("cannot save composite %s in %s", c->id, c->cfg->output_dir);
-                return sc_http__send_error(c->mhd, 500, "internal_error",
-                                           "cannot save the composite");
+                return fail(c, 500, "internal_error", "cannot save the composite");
             }
+            if (c->rec)
+                c->rec->durations.save = sc_clock_mono() - t_save;
             sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_SUCCESS, secs);
             sc_log_info("[Kontext Composite] Composite saved id=%s seconds=%.2f prediction=%s",
                         c->id, secs, res->prediction_id);
@@ -468,7 +559,9 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
     if (sc_policy_on_kontext_error(&c->eff, reason_name, msg ? msg : reason_name, &c->preq)) {
         sc_log_warn("[Kontext Composite] Kontext failed: %s (%s) id=%s; policy says fail",
                     reason_name, msg ? msg : "-", c->id);
-        return sc_http__send_error(c->mhd, 502, "upstream_error", "%s", msg ? msg : reason_name);
+        if (c->rec)
+            snprintf(c->rec->method, sizeof c->rec->method, "kontext");
+        return fail(c, 502, "upstream_error", "%s", msg ? msg : reason_name);
     }
     return fall_back(c, reason, msg);
 }
@@ -513,9 +606,54 @@ enum MHD_Result sc_http__composite_finish(sc_http_conn_t *c)
     return sc_http__offload(c, sc_http__composite_process);
 }
 
+/* Whether a Prefer header asks for respond-async (RFC 7240: a comma list of
+ * preferences, each possibly with parameters). */
+static bool prefers_async(struct MHD_Connection *conn)
+{
+    const char *p = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Prefer");
+    while (p && *p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",;= \t");
+        if (n == 13 && strncasecmp(p, "respond-async", 13) == 0)
+            return true;
+        p += strcspn(p, ",");
+    }
+    return false;
+}
+
+/* The request's fingerprint for its Idempotency-Key: every form field we read,
+ * by name (records/idempotency.h). 0 or -1 (out of memory). */
+static int fingerprint(sc_http_conn_t *c, char out[SC_IDEMPOTENCY_FP_LEN + 1])
+{
+    const struct {
+        const char *name;
+        const sc_http_field_t *f;
+    } parts[] = {{"scene", &c->f_scene},
+                 {"product", &c->f_product},
+                 {"prompt", &c->f_prompt},
+                 {"user_id", &c->f_user_id},
+                 {"x", &c->f_x},
+                 {"y", &c->f_y},
+                 {"scale", &c->f_scale},
+                 {"format", &c->f_format},
+                 {"webhook", &c->f_webhook}};
+    sc_idempotency_fp_t *fp = sc_idempotency_fp_new("POST /api/composite");
+    int rc = fp ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < sizeof parts / sizeof parts[0]; i++)
+        if (parts[i].f->present)
+            rc = sc_idempotency_fp_add(fp, parts[i].name, parts[i].f->data.data,
+                                       parts[i].f->data.len);
+    if (rc == 0)
+        rc = sc_idempotency_fp_final(fp, out);
+    sc_idempotency_fp_free(fp);
+    return rc;
+}
+
 /* Pool job: everything after the upload. */
 static enum MHD_Result process(sc_http_conn_t *c)
 {
+    c->t_job = sc_clock_mono();
     if (!c->f_scene.present)
         return sc_http__send_error(c->mhd, 400, "bad_request", "field 'scene' is required");
     if (!c->f_product.present)
@@ -547,7 +685,30 @@ static enum MHD_Result process(sc_http_conn_t *c)
         c->format = accept_fmt; /* no explicit format: Accept picks it */
     }
 
+    /* webhook: needs WEBHOOK_SECRET and an address we may call (SSRF rules). */
+    const char *webhook =
+        c->f_webhook.present && c->f_webhook.data.len ? c->f_webhook.data.data : NULL;
+    if (webhook) {
+        char werr[512];
+        if (sc_webhooks_accept(webhook, c->cfg->webhook_secret, c->cfg->webhook_allowed_hosts, werr,
+                               sizeof werr) != 0)
+            return sc_http__send_error(c->mhd, 400, "invalid_parameter", "%s", werr);
+    }
+    /* Idempotency-Key: checked and fingerprinted now (the uploads are freed
+     * after the decode), claimed once the request is known to be valid. */
+    const char *key = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, "Idempotency-Key");
+    char fp[SC_IDEMPOTENCY_FP_LEN + 1] = "";
+    if (key) {
+        if (!sc_idempotency_key_valid(key, strlen(key)))
+            return sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                       "Idempotency-Key must be 1-255 printable ASCII characters");
+        if (fingerprint(c, fp) != 0)
+            return sc_http__send_oom(c->mhd);
+    }
+    c->async = prefers_async(c->mhd);
+
     /* Headers, the placement's working limits, then the decodes (compose.h). */
+    double t_decode = sc_clock_mono();
     sc_compose_refusal_t why;
     if (sc_compose_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
                           (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
@@ -555,8 +716,27 @@ static enum MHD_Result process(sc_http_conn_t *c)
         return image_error(c, &why);
     sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
     sc_buf_free(&c->f_product.data);
+    t_decode = sc_clock_mono() - t_decode;
 
     sc_id_new(c->id);
+    if (key) {
+        char old_fp[SC_IDEMPOTENCY_FP_LEN + 1] = "", old_id[SC_ID_LEN + 1] = "";
+        switch (sc_http__idem_claim(sc_clock_wall(), key, fp, c->id, SC_HTTP_IDEM_TTL, old_fp,
+                                    old_id)) {
+        case SC_HTTP_IDEM_CLAIMED:
+            break;
+        case SC_HTTP_IDEM_EXISTING:
+            if (strcmp(old_fp, fp) != 0)
+                return sc_http__send_error(c->mhd, 422, "idempotency_conflict",
+                                           "this Idempotency-Key was used with another request");
+            sc_log_info("idempotent repeat key -> id=%s: answering its record", old_id);
+            return sc_http__idem_replay(c->mhd, c->cfg, old_id);
+        default:
+            /* Never run a request whose key cannot be held: that is how a
+             * second prediction would be paid. */
+            return sc_http__send_busy(c->mhd, 1, "cannot record the Idempotency-Key now; retry");
+        }
+    }
     c->preq = (sc_policy_req_t){
         .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
         .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
@@ -572,8 +752,45 @@ static enum MHD_Result process(sc_http_conn_t *c)
         c->preq.user_id = NULL;
     if (c->preq.prompt && !c->preq.prompt[0])
         c->preq.prompt = NULL;
-    sc_route_t route = sc_policy_route(&c->preq, &c->eff);
+    sc_route_t route = sc_policy_route_explain(&c->preq, &c->eff, &c->why);
     sc_metrics_request(sc_clock_wall(), route == SC_ROUTE_KONTEXT);
+
+    /* The record, saved "processing" before any work that can be paid. */
+    c->rec = malloc(sizeof *c->rec);
+    if (!c->rec) {
+        if (key)
+            sc_http__idem_forget(key);
+        return sc_http__send_oom(c->mhd);
+    }
+    sc_record_t *rec = c->rec;
+    sc_record_init(rec);
+    snprintf(rec->id, sizeof rec->id, "%s", c->id);
+    rec->created_at = sc_clock_wall();
+    snprintf(rec->requested_method, sizeof rec->requested_method, "%s",
+             route == SC_ROUTE_KONTEXT ? "kontext" : "pil");
+    rec->decision.policy_version = c->eff.version;
+    snprintf(rec->decision.phase, sizeof rec->decision.phase, "%s", c->eff.phase);
+    snprintf(rec->decision.rule, sizeof rec->decision.rule, "%s", c->why.rule);
+    rec->decision.bucket = c->why.bucket;
+    rec->decision.percent = c->why.percent;
+    rec->durations.queue = c->t_job - c->t_start;
+    rec->durations.decode = t_decode;
+    rec->estimated_cost_usd = 0.0;
+    snprintf(rec->format, sizeof rec->format, "%s", sc_format_name(c->format));
+    snprintf(rec->webhook_url, sizeof rec->webhook_url, "%s", webhook ? webhook : "");
+    rec->respond_async = c->async;
+    if (sc_http__record_save(c) != 0 && c->async) {
+        /* An async client can only learn the outcome from the record. */
+        free(c->rec);
+        c->rec = NULL;
+        if (key)
+            sc_http__idem_forget(key);
+        return sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the record");
+    }
+    if (c->async) {
+        (void)sc_http__send_record(c->mhd, rec, 202, false);
+        sc_http__detach(c);
+    }
     if (route == SC_ROUTE_KONTEXT)
         return start_kontext(c);
     return run_pil(c, false, NULL);
@@ -585,6 +802,11 @@ void sc_http__composite_process(sc_http_conn_t *c)
 }
 
 void sc_http__composite_kontext_done(sc_http_conn_t *c)
+{
+    (void)kontext_done(c);
+}
+
+static void kontext_done_job(sc_http_conn_t *c)
 {
     (void)kontext_done(c);
 }

@@ -53,6 +53,8 @@ static void conn_free(sc_http_conn_t *c)
     field_free(&c->f_y);
     field_free(&c->f_scale);
     field_free(&c->f_format);
+    field_free(&c->f_webhook);
+    free(c->rec);
     sc_buf_free(&c->body);
     sc_image_free(&c->scene);
     sc_image_free(&c->product);
@@ -113,14 +115,37 @@ static void job_trampoline(void *arg)
     c->job(c);
     bool handed = tl_handed_off;
     tl_job = NULL;
-    /* Handed off: the done callback resumes, and c may already be gone. */
-    if (!handed)
+    /* Handed off: the done callback resumes, and c may already be gone. A
+     * detached job holds the work's reference instead of a suspension. */
+    if (handed)
+        return;
+    if (c->detached)
+        sc_http__conn_unref(c);
+    else
         sc_http__resume(c);
+}
+
+void sc_http__detach(sc_http_conn_t *c)
+{
+    /* The answer is stashed; the connection goes back to MHD with it and the
+     * work keeps c alive with a reference of its own. From here on nothing
+     * touches c->mhd (the request may be gone at once). */
+    sc_http__conn_ref(c);
+    c->detached = true;
+    sc_http__resume(c);
+}
+
+void sc_http__run_detached(sc_http_conn_t *c, void (*job)(sc_http_conn_t *c))
+{
+    c->job = job;
+    if (sc_http__pool_submit(job_trampoline, c) != 0)
+        job_trampoline(c);
 }
 
 void sc_http__hand_off(sc_http_conn_t *c)
 {
-    c->stage = SC_STAGE_WAITING; /* read by the handler after the callback's resume */
+    if (!c->detached)                /* a detached c's stage belongs to the MHD thread */
+        c->stage = SC_STAGE_WAITING; /* read by the handler after the callback's resume */
     tl_handed_off = true;
 }
 
@@ -138,6 +163,10 @@ enum MHD_Result sc_http__deliver(struct MHD_Connection *conn, unsigned status,
                                  struct MHD_Response *r)
 {
     sc_http_conn_t *c = tl_job;
+    if (c && c->detached) {
+        MHD_destroy_response(r); /* the client already has its (202) answer */
+        return MHD_YES;
+    }
     if (c && c->mhd == conn) {
         if (c->pending)
             MHD_destroy_response(c->pending); /* a second answer replaces the first */
@@ -289,8 +318,9 @@ static enum MHD_Result begin_body(struct MHD_Connection *conn, sc_http_route_t r
     *con_cls = c;
 
     /* Refuse an announced oversize body before reading a byte of it. */
-    long long limit =
-        route == SC_HTTP_ROUTE_COMPOSITE ? g_cfg->max_upload_bytes : SC_HTTP_MAX_JSON_BODY;
+    long long limit = route == SC_HTTP_ROUTE_COMPOSITE ? g_cfg->max_upload_bytes
+                      : route == SC_HTTP_ROUTE_PREVIEW ? SC_HTTP_MAX_POLICY_BODY
+                                                       : SC_HTTP_MAX_JSON_BODY;
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
@@ -313,12 +343,14 @@ static enum MHD_Result body_data(sc_http_conn_t *c, const char *data, size_t siz
 {
     if (c->refused)
         return MHD_YES;
-    if (c->body.len + size > SC_HTTP_MAX_JSON_BODY) {
+    size_t limit =
+        c->route == SC_HTTP_ROUTE_PREVIEW ? SC_HTTP_MAX_POLICY_BODY : SC_HTTP_MAX_JSON_BODY;
+    if (c->body.len + size > limit) {
         c->refused = true;
         c->refused_status = 413;
         c->refused_code = "payload_too_large";
         snprintf(c->refused_msg, sizeof c->refused_msg,
-                 "request body is over the limit of %d bytes", SC_HTTP_MAX_JSON_BODY);
+                 "request body is over the limit of %zu bytes", limit);
         sc_buf_free(&c->body);
         return MHD_YES;
     }
@@ -388,7 +420,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 return sc_http__composite_data(c, upload_data, n);
             /* Small JSON bodies: a chunked stream that goes on past the limit
              * is cut rather than read forever. */
-            if (c->body_bytes > SC_HTTP_MAX_JSON_BODY + SC_HTTP_DRAIN_BYTES)
+            long long lim =
+                c->route == SC_HTTP_ROUTE_PREVIEW ? SC_HTTP_MAX_POLICY_BODY : SC_HTTP_MAX_JSON_BODY;
+            if (c->body_bytes > lim + SC_HTTP_DRAIN_BYTES)
                 return MHD_NO;
             if (c->route == SC_HTTP_ROUTE_ADMIN_POST)
                 return MHD_YES; /* the admin POSTs take no body; it is dropped */
@@ -407,6 +441,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r = sc_http__composite_finish(c);
         } else if (c->route == SC_HTTP_ROUTE_SCENES) {
             r = sc_http__scenes_finish(c);
+        } else if (c->route == SC_HTTP_ROUTE_PREVIEW) {
+            r = sc_http__preview_finish(c);
         } else {
             r = sc_http__admin(conn, g_cfg, method, url);
         }
@@ -433,6 +469,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!is_get(method))
             return sc_http__send_405(conn, "GET, HEAD");
         sc_http_conn_t tmp = {.mhd = conn, .cfg = g_cfg};
+        if (starts_with(url, "/api/composites/") && !strchr(url + strlen("/api/composites/"), '.'))
+            return sc_http__serve_record(conn, g_cfg, url + strlen("/api/composites/"));
         if (starts_with(url, "/api/composites/"))
             return sc_http__serve_output(&tmp, NULL, url + strlen("/api/composites/"));
         return sc_http__serve_output(&tmp, "scenes", url + strlen("/api/scenes/"));
@@ -446,7 +484,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                          MHD_HTTP_HEADER_TRANSFER_ENCODING);
             if ((cl && strcmp(cl, "0") != 0) || te)
-                return begin_body(conn, SC_HTTP_ROUTE_ADMIN_POST, con_cls);
+                return begin_body(conn,
+                                  strcmp(url, "/api/admin/policy/preview") == 0
+                                      ? SC_HTTP_ROUTE_PREVIEW
+                                      : SC_HTTP_ROUTE_ADMIN_POST,
+                                  con_cls);
         }
         return sc_http__admin(conn, g_cfg, method, url);
     }

@@ -1,0 +1,347 @@
+"""Asynchronous composites, records, the decision log, webhooks, idempotency
+keys and the policy preview (API.md "Asynchronous composites, records,
+webhooks" and "Decision log and policy preview"), against the real server and
+the local fake Replicate."""
+import base64
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import re
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import assert_error, encode, gradient_scene, post_composite, sample_product
+
+TOKEN = "r8_asyncRecords_7c1e"
+SECRET = "test-webhook-secret-1"
+RECORD_KEYS = {"id", "status", "created_at", "completed_at", "method", "requested_method",
+               "fallback", "fallback_reason", "decision", "prediction_id", "durations",
+               "estimated_cost_usd", "width", "height", "format", "image_url", "error"}
+
+
+def kontext_env(fake, **extra):
+    env = {
+        "USE_KONTEXT_COMPOSITE": "true",
+        "COMPOSITE_METHOD": "kontext",
+        "REPLICATE_API_TOKEN": TOKEN,
+        "REPLICATE_API_BASE": fake.base_url,
+        "KONTEXT_TIMEOUT_SECONDS": "30",
+        "SC_REPLICATE_POLL_MS": "100",
+        "KONTEXT_PRICE_USD": "0.08",
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def images(w=200, h=100):
+    return encode(gradient_scene(w, h)), encode(sample_product(40, 20))
+
+
+def wait_record(srv, rid, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = requests.get(srv.url("/api/composites/" + rid), timeout=10)
+        assert r.status_code == 200, r.text
+        rec = r.json()
+        if rec["status"] != "processing":
+            return rec
+        time.sleep(0.1)
+    raise AssertionError("record %s still processing" % rid)
+
+
+def decisions_file(srv):
+    with open(os.path.join(srv.logs_dir, "decisions.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_sync_composite_has_a_record_and_one_decision_line(server):
+    srv = server()
+    scene, product = images()
+    r = post_composite(srv.base, scene, product, user_id="alice")
+    assert r.status_code == 200, r.text
+    rid = r.json()["id"]
+    rec = requests.get(srv.url("/api/composites/" + rid), timeout=10).json()
+    assert set(rec) == RECORD_KEYS
+    assert rec["id"] == rid and rec["status"] == "succeeded"
+    assert rec["method"] == "pil" and rec["requested_method"] == "pil"
+    assert rec["decision"]["rule"] == "disabled"  # USE_KONTEXT_COMPOSITE is false
+    assert rec["decision"]["policy_version"] == 1
+    assert 0 <= rec["decision"]["bucket"] <= 99
+    assert rec["image_url"] == "/api/composites/%s.png" % rid
+    assert rec["estimated_cost_usd"] == 0
+    assert rec["prediction_id"] is None and rec["error"] is None
+    d = rec["durations"]
+    for k in ("total", "queue", "decode", "composite", "save"):
+        assert isinstance(d[k], (int, float)) and d[k] >= 0, (k, d)
+    assert d["kontext"] is None
+    assert d["total"] >= d["decode"] + d["composite"]
+    # Saved beside the image, whole.
+    with open(os.path.join(srv.output_dir, rid + ".json")) as f:
+        assert json.load(f)["status"] == "succeeded"
+    lines = decisions_file(srv)
+    assert [l["id"] for l in lines] == [rid]
+    assert lines[0]["user_id"] == "alice" and lines[0]["method"] == "pil"
+    assert lines[0]["scene"] == {"width": 200, "height": 100, "has_alpha": False}
+    # The image itself is unchanged, and unknown ids are 404.
+    assert requests.get(srv.url(rec["image_url"]), timeout=10).status_code == 200
+    assert requests.get(srv.url("/api/composites/" + "0" * 32), timeout=10).status_code == 404
+    assert requests.get(srv.url("/api/composites/../etc"), timeout=10).status_code == 404
+
+
+def test_decision_rules(server, tmp_path):
+    """Each rule of the default routing, and the route function's."""
+    policy = """return {
+  use_kontext = true, method = "kontext", phase = "beta",
+  phases = { beta = { users = {"vip"}, percent = 0 } },
+}"""
+    srv = server({"REPLICATE_API_TOKEN": ""}, files={"lua/policy.lua": policy})
+    scene, product = images()
+    rules = {}
+    for user in ("vip", "nobody"):
+        r = post_composite(srv.base, scene, product, user_id=user)
+        assert r.status_code == 200, r.text
+        rules[user] = requests.get(srv.url("/api/composites/" + r.json()["id"]), timeout=10).json()
+    assert rules["vip"]["decision"]["rule"] == "user_list"
+    assert rules["vip"]["requested_method"] == "kontext"
+    assert rules["vip"]["fallback_reason"] == "no_token"
+    assert rules["vip"]["decision"]["phase"] == "beta"
+    assert rules["vip"]["decision"]["percent"] == 0
+    assert rules["nobody"]["decision"]["rule"] == "outside_rollout"
+    assert rules["nobody"]["requested_method"] == "pil"
+
+
+def test_async_kontext_answers_202_at_once_and_completes(server, fake):
+    fake.configure(mode="ok", delay_ms=3000)
+    srv = server(kontext_env(fake))
+    scene, product = images()
+    t0 = time.time()
+    r = post_composite(srv.base, scene, product, headers={"Prefer": "respond-async"})
+    latency = time.time() - t0
+    assert r.status_code == 202, r.text
+    rec = r.json()
+    assert set(rec) == RECORD_KEYS
+    assert rec["status"] == "processing"
+    assert r.headers["Location"] == "/api/composites/" + rec["id"]
+    # The prediction takes 3 s at the fake: the 202 cannot have waited for it.
+    assert latency < 2.5, latency
+    print("202 latency %.3f s" % latency)
+    done = wait_record(srv, rec["id"])
+    assert done["status"] == "succeeded" and done["method"] == "kontext", done
+    assert done["prediction_id"] and done["estimated_cost_usd"] == 0.08
+    assert done["durations"]["kontext"] >= 2.5
+    assert done["decision"]["rule"] == "no_phase"
+    assert requests.get(srv.url(done["image_url"]), timeout=10).status_code == 200
+    assert fake.stats()["creates"] == 1
+    assert [l["id"] for l in decisions_file(srv)] == [rec["id"]]
+
+
+def test_async_pil_and_failure_records(server):
+    srv = server()
+    scene, product = images()
+    r = post_composite(srv.base, scene, product, headers={"Prefer": "respond-async"})
+    assert r.status_code == 202, r.text
+    done = wait_record(srv, r.json()["id"])
+    assert done["status"] == "succeeded" and done["method"] == "pil"
+    # A bad request is answered at once, async or not, and makes no record.
+    r = post_composite(srv.base, scene, product, headers={"Prefer": "respond-async"}, x="7")
+    assert_error(r, 400, "invalid_parameter")
+    assert len(decisions_file(srv)) == 1
+
+
+# ==== webhooks ====
+
+class Receiver:
+    """A local webhook receiver: answers `fail_first` requests with 500, then 204."""
+
+    def __init__(self, fail_first=0):
+        self.got = []
+        self.fail_first = fail_first
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                outer.got.append((dict(self.headers), body))
+                code = 500 if len(outer.got) <= outer.fail_first else 204
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/hook" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def verify(secret, headers, body):
+    h = {k.lower(): v for k, v in headers.items()}
+    msg = "%s.%s.%s" % (h["webhook-id"], h["webhook-timestamp"], body.decode())
+    want = base64.b64encode(hmac.new(secret.encode(), msg.encode(), hashlib.sha256).digest())
+    return any(hmac.compare_digest(s.split(",", 1)[1], want.decode())
+               for s in h["webhook-signature"].split() if s.startswith("v1,"))
+
+
+def test_webhook_signed_delivery_with_retries(server, fake):
+    fake.configure(mode="ok", delay_ms=500)
+    rcv = Receiver(fail_first=2)
+    try:
+        srv = server(kontext_env(fake, WEBHOOK_SECRET=SECRET, WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+                                 SCENECOMP_TEST_WEBHOOK_SCHEDULE="0.2,0.2,0.2"))
+        scene, product = images()
+        r = post_composite(srv.base, scene, product, headers={"Prefer": "respond-async"},
+                           webhook=rcv.url)
+        assert r.status_code == 202, r.text
+        rid = r.json()["id"]
+        deadline = time.time() + 30
+        while len(rcv.got) < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(rcv.got) == 3, rcv.got
+        for headers, body in rcv.got:
+            assert verify(SECRET, headers, body)
+            assert not verify("another-secret", headers, body)
+            assert {k.lower(): v for k, v in headers.items()}["webhook-id"] == rid
+        rec = json.loads(rcv.got[-1][1])
+        assert rec["id"] == rid and rec["status"] == "succeeded" and rec["method"] == "kontext"
+        assert "webhook_url" not in rec and set(rec) == RECORD_KEYS
+        assert "[Webhook]" in srv.log_text()
+    finally:
+        rcv.close()
+
+
+def test_webhook_needs_a_secret_and_a_public_address(server):
+    scene, product = images()
+    srv = server()
+    r = post_composite(srv.base, scene, product, webhook="https://example.com/hook")
+    assert_error(r, 400, "invalid_parameter")
+    assert "WEBHOOK_SECRET" in r.json()["error"]["message"]
+    srv2 = server({"WEBHOOK_SECRET": SECRET})
+    for url in ("http://127.0.0.1:9/hook", "http://10.1.2.3/x", "ftp://example.com/",
+                "http://169.254.169.254/latest/meta-data"):
+        r = post_composite(srv2.base, scene, product, webhook=url)
+        assert_error(r, 400, "invalid_parameter")
+    assert not os.path.exists(os.path.join(srv2.logs_dir, "decisions.jsonl")) or \
+        decisions_file(srv2) == []
+
+
+# ==== idempotency ====
+
+def test_idempotency_key_concurrent_repeats_pay_once(server, fake):
+    fake.configure(mode="ok", delay_ms=2000)
+    srv = server(kontext_env(fake))
+    scene, product = images()
+    key = {"Idempotency-Key": "order-42/frame-7", "Prefer": "respond-async"}
+    results = [None] * 6
+
+    def go(i):
+        results[i] = post_composite(srv.base, scene, product, headers=key, prompt="p")
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = {r.json()["id"] for r in results}
+    assert len(ids) == 1, [r.text for r in results]
+    assert all(r.status_code == 202 for r in results), [r.status_code for r in results]
+    replayed = [r for r in results if r.headers.get("Idempotent-Replayed") == "true"]
+    assert len(replayed) == 5
+    rid = ids.pop()
+    wait_record(srv, rid)
+    # Later repeat: the finished record, still 202 like the first answer.
+    r = post_composite(srv.base, scene, product, headers=key, prompt="p")
+    assert r.status_code == 202 and r.headers["Idempotent-Replayed"] == "true"
+    assert r.json()["id"] == rid and r.json()["status"] == "succeeded"
+    assert fake.stats()["creates"] == 1
+    assert len(decisions_file(srv)) == 1
+    # The same key with another request: 422, nothing started.
+    r = post_composite(srv.base, scene, product, headers=key, prompt="other")
+    assert_error(r, 422, "idempotency_conflict")
+    assert fake.stats()["creates"] == 1
+
+
+def test_idempotency_key_sync_and_invalid(server):
+    srv = server()
+    scene, product = images()
+    r1 = post_composite(srv.base, scene, product, headers={"Idempotency-Key": "k1"})
+    assert r1.status_code == 200 and "Idempotent-Replayed" not in r1.headers
+    r2 = post_composite(srv.base, scene, product, headers={"Idempotency-Key": "k1"})
+    assert r2.status_code == 200 and r2.headers["Idempotent-Replayed"] == "true"
+    assert r2.json()["id"] == r1.json()["id"] and r2.json()["status"] == "succeeded"
+    for bad in ("", "x" * 256, "caf\u00e9", "tab\there"):
+        r = post_composite(srv.base, scene, product, headers={"Idempotency-Key": bad})
+        assert_error(r, 400, "invalid_parameter")
+    assert len(decisions_file(srv)) == 1
+
+
+# ==== admin: decisions and preview ====
+
+def test_admin_decisions_newest_first(server):
+    srv = server()
+    scene, product = images()
+    ids = []
+    for i in range(5):
+        r = post_composite(srv.base, scene, product, user_id="u%d" % i)
+        ids.append(r.json()["id"])
+    r = requests.get(srv.url("/api/admin/decisions?limit=3"), timeout=10)
+    assert r.status_code == 200, r.text
+    assert [d["id"] for d in r.json()["decisions"]] == ids[::-1][:3]
+    r = requests.get(srv.url("/api/admin/decisions"), timeout=10)
+    assert [d["id"] for d in r.json()["decisions"]] == ids[::-1]
+    for bad in ("0", "1001", "x", "", "5x", "-1"):
+        r = requests.get(srv.url("/api/admin/decisions?limit=" + bad), timeout=10)
+        assert_error(r, 400, "invalid_parameter")
+    r = requests.get(srv.url("/api/admin/decisions"), timeout=10,
+                     headers={"Authorization": "Bearer x"})
+    assert r.status_code == 200  # no ADMIN_TOKEN: loopback is enough
+    srv2 = server({"ADMIN_TOKEN": "sekret"})
+    assert requests.get(srv2.url("/api/admin/decisions"), timeout=10).status_code == 401
+    r = requests.post(srv2.url("/api/admin/policy/preview"), data=b"return {}", timeout=10)
+    assert r.status_code == 401
+
+
+def test_policy_preview_counts_and_applies_nothing(server):
+    """6 logged requests routed by the env (everything pil): a preview that sends
+    users in a list to kontext changes exactly those, counted by hand."""
+    srv = server()
+    scene, product = images()
+    users = ["a", "b", "c", "d", "e", None]
+    for u in users:
+        fields = {"user_id": u} if u else {}
+        assert post_composite(srv.base, scene, product, **fields).status_code == 200
+    policy = """return {
+  use_kontext = true, method = "kontext", phase = "p",
+  phases = { p = { users = {"b", "d", "zz"} } },
+}"""
+    r = requests.post(srv.url("/api/admin/policy/preview"), data=policy.encode(), timeout=30)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["valid"] is True
+    assert (out["replayed"], out["changed"], out["pil_to_kontext"], out["kontext_to_pil"]) == \
+        (6, 2, 2, 0)
+    assert sorted(e["user_id"] for e in out["examples"]) == ["b", "d"]
+    # Nothing applied: same version, still pil.
+    assert requests.get(srv.url("/api/admin/policy"), timeout=10).json()["version"] == 1
+    r = post_composite(srv.base, scene, product, user_id="b")
+    assert r.json()["requested_method"] == "pil"
+    # A route function, and an invalid file.
+    route = 'return { use_kontext = true, method = "kontext", route = function(req, ctx) ' \
+            'if req.user_id == "a" then return "kontext" end return "pil" end }'
+    r = requests.post(srv.url("/api/admin/policy/preview"), data=route.encode(), timeout=30)
+    assert r.status_code == 200 and r.json()["pil_to_kontext"] == 1, r.text
+    r = requests.post(srv.url("/api/admin/policy/preview"), data=b"return {", timeout=30)
+    assert_error(r, 422, "invalid_policy")
+    r = requests.post(srv.url("/api/admin/policy/preview"), data=b"", timeout=30)
+    assert_error(r, 422, "invalid_policy")
+    assert requests.get(srv.url("/api/admin/policy/preview"), timeout=10).status_code == 405
