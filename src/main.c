@@ -392,7 +392,15 @@ static int cmd_serve(void)
     rep_up = true;
     /* Before serving: cancels what a dead process left running upstream. */
     snprintf(path, sizeof path, "%s/" PREDICTION_JOURNAL, cfg->logs_dir);
-    if (sc_replicate_journal_open(path) < 0)
+    /* ...except the predictions of records left processing: those are
+     * adopted (polled) below, so a restart never pays twice. */
+    char **adopt = NULL;
+    size_t nadopt = 0;
+    if (sc_http_records_adoptable(cfg, &adopt, &nadopt) != 0)
+        sc_log_warn("cannot scan OUTPUT_DIR for records left processing");
+    int jrc = sc_replicate_journal_open_keep(path, (const char *const *)adopt, nadopt);
+    sc_http_records_free_ids(adopt, nadopt);
+    if (jrc < 0)
         sc_log_warn("cannot use the prediction journal %s: predictions left by a crash will "
                     "not be cancelled at the next start (Cancel-After still ends them)",
                     path);
@@ -414,6 +422,7 @@ static int cmd_serve(void)
         sc_log_error("%s", err);
         goto out;
     }
+    (void)sc_http_records_resume();
 
     for (;;) {
         int sig = 0;

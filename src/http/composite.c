@@ -14,9 +14,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "compose/compose.h"
 #include "core/clock.h"
+#include "core/fsutil.h"
 #include "core/ids.h"
 #include "core/log.h"
 #include "http/conn.h"
@@ -191,6 +195,70 @@ typedef struct answer {
 
 /* ==== The record (API.md "Asynchronous composites, records, webhooks") ==== */
 
+/* OUTPUT_DIR/<id>.inputs/: the uploads and fields of an async composite, kept
+ * while it is processing so a restart can finish it by PIL (reason
+ * `interrupted`); removed when the record is final. */
+static void inputs_path(const sc_http_conn_t *c, const char *name, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s.inputs%s%s", c->cfg->output_dir, c->id, name ? "/" : "",
+             name ? name : "");
+}
+
+static int inputs_save(sc_http_conn_t *c)
+{
+    char path[SC_CFG_PATH + 96];
+    inputs_path(c, NULL, path, sizeof path);
+    if (sc_fs_mkdirs(path) != 0)
+        return -1;
+    const struct {
+        const char *name;
+        const sc_http_field_t *f;
+    } parts[] = {{"scene", &c->f_scene}, {"product", &c->f_product}};
+    for (size_t i = 0; i < 2; i++) {
+        inputs_path(c, parts[i].name, path, sizeof path);
+        if (sc_fs_write_atomic(path, parts[i].f->data.data ? parts[i].f->data.data : "",
+                               parts[i].f->data.len) != 0)
+            return -1;
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return -1;
+    cJSON_AddNumberToObject(o, "x", c->params.x);
+    cJSON_AddNumberToObject(o, "y", c->params.y);
+    cJSON_AddNumberToObject(o, "scale", c->params.scale);
+    cJSON_AddStringToObject(o, "format", sc_format_name(c->format));
+    if (c->preq.prompt)
+        cJSON_AddStringToObject(o, "prompt", c->preq.prompt);
+    if (c->preq.user_id)
+        cJSON_AddStringToObject(o, "user_id", c->preq.user_id);
+    char *txt = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    inputs_path(c, "params.json", path, sizeof path);
+    int rc = txt ? sc_fs_write_atomic(path, txt, strlen(txt)) : -1;
+    cJSON_free(txt);
+    return rc;
+}
+
+static void inputs_remove(const sc_http_conn_t *c)
+{
+    static const char *const names[] = {"scene", "product", "params.json"};
+    char path[SC_CFG_PATH + 96];
+    for (size_t i = 0; i < 3; i++) {
+        inputs_path(c, names[i], path, sizeof path);
+        (void)unlink(path);
+    }
+    inputs_path(c, NULL, path, sizeof path);
+    (void)rmdir(path);
+}
+
+/* Completes the record (records.c) and drops the kept inputs. */
+static void record_end(sc_http_conn_t *c)
+{
+    sc_http__record_end(c);
+    if (c->async)
+        inputs_remove(c);
+}
+
 /* Ends the record as succeeded with answer a. */
 static void record_succeeded(sc_http_conn_t *c, const answer_t *a)
 {
@@ -206,7 +274,7 @@ static void record_succeeded(sc_http_conn_t *c, const answer_t *a)
     r->height = a->height;
     snprintf(r->image_url, sizeof r->image_url, "/api/composites/%s.%s", c->id,
              sc_format_ext(c->format));
-    sc_http__record_end(c);
+    record_end(c);
 }
 
 /* Ends the record as failed (nothing is answered). */
@@ -218,7 +286,7 @@ static void record_failed(sc_http_conn_t *c, const char *code, const char *msg)
     r->status = SC_RECORD_FAILED;
     snprintf(r->error_code, sizeof r->error_code, "%s", code);
     snprintf(r->error_message, sizeof r->error_message, "%s", msg);
-    sc_http__record_end(c);
+    record_end(c);
 }
 
 /* Ends the record as failed and answers the error. */
@@ -309,6 +377,11 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
     size_t len = 0;
     const char *err = NULL;
     int w = c->scene.width, h = c->scene.height;
+    if (w == 0) {
+        /* A composite resumed after a restart without its inputs (a sync one). */
+        record_failed(c, "interrupted", "the service restarted and the inputs were not kept");
+        return MHD_YES;
+    }
     if (c->rec) {
         snprintf(c->rec->method, sizeof c->rec->method, "pil");
         snprintf(c->rec->fallback_reason, sizeof c->rec->fallback_reason, "%s",
@@ -352,6 +425,27 @@ static enum MHD_Result fall_back(sc_http_conn_t *c, sc_fallback_reason_t r, cons
 }
 
 /* ==== Kontext ==== */
+
+/* The metrics of a finished prediction; an adopted one (resumed after a
+ * restart) was never started by this process, so it is not counted. */
+static void kontext_finished(const sc_http_conn_t *c, sc_kontext_outcome_t o, double secs)
+{
+    if (!c->resumed)
+        sc_metrics_kontext_finished(sc_clock_wall(), o, secs);
+}
+
+/* The Replicate job's on_created (I/O thread): the prediction id is made
+ * durable at once, so a restart polls this prediction instead of paying for
+ * another (API.md: a restart never pays twice). */
+static void prediction_created(const char *prediction_id, void *ud)
+{
+    sc_http_conn_t *c = ud;
+    if (!c->rec)
+        return;
+    snprintf(c->rec->prediction_id, sizeof c->rec->prediction_id, "%s", prediction_id);
+    c->rec->estimated_cost_usd = c->cfg->kontext_price_usd;
+    (void)sc_http__record_save(c);
+}
 
 /* The client's socket, or -1. */
 static int client_fd(sc_http_conn_t *c)
@@ -431,7 +525,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     if (sc_metrics_flush() != 0) {
         sc_limiter_release();
         c->limiter_held = false;
-        sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
+        kontext_finished(c, SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR, "cannot persist the start count in LOGS_DIR");
     }
 
@@ -440,7 +534,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     if (sc_inputs_kontext(&c->scene, &c->product, prompt, &json) != 0) {
         sc_limiter_release();
         c->limiter_held = false;
-        sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
+        kontext_finished(c, SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR, "cannot build the model input");
     }
     c->t_kontext = sc_clock_mono();
@@ -450,7 +544,11 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
      * successful submit on, c belongs to the done callback and the slot to the
      * job (upstream_over). The job watches the client's socket: MHD does not
      * while the connection is suspended. */
-    sc_rep_opts_t opts = {.client_fd = fd, .upstream_over = release_slot, .upstream_ud = NULL};
+    sc_rep_opts_t opts = {.client_fd = fd,
+                          .upstream_over = release_slot,
+                          .upstream_ud = NULL,
+                          .on_created = prediction_created,
+                          .created_ud = c};
     c->limiter_held = false;
     sc_http__hand_off(c);
     if (sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
@@ -479,7 +577,7 @@ static int kontext_output(sc_http_conn_t *c, const sc_rep_result_t *res, uint8_t
         goto cleanup;
     }
     const sc_image_t *final = &img;
-    if (img.width != c->scene.width || img.height != c->scene.height) {
+    if (c->scene.width > 0 && (img.width != c->scene.width || img.height != c->scene.height)) {
         if (sc_resize_lanczos(&img, c->scene.width, c->scene.height, &sized) != 0) {
             *err = "cannot resize the output to the scene size";
             goto cleanup;
@@ -531,13 +629,13 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
                 c->rec->durations.encode = t_save - t_enc;
             if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
                 free(out);
-                sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, secs);
+                kontext_finished(c, SC_KONTEXT_FAILURE, secs);
                 sc_log_error("cannot save composite %s in %s", c->id, c->cfg->output_dir);
                 return fail(c, 500, "internal_error", "cannot save the composite");
             }
             if (c->rec)
                 c->rec->durations.save = sc_clock_mono() - t_save;
-            sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_SUCCESS, secs);
+            kontext_finished(c, SC_KONTEXT_SUCCESS, secs);
             sc_log_info("[Kontext Composite] Composite saved id=%s seconds=%.2f prediction=%s",
                         c->id, secs, res->prediction_id);
             answer_t a = {"kontext", true, false, NULL, c->scene.width, c->scene.height};
@@ -549,8 +647,7 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
 
     sc_fallback_reason_t reason = sc_fallback_reason_for_replicate(st);
     const char *reason_name = sc_fallback_reason_name(reason);
-    sc_metrics_kontext_finished(
-        sc_clock_wall(), st == SC_REP_TIMEOUT ? SC_KONTEXT_TIMEOUT : SC_KONTEXT_FAILURE, secs);
+    kontext_finished(c, st == SC_REP_TIMEOUT ? SC_KONTEXT_TIMEOUT : SC_KONTEXT_FAILURE, secs);
     if (st == SC_REP_TIMEOUT) {
         sc_log_warn("[Kontext Composite] Kontext timeout after %.1fs id=%s prediction=%s "
                     "(cancelled upstream)",
@@ -714,8 +811,6 @@ static enum MHD_Result process(sc_http_conn_t *c)
                           (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
                           c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
         return image_error(c, &why);
-    sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
-    sc_buf_free(&c->f_product.data);
     t_decode = sc_clock_mono() - t_decode;
 
     sc_id_new(c->id);
@@ -779,14 +874,17 @@ static enum MHD_Result process(sc_http_conn_t *c)
     snprintf(rec->format, sizeof rec->format, "%s", sc_format_name(c->format));
     snprintf(rec->webhook_url, sizeof rec->webhook_url, "%s", webhook ? webhook : "");
     rec->respond_async = c->async;
-    if (sc_http__record_save(c) != 0 && c->async) {
+    if ((c->async && inputs_save(c) != 0) || (sc_http__record_save(c) != 0 && c->async)) {
         /* An async client can only learn the outcome from the record. */
+        inputs_remove(c);
         free(c->rec);
         c->rec = NULL;
         if (key)
             sc_http__idem_forget(key);
         return sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the record");
     }
+    sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
+    sc_buf_free(&c->f_product.data);
     if (c->async) {
         (void)sc_http__send_record(c->mhd, rec, 202, false);
         sc_http__detach(c);
@@ -809,4 +907,130 @@ void sc_http__composite_kontext_done(sc_http_conn_t *c)
 static void kontext_done_job(sc_http_conn_t *c)
 {
     (void)kontext_done(c);
+}
+
+/* ==== Resuming after a restart ==== */
+
+/* Reads the kept inputs of c->id into c (decoded images, params, format,
+ * policy request). Returns 0, or -1 when there are none or they do not decode. */
+static int inputs_load(sc_http_conn_t *c)
+{
+    char path[SC_CFG_PATH + 96];
+    char *txt = NULL;
+    size_t len = 0;
+    inputs_path(c, "params.json", path, sizeof path);
+    if (sc_fs_read_file(path, SC_HTTP_MAX_JSON_BODY * 4, &txt, &len) != 0)
+        return -1;
+    cJSON *o = cJSON_ParseWithLength(txt, len);
+    free(txt);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return -1;
+    }
+    c->params.x = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "x"));
+    c->params.y = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "y"));
+    c->params.scale = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "scale"));
+    const sc_format_t *f =
+        sc_format_by_name(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "format")));
+    c->format = f ? f->id : SC_FMT_PNG;
+    const char *strs[2] = {"prompt", "user_id"};
+    sc_http_field_t *dst[2] = {&c->f_prompt, &c->f_user_id};
+    int rc = 0;
+    for (int i = 0; i < 2; i++) {
+        const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, strs[i]));
+        if (v && (sc_buf_append(&dst[i]->data, v, strlen(v) + 1) != 0))
+            rc = -1;
+        dst[i]->present = v != NULL;
+    }
+    cJSON_Delete(o);
+    char err[128];
+    if (rc != 0 || sc_compose_check_params(&c->params, err, sizeof err) != 0)
+        return -1;
+    const char *names[2] = {"scene", "product"};
+    sc_http_field_t *files[2] = {&c->f_scene, &c->f_product};
+    for (int i = 0; i < 2; i++) {
+        inputs_path(c, names[i], path, sizeof path);
+        char *data = NULL;
+        size_t n = 0;
+        if (sc_fs_read_file(path, (size_t)c->cfg->max_upload_bytes, &data, &n) != 0)
+            return -1;
+        int arc = sc_buf_append(&files[i]->data, data, n);
+        free(data);
+        if (arc != 0)
+            return -1;
+    }
+    sc_compose_refusal_t why;
+    if (sc_compose_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
+                          (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
+                          c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
+        return -1;
+    sc_buf_free(&c->f_scene.data);
+    sc_buf_free(&c->f_product.data);
+    c->preq = (sc_policy_req_t){
+        .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
+        .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
+        .scene_w = c->scene.width,
+        .scene_h = c->scene.height,
+        .scene_alpha = c->scene.channels == 4,
+        .product_w = c->product.width,
+        .product_h = c->product.height,
+        .product_alpha = c->product.channels == 4,
+    };
+    return 0;
+}
+
+static void resume_pil_job(sc_http_conn_t *c)
+{
+    sc_log_warn("[Kontext Composite] resuming id=%s after a restart: no prediction was created, "
+                "compositing by PIL (reason interrupted)",
+                c->id);
+    (void)run_pil(c, strcmp(c->rec->requested_method, "kontext") == 0, "interrupted");
+}
+
+int sc_http__composite_resume(const sc_config_t *cfg, const sc_record_t *rec)
+{
+    sc_http_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    c->rec = malloc(sizeof *c->rec);
+    if (!c->rec) {
+        free(c);
+        return -1;
+    }
+    atomic_init(&c->refs, 1); /* the work's reference */
+    *c->rec = *rec;
+    c->cfg = cfg;
+    c->detached = true;
+    c->resumed = true;
+    c->t_start = sc_clock_mono();
+    snprintf(c->id, sizeof c->id, "%s", rec->id);
+    sc_policy_current(&c->eff);
+    c->async = inputs_load(c) == 0 || rec->respond_async;
+    if (!c->scene.width) {
+        const sc_format_t *f = sc_format_by_name(rec->format);
+        c->format = f ? f->id : SC_FMT_PNG;
+    }
+    if (!rec->prediction_id[0]) {
+        sc_http__run_detached(c, resume_pil_job);
+        return 0;
+    }
+    /* Poll the prediction the dead process paid for; never create it again.
+     * What is left of its deadline, but at least a few seconds to look. */
+    double left = rec->created_at + c->eff.timeout_seconds - sc_clock_wall();
+    if (left < 5)
+        left = 5;
+    sc_log_warn("[Kontext Composite] resuming id=%s after a restart: polling prediction %s", c->id,
+                rec->prediction_id);
+    c->t_kontext = sc_clock_mono();
+    if (sc_replicate_adopt(rec->prediction_id, left, NULL, on_kontext_done, c) != 0) {
+        sc_rep_result_t *res = calloc(1, sizeof *res);
+        if (res) {
+            res->status = SC_REP_API_ERROR;
+            snprintf(res->prediction_id, sizeof res->prediction_id, "%.63s", rec->prediction_id);
+            snprintf(res->message, sizeof res->message, "cannot poll the prediction");
+        }
+        c->result = res;
+        sc_http__run_detached(c, kontext_done_job);
+    }
+    return 0;
 }

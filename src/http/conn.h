@@ -108,6 +108,7 @@ typedef struct sc_http_conn {
     /* Prefer: respond-async: answered 202 and detached (sc_http__detach) */
     bool async;
     bool detached;
+    bool resumed; /* a record left processing by a dead process (composite resume) */
 } sc_http_conn_t;
 
 void sc_http__conn_ref(sc_http_conn_t *c);
@@ -212,6 +213,12 @@ void sc_http__idem_forget(const char *key);
  * 202 when it was answered 202). */
 enum MHD_Result sc_http__idem_replay(struct MHD_Connection *conn, const sc_config_t *cfg,
                                      const char *id);
+
+/* composite.c: finishes a record a dead process left "processing": polls its
+ * prediction (sc_replicate_adopt), or composites by PIL with reason
+ * `interrupted` from the kept inputs (failed `interrupted` without them).
+ * Returns 0 (the work runs detached on the pool) or -1 (out of memory). */
+int sc_http__composite_resume(const sc_config_t *cfg, const sc_record_t *rec);
 
 /* records.c: GET /api/composites/<id> (no extension): the record. */
 enum MHD_Result sc_http__serve_record(struct MHD_Connection *conn, const sc_config_t *cfg,

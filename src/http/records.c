@@ -66,6 +66,67 @@ void sc_http_records_stop(void)
     g_decisions = NULL;
 }
 
+/* ==== Records a dead process left processing ==== */
+
+typedef struct ids {
+    char **v;
+    size_t n, cap;
+} ids_t;
+
+static int collect_prediction(const sc_record_t *r, void *ud)
+{
+    ids_t *ids = ud;
+    if (!r->prediction_id[0])
+        return 0;
+    if (ids->n == ids->cap) {
+        size_t cap = ids->cap ? ids->cap * 2 : 16;
+        char **v = realloc(ids->v, cap * sizeof *v);
+        if (!v)
+            return 1;
+        ids->v = v;
+        ids->cap = cap;
+    }
+    ids->v[ids->n] = strdup(r->prediction_id);
+    if (!ids->v[ids->n])
+        return 1;
+    ids->n++;
+    return 0;
+}
+
+int sc_http_records_adoptable(const sc_config_t *cfg, char ***ids, size_t *n)
+{
+    ids_t l = {0};
+    int rc = sc_record_scan_processing(cfg->output_dir, collect_prediction, &l);
+    *ids = l.v;
+    *n = l.n;
+    return rc < 0 ? -1 : 0;
+}
+
+void sc_http_records_free_ids(char **ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+}
+
+static int resume_one(const sc_record_t *r, void *ud)
+{
+    int *count = ud;
+    if (sc_http__composite_resume(g_cfg, r) == 0)
+        (*count)++;
+    return 0;
+}
+
+int sc_http_records_resume(void)
+{
+    int count = 0;
+    if (sc_record_scan_processing(g_cfg->output_dir, resume_one, &count) < 0)
+        sc_log_warn("cannot scan %s for records left processing", g_cfg->output_dir);
+    if (count > 0)
+        sc_log_warn("resuming %d composite(s) left processing by a previous process", count);
+    return count;
+}
+
 /* ==== A composite's record ==== */
 
 int sc_http__record_save(const sc_http_conn_t *c)

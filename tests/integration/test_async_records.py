@@ -345,3 +345,63 @@ def test_policy_preview_counts_and_applies_nothing(server):
     r = requests.post(srv.url("/api/admin/policy/preview"), data=b"", timeout=30)
     assert_error(r, 422, "invalid_policy")
     assert requests.get(srv.url("/api/admin/policy/preview"), timeout=10).status_code == 405
+
+
+# ==== a restart never pays twice ====
+
+def kill9(srv):
+    srv.proc.kill()
+    srv.proc.wait(timeout=30)
+
+
+def test_kill9_during_async_kontext_resumes_by_polling(server, fake):
+    # honor_prefer False: the create answers at once, so the id is known (and
+    # made durable in the record) while the prediction runs.
+    fake.configure(mode="ok", delay_ms=6000, honor_prefer=False)
+    srv = server(kontext_env(fake), check_exit=False)
+    scene, product = images()
+    r = post_composite(srv.base, scene, product, headers={"Prefer": "respond-async"})
+    assert r.status_code == 202, r.text
+    rid = r.json()["id"]
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        rec = requests.get(srv.url("/api/composites/" + rid), timeout=10).json()
+        if rec["prediction_id"]:
+            break
+        time.sleep(0.05)
+    assert rec["prediction_id"] and rec["status"] == "processing", rec
+    assert os.path.isdir(os.path.join(srv.output_dir, rid + ".inputs"))
+    kill9(srv)
+    srv2 = server(kontext_env(fake, LOGS_DIR=srv.logs_dir, OUTPUT_DIR=srv.output_dir))
+    done = wait_record(srv2, rid)
+    assert done["status"] == "succeeded" and done["method"] == "kontext", done
+    assert done["prediction_id"] == rec["prediction_id"]
+    s = fake.stats()
+    assert s["creates"] == 1 and s["cancels"] == 0, s
+    assert "polling prediction " + rec["prediction_id"] in srv.log_text()  # shared LOGS_DIR
+    assert not os.path.exists(os.path.join(srv.output_dir, rid + ".inputs"))
+    assert [l["id"] for l in decisions_file(srv)] == [rid]  # shared LOGS_DIR
+
+
+def test_kill9_before_the_prediction_id_completes_by_pil_interrupted(server, fake):
+    # The create is held (Prefer: wait) for the whole prediction: the dead
+    # process never learnt the id, so the restart composites by PIL.
+    fake.configure(mode="ok", delay_ms=8000, honor_prefer=True)
+    srv = server(kontext_env(fake), check_exit=False)
+    scene, product = images()
+    r = post_composite(srv.base, scene, product, headers={"Prefer": "respond-async"},
+                       user_id="u1")
+    assert r.status_code == 202, r.text
+    rid = r.json()["id"]
+    deadline = time.time() + 20
+    while fake.stats()["creates"] < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    kill9(srv)
+    srv2 = server(kontext_env(fake, LOGS_DIR=srv.logs_dir, OUTPUT_DIR=srv.output_dir))
+    done = wait_record(srv2, rid)
+    assert done["status"] == "succeeded", done
+    assert done["method"] == "pil" and done["fallback"] is True
+    assert done["fallback_reason"] == "interrupted" and done["requested_method"] == "kontext"
+    assert done["prediction_id"] is None
+    assert requests.get(srv2.url(done["image_url"]), timeout=10).status_code == 200
+    assert fake.stats()["creates"] == 1
