@@ -981,9 +981,14 @@ static int inputs_load(sc_http_conn_t *c)
 
 static void resume_pil_job(sc_http_conn_t *c)
 {
-    sc_log_warn("[Kontext Composite] resuming id=%s after a restart: no prediction was created, "
-                "compositing by PIL (reason interrupted)",
-                c->id);
+    if (c->scene.width)
+        sc_log_warn("[Kontext Composite] resuming id=%s after a restart: compositing by PIL "
+                    "(reason interrupted)",
+                    c->id);
+    else
+        sc_log_warn("[Kontext Composite] id=%s was cut by a restart and its inputs were not kept "
+                    "(not async): failed (interrupted)",
+                    c->id);
     (void)run_pil(c, strcmp(c->rec->requested_method, "kontext") == 0, "interrupted");
 }
 
@@ -1010,7 +1015,10 @@ int sc_http__composite_resume(const sc_config_t *cfg, const sc_record_t *rec)
         const sc_format_t *f = sc_format_by_name(rec->format);
         c->format = f ? f->id : SC_FMT_PNG;
     }
-    if (!rec->prediction_id[0]) {
+    /* Only an async composite's prediction is adopted (its client waits for
+     * the record); a sync one's client is gone, so the prediction journal
+     * cancels it and the record ends here. */
+    if (!rec->prediction_id[0] || !rec->respond_async) {
         sc_http__run_detached(c, resume_pil_job);
         return 0;
     }

@@ -76,8 +76,8 @@ typedef struct ids {
 static int collect_prediction(const sc_record_t *r, void *ud)
 {
     ids_t *ids = ud;
-    if (!r->prediction_id[0])
-        return 0;
+    if (!r->prediction_id[0] || !r->respond_async)
+        return 0; /* a sync composite's prediction is cancelled (its client is gone) */
     if (ids->n == ids->cap) {
         size_t cap = ids->cap ? ids->cap * 2 : 16;
         char **v = realloc(ids->v, cap * sizeof *v);

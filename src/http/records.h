@@ -16,7 +16,7 @@
 int sc_http_records_start(const sc_config_t *cfg, char *err, size_t errlen);
 void sc_http_records_stop(void);
 
-/* The prediction ids of the records left "processing" in OUTPUT_DIR (for
+/* The prediction ids of the async records left "processing" in OUTPUT_DIR (for
  * sc_replicate_journal_open_keep: adopted, not cancelled). Free with
  * sc_http_records_free_ids. Returns 0 or -1 (directory unreadable). */
 int sc_http_records_adoptable(const sc_config_t *cfg, char ***ids, size_t *n);

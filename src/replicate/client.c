@@ -648,7 +648,9 @@ static void handle_prediction(rep_job_t *j, cJSON *obj)
             memcpy(j->res->prediction_id, id, n + 1);
             journal_line('+', j->res->prediction_id);
             j->journaled = atomic_load(&g.jfd) >= 0;
-            if (j->on_created)
+            /* Not for a client gone while the create waited: its done already
+             * ran (early result), so ud may be gone. */
+            if (j->on_created && !j->client_gone)
                 j->on_created(j->res->prediction_id, j->created_ud);
         }
     }

@@ -405,3 +405,43 @@ def test_kill9_before_the_prediction_id_completes_by_pil_interrupted(server, fak
     assert done["prediction_id"] is None
     assert requests.get(srv2.url(done["image_url"]), timeout=10).status_code == 200
     assert fake.stats()["creates"] == 1
+
+
+def test_kill9_during_sync_kontext_cancels_and_fails_the_record(server, fake):
+    """A sync client is gone with the process: its prediction is cancelled by the
+    journal (not adopted) and its record ends failed `interrupted`."""
+    fake.configure(mode="ok", delay_ms=8000, honor_prefer=False)
+    srv = server(kontext_env(fake), check_exit=False)
+    scene, product = images()
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", _try_post(srv, scene, product)))
+    t.start()
+    deadline = time.time() + 20
+    rec = None
+    while time.time() < deadline and not (rec and rec["prediction_id"]):
+        names = [n for n in os.listdir(srv.output_dir) if re.fullmatch(r"[0-9a-f]{32}\.json", n)]
+        if names:
+            with open(os.path.join(srv.output_dir, names[0])) as f:
+                try:
+                    rec = json.load(f)
+                except ValueError:
+                    rec = None
+        time.sleep(0.05)
+    assert rec and rec["prediction_id"], rec
+    kill9(srv)
+    t.join(30)
+    srv2 = server(kontext_env(fake, LOGS_DIR=srv.logs_dir, OUTPUT_DIR=srv.output_dir))
+    done = wait_record(srv2, rec["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "interrupted", done
+    deadline = time.time() + 20
+    while fake.stats()["cancels"] < 1 and time.time() < deadline:
+        time.sleep(0.1)
+    s = fake.stats()
+    assert s["creates"] == 1 and s["cancels"] == 1, s
+
+
+def _try_post(srv, scene, product):
+    try:
+        return post_composite(srv.base, scene, product, timeout=30)
+    except requests.RequestException as e:
+        return e
