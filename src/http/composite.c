@@ -1005,7 +1005,7 @@ int sc_http__composite_resume(const sc_config_t *cfg, const sc_record_t *rec)
     atomic_init(&c->refs, 1); /* the work's reference */
     *c->rec = *rec;
     c->cfg = cfg;
-    c->detached = true;
+    sc_http__detached_new(c);
     c->resumed = true;
     c->t_start = sc_clock_mono();
     snprintf(c->id, sizeof c->id, "%s", rec->id);

@@ -136,6 +136,9 @@ void sc_http__hand_off(sc_http_conn_t *c);
  * `Prefer: respond-async`). Afterwards c->mhd must not be used; answers the
  * job still sends are dropped. */
 void sc_http__detach(sc_http_conn_t *c);
+/* Marks a context made without a connection (a record resumed at start) as
+ * detached work (counted by sc_http_suspended until it ends). */
+void sc_http__detached_new(sc_http_conn_t *c);
 /* Runs job on the compute pool for a detached c (its work's reference passes
  * to the job; a detached Replicate callback uses it instead of resuming). */
 void sc_http__run_detached(sc_http_conn_t *c, void (*job)(sc_http_conn_t *c));

@@ -30,6 +30,7 @@ static const sc_config_t *g_cfg;
 static int g_port;
 static double g_started; /* monotonic */
 static atomic_int g_suspended;
+static atomic_int g_detached; /* detached work (async composites) still running */
 /* Marks a request without a body whose routing waits for the second call. */
 static const char k_deferred = 0;
 
@@ -119,9 +120,10 @@ static void job_trampoline(void *arg)
      * detached job holds the work's reference instead of a suspension. */
     if (handed)
         return;
-    if (c->detached)
+    if (c->detached) {
+        atomic_fetch_sub(&g_detached, 1); /* this detached work is over */
         sc_http__conn_unref(c);
-    else
+    } else
         sc_http__resume(c);
 }
 
@@ -132,7 +134,14 @@ void sc_http__detach(sc_http_conn_t *c)
      * touches c->mhd (the request may be gone at once). */
     sc_http__conn_ref(c);
     c->detached = true;
+    atomic_fetch_add(&g_detached, 1);
     sc_http__resume(c);
+}
+
+void sc_http__detached_new(sc_http_conn_t *c)
+{
+    c->detached = true;
+    atomic_fetch_add(&g_detached, 1);
 }
 
 void sc_http__run_detached(sc_http_conn_t *c, void (*job)(sc_http_conn_t *c))
@@ -601,7 +610,7 @@ void sc_http_quiesce(void)
 
 int sc_http_suspended(void)
 {
-    return atomic_load(&g_suspended);
+    return atomic_load(&g_suspended) + atomic_load(&g_detached);
 }
 
 int sc_http_connections(void)

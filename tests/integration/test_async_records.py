@@ -445,3 +445,18 @@ def _try_post(srv, scene, product):
         return post_composite(srv.base, scene, product, timeout=30)
     except requests.RequestException as e:
         return e
+
+
+def test_sigterm_lets_async_work_finish(server, fake):
+    """A graceful stop waits for async composites like for suspended requests."""
+    fake.configure(mode="ok", delay_ms=2000, honor_prefer=False)
+    srv = server(kontext_env(fake))
+    scene, product = images()
+    r = post_composite(srv.base, scene, product, headers={"Prefer": "respond-async"})
+    assert r.status_code == 202, r.text
+    rid = r.json()["id"]
+    assert srv.stop() == 0
+    with open(os.path.join(srv.output_dir, rid + ".json")) as f:
+        rec = json.load(f)
+    assert rec["status"] == "succeeded" and rec["method"] == "kontext", rec
+    assert fake.stats()["cancels"] == 0
