@@ -108,7 +108,8 @@ typedef struct sc_http_conn {
     /* Prefer: respond-async: answered 202 and detached (sc_http__detach) */
     bool async;
     bool detached;
-    bool resumed; /* a record left processing by a dead process (composite resume) */
+    bool resumed;     /* a record left processing by a dead process (composite resume) */
+    char idem_fp[65]; /* POST /api/scenes: the fingerprint of an Idempotency-Key request */
 } sc_http_conn_t;
 
 void sc_http__conn_ref(sc_http_conn_t *c);

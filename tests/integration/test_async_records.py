@@ -460,3 +460,45 @@ def test_sigterm_lets_async_work_finish(server, fake):
         rec = json.load(f)
     assert rec["status"] == "succeeded" and rec["method"] == "kontext", rec
     assert fake.stats()["cancels"] == 0
+
+
+# ==== Idempotency-Key on POST /api/scenes ====
+
+def test_scene_idempotency_key(server, fake):
+    fake.configure(mode="ok", delay_ms=1500)
+    srv = server({"REPLICATE_API_TOKEN": TOKEN, "REPLICATE_API_BASE": fake.base_url,
+                  "SCENE_TIMEOUT_SECONDS": "20"})
+    key = {"Idempotency-Key": "scene-order-9"}
+    body = {"prompt": "a sunny kitchen", "seed": 3}
+    out = [None] * 4
+
+    def go(i):
+        # the same members in another order: the same request
+        b = body if i % 2 == 0 else {"seed": 3, "prompt": "a sunny kitchen"}
+        out[i] = requests.post(srv.url("/api/scenes"), json=b, headers=key, timeout=60)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    for t in threads:
+        t.join()
+    first = [r for r in out if "Idempotent-Replayed" not in r.headers]
+    assert len(first) == 1 and first[0].status_code == 200, [(r.status_code, r.text) for r in out]
+    rid = first[0].json()["id"]
+    for r in out:
+        assert r.json()["id"] == rid, r.text
+        if r is not first[0]:
+            assert r.headers["Idempotent-Replayed"] == "true"
+            assert r.status_code in (200, 202)
+    r = requests.post(srv.url("/api/scenes"), json=body, headers=key, timeout=60)
+    assert r.status_code == 200 and r.headers["Idempotent-Replayed"] == "true"
+    assert r.json()["status"] == "succeeded" and r.json()["image_url"] == first[0].json()["image_url"]
+    creates = [q for q in fake.stats()["requests"]
+               if q["method"] == "POST" and q["path"].endswith("/predictions")]
+    assert len(creates) == 1
+    r = requests.post(srv.url("/api/scenes"), json={"prompt": "another"}, headers=key, timeout=60)
+    assert_error(r, 422, "idempotency_conflict")
+    r = requests.post(srv.url("/api/scenes"), json=body, headers={"Idempotency-Key": "x" * 300},
+                      timeout=60)
+    assert_error(r, 400, "invalid_parameter")
