@@ -340,6 +340,19 @@ def test_policy_preview_counts_and_applies_nothing(server):
             'if req.user_id == "a" then return "kontext" end return "pil" end }'
     r = requests.post(srv.url("/api/admin/policy/preview"), data=route.encode(), timeout=30)
     assert r.status_code == 200 and r.json()["pil_to_kontext"] == 1, r.text
+    # The CLI replays the same file through the same routing: the same counts.
+    import subprocess
+    from conftest import BIN
+    pf = os.path.join(srv.workdir, "new.lua")
+    with open(pf, "w") as f:
+        f.write(route)
+    cli = subprocess.run([BIN, "check-policy", pf, "--replay",
+                          os.path.join(srv.logs_dir, "decisions.jsonl")],
+                         capture_output=True, text=True, timeout=60, cwd=srv.workdir)
+    assert cli.returncode == 0, cli.stderr
+    o = r.json()
+    assert "replayed %d, changed %d (kontext->pil %d, pil->kontext %d)" % (
+        o["replayed"], o["changed"], o["kontext_to_pil"], o["pil_to_kontext"]) in cli.stdout
     r = requests.post(srv.url("/api/admin/policy/preview"), data=b"return {", timeout=30)
     assert_error(r, 422, "invalid_policy")
     r = requests.post(srv.url("/api/admin/policy/preview"), data=b"", timeout=30)
@@ -502,3 +515,38 @@ def test_scene_idempotency_key(server, fake):
     r = requests.post(srv.url("/api/scenes"), json=body, headers={"Idempotency-Key": "x" * 300},
                       timeout=60)
     assert_error(r, 400, "invalid_parameter")
+
+
+@pytest.mark.parametrize("policy,expect", [
+    ('return { use_kontext = true, method = "kontext", phase = "all",'
+     ' phases = { all = { percent = 100 } } }', "percent_full"),
+    ('return { use_kontext = true, method = "kontext", phase = "half",'
+     ' phases = { half = { percent = 50 } } }', "bucket"),
+    ('return { use_kontext = true, method = "kontext", phase = "empty", phases = { empty = {} } }',
+     "no_phase"),
+    ('return { use_kontext = true, method = "pil" }', "disabled"),
+    ('return { use_kontext = true, method = "kontext",'
+     ' route = function(req, ctx) return "pil" end }', "route_function"),
+    ('return { use_kontext = true, method = "kontext", route = function(req, ctx)'
+     ' if req.user_id == "boom" then error("no") end return "pil" end }', "route_error"),
+])
+def test_decision_rule_table(server, policy, expect):
+    srv = server({"REPLICATE_API_TOKEN": ""}, files={"lua/policy.lua": policy})
+    scene, product = images()
+    seen = []
+    users = ["boom"] if expect == "route_error" else ["u%d" % i for i in range(12)]
+    for u in users:
+        r = post_composite(srv.base, scene, product, user_id=u)
+        assert r.status_code == 200, r.text
+        rec = requests.get(srv.url("/api/composites/" + r.json()["id"]), timeout=10).json()
+        d = rec["decision"]
+        if expect == "bucket":
+            assert d["percent"] == 50
+            want = "percent_bucket" if d["bucket"] < 50 else "outside_rollout"
+            assert d["rule"] == want, d
+            assert rec["requested_method"] == ("kontext" if want == "percent_bucket" else "pil")
+        else:
+            assert d["rule"] == expect, d
+        seen.append(d["rule"])
+    if expect == "bucket":  # 12 users: both sides of 50 (bucket is a hash of the id)
+        assert set(seen) == {"percent_bucket", "outside_rollout"}, seen
