@@ -33,9 +33,9 @@ int sc_http_records_start(const sc_config_t *cfg, char *err, size_t errlen)
         sc_webhooks_opts_t o = {.logs_dir = cfg->logs_dir,
                                 .secret = cfg->webhook_secret,
                                 .allowed_hosts = cfg->webhook_allowed_hosts};
-        /* Tests shorten the retry schedule (SCENECOMP_TEST_WEBHOOK_SCHEDULE="0.2,0.2"). */
+        /* Tests shorten the retry schedule (SC_WEBHOOK_SCHEDULE="0.2,0.2"). */
         double sched[SC_WEBHOOKS_SCHEDULE_MAX];
-        const char *ts = getenv("SCENECOMP_TEST_WEBHOOK_SCHEDULE");
+        const char *ts = getenv("SC_WEBHOOK_SCHEDULE");
         if (ts && *ts) {
             size_t n = 0;
             char *end = NULL;

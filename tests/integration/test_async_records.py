@@ -198,7 +198,7 @@ def test_webhook_signed_delivery_with_retries(server, fake):
     rcv = Receiver(fail_first=2)
     try:
         srv = server(kontext_env(fake, WEBHOOK_SECRET=SECRET, WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
-                                 SCENECOMP_TEST_WEBHOOK_SCHEDULE="0.2,0.2,0.2"))
+                                 SC_WEBHOOK_SCHEDULE="0.2,0.2,0.2"))
         scene, product = images()
         r = post_composite(srv.base, scene, product, headers={"Prefer": "respond-async"},
                            webhook=rcv.url)
