@@ -550,3 +550,43 @@ def test_decision_rule_table(server, policy, expect):
         seen.append(d["rule"])
     if expect == "bucket":  # 12 users: both sides of 50 (bucket is a hash of the id)
         assert set(seen) == {"percent_bucket", "outside_rollout"}, seen
+
+
+def test_example_client_end_to_end(server, tmp_path):
+    """examples/clients/scenecomp_client.py against the real service: async submit
+    with an Idempotency-Key, polling, download, and its receiver verifying the
+    signed webhook (Standard Webhooks `whsec_` secret)."""
+    import subprocess
+    import sys
+    from conftest import ROOT, free_port
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    srv = server({"WEBHOOK_SECRET": secret, "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"})
+    client = os.path.join(ROOT, "examples", "clients", "scenecomp_client.py")
+    port = free_port()
+    env = dict(os.environ, WEBHOOK_SECRET=secret)
+    rcv = subprocess.Popen([sys.executable, "-u", client, "receive", "--port", str(port)],
+                           env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        scene_p, product_p = tmp_path / "s.png", tmp_path / "p.png"
+        scene, product = images()
+        scene_p.write_bytes(scene)
+        product_p.write_bytes(product)
+        time.sleep(0.5)  # the receiver binds
+        out = subprocess.run([sys.executable, client, "submit", "--base", srv.base,
+                              "--scene", str(scene_p), "--product", str(product_p),
+                              "--user-id", "ops-1",
+                              "--webhook", "http://127.0.0.1:%d/hook" % port],
+                             capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+        assert out.returncode == 0, out.stderr
+        m = re.search(r"accepted ([0-9a-f]{32})", out.stdout)
+        assert m and "saved" in out.stdout, out.stdout
+        rid = m.group(1)
+        assert (tmp_path / (rid + ".png")).stat().st_size > 0
+        import select
+        ready, _, _ = select.select([rcv.stdout], [], [], 60)
+        assert ready, "no verified webhook delivery within 60 s"
+        line = rcv.stdout.readline()
+        assert line.startswith("composite %s succeeded (pil)" % rid), line
+    finally:
+        rcv.kill()
+        rcv.wait()
