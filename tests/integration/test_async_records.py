@@ -590,3 +590,43 @@ def test_example_client_end_to_end(server, tmp_path):
     finally:
         rcv.kill()
         rcv.wait()
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_client_gone_during_sync_kontext_ends_its_record(server, fake, how):
+    """A sync client that hangs up while its prediction runs loses its request
+    (cancelled upstream); its record does not stay "processing": it fails with
+    client_gone, and the decision log has its line."""
+    import socket
+    fake.configure(mode="slow", honor_prefer=False)
+    srv = server(kontext_env(fake))
+    scene, product = images()
+    req = requests.Request("POST", srv.url("/api/composite"),
+                           files=[("scene", ("s.png", scene)), ("product", ("p.png", product))]
+                           ).prepare()
+    head = "POST /api/composite HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d" \
+           "\r\n\r\n" % (req.headers["Content-Type"], len(req.body))
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(head.encode() + req.body)
+    deadline = time.time() + 20
+    while fake.stats()["creates"] < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    if how == "rst":
+        import struct
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    deadline = time.time() + 30
+    done = None
+    while time.time() < deadline:
+        names = [n for n in os.listdir(srv.output_dir) if n.endswith(".json")]
+        if names:
+            with open(os.path.join(srv.output_dir, names[0])) as f:
+                done = json.load(f)
+            if done["status"] != "processing":
+                break
+        time.sleep(0.1)
+    assert done and done["status"] == "failed", done
+    assert done["error"]["code"] == "client_gone" and done["prediction_id"], done
+    lines = decisions_file(srv)
+    assert [l["id"] for l in lines] == [done["id"]]
