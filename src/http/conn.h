@@ -201,7 +201,8 @@ enum MHD_Result sc_http__send_record(struct MHD_Connection *conn, const sc_recor
 /* records.c: 503 server_busy with Retry-After. */
 enum MHD_Result sc_http__send_busy(struct MHD_Connection *conn, int retry_after, const char *msg);
 
-/* records.c: Idempotency-Key claims (24 h), see records.c. existing_fp
+/* records.c: Idempotency-Key claims (24 h; files in OUTPUT_DIR/idempotency/,
+ * atomic across threads and instances sharing OUTPUT_DIR), see records.c. existing_fp
  * (SC_IDEMPOTENCY_FP_LEN + 1) and existing_id (33) get the first claim's. */
 typedef enum {
     SC_HTTP_IDEM_CLAIMED = 0,

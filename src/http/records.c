@@ -2,14 +2,19 @@
  * HTTP (see http/records.h and http/conn.h). */
 #include "http/records.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/clock.h"
+#include "core/fsutil.h"
+#include "core/ids.h"
 #include "core/log.h"
 #include "http/conn.h"
 #include "lua/replay.h"
@@ -19,11 +24,13 @@
 
 static const sc_config_t *g_cfg;
 static sc_decisions_t *g_decisions;
+static void idem_sweep(void);
 static sc_webhooks_t *g_webhooks;
 
 int sc_http_records_start(const sc_config_t *cfg, char *err, size_t errlen)
 {
     g_cfg = cfg;
+    idem_sweep();
     g_decisions = sc_decisions_open(cfg->logs_dir, 0);
     if (!g_decisions) {
         snprintf(err, errlen, "cannot open %s/%s", cfg->logs_dir, SC_DECISIONS_FILE);
@@ -256,83 +263,130 @@ enum MHD_Result sc_http__serve_record(struct MHD_Connection *conn, const sc_conf
 
 /* ==== Idempotency keys ====
  *
- * The process-local claim table, with the semantics of the limits store's
- * idem_claim (wip/redis: sc_limiter_idem_claim): exactly one of several racing
- * claimers of a key wins; the others see the winner's fingerprint and record
- * id. Once the store interface is merged, sc_http__idem_claim calls it instead
- * and keys become fleet-wide with LIMITS_STORE=redis. */
+ * A claim is a file OUTPUT_DIR/idempotency/<SHA-256 of the key>, holding
+ * "<fingerprint> <record id> <expiry, unix seconds>\n", created with link(2)
+ * from a complete temp file: link never replaces an existing name, so of
+ * several racing claimers (threads, or instances sharing OUTPUT_DIR, as they
+ * share the records) exactly one gets the name, and a reader never sees a part
+ * of it. So keys hold across restarts and across the instances that serve the
+ * same records. An expired claim is removed by the next claimer (and by the
+ * sweep at start). The limits store's idem_claim (fleet-wide with Redis, from
+ * the fleet work) has the same semantics and can replace this. */
 
-#define IDEM_MAX 100000
+static const char *g_idem_dir_name = "idempotency";
 
-typedef struct idem_entry {
-    char *key;
-    char fp[SC_IDEMPOTENCY_FP_LEN + 1];
-    char record_id[SC_ID_LEN + 1];
-    double expires;
-} idem_entry_t;
+static int idem_path(const char *key, char *out, size_t n)
+{
+    char h[SC_IDEMPOTENCY_FP_LEN + 1];
+    sc_idempotency_fp_t *fp = sc_idempotency_fp_new("Idempotency-Key");
+    int rc = fp ? sc_idempotency_fp_add(fp, "key", key, strlen(key)) : -1;
+    if (rc == 0)
+        rc = sc_idempotency_fp_final(fp, h);
+    sc_idempotency_fp_free(fp);
+    if (rc != 0)
+        return -1;
+    snprintf(out, n, "%s/%s/%s", g_cfg->output_dir, g_idem_dir_name, h);
+    return 0;
+}
 
-static pthread_mutex_t g_idem_mu = PTHREAD_MUTEX_INITIALIZER;
-static idem_entry_t *g_idem;
-static size_t g_nidem, g_capidem;
+/* Parses a claim file. Returns 0, or -1 when it is not one. */
+static int idem_parse(const char *txt, char *fp, char *id, double *expires)
+{
+    char f[SC_IDEMPOTENCY_FP_LEN + 2], i[SC_ID_LEN + 2];
+    double e = 0;
+    if (sscanf(txt, "%65s %33s %lf", f, i, &e) != 3 || strlen(f) != SC_IDEMPOTENCY_FP_LEN ||
+        !sc_id_valid(i, strlen(i)))
+        return -1;
+    snprintf(fp, SC_IDEMPOTENCY_FP_LEN + 1, "%s", f);
+    snprintf(id, SC_ID_LEN + 1, "%s", i);
+    *expires = e;
+    return 0;
+}
 
 sc_http_idem_t sc_http__idem_claim(double now, const char *key, const char *fp,
                                    const char *record_id, int ttl_seconds, char *existing_fp,
                                    char *existing_id)
 {
-    sc_http_idem_t res = SC_HTTP_IDEM_UNAVAILABLE;
-    pthread_mutex_lock(&g_idem_mu);
-    size_t w = 0;
-    for (size_t i = 0; i < g_nidem; i++) { /* drop expired claims */
-        if (g_idem[i].expires <= now) {
-            free(g_idem[i].key);
-            continue;
+    char path[SC_CFG_PATH + 128], tmp[SC_CFG_PATH + 160], dir[SC_CFG_PATH + 32], line[160];
+    char rnd[SC_ID_LEN + 1];
+    snprintf(dir, sizeof dir, "%s/%s", g_cfg->output_dir, g_idem_dir_name);
+    if (idem_path(key, path, sizeof path) != 0 || sc_fs_mkdirs(dir) != 0)
+        return SC_HTTP_IDEM_UNAVAILABLE;
+    int n = snprintf(line, sizeof line, "%s %s %.0f\n", fp, record_id, now + ttl_seconds);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        sc_id_new(rnd);
+        snprintf(tmp, sizeof tmp, "%s" SC_FS_TEMP_INFIX "%.8s", path, rnd);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return SC_HTTP_IDEM_UNAVAILABLE;
+        bool ok = write(fd, line, (size_t)n) == n && fsync(fd) == 0;
+        ok = close(fd) == 0 && ok;
+        int lrc = ok ? link(tmp, path) : -1;
+        int e = errno;
+        unlink(tmp);
+        if (!ok)
+            return SC_HTTP_IDEM_UNAVAILABLE;
+        if (lrc == 0) {
+            int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (dfd >= 0) { /* the claim survives a crash, as the record does */
+                fsync(dfd);
+                close(dfd);
+            }
+            return SC_HTTP_IDEM_CLAIMED;
         }
-        g_idem[w++] = g_idem[i];
-    }
-    g_nidem = w;
-    for (size_t i = 0; i < g_nidem; i++) {
-        if (strcmp(g_idem[i].key, key) == 0) {
-            snprintf(existing_fp, SC_IDEMPOTENCY_FP_LEN + 1, "%s", g_idem[i].fp);
-            snprintf(existing_id, SC_ID_LEN + 1, "%s", g_idem[i].record_id);
-            res = SC_HTTP_IDEM_EXISTING;
-            goto out;
+        if (e != EEXIST)
+            return SC_HTTP_IDEM_UNAVAILABLE;
+        char *txt = NULL;
+        size_t len = 0;
+        if (sc_fs_read_file(path, 4096, &txt, &len) != 0) {
+            if (errno == ENOENT)
+                continue; /* forgotten or expired meanwhile: claim again */
+            return SC_HTTP_IDEM_UNAVAILABLE;
         }
+        double expires = 0;
+        int prc = idem_parse(txt, existing_fp, existing_id, &expires);
+        free(txt);
+        if (prc == 0 && expires > now)
+            return SC_HTTP_IDEM_EXISTING;
+        /* Expired (or not a claim): remove it and claim again. Two claimers
+         * racing on an expired key may both remove; only one link wins. */
+        (void)unlink(path);
     }
-    if (g_nidem >= IDEM_MAX)
-        goto out; /* full: refuse rather than forget a live claim */
-    if (g_nidem == g_capidem) {
-        size_t cap = g_capidem ? g_capidem * 2 : 64;
-        idem_entry_t *n = realloc(g_idem, cap * sizeof *n);
-        if (!n)
-            goto out;
-        g_idem = n;
-        g_capidem = cap;
-    }
-    idem_entry_t *e = &g_idem[g_nidem];
-    e->key = strdup(key);
-    if (!e->key)
-        goto out;
-    snprintf(e->fp, sizeof e->fp, "%s", fp);
-    snprintf(e->record_id, sizeof e->record_id, "%s", record_id);
-    e->expires = now + ttl_seconds;
-    g_nidem++;
-    res = SC_HTTP_IDEM_CLAIMED;
-out:
-    pthread_mutex_unlock(&g_idem_mu);
-    return res;
+    return SC_HTTP_IDEM_UNAVAILABLE;
 }
 
 void sc_http__idem_forget(const char *key)
 {
-    pthread_mutex_lock(&g_idem_mu);
-    for (size_t i = 0; i < g_nidem; i++) {
-        if (strcmp(g_idem[i].key, key) == 0) {
-            free(g_idem[i].key);
-            g_idem[i] = g_idem[--g_nidem];
-            break;
-        }
+    char path[SC_CFG_PATH + 128];
+    if (idem_path(key, path, sizeof path) == 0)
+        (void)unlink(path);
+}
+
+/* Removes expired claims (and temp files older than a minute) at start. */
+static void idem_sweep(void)
+{
+    char dir[SC_CFG_PATH + 32], path[SC_CFG_PATH + 128];
+    snprintf(dir, sizeof dir, "%s/%s", g_cfg->output_dir, g_idem_dir_name);
+    (void)sc_fs_remove_stale_temps(dir, 60.0);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    double now = sc_clock_wall();
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strlen(e->d_name) != SC_IDEMPOTENCY_FP_LEN)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        char *txt = NULL, fp[SC_IDEMPOTENCY_FP_LEN + 1], id[SC_ID_LEN + 1];
+        size_t len = 0;
+        double expires = 0;
+        if (sc_fs_read_file(path, 4096, &txt, &len) != 0)
+            continue;
+        if (idem_parse(txt, fp, id, &expires) != 0 || expires <= now)
+            (void)unlink(path);
+        free(txt);
     }
-    pthread_mutex_unlock(&g_idem_mu);
+    closedir(d);
 }
 
 enum MHD_Result sc_http__idem_replay(struct MHD_Connection *conn, const sc_config_t *cfg,

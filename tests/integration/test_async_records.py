@@ -630,3 +630,40 @@ def test_client_gone_during_sync_kontext_ends_its_record(server, fake, how):
     assert done["error"]["code"] == "client_gone" and done["prediction_id"], done
     lines = decisions_file(srv)
     assert [l["id"] for l in lines] == [done["id"]]
+
+
+def test_idempotency_key_across_instances_and_restarts(server, fake, tmp_path):
+    """Two instances sharing OUTPUT_DIR (as they share the records) race on one
+    key: one prediction. The key outlives a restart."""
+    fake.configure(mode="ok", delay_ms=2000, honor_prefer=False)
+    out = str(tmp_path / "shared-output")
+    a = server(kontext_env(fake, OUTPUT_DIR=out))
+    b = server(kontext_env(fake, OUTPUT_DIR=out))
+    scene, product = images()
+    key = {"Idempotency-Key": "fleet-1", "Prefer": "respond-async"}
+    res = [None] * 6
+
+    def go(i):
+        res[i] = post_composite((a if i % 2 else b).base, scene, product, headers=key)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.status_code == 202 for r in res), [(r.status_code, r.text) for r in res]
+    ids = {r.json()["id"] for r in res}
+    assert len(ids) == 1
+    assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in res) == 5
+    rid = ids.pop()
+    done = wait_record(a, rid)
+    assert done["status"] == "succeeded" and done["method"] == "kontext"
+    assert wait_record(b, rid) == done  # either instance serves the record
+    assert fake.stats()["creates"] == 1
+    # a restart of both forgets nothing
+    assert a.stop() == 0 and b.stop() == 0
+    c = server(kontext_env(fake, OUTPUT_DIR=out))
+    r = post_composite(c.base, scene, product, headers=key)
+    assert r.status_code == 202 and r.headers["Idempotent-Replayed"] == "true"
+    assert r.json()["id"] == rid
+    assert fake.stats()["creates"] == 1
