@@ -297,8 +297,8 @@ static int idem_parse(const char *txt, char *fp, char *id, double *expires)
     if (sscanf(txt, "%65s %33s %lf", f, i, &e) != 3 || strlen(f) != SC_IDEMPOTENCY_FP_LEN ||
         !sc_id_valid(i, strlen(i)))
         return -1;
-    snprintf(fp, SC_IDEMPOTENCY_FP_LEN + 1, "%s", f);
-    snprintf(id, SC_ID_LEN + 1, "%s", i);
+    memcpy(fp, f, SC_IDEMPOTENCY_FP_LEN + 1); /* lengths checked above */
+    memcpy(id, i, SC_ID_LEN + 1);
     *expires = e;
     return 0;
 }
@@ -376,7 +376,7 @@ static void idem_sweep(void)
     while ((e = readdir(d)) != NULL) {
         if (strlen(e->d_name) != SC_IDEMPOTENCY_FP_LEN)
             continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        snprintf(path, sizeof path, "%s/%.64s", dir, e->d_name); /* 64 checked above */
         char *txt = NULL, fp[SC_IDEMPOTENCY_FP_LEN + 1], id[SC_ID_LEN + 1];
         size_t len = 0;
         double expires = 0;

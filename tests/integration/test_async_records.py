@@ -667,3 +667,23 @@ def test_idempotency_key_across_instances_and_restarts(server, fake, tmp_path):
     assert r.status_code == 202 and r.headers["Idempotent-Replayed"] == "true"
     assert r.json()["id"] == rid
     assert fake.stats()["creates"] == 1
+
+
+def test_sigterm_past_the_grace_finishes_async_work_by_pil(server, fake):
+    """Past the 10 s grace the prediction is cancelled and the record still ends
+    (PIL fallback `timeout`), never left processing by a graceful stop."""
+    fake.configure(mode="slow", honor_prefer=False)
+    srv = server(kontext_env(fake))
+    scene, product = images()
+    r = post_composite(srv.base, scene, product, headers={"Prefer": "respond-async"})
+    assert r.status_code == 202, r.text
+    rid = r.json()["id"]
+    deadline = time.time() + 20
+    while fake.stats()["creates"] < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.stop() == 0
+    with open(os.path.join(srv.output_dir, rid + ".json")) as f:
+        rec = json.load(f)
+    assert rec["status"] == "succeeded" and rec["method"] == "pil", rec
+    assert rec["fallback_reason"] == "timeout" and rec["prediction_id"], rec
+    assert fake.stats()["cancels"] == 1
