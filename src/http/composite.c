@@ -560,7 +560,12 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
             res->status = SC_REP_API_ERROR;
             snprintf(res->message, sizeof res->message, "cannot queue the prediction");
         }
-        sc_http__resume_from_callback(c, res);
+        if (c->detached) { /* no connection to resume: finish on the pool */
+            c->result = res;
+            sc_http__run_detached(c, kontext_done_job);
+        } else {
+            sc_http__resume_from_callback(c, res);
+        }
     }
     return MHD_YES;
 }

@@ -111,11 +111,16 @@ static _Thread_local bool tl_handed_off;
 static void job_trampoline(void *arg)
 {
     sc_http_conn_t *c = arg;
+    /* Re-entrant: a job may run another inline (sc_http__run_detached when
+     * the pool refuses); the outer job's state is restored afterwards. */
+    sc_http_conn_t *outer_job = tl_job;
+    bool outer_handed = tl_handed_off;
     tl_job = c;
     tl_handed_off = false;
     c->job(c);
     bool handed = tl_handed_off;
-    tl_job = NULL;
+    tl_job = outer_job;
+    tl_handed_off = outer_handed;
     /* Handed off: the done callback resumes, and c may already be gone. A
      * detached job holds the work's reference instead of a suspension. */
     if (handed)
