@@ -254,6 +254,8 @@ static void inputs_remove(const sc_http_conn_t *c)
 /* Completes the record (records.c) and drops the kept inputs. */
 static void record_end(sc_http_conn_t *c)
 {
+    if (c->rec && isnan(c->rec->estimated_cost_usd)) /* null while unknown; final now */
+        c->rec->estimated_cost_usd = c->rec->prediction_id[0] ? c->cfg->kontext_price_usd : 0.0;
     sc_http__record_end(c);
     if (c->async)
         inputs_remove(c);
@@ -875,7 +877,6 @@ static enum MHD_Result process(sc_http_conn_t *c)
     rec->decision.percent = c->why.percent;
     rec->durations.queue = c->t_job - c->t_start;
     rec->durations.decode = t_decode;
-    rec->estimated_cost_usd = 0.0;
     snprintf(rec->format, sizeof rec->format, "%s", sc_format_name(c->format));
     snprintf(rec->webhook_url, sizeof rec->webhook_url, "%s", webhook ? webhook : "");
     rec->respond_async = c->async;

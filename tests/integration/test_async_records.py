@@ -127,6 +127,7 @@ def test_async_kontext_answers_202_at_once_and_completes(server, fake):
     assert set(rec) == RECORD_KEYS
     assert rec["status"] == "processing"
     assert r.headers["Location"] == "/api/composites/" + rec["id"]
+    assert rec["estimated_cost_usd"] is None and rec["completed_at"] is None
     # The prediction takes 3 s at the fake: the 202 cannot have waited for it.
     assert latency < 2.5, latency
     print("202 latency %.3f s" % latency)
