@@ -354,6 +354,17 @@ def test_policy_preview_counts_and_applies_nothing(server):
     o = r.json()
     assert "replayed %d, changed %d (kontext->pil %d, pil->kontext %d)" % (
         o["replayed"], o["changed"], o["kontext_to_pil"], o["pil_to_kontext"]) in cli.stdout
+    # A route that raises for one user: that request is a route error in the
+    # preview (-> pil), and the live service counts and logs none of it.
+    boom = 'return { use_kontext = true, method = "kontext", route = function(req, ctx) ' \
+           'if req.user_id == "c" then error("boom") end return "kontext" end }'
+    r = requests.post(srv.url("/api/admin/policy/preview"), data=boom.encode(), timeout=30)
+    assert r.status_code == 200, r.text
+    # 7 logged pil requests: all but user c's (a route error -> pil) change
+    assert (r.json()["replayed"], r.json()["pil_to_kontext"]) == (7, 6), r.text
+    m = requests.get(srv.url("/api/admin/metrics/composite"), timeout=10).json()
+    assert m["route_errors"] == 0
+    assert "boom" not in srv.log_text()
     r = requests.post(srv.url("/api/admin/policy/preview"), data=b"return {", timeout=30)
     assert_error(r, 422, "invalid_policy")
     r = requests.post(srv.url("/api/admin/policy/preview"), data=b"", timeout=30)
