@@ -2,7 +2,7 @@
  * PIL, or Kontext (limiter, Replicate job with the connection suspended) with
  * automatic fallback to PIL -> save -> JSON or image answer.
  *
- * Multipart: libmicrohttpd's post processor parses the stream; every field is
+ * Multipart: http/multipart.c parses the stream; every field is
  * buffered (files up to MAX_UPLOAD_BYTES, which bounds the whole body, text
  * fields up to SC_HTTP_MAX_TEXT_FIELD). Unknown fields are ignored. A repeated
  * field: the last occurrence wins. */
@@ -24,10 +24,13 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "http/conn.h"
+#include "http/multipart.h"
 #include "image/resize.h"
 #include "limits/limiter.h"
+#include "limits/pacing.h"
 #include "metrics/metrics.h"
 #include "records/idempotency.h"
+#include "replicate/breaker.h"
 #include "replicate/inputs.h"
 #include "webhooks/webhook.h"
 
@@ -69,23 +72,16 @@ static sc_http_field_t *field_for(sc_http_conn_t *c, const char *key, bool *is_f
     return NULL;
 }
 
-static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *key,
-                                const char *filename, const char *content_type,
-                                const char *transfer_encoding, const char *data, uint64_t off,
-                                size_t size)
+static int on_field(void *cls, const char *key, const char *data, size_t size, bool first)
 {
-    (void)kind;
-    (void)filename;
-    (void)content_type;
-    (void)transfer_encoding;
     sc_http_conn_t *c = cls;
-    if (!key || c->refused)
-        return MHD_YES;
+    if (c->refused)
+        return 0;
     bool is_file = false;
     sc_http_field_t *f = field_for(c, key, &is_file);
     if (!f)
-        return MHD_YES; /* unknown fields are ignored */
-    if (off == 0) {
+        return 0; /* unknown fields are ignored */
+    if (first) {
         sc_buf_reset(&f->data); /* a repeated field: the last one wins */
         f->present = true;
     }
@@ -94,13 +90,13 @@ static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *
         snprintf(msg, sizeof msg, "field '%s' is longer than %d bytes", key,
                  SC_HTTP_MAX_TEXT_FIELD);
         refuse(c, 400, "invalid_parameter", msg);
-        return MHD_YES;
+        return 0;
     }
     if (size > 0 && sc_buf_append(&f->data, data, size) != 0) {
         refuse(c, 500, "internal_error", "out of memory while reading the upload");
-        return MHD_NO;
+        return -1;
     }
-    return MHD_YES;
+    return 0;
 }
 
 enum MHD_Result sc_http__composite_begin(sc_http_conn_t *c)
@@ -113,8 +109,10 @@ enum MHD_Result sc_http__composite_begin(sc_http_conn_t *c)
                                    "content type must be multipart/form-data, got '%s'",
                                    ct ? ct : "(none)");
     }
-    c->pp = MHD_create_post_processor(c->mhd, 64 * 1024, on_field, c);
-    if (!c->pp) {
+    char boundary[SC_MULTIPART_MAX_BOUNDARY + 1];
+    if (sc_multipart_boundary(ct, boundary, sizeof boundary) == 0)
+        c->mp = sc_multipart_new(boundary, on_field, c);
+    if (!c->mp) {
         c->stage = SC_STAGE_DONE;
         return sc_http__send_error(c->mhd, 400, "bad_request",
                                    "malformed multipart/form-data content type (no boundary?)");
@@ -149,7 +147,7 @@ enum MHD_Result sc_http__composite_data(sc_http_conn_t *c, const char *data, siz
     }
     if (c->refused)
         return MHD_YES;
-    if (MHD_post_process(c->pp, data, size) != MHD_YES)
+    if (sc_multipart_feed(c->mp, data, size) != 0)
         refuse(c, 400, "bad_request", "malformed multipart/form-data body");
     return MHD_YES;
 }
@@ -449,23 +447,52 @@ static void prediction_created(const char *prediction_id, void *ud)
     (void)sc_http__record_save(c);
 }
 
-/* The client's socket, or -1. */
-static int client_fd(sc_http_conn_t *c)
+/* ---- Outage protection (issue 11): pacing and the circuit breaker ---- */
+
+static void breaker_params_of(const sc_policy_effective_t *e, sc_breaker_params_t *p)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
-    return ci ? ci->connect_fd : -1;
+    *p = (sc_breaker_params_t){e->breaker_enabled,      e->breaker_failure_rate,
+                               e->breaker_min_calls,    e->breaker_window_seconds,
+                               e->breaker_open_seconds, e->breaker_half_open_calls};
 }
 
-/* Whether the client closed its socket (FIN or RST) while its connection was
- * suspended, where MHD does not look. Bytes waiting mean it is still there. */
-static bool client_left(int fd)
+/* Before the limiter: pacing, then the breaker. Returns SC_FB__COUNT when the
+ * start may go on (c->breaker_ticket then holds the breaker's ticket), else the
+ * fallback reason. */
+static sc_fallback_reason_t outage_gate(sc_http_conn_t *c, double now)
 {
-    char b;
-    if (fd < 0)
-        return false;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    if (c->eff.pacing) {
+        sc_limits_counts_t counts = {0, 0, 0};
+        sc_limiter_counts(now, &counts);
+        if (!sc_pacing_admit(counts.today, c->eff.daily_limit, now))
+            return SC_FB_BUDGET_PACING;
+    }
+    sc_breaker_params_t bp;
+    breaker_params_of(&c->eff, &bp);
+    if (!sc_breaker_admit(sc_breaker_global(), &bp, now, &c->breaker_ticket))
+        return SC_FB_CIRCUIT_OPEN;
+    return SC_FB__COUNT;
+}
+
+/* The breaker's view of a finished prediction: timeout, api_error and
+ * invalid_output are failures, a success is a success, anything else (no
+ * token, SC_REP_CLIENT_GONE, ...) is no outcome. Any thread. */
+static void breaker_finish(sc_http_conn_t *c, sc_rep_status_t st)
+{
+    double now = sc_clock_wall();
+    switch (st) {
+    case SC_REP_OK:
+        sc_breaker_record(sc_breaker_global(), &c->breaker_ticket, SC_BREAKER_SUCCESS, now);
+        break;
+    case SC_REP_TIMEOUT:
+    case SC_REP_API_ERROR:
+    case SC_REP_INVALID_OUTPUT:
+        sc_breaker_record(sc_breaker_global(), &c->breaker_ticket, SC_BREAKER_FAILURE, now);
+        break;
+    default:
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, now);
+        break;
+    }
 }
 
 /* The Replicate job's upstream_over: the prediction no longer runs upstream,
@@ -483,17 +510,22 @@ static void on_kontext_done(sc_rep_result_t *res, void *ud)
 {
     sc_http_conn_t *c = ud;
     if (c->detached) {
-        /* Nobody waits on the connection: the pool finishes the work. */
+        /* Nobody waits on the connection: the pool finishes the work
+         * (kontext_done hands the breaker ticket back). */
         c->result = res;
         sc_http__run_detached(c, kontext_done_job);
         return;
     }
-    if (res && res->status == SC_REP_CLIENT_GONE)
+    if (res && res->status == SC_REP_CLIENT_GONE) {
+        /* Not an outcome: the ticket goes back now (a half-open trial frees
+         * its slot), since MHD may never run kontext_done for this request. */
+        breaker_finish(c, SC_REP_CLIENT_GONE);
         sc_log_warn("[Kontext Composite] client went away after %.1fs id=%s prediction=%s: "
                     "request dropped, prediction cancelled upstream%s",
                     sc_clock_mono() - c->t_kontext, c->id,
                     res->prediction_id[0] ? res->prediction_id : "-",
                     res->prediction_id[0] ? "" : " once its create answers");
+    }
     sc_http__resume_from_callback(c, res);
 }
 
@@ -501,8 +533,8 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
 {
     if (c->cfg->replicate_api_token[0] == '\0')
         return fall_back(c, SC_FB_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
-    int fd = c->detached ? -1 : client_fd(c); /* an async client is not watched */
-    if (client_left(fd)) {
+    int fd = c->detached ? -1 : sc_http__client_fd(c); /* an async client is not watched */
+    if (sc_http__client_left(fd)) {
         /* Nothing is answered (the pool job stashes no response), so the
          * connection is closed and the context freed. */
         sc_log_info("[Kontext Composite] client went away before Kontext started id=%s: "
@@ -512,9 +544,16 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
         return MHD_NO;
     }
 
+    sc_fallback_reason_t gate = outage_gate(c, sc_clock_wall()); /* issue 11 */
+    if (gate != SC_FB__COUNT)
+        return fall_back(c, gate,
+                         gate == SC_FB_CIRCUIT_OPEN ? "circuit breaker open, no prediction created"
+                                                    : "budget pacing holds back this start");
+
     sc_limits_caps_t caps = {c->eff.max_concurrent, c->eff.max_per_hour, c->eff.daily_limit};
     sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps);
     if (lr != SC_LIMIT_OK) {
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         return fall_back(c, sc_fallback_reason_for_limit(lr), "refused by the rate limiter");
     }
     c->limiter_held = true;
@@ -527,17 +566,26 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     if (sc_metrics_flush() != 0) {
         sc_limiter_release();
         c->limiter_held = false;
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         kontext_finished(c, SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR, "cannot persist the start count in LOGS_DIR");
     }
 
     char *json = NULL;
     const char *prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL;
-    if (sc_inputs_kontext(&c->scene, &c->product, prompt, &json) != 0) {
+    /* issue 11: large images go through the Files API (an upload failure is an api_error) */
+    int irc = sc_inputs_kontext_ex(&c->scene, &c->product, prompt, c->eff.timeout_seconds, &json);
+    if (irc != 0) {
         sc_limiter_release();
         c->limiter_held = false;
+        if (irc == -2)
+            breaker_finish(c, SC_REP_API_ERROR);
+        else
+            sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         kontext_finished(c, SC_KONTEXT_FAILURE, 0.0);
-        return fall_back(c, SC_FB_API_ERROR, "cannot build the model input");
+        return fall_back(c, SC_FB_API_ERROR,
+                         irc == -2 ? "input upload to the Files API failed"
+                                   : "cannot build the model input");
     }
     c->t_kontext = sc_clock_mono();
     sc_log_info("[Kontext Composite] submitting id=%s model=%s timeout=%.0fs", c->id,
@@ -620,6 +668,7 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
         }
     }
     if (st == SC_REP_CLIENT_GONE) {
+        breaker_finish(c, st); /* no outcome; already given back by the callback */
         record_failed(c, "client_gone", "the client went away while Kontext ran");
         return MHD_NO; /* nobody to answer (logged by the callback): the connection closes */
     }
@@ -630,7 +679,9 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
         uint8_t *out = NULL;
         size_t len = 0;
         double t_enc = sc_clock_mono();
-        if (kontext_output(c, res, &out, &len, &err) == 0) {
+        int orc = kontext_output(c, res, &out, &len, &err);
+        breaker_finish(c, orc == 0 ? SC_REP_OK : SC_REP_INVALID_OUTPUT); /* issue 11 */
+        if (orc == 0) {
             double t_save = sc_clock_mono();
             if (c->rec)
                 c->rec->durations.encode = t_save - t_enc;
@@ -652,6 +703,7 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
         msg = err ? err : "output does not decode as an image";
     }
 
+    breaker_finish(c, st); /* issue 11 (no-op when already recorded above) */
     sc_fallback_reason_t reason = sc_fallback_reason_for_replicate(st);
     const char *reason_name = sc_fallback_reason_name(reason);
     kontext_finished(c, st == SC_REP_TIMEOUT ? SC_KONTEXT_TIMEOUT : SC_KONTEXT_FAILURE, secs);
@@ -697,13 +749,14 @@ static enum MHD_Result param_number(sc_http_conn_t *c, const sc_http_field_t *f,
 
 enum MHD_Result sc_http__composite_finish(sc_http_conn_t *c)
 {
-    if (c->pp) {
-        enum MHD_Result complete = MHD_destroy_post_processor(c->pp);
-        c->pp = NULL;
+    if (c->mp) {
+        int complete = sc_multipart_finish(c->mp);
+        sc_multipart_free(c->mp);
+        c->mp = NULL;
         if (c->refused)
             return sc_http__send_error(c->mhd, (unsigned)c->refused_status, c->refused_code, "%s",
                                        c->refused_msg);
-        if (complete != MHD_YES)
+        if (complete != 0)
             return sc_http__send_error(c->mhd, 400, "bad_request",
                                        "malformed or truncated multipart/form-data body");
     }

@@ -6,14 +6,20 @@
  * Scenes are paid predictions with no local fallback, so they have their own
  * caps (SCENE_MAX_CONCURRENT, SCENE_MAX_PER_HOUR, SCENE_DAILY_LIMIT) enforced by
  * the scene limiter: over a cap the answer is 429 rate_limited with Retry-After.
- * A slot is taken before the prediction is submitted and given back in the
- * Replicate done callback, which runs exactly once per accepted job whatever
- * happens to the client (success, failure, timeout, disconnect), or at once
- * when the job is never queued. */
+ * A slot is taken before the prediction is submitted and belongs to the
+ * Replicate job from then on: its upstream_over gives it back once the
+ * prediction no longer runs upstream, whatever happens to the client, or it is
+ * given back at once when the job is never queued. As for Kontext (API.md,
+ * Hardening rules): the start is on disk before the create leaves, the job
+ * watches the client's socket and cancels the prediction of a client that
+ * went away, and a client already gone at admission takes no slot (nor an
+ * Idempotency-Key). */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -41,11 +47,35 @@ static bool aspect_ok(const char *s)
     return false;
 }
 
-/* Curl I/O thread: the prediction ended, so its slot is free again. */
+/* The Replicate job's upstream_over (I/O thread): the prediction no longer runs
+ * upstream, so its slot is free again. From the job, not the request: MHD never
+ * calls the handler again for a client that went away. */
+static void release_scene_slot(void *ud)
+{
+    (void)ud;
+    sc_limiter_release_on(sc_limiter_scene());
+}
+
+static void scene_record_end(sc_http_conn_t *c, const char *body, const char *code,
+                             const char *why);
+
 static void on_scene_done(sc_rep_result_t *res, void *ud)
 {
-    sc_limiter_release_on(sc_limiter_scene());
-    sc_http__resume_from_callback(ud, res);
+    sc_http_conn_t *c = ud;
+    if (res && res->status == SC_REP_CLIENT_GONE) {
+        /* Counted here: MHD may close a reset connection without calling the
+         * handler again, so scene_done may never run for it. */
+        sc_metrics_scene(sc_clock_wall(), false, sc_clock_mono() - c->t_scene);
+        sc_log_warn("[Scene] client went away after %.1fs id=%s prediction=%s: request dropped, "
+                    "prediction cancelled upstream%s",
+                    sc_clock_mono() - c->t_scene, c->id,
+                    res->prediction_id[0] ? res->prediction_id : "-",
+                    res->prediction_id[0] ? "" : " once its create answers");
+        /* Ended here for the same reason: an Idempotency-Key repeat must not
+         * see "processing" forever. */
+        scene_record_end(c, NULL, "client_gone", "the client went away while the scene ran");
+    }
+    sc_http__resume_from_callback(c, res);
 }
 
 /* 429 rate_limited with Retry-After (whole seconds). */
@@ -139,8 +169,8 @@ static enum MHD_Result scene_replay(sc_http_conn_t *c, const char *id)
 }
 
 /* The final state of an Idempotency-Key scene (body: the answer's JSON object
- * text, or NULL for a failure with message why). */
-static void scene_record_end(sc_http_conn_t *c, const char *body, const char *why)
+ * text, or NULL for a failure with error code and message why). */
+static void scene_record_end(sc_http_conn_t *c, const char *body, const char *code, const char *why)
 {
     if (!c->idem_fp[0])
         return;
@@ -152,7 +182,7 @@ static void scene_record_end(sc_http_conn_t *c, const char *body, const char *wh
         rc |= sc_buf_puts(&b, body + 1);
     } else {
         rc = sc_buf_printf(&b, "{\"id\": \"%s\", \"status\": \"failed\", \"error\": ", c->id);
-        rc |= sc_buf_puts(&b, "{\"code\": \"upstream_error\", \"message\": ");
+        rc |= sc_buf_printf(&b, "{\"code\": \"%s\", \"message\": ", code);
         rc |= sc_buf_json_str(&b, why);
         rc |= sc_buf_puts(&b, "}}\n");
     }
@@ -166,6 +196,12 @@ static void scene_record_end(sc_http_conn_t *c, const char *body, const char *wh
  * model input built by sc_http__scenes_finish. */
 static void scene_start(sc_http_conn_t *c)
 {
+    int fd = sc_http__client_fd(c);
+    if (sc_http__client_left(fd)) {
+        /* Nothing is stashed, so the connection is closed and c freed. */
+        sc_log_info("[Scene] client went away before the scene started: request dropped");
+        return;
+    }
     sc_id_new(c->id);
     const char *key = c->idem_fp[0]
                           ? MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, "Idempotency-Key")
@@ -200,6 +236,19 @@ static void scene_start(sc_http_conn_t *c)
         (void)send_rate_limited(c->mhd, lr, wait, &caps);
         return;
     }
+    /* Write-ahead: the start (counted by the take) must be on disk before the
+     * create can leave, or a crash right after it loses the count and a crash
+     * loop spends past SCENE_DAILY_LIMIT. If it cannot be written, nothing is
+     * sent (a scene has no fallback: the answer is 503) and the key is free. */
+    if (sc_metrics_flush() != 0) {
+        sc_limiter_release_on(sc_limiter_scene());
+        if (key)
+            sc_http__idem_forget(key);
+        sc_log_error("[Scene] cannot persist the start count in LOGS_DIR: scene not started");
+        (void)sc_http__send_error(c->mhd, 503, "service_unavailable",
+                                  "cannot persist the scene start count; nothing was sent");
+        return;
+    }
     if (key) {
         char rec[96];
         snprintf(rec, sizeof rec, "{\"id\": \"%s\", \"status\": \"processing\"}\n", c->id);
@@ -214,11 +263,13 @@ static void scene_start(sc_http_conn_t *c)
     char *json = sc_buf_steal(&c->body, &len);
     c->t_scene = sc_clock_mono();
     sc_log_info("[Scene] generating id=%s model=%s", c->id, c->cfg->scene_model_id);
-    /* The suspension passes to the Replicate job; from a successful submit
-     * on, c belongs to the done callback. */
+    /* The suspension passes to the Replicate job; from a successful submit on,
+     * c belongs to the done callback and the slot to the job (upstream_over).
+     * The job watches the client's socket: MHD does not while suspended. */
+    sc_rep_opts_t opts = {.client_fd = fd, .upstream_over = release_scene_slot};
     sc_http__hand_off(c);
-    if (sc_replicate_submit(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds,
-                            on_scene_done, c) != 0) {
+    if (sc_replicate_submit_ex(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds, &opts,
+                               on_scene_done, c) != 0) {
         /* Not queued, so no callback will come: give the slot back here. */
         sc_limiter_release_on(sc_limiter_scene());
         sc_rep_result_t *res = calloc(1, sizeof *res);
@@ -320,10 +371,12 @@ static enum MHD_Result scene_done(sc_http_conn_t *c)
     const char *why = !res              ? "cannot queue the prediction"
                       : res->message[0] ? res->message
                                         : sc_replicate_status_name(res->status);
+    if (res && res->status == SC_REP_CLIENT_GONE)
+        return MHD_NO; /* nobody to answer (counted and logged by the callback) */
     if (!res || res->status != SC_REP_OK) {
         sc_metrics_scene(sc_clock_wall(), false, secs);
         sc_log_warn("[Scene] generation failed id=%s: %s", c->id, why);
-        scene_record_end(c, NULL, why);
+        scene_record_end(c, NULL, "upstream_error", why);
         return sc_http__send_error(c->mhd, 502, "upstream_error", "%s", why);
     }
     sc_image_t img = SC_IMAGE_INIT;
@@ -336,7 +389,7 @@ static enum MHD_Result scene_done(sc_http_conn_t *c)
         sc_metrics_scene(sc_clock_wall(), false, secs);
         sc_log_warn("[Scene] generation failed id=%s: output is not an image (%s)", c->id,
                     err ? err : "-");
-        scene_record_end(c, NULL, "model output is not a PNG or JPEG image");
+        scene_record_end(c, NULL, "upstream_error", "model output is not a PNG or JPEG image");
         r = sc_http__send_error(c->mhd, 502, "upstream_error",
                                 "model output is not a PNG or JPEG image");
         goto cleanup;
@@ -347,7 +400,7 @@ static enum MHD_Result scene_done(sc_http_conn_t *c)
         sc_compose_save(dir, c->id, SC_FMT_PNG, png, len) != 0) {
         sc_metrics_scene(sc_clock_wall(), false, secs);
         sc_log_error("[Scene] cannot save scene %s", c->id);
-        scene_record_end(c, NULL, "cannot save the scene");
+        scene_record_end(c, NULL, "internal_error", "cannot save the scene");
         r = sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the scene");
         goto cleanup;
     }
@@ -366,7 +419,7 @@ static enum MHD_Result scene_done(sc_http_conn_t *c)
         r = sc_http__send_oom(c->mhd);
         goto cleanup;
     }
-    scene_record_end(c, b.data, NULL);
+    scene_record_end(c, b.data, NULL, NULL);
     r = sc_http__send_json(c->mhd, 200, &b);
 cleanup:
     free(png);
