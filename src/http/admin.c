@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "http/conn.h"
+#include "http/fleet.h"
 #include "lua/policy.h"
 #include "metrics/metrics.h"
 
@@ -140,9 +141,10 @@ static enum MHD_Result send_from(struct MHD_Connection *conn, int (*fn)(sc_buf_t
     return sc_http__send_json(conn, 200, &b);
 }
 
-static enum MHD_Result alerts_health(struct MHD_Connection *conn)
+/* The alerts' health, degraded while the limits store does not answer. */
+static enum MHD_Result health(struct MHD_Connection *conn)
 {
-    return send_from(conn, sc_alerts_health_json);
+    return send_from(conn, sc_http_fleet_health_json);
 }
 
 static enum MHD_Result alerts_list(struct MHD_Connection *conn)
@@ -196,8 +198,15 @@ static enum MHD_Result prometheus(struct MHD_Connection *conn)
         sc_buf_free(&b);
         return sc_http__send_oom(conn);
     }
+    sc_buf_t l = SC_BUF_INIT; /* every series labelled instance="<INSTANCE_ID>" */
+    int lrc = sc_http_fleet_label(b.data, b.len, sc_http_fleet_instance(), &l);
+    sc_buf_free(&b);
+    if (lrc != 0) {
+        sc_buf_free(&l);
+        return sc_http__send_oom(conn);
+    }
     size_t len = 0;
-    char *data = sc_buf_steal(&b, &len);
+    char *data = sc_buf_steal(&l, &len);
     return sc_http__send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", data, len);
 }
 
@@ -217,7 +226,7 @@ static const struct admin_route {
     enum MHD_Result (*handler)(struct MHD_Connection *conn);
 } k_routes[] = {
     {"/api/admin/metrics/composite", ADMIN_GET, metrics_composite},
-    {"/api/admin/metrics/health", ADMIN_GET, alerts_health},
+    {"/api/admin/metrics/health", ADMIN_GET, health},
     {"/api/admin/metrics/daily-generations", ADMIN_GET, daily_generations},
     {"/api/admin/metrics/reset", ADMIN_POST, metrics_reset},
     {"/api/admin/alerts", ADMIN_GET, alerts_list},
@@ -227,6 +236,7 @@ static const struct admin_route {
     {"/api/admin/decisions", ADMIN_GET, sc_http__admin_decisions},
     /* With a body the preview is routed to sc_http__preview_finish (records.c). */
     {"/api/admin/policy/preview", ADMIN_POST, preview_no_body},
+    {"/api/admin/fleet", ADMIN_GET, sc_http__fleet},
 };
 
 enum MHD_Result sc_http__admin(struct MHD_Connection *conn, const sc_config_t *cfg,

@@ -500,8 +500,9 @@ static void breaker_finish(sc_http_conn_t *c, sc_rep_status_t st)
  * MHD never calls the handler again for a client that went away (issue 8). */
 static void release_slot(void *ud)
 {
-    (void)ud;
-    sc_limiter_release();
+    sc_limits_token_t *slot = ud; /* the job's own copy of the token */
+    sc_limiter_release(slot);
+    free(slot);
 }
 
 static void kontext_done_job(sc_http_conn_t *c);
@@ -551,10 +552,12 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
                                                     : "budget pacing holds back this start");
 
     sc_limits_caps_t caps = {c->eff.max_concurrent, c->eff.max_per_hour, c->eff.daily_limit};
-    sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps);
+    sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps, &c->limiter_slot);
     if (lr != SC_LIMIT_OK) {
         sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
-        return fall_back(c, sc_fallback_reason_for_limit(lr), "refused by the rate limiter");
+        return fall_back(c, sc_fallback_reason_for_limit(lr),
+                         lr == SC_LIMIT_UNAVAILABLE ? "the limits store does not answer"
+                                                    : "refused by the rate limiter");
     }
     c->limiter_held = true;
     sc_metrics_kontext_started(sc_clock_wall());
@@ -564,19 +567,25 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
      * state; a synchronous flush costs a small write and two fsyncs per
      * prediction (docs/operations.md). If it cannot be written, nothing is sent. */
     if (sc_metrics_flush() != 0) {
-        sc_limiter_release();
+        sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
         sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         kontext_finished(c, SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR, "cannot persist the start count in LOGS_DIR");
     }
 
+    /* The job gets its own copy of the token: c may be gone by the time the
+     * prediction ends upstream (release_slot frees it). */
+    sc_limits_token_t *slot = malloc(sizeof *slot);
     char *json = NULL;
     const char *prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL;
     /* issue 11: large images go through the Files API (an upload failure is an api_error) */
-    int irc = sc_inputs_kontext_ex(&c->scene, &c->product, prompt, c->eff.timeout_seconds, &json);
+    int irc =
+        slot ? sc_inputs_kontext_ex(&c->scene, &c->product, prompt, c->eff.timeout_seconds, &json)
+             : -1;
     if (irc != 0) {
-        sc_limiter_release();
+        free(slot);
+        sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
         if (irc == -2)
             breaker_finish(c, SC_REP_API_ERROR);
@@ -594,17 +603,20 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
      * successful submit on, c belongs to the done callback and the slot to the
      * job (upstream_over). The job watches the client's socket: MHD does not
      * while the connection is suspended. */
+    *slot = c->limiter_slot;
+    c->limiter_slot.s[0] = '\0';
+    c->limiter_held = false;
     sc_rep_opts_t opts = {.client_fd = fd,
                           .upstream_over = release_slot,
-                          .upstream_ud = NULL,
+                          .upstream_ud = slot,
                           .on_created = prediction_created,
                           .created_ud = c};
-    c->limiter_held = false;
     sc_http__hand_off(c);
     if (sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
                                on_kontext_done, c) != 0) {
-        /* Not queued, so no callback will come: resume ourselves with a failure. */
-        sc_limiter_release();
+        /* Not queued, so no callback will come (upstream_over neither): give
+         * the slot back and resume ourselves with a failure. */
+        release_slot(slot);
         sc_rep_result_t *res = calloc(1, sizeof *res);
         if (res) {
             res->status = SC_REP_API_ERROR;
@@ -654,7 +666,7 @@ cleanup:
 static enum MHD_Result kontext_done(sc_http_conn_t *c)
 {
     if (c->limiter_held) {
-        sc_limiter_release();
+        sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
     }
     sc_rep_result_t *res = c->result;

@@ -28,6 +28,7 @@
 #include "image/codec.h"
 #include "image/image.h"
 #include "image/place.h"
+#include "limits/store.h"
 #include "lua/policy.h"
 #include "records/record.h"
 #include "replicate/breaker.h"
@@ -107,8 +108,9 @@ typedef struct sc_http_conn {
     char id[33];
     double t_kontext; /* monotonic, submit */
     bool limiter_held;
-    sc_rep_result_t *result;      /* set by the done callback before resuming */
-    struct MHD_Response *pending; /* answer stashed by a pool job */
+    sc_limits_token_t limiter_slot; /* the slot held while limiter_held */
+    sc_rep_result_t *result;        /* set by the done callback before resuming */
+    struct MHD_Response *pending;   /* answer stashed by a pool job */
     unsigned pending_status;
     void (*job)(struct sc_http_conn *c); /* what the pool runs next */
     /* scenes */
@@ -124,6 +126,7 @@ typedef struct sc_http_conn {
     bool detached;
     bool resumed;     /* a record left processing by a dead process (composite resume) */
     char idem_fp[65]; /* POST /api/scenes: the fingerprint of an Idempotency-Key request */
+    sc_limits_token_t scene_slot; /* from the take until the job owns its copy */
     /* issue 11: the circuit breaker's ticket of a Kontext start, handed back
      * when the prediction ends (record) or without an outcome (release) */
     sc_breaker_ticket_t breaker_ticket;

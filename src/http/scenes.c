@@ -52,8 +52,9 @@ static bool aspect_ok(const char *s)
  * calls the handler again for a client that went away. */
 static void release_scene_slot(void *ud)
 {
-    (void)ud;
-    sc_limiter_release_on(sc_limiter_scene());
+    sc_limits_token_t *slot = ud; /* the job's own copy of the token */
+    sc_limiter_release_on(sc_limiter_scene(), slot);
+    free(slot);
 }
 
 static void scene_record_end(sc_http_conn_t *c, const char *body, const char *code,
@@ -78,12 +79,21 @@ static void on_scene_done(sc_rep_result_t *res, void *ud)
     sc_http__resume_from_callback(c, res);
 }
 
-/* 429 rate_limited with Retry-After (whole seconds). */
+/* 429 rate_limited with Retry-After (whole seconds); 503 service_unavailable
+ * when the limits store does not answer (a scene has no fallback, and no cap
+ * may be exceeded, so nothing is started). */
 static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_result_t lr,
                                          int retry_after, const sc_limits_caps_t *caps)
 {
     char msg[160];
+    unsigned status = 429;
+    const char *code = "rate_limited";
     switch (lr) {
+    case SC_LIMIT_UNAVAILABLE:
+        status = 503;
+        code = "service_unavailable";
+        snprintf(msg, sizeof msg, "the limits store does not answer; nothing was started");
+        break;
     case SC_LIMIT_DAILY:
         snprintf(msg, sizeof msg, "scene daily limit reached (%d per UTC day)", caps->daily_limit);
         break;
@@ -98,7 +108,7 @@ static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_r
         break;
     }
     sc_buf_t b = SC_BUF_INIT;
-    int rc = sc_buf_puts(&b, "{\"error\": {\"code\": \"rate_limited\", \"message\": ");
+    int rc = sc_buf_printf(&b, "{\"error\": {\"code\": \"%s\", \"message\": ", code);
     rc |= sc_buf_json_str(&b, msg);
     rc |= sc_buf_puts(&b, "}}\n");
     if (rc != 0) {
@@ -116,7 +126,7 @@ static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_r
     snprintf(secs, sizeof secs, "%d", retry_after);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
-    return sc_http__deliver(conn, 429, r);
+    return sc_http__deliver(conn, status, r);
 }
 
 /* ==== Idempotency-Key (API.md): the scene's small record ====
@@ -228,7 +238,7 @@ static void scene_start(sc_http_conn_t *c)
     sc_limits_caps_t caps = {c->cfg->scene_max_concurrent, c->cfg->scene_max_per_hour,
                              c->cfg->scene_daily_limit};
     double now = sc_clock_wall();
-    sc_limit_result_t lr = sc_limiter_take_on(sc_limiter_scene(), now, &caps);
+    sc_limit_result_t lr = sc_limiter_take_on(sc_limiter_scene(), now, &caps, &c->scene_slot);
     if (lr != SC_LIMIT_OK) {
         if (key) /* nothing started: a retry with this key may run */
             sc_http__idem_forget(key);
@@ -236,12 +246,24 @@ static void scene_start(sc_http_conn_t *c)
         (void)send_rate_limited(c->mhd, lr, wait, &caps);
         return;
     }
+    /* The job gets its own copy of the token: c may be gone by the time the
+     * prediction ends upstream (release_scene_slot frees it). */
+    sc_limits_token_t *slot = malloc(sizeof *slot);
+    if (!slot) {
+        sc_limiter_release_on(sc_limiter_scene(), &c->scene_slot);
+        if (key)
+            sc_http__idem_forget(key);
+        (void)sc_http__send_oom(c->mhd);
+        return;
+    }
+    *slot = c->scene_slot;
+    c->scene_slot.s[0] = '\0';
     /* Write-ahead: the start (counted by the take) must be on disk before the
      * create can leave, or a crash right after it loses the count and a crash
      * loop spends past SCENE_DAILY_LIMIT. If it cannot be written, nothing is
      * sent (a scene has no fallback: the answer is 503) and the key is free. */
     if (sc_metrics_flush() != 0) {
-        sc_limiter_release_on(sc_limiter_scene());
+        release_scene_slot(slot);
         if (key)
             sc_http__idem_forget(key);
         sc_log_error("[Scene] cannot persist the start count in LOGS_DIR: scene not started");
@@ -253,7 +275,7 @@ static void scene_start(sc_http_conn_t *c)
         char rec[96];
         snprintf(rec, sizeof rec, "{\"id\": \"%s\", \"status\": \"processing\"}\n", c->id);
         if (scene_record_write(c, rec) != 0) {
-            sc_limiter_release_on(sc_limiter_scene());
+            release_scene_slot(slot);
             sc_http__idem_forget(key);
             (void)sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the record");
             return;
@@ -266,12 +288,14 @@ static void scene_start(sc_http_conn_t *c)
     /* The suspension passes to the Replicate job; from a successful submit on,
      * c belongs to the done callback and the slot to the job (upstream_over).
      * The job watches the client's socket: MHD does not while suspended. */
-    sc_rep_opts_t opts = {.client_fd = fd, .upstream_over = release_scene_slot};
+    sc_rep_opts_t opts = {
+        .client_fd = fd, .upstream_over = release_scene_slot, .upstream_ud = slot};
     sc_http__hand_off(c);
     if (sc_replicate_submit_ex(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds, &opts,
                                on_scene_done, c) != 0) {
-        /* Not queued, so no callback will come: give the slot back here. */
-        sc_limiter_release_on(sc_limiter_scene());
+        /* Not queued, so no callback will come (upstream_over neither): give
+         * the slot back here. */
+        release_scene_slot(slot);
         sc_rep_result_t *res = calloc(1, sizeof *res);
         if (res) {
             res->status = SC_REP_API_ERROR;

@@ -63,7 +63,8 @@ def metrics(srv):
 
 def prom_value(srv, name):
     text = requests.get(srv.url("/metrics"), timeout=10).text
-    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    # every sample carries instance="<INSTANCE_ID>" (docs/fleet.md)
+    m = re.search(r'^%s\{instance="[^"]+"\} (\S+)$' % re.escape(name), text, re.M)
     assert m, text
     return float(m.group(1))
 
