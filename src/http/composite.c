@@ -898,7 +898,10 @@ static enum MHD_Result process(sc_http_conn_t *c)
                                            "this Idempotency-Key was used with another request");
             sc_log_info("idempotent repeat key -> id=%s: answering its record", old_id);
             return sc_http__idem_replay(c->mhd, c->cfg, old_id);
-        default:
+        case SC_HTTP_IDEM_INVALID:
+            return sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                       "Idempotency-Key is not accepted by the limits store");
+        case SC_HTTP_IDEM_UNAVAILABLE:
             /* Never run a request whose key cannot be held: that is how a
              * second prediction would be paid. */
             return sc_http__send_busy(c->mhd, 1, "cannot record the Idempotency-Key now; retry");

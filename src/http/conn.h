@@ -269,15 +269,17 @@ enum MHD_Result sc_http__send_record(struct MHD_Connection *conn, const sc_recor
 /* records.c: 503 server_busy with Retry-After. */
 enum MHD_Result sc_http__send_busy(struct MHD_Connection *conn, int retry_after, const char *msg);
 
-/* records.c: Idempotency-Key claims (24 h; files in OUTPUT_DIR/idempotency/,
- * atomic across threads and instances sharing OUTPUT_DIR), see records.c. existing_fp
+/* records.c: Idempotency-Key claims (24 h) in the limits store
+ * (sc_limiter_idem_claim: fleet-wide with LIMITS_STORE=redis, per process with
+ * the memory store), its results one to one. existing_fp
  * (SC_IDEMPOTENCY_FP_LEN + 1) and existing_id (33) get the first claim's. */
 typedef enum {
     SC_HTTP_IDEM_CLAIMED = 0,
-    SC_HTTP_IDEM_EXISTING,
-    SC_HTTP_IDEM_UNAVAILABLE
+    SC_HTTP_IDEM_EXISTING,    /* existing_fp and existing_id filled in */
+    SC_HTTP_IDEM_UNAVAILABLE, /* the store cannot answer: nothing claimed */
+    SC_HTTP_IDEM_INVALID      /* the store refuses key, fingerprint or id */
 } sc_http_idem_t;
-#define SC_HTTP_IDEM_TTL (24 * 3600)
+#define SC_HTTP_IDEM_TTL SC_IDEM_TTL_SECONDS
 sc_http_idem_t sc_http__idem_claim(double now, const char *key, const char *fp,
                                    const char *record_id, int ttl_seconds, char *existing_fp,
                                    char *existing_id);

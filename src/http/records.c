@@ -2,9 +2,6 @@
  * HTTP (see http/records.h and http/conn.h). */
 #include "http/records.h"
 
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +14,7 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "http/conn.h"
+#include "limits/limiter.h"
 #include "lua/replay.h"
 #include "records/decisions.h"
 #include "records/idempotency.h"
@@ -24,13 +22,11 @@
 
 static const sc_config_t *g_cfg;
 static sc_decisions_t *g_decisions;
-static void idem_sweep(void);
 static sc_webhooks_t *g_webhooks;
 
 int sc_http_records_start(const sc_config_t *cfg, char *err, size_t errlen)
 {
     g_cfg = cfg;
-    idem_sweep();
     g_decisions = sc_decisions_open(cfg->logs_dir, 0);
     if (!g_decisions) {
         snprintf(err, errlen, "cannot open %s/%s", cfg->logs_dir, SC_DECISIONS_FILE);
@@ -263,130 +259,47 @@ enum MHD_Result sc_http__serve_record(struct MHD_Connection *conn, const sc_conf
 
 /* ==== Idempotency keys ====
  *
- * A claim is a file OUTPUT_DIR/idempotency/<SHA-256 of the key>, holding
- * "<fingerprint> <record id> <expiry, unix seconds>\n", created with link(2)
- * from a complete temp file: link never replaces an existing name, so of
- * several racing claimers (threads, or instances sharing OUTPUT_DIR, as they
- * share the records) exactly one gets the name, and a reader never sees a part
- * of it. So keys hold across restarts and across the instances that serve the
- * same records. An expired claim is removed by the next claimer (and by the
- * sweep at start). The limits store's idem_claim (fleet-wide with Redis, from
- * the fleet work) has the same semantics and can replace this. */
+ * Claims live in the Kontext limiter's store (API.md: "keys live in the limits
+ * store"): with LIMITS_STORE=redis one claim holds for the whole fleet sharing
+ * that Redis and survives restarts; with the memory store keys are per process
+ * and lost at restart. The store's claim is atomic: of several racing
+ * claimers exactly one gets SC_IDEM_CLAIMED. */
 
-static const char *g_idem_dir_name = "idempotency";
-
-static int idem_path(const char *key, char *out, size_t n)
+/* dst (max + 1 bytes) = the first max bytes of src. */
+static void copy_bounded(char *dst, const char *src, size_t max)
 {
-    char h[SC_IDEMPOTENCY_FP_LEN + 1];
-    sc_idempotency_fp_t *fp = sc_idempotency_fp_new("Idempotency-Key");
-    int rc = fp ? sc_idempotency_fp_add(fp, "key", key, strlen(key)) : -1;
-    if (rc == 0)
-        rc = sc_idempotency_fp_final(fp, h);
-    sc_idempotency_fp_free(fp);
-    if (rc != 0)
-        return -1;
-    snprintf(out, n, "%s/%s/%s", g_cfg->output_dir, g_idem_dir_name, h);
-    return 0;
-}
-
-/* Parses a claim file. Returns 0, or -1 when it is not one. */
-static int idem_parse(const char *txt, char *fp, char *id, double *expires)
-{
-    char f[SC_IDEMPOTENCY_FP_LEN + 2], i[SC_ID_LEN + 2];
-    double e = 0;
-    if (sscanf(txt, "%65s %33s %lf", f, i, &e) != 3 || strlen(f) != SC_IDEMPOTENCY_FP_LEN ||
-        !sc_id_valid(i, strlen(i)))
-        return -1;
-    memcpy(fp, f, SC_IDEMPOTENCY_FP_LEN + 1); /* lengths checked above */
-    memcpy(id, i, SC_ID_LEN + 1);
-    *expires = e;
-    return 0;
+    size_t n = strnlen(src, max);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 sc_http_idem_t sc_http__idem_claim(double now, const char *key, const char *fp,
                                    const char *record_id, int ttl_seconds, char *existing_fp,
                                    char *existing_id)
 {
-    char path[SC_CFG_PATH + 128], tmp[SC_CFG_PATH + 160], dir[SC_CFG_PATH + 32], line[160];
-    char rnd[SC_ID_LEN + 1];
-    snprintf(dir, sizeof dir, "%s/%s", g_cfg->output_dir, g_idem_dir_name);
-    if (idem_path(key, path, sizeof path) != 0 || sc_fs_mkdirs(dir) != 0)
+    sc_idem_existing_t ex;
+    memset(&ex, 0, sizeof ex);
+    switch (sc_limiter_idem_claim(now, key, fp, record_id, ttl_seconds, &ex)) {
+    case SC_IDEM_CLAIMED:
+        return SC_HTTP_IDEM_CLAIMED;
+    case SC_IDEM_EXISTING:
+        /* ours are exactly these lengths; a longer one matches nothing */
+        copy_bounded(existing_fp, ex.fingerprint, SC_IDEMPOTENCY_FP_LEN);
+        copy_bounded(existing_id, ex.record_id, SC_ID_LEN);
+        return SC_HTTP_IDEM_EXISTING;
+    case SC_IDEM_UNAVAILABLE:
         return SC_HTTP_IDEM_UNAVAILABLE;
-    int n = snprintf(line, sizeof line, "%s %s %.0f\n", fp, record_id, now + ttl_seconds);
-    for (int attempt = 0; attempt < 3; attempt++) {
-        sc_id_new(rnd);
-        snprintf(tmp, sizeof tmp, "%s" SC_FS_TEMP_INFIX "%.8s", path, rnd);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0)
-            return SC_HTTP_IDEM_UNAVAILABLE;
-        bool ok = write(fd, line, (size_t)n) == n && fsync(fd) == 0;
-        ok = close(fd) == 0 && ok;
-        int lrc = ok ? link(tmp, path) : -1;
-        int e = errno;
-        unlink(tmp);
-        if (!ok)
-            return SC_HTTP_IDEM_UNAVAILABLE;
-        if (lrc == 0) {
-            int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (dfd >= 0) { /* the claim survives a crash, as the record does */
-                fsync(dfd);
-                close(dfd);
-            }
-            return SC_HTTP_IDEM_CLAIMED;
-        }
-        if (e != EEXIST)
-            return SC_HTTP_IDEM_UNAVAILABLE;
-        char *txt = NULL;
-        size_t len = 0;
-        if (sc_fs_read_file(path, 4096, &txt, &len) != 0) {
-            if (errno == ENOENT)
-                continue; /* forgotten or expired meanwhile: claim again */
-            return SC_HTTP_IDEM_UNAVAILABLE;
-        }
-        double expires = 0;
-        int prc = idem_parse(txt, existing_fp, existing_id, &expires);
-        free(txt);
-        if (prc == 0 && expires > now)
-            return SC_HTTP_IDEM_EXISTING;
-        /* Expired (or not a claim): remove it and claim again. Two claimers
-         * racing on an expired key may both remove; only one link wins. */
-        (void)unlink(path);
+    case SC_IDEM_INVALID:
+        return SC_HTTP_IDEM_INVALID;
     }
     return SC_HTTP_IDEM_UNAVAILABLE;
 }
 
 void sc_http__idem_forget(const char *key)
 {
-    char path[SC_CFG_PATH + 128];
-    if (idem_path(key, path, sizeof path) == 0)
-        (void)unlink(path);
-}
-
-/* Removes expired claims (and temp files older than a minute) at start. */
-static void idem_sweep(void)
-{
-    char dir[SC_CFG_PATH + 32], path[SC_CFG_PATH + 128];
-    snprintf(dir, sizeof dir, "%s/%s", g_cfg->output_dir, g_idem_dir_name);
-    (void)sc_fs_remove_stale_temps(dir, 60.0);
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    double now = sc_clock_wall();
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strlen(e->d_name) != SC_IDEMPOTENCY_FP_LEN)
-            continue;
-        snprintf(path, sizeof path, "%s/%.64s", dir, e->d_name); /* 64 checked above */
-        char *txt = NULL, fp[SC_IDEMPOTENCY_FP_LEN + 1], id[SC_ID_LEN + 1];
-        size_t len = 0;
-        double expires = 0;
-        if (sc_fs_read_file(path, 4096, &txt, &len) != 0)
-            continue;
-        if (idem_parse(txt, fp, id, &expires) != 0 || expires <= now)
-            (void)unlink(path);
-        free(txt);
-    }
-    closedir(d);
+    if (sc_limiter_idem_forget(key) != 0)
+        sc_log_warn("cannot forget an Idempotency-Key in the limits store: a retry with it "
+                    "is answered 409 idempotency_in_progress until the key expires");
 }
 
 enum MHD_Result sc_http__idem_replay(struct MHD_Connection *conn, const sc_config_t *cfg,

@@ -230,7 +230,11 @@ static void scene_start(sc_http_conn_t *c)
             }
             (void)scene_replay(c, old_id);
             return;
-        default:
+        case SC_HTTP_IDEM_INVALID:
+            (void)sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                      "Idempotency-Key is not accepted by the limits store");
+            return;
+        case SC_HTTP_IDEM_UNAVAILABLE:
             (void)sc_http__send_busy(c->mhd, 1, "cannot record the Idempotency-Key now; retry");
             return;
         }

@@ -644,13 +644,19 @@ def test_client_gone_during_sync_kontext_ends_its_record(server, fake, how):
     assert [l["id"] for l in lines] == [done["id"]]
 
 
-def test_idempotency_key_across_instances_and_restarts(server, fake, tmp_path):
-    """Two instances sharing OUTPUT_DIR (as they share the records) race on one
-    key: one prediction. The key outlives a restart."""
+def redis_env(fake, redis, **extra):
+    return kontext_env(fake, LIMITS_STORE="redis", REDIS_URL=redis.url,
+                       REDIS_KEY_PREFIX="idem:", SC_REDIS_BUDGET_MS="1000", **extra)
+
+
+def test_idempotency_key_across_instances_sharing_redis(server, fake, redis_server, tmp_path):
+    """Keys live in the limits store: two instances sharing one Redis (and OUTPUT_DIR,
+    where the records are) race on one key: one prediction, one id. The key
+    outlives a restart of both."""
     fake.configure(mode="ok", delay_ms=2000, honor_prefer=False)
     out = str(tmp_path / "shared-output")
-    a = server(kontext_env(fake, OUTPUT_DIR=out))
-    b = server(kontext_env(fake, OUTPUT_DIR=out))
+    a = server(redis_env(fake, redis_server, OUTPUT_DIR=out))
+    b = server(redis_env(fake, redis_server, OUTPUT_DIR=out))
     scene, product = images()
     key = {"Idempotency-Key": "fleet-1", "Prefer": "respond-async"}
     res = [None] * 6
@@ -672,13 +678,70 @@ def test_idempotency_key_across_instances_and_restarts(server, fake, tmp_path):
     assert done["status"] == "succeeded" and done["method"] == "kontext"
     assert wait_record(b, rid) == done  # either instance serves the record
     assert fake.stats()["creates"] == 1
-    # a restart of both forgets nothing
+    # a restart of both forgets nothing: the key is in Redis
     assert a.stop() == 0 and b.stop() == 0
-    c = server(kontext_env(fake, OUTPUT_DIR=out))
+    c = server(redis_env(fake, redis_server, OUTPUT_DIR=out))
     r = post_composite(c.base, scene, product, headers=key)
     assert r.status_code == 202 and r.headers["Idempotent-Replayed"] == "true"
     assert r.json()["id"] == rid
+    # a scene key is fleet-wide too
+    body = {"prompt": "a sunny kitchen"}
+    skey = {"Idempotency-Key": "fleet-scene-1"}
+    r1 = requests.post(c.url("/api/scenes"), json=body, headers=skey, timeout=60)
+    assert r1.status_code == 200, r1.text
+    d = server(redis_env(fake, redis_server, OUTPUT_DIR=out))
+    r2 = requests.post(d.url("/api/scenes"), json=body, headers=skey, timeout=60)
+    assert r2.status_code == 200 and r2.headers["Idempotent-Replayed"] == "true", r2.text
+    assert r2.json()["id"] == r1.json()["id"]
+    assert fake.stats()["creates"] == 2  # the composite and the scene, once each
+
+
+def test_idempotency_key_store_unavailable_runs_nothing(server, fake, redis_server):
+    """Redis down: a keyed request cannot hold its key, so nothing runs (503
+    server_busy with Retry-After); once Redis is back the same key runs once."""
+    fake.configure(mode="ok", delay_ms=100, honor_prefer=False)
+    srv = server(redis_env(fake, redis_server))
+    scene, product = images()
+    key = {"Idempotency-Key": "outage-1"}
+    redis_server.stop()
+    r = post_composite(srv.base, scene, product, headers=key)
+    assert_error(r, 503, "server_busy")
+    assert r.headers["Retry-After"] == "1"
+    r = requests.post(srv.url("/api/scenes"), json={"prompt": "x"}, headers=key, timeout=60)
+    assert_error(r, 503, "server_busy")
+    assert fake.stats()["creates"] == 0
+    redis_server.start()
+    deadline = time.time() + 30
+    while True:
+        r = post_composite(srv.base, scene, product, headers=key)
+        if r.status_code != 503 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.status_code == 200 and "Idempotent-Replayed" not in r.headers, r.text
+    r2 = post_composite(srv.base, scene, product, headers=key)
+    assert r2.status_code == 200 and r2.headers["Idempotent-Replayed"] == "true"
+    assert r2.json()["id"] == r.json()["id"]
     assert fake.stats()["creates"] == 1
+
+
+def test_idempotency_key_memory_store_is_per_process(server, fake, tmp_path):
+    """With the default memory store a key lives in its process only: a restart
+    forgets it (documented: LIMITS_STORE=redis for keys that survive restarts)."""
+    fake.configure(mode="ok", delay_ms=100, honor_prefer=False)
+    out = str(tmp_path / "output")
+    a = server(kontext_env(fake, OUTPUT_DIR=out))
+    scene, product = images()
+    key = {"Idempotency-Key": "local-1"}
+    r1 = post_composite(a.base, scene, product, headers=key)
+    assert r1.status_code == 200, r1.text
+    r = post_composite(a.base, scene, product, headers=key)
+    assert r.headers.get("Idempotent-Replayed") == "true" and r.json()["id"] == r1.json()["id"]
+    assert a.stop() == 0
+    b = server(kontext_env(fake, OUTPUT_DIR=out))
+    r2 = post_composite(b.base, scene, product, headers=key)
+    assert r2.status_code == 200 and "Idempotent-Replayed" not in r2.headers
+    assert r2.json()["id"] != r1.json()["id"]
+    assert fake.stats()["creates"] == 2
 
 
 def test_sigterm_past_the_grace_finishes_async_work_by_pil(server, fake):
