@@ -9,11 +9,13 @@
 #      with the loads of ../shared/bench/http_anchors.sh, ratio lines against targets
 #   6. Kontext at scale: 1,000 composites in flight against the local fake Replicate
 #      answering after 5 s (bench/kontext_scale.py)
+#   7. fleet (scripts/bench_fleet.sh): admission cost memory vs Redis store, composite
+#      throughput through nginx with 1 vs 3 instances (one machine bounds it)
 # Env: SC_SHARED_BENCH (default ../shared/bench, relative to the repo),
 #      SC_BENCH_DIR (inputs, default /tmp/scenecomp-bench),
 #      SC_BENCH_TARGET_S (seconds per image stage, default 1.5), BUILD_DIR (build-bench),
 #      SC_BENCH_EXTRA=1 adds the x_* image stages (the alternatives behind the design),
-#      SC_BENCH_HTTP=0 / SC_BENCH_KONTEXT=0 skip sections, SC_BENCH_HTTP_DURATION (8s),
+#      SC_BENCH_HTTP=0 / SC_BENCH_KONTEXT=0 / SC_BENCH_FLEET=0 skip sections, SC_BENCH_HTTP_DURATION (8s),
 #      SC_BENCH_KONTEXT_N (1000).
 # Needs: SC_BENCH_DEPS=1 ./scripts/install-deps.sh (wrk, nginx, FastAPI, uvloop, httptools).
 # Takes about 3.5 minutes on 2 cores. Every server it starts is stopped by pid on exit.
@@ -333,4 +335,9 @@ fi
 if [[ ${SC_BENCH_KONTEXT:-1} != 0 ]]; then
   echo "# ---- Kontext at scale"
   kontext_section
+fi
+if [[ ${SC_BENCH_FLEET:-1} != 0 ]]; then
+  echo "# ---- Fleet (admission cost, 1 vs 3 instances behind nginx)"
+  BUILD_DIR=$BUILD_DIR SC_BENCH_DIR=$IN SC_SHARED_BENCH=$SHARED SC_BENCH_HTTP_DURATION=${SC_BENCH_HTTP_DURATION:-8s} \
+    ./scripts/bench_fleet.sh
 fi

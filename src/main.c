@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "alerts/alerts.h"
 #include "compose/compose.h"
@@ -25,9 +26,11 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/watch.h"
+#include "http/fleet.h"
 #include "http/server.h"
 #include "image/codec.h"
 #include "limits/limiter.h"
+#include "limits/store_redis.h"
 #include "lua/policy.h"
 #include "lua/replay.h"
 #include "metrics/metrics.h"
@@ -305,6 +308,56 @@ static bool no_connections(void)
     return sc_http_connections() == 0;
 }
 
+/* INSTANCE_ID, or <hostname>:<port> (<hostname>:pid<N> with PORT=0, whose
+ * port is only known after binding). */
+static void instance_id(const sc_config_t *cfg, char *out, size_t n)
+{
+    if (cfg->instance_id[0]) {
+        snprintf(out, n, "%s", cfg->instance_id);
+        return;
+    }
+    char host[256] = "localhost";
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    if (cfg->port)
+        snprintf(out, n, "%s:%d", host, cfg->port);
+    else
+        snprintf(out, n, "%s:pid%ld", host, (long)getpid());
+}
+
+/* The limits store LIMITS_STORE names (issue 9: memory | redis). */
+static sc_limits_store_t *make_store(const sc_config_t *cfg, char *err, size_t errlen)
+{
+    char id[512];
+    instance_id(cfg, id, sizeof id);
+    sc_http_fleet_set_instance(id, sc_clock_wall());
+    if (strcmp(cfg->limits_store, "redis") != 0) {
+        sc_limits_store_t *s = sc_limits_memory_new();
+        if (!s)
+            snprintf(err, errlen, "out of memory");
+        return s;
+    }
+    sc_limits_redis_opts_t o = {
+        .url = cfg->redis_url,
+        .prefix = cfg->redis_key_prefix,
+        .instance_id = id,
+        .version = SC_VERSION,
+        .policy_version = sc_policy_version,
+    };
+    /* Test knob (like SC_REPLICATE_POLL_MS): a longer request budget, so a
+     * loaded test machine does not turn slow answers into outages. */
+    const char *bm = getenv("SC_REDIS_BUDGET_MS");
+    if (bm && *bm) {
+        char *end;
+        long v = strtol(bm, &end, 10);
+        if (*end == '\0' && v >= 1 && v <= 10000)
+            o.request_budget = (double)v / 1000.0;
+    }
+    sc_log_info("[Limits] store: redis (%s), instance %s", cfg->redis_key_prefix, id);
+    return sc_limits_redis_new(&o, err, errlen);
+}
+
 static int cmd_serve(void)
 {
     /* Each composite allocates and frees ~15 MB of image buffers. glibc would
@@ -349,14 +402,20 @@ static int cmd_serve(void)
         sc_log_error("cannot create OUTPUT_DIR '%s': %s", cfg->output_dir, strerror(errno));
         goto out;
     }
+    if (strcmp(cfg->policy_source, "redis") == 0) {
+        /* The Redis policy source is not part of this build yet: refuse rather
+         * than silently serve POLICY_FILE. */
+        sc_log_error("POLICY_SOURCE=redis is not supported by this build; use POLICY_SOURCE=file");
+        goto out;
+    }
     char path[sizeof cfg->logs_dir + sizeof cfg->output_dir + 64];
     remove_stale_temps(cfg->output_dir);
     snprintf(path, sizeof path, "%s/scenes", cfg->output_dir);
     remove_stale_temps(path);
     remove_stale_temps(cfg->logs_dir);
-    sc_limits_store_t *store = sc_limits_memory_new();
+    sc_limits_store_t *store = make_store(cfg, err, sizeof err);
     if (!store) {
-        sc_log_error("out of memory creating the limiter");
+        sc_log_error("cannot create the limits store: %s", err);
         goto out;
     }
     sc_limiter_init(store);

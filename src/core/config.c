@@ -140,6 +140,11 @@ void sc_config_defaults(sc_config_t *c)
     c->scene_price_usd = 0.003;
     c->http_threads = 0;
     snprintf(c->log_level, sizeof c->log_level, "info");
+    /* ---- Fleet (issue 9) ---- */
+    snprintf(c->limits_store, sizeof c->limits_store, "memory");
+    snprintf(c->redis_url, sizeof c->redis_url, "redis://127.0.0.1:6379/0");
+    snprintf(c->redis_key_prefix, sizeof c->redis_key_prefix, "scenecomp:");
+    snprintf(c->policy_source, sizeof c->policy_source, "file");
 }
 
 static int get_str(const char *name, char *dst, size_t cap, char *err, size_t errlen)
@@ -225,6 +230,41 @@ static int get_bool(const char *name, bool *dst, char *err, size_t errlen)
     return -1;
 }
 
+/* ---- Fleet (issue 9): LIMITS_STORE, REDIS_URL, REDIS_KEY_PREFIX, INSTANCE_ID,
+ * POLICY_SOURCE. The URL's shape is checked by the Redis module when it connects
+ * (serve refuses to start on a malformed one). */
+static int load_fleet(sc_config_t *c, char *err, size_t errlen)
+{
+#define S(n, f) get_str(n, c->f, sizeof c->f, err, errlen)
+    if (S("LIMITS_STORE", limits_store) || S("REDIS_URL", redis_url) ||
+        S("REDIS_KEY_PREFIX", redis_key_prefix) || S("INSTANCE_ID", instance_id) ||
+        S("POLICY_SOURCE", policy_source))
+        return -1;
+#undef S
+    if (strcmp(c->limits_store, "memory") != 0 && strcmp(c->limits_store, "redis") != 0) {
+        snprintf(err, errlen, "LIMITS_STORE must be 'memory' or 'redis' (got '%.64s')",
+                 c->limits_store);
+        return -1;
+    }
+    if (strcmp(c->policy_source, "file") != 0 && strcmp(c->policy_source, "redis") != 0) {
+        snprintf(err, errlen, "POLICY_SOURCE must be 'file' or 'redis' (got '%.64s')",
+                 c->policy_source);
+        return -1;
+    }
+    if (strncmp(c->redis_url, "redis://", 8) != 0 && strncmp(c->redis_url, "unix://", 7) != 0) {
+        snprintf(err, errlen, "REDIS_URL must start with redis:// or unix:// (got '%.64s')",
+                 c->redis_url);
+        return -1;
+    }
+    for (const char *p = c->instance_id; *p; p++) {
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e || *p == '"' || *p == '\\') {
+            snprintf(err, errlen, "INSTANCE_ID must be printable ASCII without spaces or quotes");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t errlen)
 {
     sc_config_defaults(c);
@@ -284,5 +324,5 @@ int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t er
         snprintf(err, errlen, "REPLICATE_API_BASE must start with http:// or https://");
         return -1;
     }
-    return 0;
+    return load_fleet(c, err, errlen);
 }

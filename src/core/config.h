@@ -48,6 +48,13 @@ typedef struct sc_config {
     /* Webhooks (issue 10, src/webhooks) */
     char webhook_secret[SC_CFG_STR];         /* WEBHOOK_SECRET, "" = `webhook` field refused */
     char webhook_allowed_hosts[SC_CFG_PATH]; /* WEBHOOK_ALLOWED_HOSTS, comma list, "*" = all */
+
+    /* ---- Fleet (issue 9): one contiguous block ---- */
+    char limits_store[16];        /* LIMITS_STORE, "memory" | "redis" */
+    char redis_url[SC_CFG_STR];   /* REDIS_URL, redis://127.0.0.1:6379/0 */
+    char redis_key_prefix[128];   /* REDIS_KEY_PREFIX, "scenecomp:" */
+    char instance_id[SC_CFG_STR]; /* INSTANCE_ID, "" = <hostname>:<port> at start */
+    char policy_source[16];       /* POLICY_SOURCE, "file" | "redis" */
 } sc_config_t;
 
 /* Fills c with defaults, then the .env file at dotenv_path (may be NULL or

@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "http/conn.h"
+#include "http/fleet.h"
 #include "lua/policy.h"
 #include "metrics/metrics.h"
 
@@ -142,7 +143,7 @@ static enum MHD_Result send_from(struct MHD_Connection *conn, int (*fn)(sc_buf_t
 
 static enum MHD_Result alerts_health(struct MHD_Connection *conn)
 {
-    return send_from(conn, sc_alerts_health_json);
+    return send_from(conn, sc_http_fleet_health_json); /* alerts + limits store */
 }
 
 static enum MHD_Result alerts_list(struct MHD_Connection *conn)
@@ -196,8 +197,15 @@ static enum MHD_Result prometheus(struct MHD_Connection *conn)
         sc_buf_free(&b);
         return sc_http__send_oom(conn);
     }
+    sc_buf_t l = SC_BUF_INIT; /* every series labelled instance="<INSTANCE_ID>" */
+    int lrc = sc_http_fleet_label(b.data, b.len, sc_http_fleet_instance(), &l);
+    sc_buf_free(&b);
+    if (lrc != 0) {
+        sc_buf_free(&l);
+        return sc_http__send_oom(conn);
+    }
     size_t len = 0;
-    char *data = sc_buf_steal(&b, &len);
+    char *data = sc_buf_steal(&l, &len);
     return sc_http__send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", data, len);
 }
 
@@ -219,6 +227,7 @@ static const struct admin_route {
     {"/api/admin/policy", ADMIN_GET, policy_status},
     {"/api/admin/reload", ADMIN_POST, reload},
     {"/metrics", ADMIN_GET, prometheus},
+    {"/api/admin/fleet", ADMIN_GET, sc_http__fleet},
 };
 
 enum MHD_Result sc_http__admin(struct MHD_Connection *conn, const sc_config_t *cfg,

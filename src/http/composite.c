@@ -309,8 +309,9 @@ static bool client_left(int fd)
  * MHD never calls the handler again for a client that went away (issue 8). */
 static void release_slot(void *ud)
 {
-    (void)ud;
-    sc_limiter_release();
+    sc_limits_token_t *tok = ud;
+    sc_limiter_release(tok);
+    free(tok);
 }
 
 static void on_kontext_done(sc_rep_result_t *res, void *ud)
@@ -340,10 +341,11 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     }
 
     sc_limits_caps_t caps = {c->eff.max_concurrent, c->eff.max_per_hour, c->eff.daily_limit};
-    sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps);
-    if (lr != SC_LIMIT_OK) {
-        return fall_back(c, sc_fallback_reason_for_limit(lr), "refused by the rate limiter");
-    }
+    sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps, &c->limiter_slot);
+    if (lr != SC_LIMIT_OK)
+        return fall_back(c, sc_fallback_reason_for_limit(lr),
+                         lr == SC_LIMIT_UNAVAILABLE ? "the limits store does not answer"
+                                                    : "refused by the rate limiter");
     c->limiter_held = true;
     sc_metrics_kontext_started(sc_clock_wall());
     /* Write-ahead: the start is counted (take) and must be on disk before the
@@ -352,7 +354,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
      * state; a synchronous flush costs a small write and two fsyncs per
      * prediction (docs/operations.md). If it cannot be written, nothing is sent. */
     if (sc_metrics_flush() != 0) {
-        sc_limiter_release();
+        sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
         sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR, "cannot persist the start count in LOGS_DIR");
@@ -361,7 +363,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     char *json = NULL;
     const char *prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL;
     if (sc_inputs_kontext(&c->scene, &c->product, prompt, &json) != 0) {
-        sc_limiter_release();
+        sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
         sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR, "cannot build the model input");
@@ -373,13 +375,23 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
      * successful submit on, c belongs to the done callback and the slot to the
      * job (upstream_over). The job watches the client's socket: MHD does not
      * while the connection is suspended. */
-    sc_rep_opts_t opts = {.client_fd = fd, .upstream_over = release_slot, .upstream_ud = NULL};
+    sc_limits_token_t *slot = malloc(sizeof *slot); /* the job's copy: c may be gone first */
+    if (!slot) {
+        sc_limiter_release(&c->limiter_slot);
+        c->limiter_held = false;
+        free(json);
+        sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
+        return fall_back(c, SC_FB_API_ERROR, "out of memory");
+    }
+    *slot = c->limiter_slot;
+    c->limiter_slot.s[0] = '\0';
+    sc_rep_opts_t opts = {.client_fd = fd, .upstream_over = release_slot, .upstream_ud = slot};
     c->limiter_held = false;
     sc_http__hand_off(c);
     if (sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
                                on_kontext_done, c) != 0) {
         /* Not queued, so no callback will come: resume ourselves with a failure. */
-        sc_limiter_release();
+        release_slot(slot);
         sc_rep_result_t *res = calloc(1, sizeof *res);
         if (res) {
             res->status = SC_REP_API_ERROR;
@@ -424,7 +436,7 @@ cleanup:
 static enum MHD_Result kontext_done(sc_http_conn_t *c)
 {
     if (c->limiter_held) {
-        sc_limiter_release();
+        sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
     }
     sc_rep_result_t *res = c->result;

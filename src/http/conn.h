@@ -28,6 +28,7 @@
 #include "image/codec.h"
 #include "image/image.h"
 #include "image/place.h"
+#include "limits/store.h"
 #include "lua/policy.h"
 #include "replicate/client.h"
 
@@ -88,8 +89,9 @@ typedef struct sc_http_conn {
     char id[33];
     double t_kontext; /* monotonic, submit */
     bool limiter_held;
-    sc_rep_result_t *result;      /* set by the done callback before resuming */
-    struct MHD_Response *pending; /* answer stashed by a pool job */
+    sc_limits_token_t limiter_slot; /* the slot held while limiter_held */
+    sc_rep_result_t *result;        /* set by the done callback before resuming */
+    struct MHD_Response *pending;   /* answer stashed by a pool job */
     unsigned pending_status;
     void (*job)(struct sc_http_conn *c); /* what the pool runs next */
     /* scenes */

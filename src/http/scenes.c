@@ -41,8 +41,9 @@ static bool aspect_ok(const char *s)
 /* Curl I/O thread: the prediction ended, so its slot is free again. */
 static void on_scene_done(sc_rep_result_t *res, void *ud)
 {
-    sc_limiter_release_on(sc_limiter_scene());
-    sc_http__resume_from_callback(ud, res);
+    sc_http_conn_t *c = ud;
+    sc_limiter_release_on(sc_limiter_scene(), &c->limiter_slot);
+    sc_http__resume_from_callback(c, res);
 }
 
 /* 429 rate_limited with Retry-After (whole seconds). */
@@ -58,6 +59,7 @@ static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_r
         snprintf(msg, sizeof msg, "scene hourly limit reached (%d in any 60 minutes)",
                  caps->max_per_hour);
         break;
+    case SC_LIMIT_UNAVAILABLE:
     case SC_LIMIT_CONCURRENCY:
     case SC_LIMIT_OK:
         snprintf(msg, sizeof msg, "too many scenes in progress (at most %d at once)",
@@ -94,7 +96,7 @@ static void scene_start(sc_http_conn_t *c)
     sc_limits_caps_t caps = {c->cfg->scene_max_concurrent, c->cfg->scene_max_per_hour,
                              c->cfg->scene_daily_limit};
     double now = sc_clock_wall();
-    sc_limit_result_t lr = sc_limiter_take_on(sc_limiter_scene(), now, &caps);
+    sc_limit_result_t lr = sc_limiter_take_on(sc_limiter_scene(), now, &caps, &c->limiter_slot);
     if (lr != SC_LIMIT_OK) {
         int wait = sc_limiter_retry_after(sc_limiter_scene(), lr, now, &caps);
         (void)send_rate_limited(c->mhd, lr, wait, &caps);
@@ -111,7 +113,7 @@ static void scene_start(sc_http_conn_t *c)
     if (sc_replicate_submit(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds,
                             on_scene_done, c) != 0) {
         /* Not queued, so no callback will come: give the slot back here. */
-        sc_limiter_release_on(sc_limiter_scene());
+        sc_limiter_release_on(sc_limiter_scene(), &c->limiter_slot);
         sc_rep_result_t *res = calloc(1, sizeof *res);
         if (res) {
             res->status = SC_REP_API_ERROR;

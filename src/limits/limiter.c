@@ -65,68 +65,78 @@ sc_limits_store_t *sc_limiter_store_of(sc_limiter_t *l)
     return atomic_load(&l->store);
 }
 
-/* Logs the refusal with the numbers that caused it. The counts are read after
- * the take, so under heavy concurrency they may differ by a request or two from
- * the ones take saw; the reason itself is exact. */
-static void log_refusal(const char *name, sc_limits_store_t *s, double now,
-                        const sc_limits_caps_t *caps, sc_limit_result_t r)
+/* Logs the refusal with the numbers the store's decision saw. */
+static void log_refusal(const char *name, const sc_limits_counts_t *c, const sc_limits_caps_t *caps,
+                        sc_limit_result_t r)
 {
-    sc_limits_counts_t c = {0, 0, 0};
-    s->count(s, now, &c);
     switch (r) {
     case SC_LIMIT_DAILY:
-        sc_log_warn("[Rate Limiter] %s refused: daily_limit (%lld/%d today, UTC)", name, c.today,
+        sc_log_warn("[Rate Limiter] %s refused: daily_limit (%lld/%d today, UTC)", name, c->today,
                     caps->daily_limit);
         break;
     case SC_LIMIT_HOURLY:
         sc_log_warn("[Rate Limiter] %s refused: hourly_limit (%d/%d in the last hour)", name,
-                    c.last_hour, caps->max_per_hour);
+                    c->last_hour, caps->max_per_hour);
         break;
     case SC_LIMIT_CONCURRENCY:
         sc_log_warn("[Rate Limiter] %s refused: concurrency_limit (%d/%d in flight)", name,
-                    c.in_flight, caps->max_concurrent);
+                    c->in_flight, caps->max_concurrent);
+        break;
+    case SC_LIMIT_UNAVAILABLE:
+        sc_log_warn("[Rate Limiter] %s refused: limiter_unavailable (limits store not answering)",
+                    name);
         break;
     case SC_LIMIT_OK:
         break;
     }
 }
 
-sc_limit_result_t sc_limiter_take_on(sc_limiter_t *l, double now, const sc_limits_caps_t *caps)
+sc_limit_result_t sc_limiter_take_on(sc_limiter_t *l, double now, const sc_limits_caps_t *caps,
+                                     sc_limits_token_t *tok)
 {
     sc_limits_store_t *s = atomic_load(&l->store);
+    tok->s[0] = '\0';
     if (!s) {
         sc_log_error("[Rate Limiter] %s refused: concurrency_limit (no limiter store installed)",
                      l->name);
         return SC_LIMIT_CONCURRENCY;
     }
-    sc_limit_result_t r = s->take(s, now, caps);
+    sc_limits_counts_t c = {0, 0, 0};
+    sc_limit_result_t r = s->take(s, now, caps, tok, &c);
     if (r != SC_LIMIT_OK) {
-        log_refusal(l->name, s, now, caps, r);
+        tok->s[0] = '\0';
+        log_refusal(l->name, &c, caps, r);
         return r;
     }
-    sc_limits_counts_t c = {0, 0, 0};
-    s->count(s, now, &c);
     sc_log_debug("[Rate Limiter] %s admitted (in flight %d/%d, last hour %d/%d, today %lld/%d)",
                  l->name, c.in_flight, caps->max_concurrent, c.last_hour, caps->max_per_hour,
                  c.today, caps->daily_limit);
     return r;
 }
 
-void sc_limiter_release_on(sc_limiter_t *l)
+void sc_limiter_release_on(sc_limiter_t *l, sc_limits_token_t *tok)
 {
     sc_limits_store_t *s = atomic_load(&l->store);
-    if (s)
-        s->release(s);
+    if (s && tok->s[0])
+        s->release(s, tok);
+    tok->s[0] = '\0';
 }
 
-void sc_limiter_counts_on(sc_limiter_t *l, double now, sc_limits_counts_t *out)
+int sc_limiter_counts_on(sc_limiter_t *l, double now, sc_limits_counts_t *out)
 {
     sc_limits_store_t *s = atomic_load(&l->store);
     out->in_flight = 0;
     out->last_hour = 0;
     out->today = 0;
-    if (s)
-        s->count(s, now, out);
+    if (!s)
+        return 0;
+    return s->count(s, now, out);
+}
+
+bool sc_limiter_available_on(sc_limiter_t *l)
+{
+    sc_limits_store_t *s = atomic_load(&l->store);
+    return !s || s->available(s);
 }
 
 /* ==== Retry-After ==== */
@@ -183,6 +193,7 @@ int sc_limiter_retry_after(sc_limiter_t *l, sc_limit_result_t r, double now,
             wait = caps->max_per_hour <= 0 ? HOUR_SECONDS : 60;
         break;
     case SC_LIMIT_CONCURRENCY:
+    case SC_LIMIT_UNAVAILABLE:
     case SC_LIMIT_OK:
         wait = 1;
         break;
@@ -206,19 +217,40 @@ sc_limits_store_t *sc_limiter_store(void)
     return sc_limiter_store_of(&g_kontext);
 }
 
-sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps)
+sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps, sc_limits_token_t *tok)
 {
-    return sc_limiter_take_on(&g_kontext, now, caps);
+    return sc_limiter_take_on(&g_kontext, now, caps, tok);
 }
 
-void sc_limiter_release(void)
+void sc_limiter_release(sc_limits_token_t *tok)
 {
-    sc_limiter_release_on(&g_kontext);
+    sc_limiter_release_on(&g_kontext, tok);
 }
 
-void sc_limiter_counts(double now, sc_limits_counts_t *out)
+int sc_limiter_counts(double now, sc_limits_counts_t *out)
 {
-    sc_limiter_counts_on(&g_kontext, now, out);
+    return sc_limiter_counts_on(&g_kontext, now, out);
+}
+
+bool sc_limiter_available(void)
+{
+    return sc_limiter_available_on(&g_kontext);
+}
+
+sc_idem_result_t sc_limiter_idem_claim(double now, const char *key, const char *fingerprint,
+                                       const char *record_id, int ttl_seconds,
+                                       sc_idem_existing_t *out)
+{
+    sc_limits_store_t *s = atomic_load(&g_kontext.store);
+    if (!s)
+        return SC_IDEM_UNAVAILABLE;
+    return s->idem_claim(s, now, key, fingerprint, record_id, ttl_seconds, out);
+}
+
+int sc_limiter_idem_forget(const char *key)
+{
+    sc_limits_store_t *s = atomic_load(&g_kontext.store);
+    return s ? s->idem_forget(s, key) : -1;
 }
 
 void sc_limiter_shutdown(void)

@@ -1,28 +1,44 @@
-/* The in-process limiter store: one mutex around a concurrency counter, a
- * growable ring of prediction start times (the sliding 60-minute window) and a
- * per-UTC-day counter. Every operation is a few dozen instructions under the
- * lock; the ring only grows while more starts are admitted within an hour than
- * it has ever held, so take is O(1) amortised. */
+/* The in-process limiter store: one mutex around the set of held slot tokens,
+ * a growable ring of prediction start times (the sliding 60-minute window), a
+ * per-UTC-day counter and a small hash table of idempotency keys. Every
+ * operation is a few dozen instructions under the lock; the ring only grows
+ * while more starts are admitted within an hour than it has ever held, so take
+ * is O(1) amortised (release is O(in flight): a linear scan of the held slots). */
 #include "limits/store.h"
 
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/clock.h"
+#include "core/ids.h"
 
 #define WINDOW_SECONDS 3600.0
 /* An import never brings back more starts than this: a sane file holds at most
  * MAX_KONTEXT_PER_HOUR entries, and the config caps that at 1e8. */
 #define IMPORT_MAX_STARTS 10000000
 
+#define IDEM_BUCKETS 4096
+
+typedef struct idem_entry {
+    struct idem_entry *next;
+    double expires;
+    char *key;
+    char fingerprint[SC_IDEM_VALUE_MAX + 1];
+    char record_id[SC_IDEM_VALUE_MAX + 1];
+} idem_entry_t;
+
 typedef struct limits_memory {
     sc_limits_store_t base; /* first: the vtable pointer is the struct pointer */
     pthread_mutex_t mu;
     int in_flight;
+    sc_limits_token_t *slots; /* the held slots, in_flight of them */
+    size_t slots_cap;
+    idem_entry_t *idem[IDEM_BUCKETS];
     /* Ring of start times, oldest at head, non-decreasing (see window_push). */
     double *ring;
     size_t cap, head, len;
@@ -41,8 +57,39 @@ const char *sc_limit_result_name(sc_limit_result_t r)
         return "hourly_limit";
     case SC_LIMIT_DAILY:
         return "daily_limit";
+    case SC_LIMIT_UNAVAILABLE:
+        return "limiter_unavailable";
     }
     return "unknown";
+}
+
+void sc_limits_token_new(sc_limits_token_t *tok)
+{
+    sc_id_new(tok->s);
+}
+
+static int idem_value_ok(const char *v)
+{
+    if (!v || !*v || strlen(v) > SC_IDEM_VALUE_MAX)
+        return -1;
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return -1;
+    return 0;
+}
+
+int sc_limits_idem_check(const char *key, const char *fingerprint, const char *record_id)
+{
+    if (!key || !*key || strlen(key) > SC_IDEM_KEY_MAX)
+        return -1;
+    for (const char *p = key; *p; p++)
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
+            return -1;
+    if (fingerprint && idem_value_ok(fingerprint) != 0)
+        return -1;
+    if (record_id && idem_value_ok(record_id) != 0)
+        return -1;
+    return 0;
 }
 
 /* ==== Window and day (caller holds mu) ==== */
@@ -129,10 +176,25 @@ static long long day_count_at(const limits_memory_t *m, double now)
 
 /* ==== vtable ==== */
 
-static sc_limit_result_t mem_take(sc_limits_store_t *s, double now, const sc_limits_caps_t *caps)
+static int slots_grow(limits_memory_t *m)
+{
+    size_t ncap = m->slots_cap ? m->slots_cap * 2 : 16;
+    sc_limits_token_t *n = realloc(m->slots, ncap * sizeof *n);
+    if (!n)
+        return -1;
+    m->slots = n;
+    m->slots_cap = ncap;
+    return 0;
+}
+
+static sc_limit_result_t mem_take(sc_limits_store_t *s, double now, const sc_limits_caps_t *caps,
+                                  sc_limits_token_t *tok, sc_limits_counts_t *seen)
 {
     limits_memory_t *m = (limits_memory_t *)s;
     sc_limit_result_t r = SC_LIMIT_OK;
+    sc_limits_token_t t;
+    sc_limits_token_new(&t); /* outside the lock: getrandom */
+    tok->s[0] = '\0';
     pthread_mutex_lock(&m->mu);
     day_roll(m, now);
     window_prune(m, now);
@@ -142,26 +204,42 @@ static sc_limit_result_t mem_take(sc_limits_store_t *s, double now, const sc_lim
         r = SC_LIMIT_HOURLY;
     else if (m->in_flight >= caps->max_concurrent)
         r = SC_LIMIT_CONCURRENCY;
+    else if ((size_t)m->in_flight == m->slots_cap && slots_grow(m) != 0)
+        r = SC_LIMIT_CONCURRENCY; /* out of memory: refuse rather than lose count */
     else if (window_push(m, now) != 0)
-        r = SC_LIMIT_HOURLY; /* out of memory: refuse rather than lose count */
+        r = SC_LIMIT_HOURLY;
     else {
-        m->in_flight++;
+        m->slots[m->in_flight++] = t;
         m->day_count++;
+        *tok = t;
+    }
+    if (seen) {
+        seen->in_flight = m->in_flight;
+        seen->last_hour = m->len > (size_t)0x7fffffff ? 0x7fffffff : (int)m->len;
+        seen->today = m->day_count;
     }
     pthread_mutex_unlock(&m->mu);
     return r;
 }
 
-static void mem_release(sc_limits_store_t *s)
+static void mem_release(sc_limits_store_t *s, const sc_limits_token_t *tok)
 {
     limits_memory_t *m = (limits_memory_t *)s;
+    if (!tok || !tok->s[0])
+        return;
     pthread_mutex_lock(&m->mu);
-    if (m->in_flight > 0) /* an unmatched release must not open an extra slot */
-        m->in_flight--;
+    /* Only a held token frees a slot: an unmatched or repeated release must
+     * not open an extra one. */
+    for (int i = 0; i < m->in_flight; i++) {
+        if (strcmp(m->slots[i].s, tok->s) == 0) {
+            m->slots[i] = m->slots[--m->in_flight];
+            break;
+        }
+    }
     pthread_mutex_unlock(&m->mu);
 }
 
-static void mem_count(sc_limits_store_t *s, double now, sc_limits_counts_t *out)
+static int mem_count(sc_limits_store_t *s, double now, sc_limits_counts_t *out)
 {
     limits_memory_t *m = (limits_memory_t *)s;
     pthread_mutex_lock(&m->mu);
@@ -170,6 +248,106 @@ static void mem_count(sc_limits_store_t *s, double now, sc_limits_counts_t *out)
     out->last_hour = live > (size_t)0x7fffffff ? 0x7fffffff : (int)live;
     out->today = day_count_at(m, now);
     pthread_mutex_unlock(&m->mu);
+    return 0;
+}
+
+/* ==== Idempotency keys (caller holds mu for the helpers) ==== */
+
+/* FNV-1a: the table is private to the process, so no keyed hash is needed
+ * beyond what a bucket scan of expired entries costs. */
+static size_t idem_bucket(const char *key)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return (size_t)(h % IDEM_BUCKETS);
+}
+
+/* Unlinks and frees the expired entries of one bucket. */
+static void idem_prune(limits_memory_t *m, size_t b, double now)
+{
+    idem_entry_t **pp = &m->idem[b];
+    while (*pp) {
+        idem_entry_t *e = *pp;
+        if (e->expires <= now) {
+            *pp = e->next;
+            free(e->key);
+            free(e);
+        } else {
+            pp = &e->next;
+        }
+    }
+}
+
+static sc_idem_result_t mem_idem_claim(sc_limits_store_t *s, double now, const char *key,
+                                       const char *fingerprint, const char *record_id,
+                                       int ttl_seconds, sc_idem_existing_t *out)
+{
+    limits_memory_t *m = (limits_memory_t *)s;
+    if (sc_limits_idem_check(key, fingerprint, record_id) != 0 || !fingerprint || !record_id ||
+        ttl_seconds <= 0)
+        return SC_IDEM_INVALID;
+    idem_entry_t *n = calloc(1, sizeof *n);
+    char *k = strdup(key);
+    if (!n || !k) {
+        free(n);
+        free(k);
+        return SC_IDEM_UNAVAILABLE;
+    }
+    sc_idem_result_t r = SC_IDEM_CLAIMED;
+    size_t b = idem_bucket(key);
+    pthread_mutex_lock(&m->mu);
+    idem_prune(m, b, now);
+    for (idem_entry_t *e = m->idem[b]; e; e = e->next) {
+        if (strcmp(e->key, key) == 0) {
+            if (out) {
+                memcpy(out->fingerprint, e->fingerprint, sizeof out->fingerprint);
+                memcpy(out->record_id, e->record_id, sizeof out->record_id);
+            }
+            r = SC_IDEM_EXISTING;
+            break;
+        }
+    }
+    if (r == SC_IDEM_CLAIMED) {
+        n->key = k;
+        n->expires = now + ttl_seconds;
+        snprintf(n->fingerprint, sizeof n->fingerprint, "%s", fingerprint);
+        snprintf(n->record_id, sizeof n->record_id, "%s", record_id);
+        n->next = m->idem[b];
+        m->idem[b] = n;
+        n = NULL;
+        k = NULL;
+    }
+    pthread_mutex_unlock(&m->mu);
+    free(n);
+    free(k);
+    return r;
+}
+
+static int mem_idem_forget(sc_limits_store_t *s, const char *key)
+{
+    limits_memory_t *m = (limits_memory_t *)s;
+    if (sc_limits_idem_check(key, NULL, NULL) != 0)
+        return -1;
+    size_t b = idem_bucket(key);
+    pthread_mutex_lock(&m->mu);
+    for (idem_entry_t **pp = &m->idem[b]; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->key, key) == 0) {
+            idem_entry_t *e = *pp;
+            *pp = e->next;
+            free(e->key);
+            free(e);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    return 0;
+}
+
+static bool mem_available(sc_limits_store_t *s)
+{
+    (void)s;
+    return true;
 }
 
 /* {"hour_window": [[second, starts], ...] (wall seconds, oldest first),
@@ -345,6 +523,15 @@ static void mem_destroy(sc_limits_store_t *s)
     if (!m)
         return;
     pthread_mutex_destroy(&m->mu);
+    for (size_t b = 0; b < IDEM_BUCKETS; b++) {
+        while (m->idem[b]) {
+            idem_entry_t *e = m->idem[b];
+            m->idem[b] = e->next;
+            free(e->key);
+            free(e);
+        }
+    }
+    free(m->slots);
     free(m->ring);
     free(m);
 }
@@ -361,6 +548,9 @@ sc_limits_store_t *sc_limits_memory_new(void)
     m->base.take = mem_take;
     m->base.release = mem_release;
     m->base.count = mem_count;
+    m->base.idem_claim = mem_idem_claim;
+    m->base.idem_forget = mem_idem_forget;
+    m->base.available = mem_available;
     m->base.export_state = mem_export;
     m->base.import_state = mem_import;
     m->base.reset = mem_reset;

@@ -235,9 +235,9 @@ void sc_metrics_snapshot(double now, const sc_limits_caps_t *caps, sc_metrics_sn
     cfg = sc_metrics__cfg;
     pthread_mutex_unlock(&sc_metrics__mu);
     if (store) /* outside sc_metrics__mu: the store has its own lock */
-        store->count(store, now, &counts);
+        (void)store->count(store, now, &counts);
     if (scene_store)
-        scene_store->count(scene_store, now, &scounts);
+        (void)scene_store->count(scene_store, now, &scounts);
 
     pthread_mutex_lock(&sc_metrics__mu);
     const metrics_state_t *st = &sc_metrics__st;

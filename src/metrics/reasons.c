@@ -43,6 +43,8 @@ sc_fallback_reason_t sc_fallback_reason_for_limit(sc_limit_result_t r)
         return SC_FB_HOURLY_LIMIT;
     case SC_LIMIT_DAILY:
         return SC_FB_DAILY_LIMIT;
+    case SC_LIMIT_UNAVAILABLE:
+        return SC_FB_LIMITER_UNAVAILABLE;
     case SC_LIMIT_OK:
     case SC_LIMIT_CONCURRENCY:
         return SC_FB_CONCURRENCY_LIMIT;

@@ -116,11 +116,17 @@ int sc_metrics_daily_json(double now, int days, int limit, sc_buf_t *out)
     }
     pthread_mutex_unlock(&sc_metrics__mu);
     if (store)
-        store->count(store, now, &counts);
+        (void)store->count(store, now, &counts);
     /* Today's Kontext figure is the limiter's own count, so the row, the
      * headline and the daily limit never disagree. */
     if (counts.today >= 0)
         rows[days - 1].kontext = counts.today;
+    /* A shared store (Redis) knows the fleet's starts per day. */
+    long long fleet[365];
+    if (store && store->daily_starts && days <= 365 &&
+        store->daily_starts(store, now, days, fleet) == 0)
+        for (int i = 0; i < days; i++)
+            rows[i].kontext = fleet[i];
 
     rc |= sc_buf_printf(out, "{\"days\":%d,\"limit\":%d,\"today_generations\":%lld,\"daily\":[",
                         days, limit, rows[days - 1].kontext);

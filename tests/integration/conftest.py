@@ -41,7 +41,7 @@ _CONTRACT_VARS = [
     "REPLICATE_API_TOKEN", "REPLICATE_API_BASE", "LOGS_DIR", "OUTPUT_DIR", "POLICY_FILE",
     "ALERTS_FILE", "ADMIN_TOKEN", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "ALERT_WEBHOOK_URL",
     "ALERT_EVAL_INTERVAL_SECONDS", "KONTEXT_PRICE_USD", "SCENE_PRICE_USD", "HTTP_THREADS",
-    "LOG_LEVEL",
+    "LOG_LEVEL", "LIMITS_STORE", "REDIS_URL", "REDIS_KEY_PREFIX", "INSTANCE_ID", "POLICY_SOURCE",
 ]
 
 
@@ -296,3 +296,17 @@ def fake(fake_server):
     fake_server.reset()
     yield fake_server
 
+
+
+# ==== a private redis-server (fleet tests) ====
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A running redis-server on a free loopback port in tmp_path/redis (AOF on);
+    .url for REDIS_URL, .stop()/.start() to simulate an outage. Stopped by pid."""
+    from redis_helper import RedisServer
+    d = tmp_path / "redis"
+    d.mkdir()
+    r = RedisServer(str(d)).start()
+    yield r
+    r.cleanup()

@@ -26,6 +26,7 @@ static char *read_log(const char *dir)
 static void test_independent(void)
 {
     sc_limiter_t *k = sc_limiter_kontext(), *s = sc_limiter_scene();
+    sc_limits_token_t tok, ktok; /* ktok: a refused take empties its token */
     CHECK(k != s);
     sc_limiter_install(k, sc_limits_memory_new());
     sc_limiter_install(s, sc_limits_memory_new());
@@ -33,25 +34,25 @@ static void test_independent(void)
     CHECK(sc_limiter_store_of(s) != sc_limiter_store_of(k));
 
     sc_limits_caps_t one = {1, 10, 10};
-    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 1, &one), SC_LIMIT_OK);
-    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 2, &one), SC_LIMIT_CONCURRENCY);
+    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 1, &one, &tok), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 2, &one, &ktok), SC_LIMIT_CONCURRENCY);
     /* the scene's slot does not count against Kontext */
-    CHECK_EQ_INT(sc_limiter_take(T0 + 3, &one), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take(T0 + 3, &one, &ktok), SC_LIMIT_OK);
     sc_limits_counts_t c;
     sc_limiter_counts_on(s, T0 + 4, &c);
     CHECK_EQ_INT(c.in_flight, 1);
     CHECK_EQ_INT(c.today, 1);
-    sc_limiter_release_on(s);
+    sc_limiter_release_on(s, &tok);
     sc_limiter_counts_on(s, T0 + 4, &c);
     CHECK_EQ_INT(c.in_flight, 0);
     sc_limiter_counts(T0 + 4, &c);
     CHECK_EQ_INT(c.in_flight, 1);
-    sc_limiter_release();
+    sc_limiter_release(&ktok);
 
     sc_limiter_install(s, NULL);
     CHECK(sc_limiter_store_of(s) == NULL);
-    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 5, &one), SC_LIMIT_CONCURRENCY); /* fail closed */
-    sc_limiter_release_on(s);                                                /* harmless */
+    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 5, &one, &tok), SC_LIMIT_CONCURRENCY); /* fail closed */
+    sc_limiter_release_on(s, &tok);                                                /* harmless */
     sc_limiter_shutdown();
     CHECK(sc_limiter_store_of(k) == NULL);
 }
@@ -63,9 +64,10 @@ static void test_new_and_free(void)
     if (!l)
         return;
     sc_limits_caps_t caps = {1, 1, 1};
-    CHECK_EQ_INT(sc_limiter_take_on(l, T0, &caps), SC_LIMIT_CONCURRENCY);
+    sc_limits_token_t tok;
+    CHECK_EQ_INT(sc_limiter_take_on(l, T0, &caps, &tok), SC_LIMIT_CONCURRENCY);
     sc_limiter_install(l, sc_limits_memory_new());
-    CHECK_EQ_INT(sc_limiter_take_on(l, T0, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take_on(l, T0, &caps, &tok), SC_LIMIT_OK);
     sc_limiter_free(l); /* destroys the store too (ASan sees a leak otherwise) */
 }
 
@@ -77,12 +79,13 @@ static void test_retry_after(void)
         return;
     sc_limiter_install(l, sc_limits_memory_new());
     sc_limits_caps_t caps = {10, 3, 100};
+    sc_limits_token_t tok;
     /* starts at T0+100.5, +200, +300: the hour cap of 3 is full */
-    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 100.5, &caps), SC_LIMIT_OK);
-    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 200, &caps), SC_LIMIT_OK);
-    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 300, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 100.5, &caps, &tok), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 200, &caps, &tok), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 300, &caps, &tok), SC_LIMIT_OK);
     double now = T0 + 1000;
-    CHECK_EQ_INT(sc_limiter_take_on(l, now, &caps), SC_LIMIT_HOURLY);
+    CHECK_EQ_INT(sc_limiter_take_on(l, now, &caps, &tok), SC_LIMIT_HOURLY);
     /* the oldest (rounded up to T0+101) leaves at T0+3701 */
     CHECK_EQ_INT(sc_limiter_retry_after(l, SC_LIMIT_HOURLY, now, &caps), 2701);
     /* a cap lowered to 2 needs two starts to leave: the second at T0+3800 */

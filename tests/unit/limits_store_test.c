@@ -5,8 +5,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "limits/store.h"
+#include "limits_tokens.h"
 #include "test.h"
 
 /* 2026-03-01T00:00:00Z */
@@ -32,22 +34,22 @@ static void test_concurrency_gate(void)
     sc_limits_store_t *s = sc_limits_memory_new();
     sc_limits_caps_t caps = {2, 100, 100};
     double t = T_DAY + 3600;
-    CHECK_EQ_INT(s->take(s, t, &caps), SC_LIMIT_OK);
-    CHECK_EQ_INT(s->take(s, t, &caps), SC_LIMIT_OK);
-    CHECK_EQ_INT(s->take(s, t, &caps), SC_LIMIT_CONCURRENCY);
+    CHECK_EQ_INT(sc_test_take(s, t, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(s, t, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(s, t, &caps), SC_LIMIT_CONCURRENCY);
     CHECK_EQ_INT(counts(s, t).in_flight, 2);
     CHECK_EQ_INT(counts(s, t).last_hour, 2); /* a refusal records no start */
-    s->release(s);
+    sc_test_release(s);
     CHECK_EQ_INT(counts(s, t).in_flight, 1);
     CHECK_EQ_INT(counts(s, t).last_hour, 2); /* the start stays counted */
-    CHECK_EQ_INT(s->take(s, t, &caps), SC_LIMIT_OK);
-    s->release(s);
-    s->release(s);
-    s->release(s); /* unmatched: must not go below zero */
+    CHECK_EQ_INT(sc_test_take(s, t, &caps), SC_LIMIT_OK);
+    sc_test_release(s);
+    sc_test_release(s);
+    sc_test_release(s); /* unmatched: must not go below zero */
     CHECK_EQ_INT(counts(s, t).in_flight, 0);
     caps.max_concurrent = 1;
-    CHECK_EQ_INT(s->take(s, t, &caps), SC_LIMIT_OK);
-    CHECK_EQ_INT(s->take(s, t, &caps), SC_LIMIT_CONCURRENCY);
+    CHECK_EQ_INT(sc_test_take(s, t, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(s, t, &caps), SC_LIMIT_CONCURRENCY);
     s->destroy(s);
 }
 
@@ -58,17 +60,17 @@ static void test_check_order(void)
     sc_limits_caps_t caps = {10, 10, 10};
     double t = T_DAY + 7200;
     for (int i = 0; i < 3; i++)
-        CHECK_EQ_INT(s->take(s, t, &caps), SC_LIMIT_OK);
+        CHECK_EQ_INT(sc_test_take(s, t, &caps), SC_LIMIT_OK);
     sc_limits_caps_t all = {3, 3, 3};
-    CHECK_EQ_INT(s->take(s, t, &all), SC_LIMIT_DAILY);
+    CHECK_EQ_INT(sc_test_take(s, t, &all), SC_LIMIT_DAILY);
     sc_limits_caps_t hour_conc = {3, 3, 10};
-    CHECK_EQ_INT(s->take(s, t, &hour_conc), SC_LIMIT_HOURLY);
+    CHECK_EQ_INT(sc_test_take(s, t, &hour_conc), SC_LIMIT_HOURLY);
     sc_limits_caps_t conc = {3, 10, 10};
-    CHECK_EQ_INT(s->take(s, t, &conc), SC_LIMIT_CONCURRENCY);
+    CHECK_EQ_INT(sc_test_take(s, t, &conc), SC_LIMIT_CONCURRENCY);
     sc_limits_caps_t zero = {0, 0, 0}; /* a cap of 0 refuses everything */
-    CHECK_EQ_INT(s->take(s, t, &zero), SC_LIMIT_DAILY);
+    CHECK_EQ_INT(sc_test_take(s, t, &zero), SC_LIMIT_DAILY);
     sc_limits_caps_t zero_conc = {0, 10, 10};
-    CHECK_EQ_INT(s->take(s, t, &zero_conc), SC_LIMIT_CONCURRENCY);
+    CHECK_EQ_INT(sc_test_take(s, t, &zero_conc), SC_LIMIT_CONCURRENCY);
     CHECK_EQ_INT(counts(s, t).today, 3);
     s->destroy(s);
 }
@@ -79,22 +81,22 @@ static void test_sliding_window(void)
     sc_limits_store_t *s = sc_limits_memory_new();
     sc_limits_caps_t caps = {100, 3, 1000};
     double t0 = T_DAY + 5 * 3600 + 0.25;
-    CHECK_EQ_INT(s->take(s, t0, &caps), SC_LIMIT_OK);
-    CHECK_EQ_INT(s->take(s, t0 + 10, &caps), SC_LIMIT_OK);
-    CHECK_EQ_INT(s->take(s, t0 + 20, &caps), SC_LIMIT_OK);
-    CHECK_EQ_INT(s->take(s, t0 + 30, &caps), SC_LIMIT_HOURLY);
-    CHECK_EQ_INT(s->take(s, t0 + 3599.5, &caps), SC_LIMIT_HOURLY);
+    CHECK_EQ_INT(sc_test_take(s, t0, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(s, t0 + 10, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(s, t0 + 20, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(s, t0 + 30, &caps), SC_LIMIT_HOURLY);
+    CHECK_EQ_INT(sc_test_take(s, t0 + 3599.5, &caps), SC_LIMIT_HOURLY);
     CHECK_EQ_INT(counts(s, t0 + 3599.5).last_hour, 3);
     CHECK_EQ_INT(counts(s, t0 + 3600).last_hour, 2);
-    CHECK_EQ_INT(s->take(s, t0 + 3600, &caps), SC_LIMIT_OK); /* the first start expired */
-    CHECK_EQ_INT(s->take(s, t0 + 3605, &caps), SC_LIMIT_HOURLY);
+    CHECK_EQ_INT(sc_test_take(s, t0 + 3600, &caps), SC_LIMIT_OK); /* the first start expired */
+    CHECK_EQ_INT(sc_test_take(s, t0 + 3605, &caps), SC_LIMIT_HOURLY);
     CHECK_EQ_INT(counts(s, t0 + 3610).last_hour, 2);
     CHECK_EQ_INT(counts(s, t0 + 3620).last_hour, 1);
     CHECK_EQ_INT(counts(s, t0 + 7200).last_hour, 0);
     CHECK_EQ_INT(counts(s, t0 + 7200).today, 4); /* the day counter is not a window */
     /* a clock stepping back never lets a start expire early */
-    CHECK_EQ_INT(s->take(s, t0 + 8000, &caps), SC_LIMIT_OK);
-    CHECK_EQ_INT(s->take(s, t0 + 7000, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(s, t0 + 8000, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(s, t0 + 7000, &caps), SC_LIMIT_OK);
     CHECK_EQ_INT(counts(s, t0 + 8000 + 3599).last_hour, 2);
     CHECK_EQ_INT(counts(s, t0 + 8000 + 3600).last_hour, 0);
     s->destroy(s);
@@ -108,9 +110,9 @@ static void test_window_growth(void)
     double t0 = T_DAY + 10 * 3600;
     int ok = 0;
     for (int i = 0; i < 6000; i++) {
-        if (s->take(s, t0 + i * 0.5, &caps) == SC_LIMIT_OK)
+        if (sc_test_take(s, t0 + i * 0.5, &caps) == SC_LIMIT_OK)
             ok++;
-        s->release(s);
+        sc_test_release(s);
     }
     CHECK_EQ_INT(ok, 5000);
     /* starts were at t0 + i/2 for i < 5000: at t0 + 3600 + 100 those with
@@ -124,14 +126,14 @@ static void test_day_rollover(void)
     sc_limits_store_t *s = sc_limits_memory_new();
     sc_limits_caps_t caps = {100, 100, 2};
     double before = T_DAY + 86400 - 1; /* 23:59:59 of 2026-03-01 */
-    CHECK_EQ_INT(s->take(s, before, &caps), SC_LIMIT_OK);
-    CHECK_EQ_INT(s->take(s, before + 0.5, &caps), SC_LIMIT_OK);
-    CHECK_EQ_INT(s->take(s, before + 0.9, &caps), SC_LIMIT_DAILY);
+    CHECK_EQ_INT(sc_test_take(s, before, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(s, before + 0.5, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(s, before + 0.9, &caps), SC_LIMIT_DAILY);
     CHECK_EQ_INT(counts(s, before + 0.99).today, 2);
     double midnight = T_DAY + 86400;
     CHECK_EQ_INT(counts(s, midnight).today, 0);
     CHECK_EQ_INT(counts(s, midnight).last_hour, 2); /* the hour window spans midnight */
-    CHECK_EQ_INT(s->take(s, midnight, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(s, midnight, &caps), SC_LIMIT_OK);
     CHECK_EQ_INT(counts(s, midnight + 1).today, 1);
     /* the clock stepping back across midnight keeps the newer day's count */
     CHECK_EQ_INT(counts(s, before).today, 1);
@@ -145,7 +147,7 @@ static void test_export_import(void)
     sc_limits_caps_t caps = {100, 100, 100};
     double t0 = T_DAY + 12 * 3600;
     for (int i = 0; i < 5; i++)
-        CHECK_EQ_INT(a->take(a, t0 + i * 1000, &caps), SC_LIMIT_OK);
+        CHECK_EQ_INT(sc_test_take(a, t0 + i * 1000, &caps), SC_LIMIT_OK);
     double now = t0 + 4000.5; /* starts at t0 and t0+... : t0 has expired */
     cJSON *st = a->export_state(a, now);
     CHECK(st != NULL);
@@ -157,7 +159,7 @@ static void test_export_import(void)
     CHECK_EQ_INT(counts(b, now).in_flight, 0); /* slots are not persisted */
     /* the restored window still limits */
     sc_limits_caps_t four = {100, 4, 100};
-    CHECK_EQ_INT(b->take(b, now, &four), SC_LIMIT_HOURLY);
+    CHECK_EQ_INT(sc_test_take(b, now, &four), SC_LIMIT_HOURLY);
     CHECK_EQ_INT(counts(b, t0 + 1000 + 3600).last_hour, 3);
 
     /* a day counter of another day is not carried over; expired starts drop;
@@ -221,11 +223,11 @@ static void test_export_compact(void)
     sc_limits_caps_t caps = {1 << 20, 1 << 20, 1 << 20};
     double t0 = T_DAY + 15 * 3600; /* a whole second */
     for (int i = 0; i < 1000; i++) {
-        CHECK_EQ_INT(a->take(a, t0 + 0.2 + (i % 2) * 0.5, &caps), SC_LIMIT_OK); /* .2 and .7 */
-        a->release(a);
+        CHECK_EQ_INT(sc_test_take(a, t0 + 0.2 + (i % 2) * 0.5, &caps), SC_LIMIT_OK); /* .2 and .7 */
+        sc_test_release(a);
     }
     for (int i = 0; i < 10; i++)
-        CHECK_EQ_INT(a->take(a, t0 + 1.0, &caps), SC_LIMIT_OK);
+        CHECK_EQ_INT(sc_test_take(a, t0 + 1.0, &caps), SC_LIMIT_OK);
     double now = t0 + 60;
     cJSON *st = a->export_state(a, now);
     cJSON *win = cJSON_GetObjectItem(st, "hour_window");
@@ -251,8 +253,8 @@ static void test_reset(void)
     sc_limits_caps_t caps = {100, 100, 100};
     double t = T_DAY + 100;
     for (int i = 0; i < 3; i++)
-        CHECK_EQ_INT(s->take(s, t, &caps), SC_LIMIT_OK);
-    s->release(s);
+        CHECK_EQ_INT(sc_test_take(s, t, &caps), SC_LIMIT_OK);
+    sc_test_release(s);
     s->reset(s);
     sc_limits_counts_t c = counts(s, t);
     CHECK_EQ_INT(c.last_hour, 0);
@@ -285,7 +287,7 @@ static void *stress_main(void *arg)
 {
     stress_t *st = arg;
     for (int i = 0; i < st->iterations; i++) {
-        if (st->s->take(st->s, T_DAY + 1000, &st->caps) != SC_LIMIT_OK)
+        if (sc_test_take(st->s, T_DAY + 1000, &st->caps) != SC_LIMIT_OK)
             continue;
         atomic_fetch_add(&st->admitted, 1);
         int a = atomic_fetch_add(&st->active, 1) + 1;
@@ -297,7 +299,7 @@ static void *stress_main(void *arg)
         }
         atomic_fetch_sub(&st->active, 1);
         if (st->release)
-            st->s->release(st->s);
+            sc_test_release(st->s);
     }
     return NULL;
 }
@@ -349,8 +351,62 @@ static void test_stress_daily_exact(void)
     st.s->destroy(st.s);
 }
 
+/* Idempotency keys in the memory store: claim, existing, forget, TTL, bad values. */
+static void test_idempotency(void)
+{
+    sc_limits_store_t *s = sc_limits_memory_new();
+    sc_idem_existing_t ex;
+    double t = T_DAY + 100;
+    CHECK_EQ_INT(s->idem_claim(s, t, "order-17", "abc", "rec-1", 60, &ex), SC_IDEM_CLAIMED);
+    memset(&ex, 0, sizeof ex);
+    CHECK_EQ_INT(s->idem_claim(s, t + 1, "order-17", "zzz", "rec-2", 60, &ex), SC_IDEM_EXISTING);
+    CHECK_STR(ex.fingerprint, "abc");
+    CHECK_STR(ex.record_id, "rec-1");
+    CHECK_EQ_INT(s->idem_claim(s, t + 1, "other", "f", "rec-3", 60, NULL), SC_IDEM_CLAIMED);
+    /* expired at t + 60 exactly */
+    CHECK_EQ_INT(s->idem_claim(s, t + 59.9, "order-17", "z", "r", 60, NULL), SC_IDEM_EXISTING);
+    CHECK_EQ_INT(s->idem_claim(s, t + 60, "order-17", "z", "rec-4", 60, &ex), SC_IDEM_CLAIMED);
+    CHECK_EQ_INT(s->idem_forget(s, "order-17"), 0);
+    CHECK_EQ_INT(s->idem_claim(s, t + 61, "order-17", "z", "rec-5", 60, NULL), SC_IDEM_CLAIMED);
+    CHECK_EQ_INT(s->idem_forget(s, "never-claimed"), 0);
+    CHECK_EQ_INT(s->idem_claim(s, t, "", "f", "r", 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, "a b", "f", "r", 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, "k", "f\n", "r", 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, "k", "f", NULL, 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, "k", "f", "r", 0, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_forget(s, ""), -1);
+    CHECK(s->available(s));
+    s->destroy(s); /* ASan: entries freed */
+}
+
+/* Release frees exactly the slot with that token. */
+static void test_tokens(void)
+{
+    sc_limits_store_t *s = sc_limits_memory_new();
+    sc_limits_caps_t caps = {2, 100, 100};
+    sc_limits_token_t a, b, c, stale = {{0}};
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &a, NULL), SC_LIMIT_OK);
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &b, NULL), SC_LIMIT_OK);
+    CHECK(strcmp(a.s, b.s) != 0);
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &c, NULL), SC_LIMIT_CONCURRENCY);
+    CHECK_STR(c.s, "");
+    sc_limits_token_new(&stale);
+    s->release(s, &stale); /* not held: frees nothing */
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &c, NULL), SC_LIMIT_CONCURRENCY);
+    s->release(s, &a);
+    s->release(s, &a); /* twice: one slot */
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &c, NULL), SC_LIMIT_OK);
+    CHECK_EQ_INT(s->take(s, T_DAY, &caps, &a, NULL), SC_LIMIT_CONCURRENCY);
+    s->release(s, &b);
+    s->release(s, &c);
+    CHECK_EQ_INT(counts(s, T_DAY).in_flight, 0);
+    s->destroy(s);
+}
+
 int main(void)
 {
+    test_idempotency();
+    test_tokens();
     test_names();
     test_concurrency_gate();
     test_check_order();

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/clock.h"
+#include "limits_tokens.h"
 #include "metrics/metrics.h"
 #include "test.h"
 
@@ -123,10 +124,10 @@ static void test_known_mix(void)
     for (int i = 0; i < 4; i++)
         sc_metrics_request(t, false);
     for (int i = 0; i < 5; i++) {
-        CHECK_EQ_INT(g_store->take(g_store, t, &g_caps), SC_LIMIT_OK);
+        CHECK_EQ_INT(sc_test_take(g_store, t, &g_caps), SC_LIMIT_OK);
         sc_metrics_kontext_started(t);
     }
-    CHECK_EQ_INT(g_store->take(g_store, t, &g_caps), SC_LIMIT_CONCURRENCY);
+    CHECK_EQ_INT(sc_test_take(g_store, t, &g_caps), SC_LIMIT_CONCURRENCY);
     sc_metrics_fallback(t, sc_fallback_reason_for_limit(SC_LIMIT_CONCURRENCY));
     sc_metrics_kontext_finished(t, SC_KONTEXT_SUCCESS, 30);
     sc_metrics_kontext_finished(t, SC_KONTEXT_SUCCESS, 10);
@@ -136,7 +137,7 @@ static void test_known_mix(void)
     sc_metrics_kontext_finished(t, SC_KONTEXT_TIMEOUT, 60);
     sc_metrics_fallback(t, SC_FB_TIMEOUT);
     for (int i = 0; i < 5; i++)
-        g_store->release(g_store);
+        sc_test_release(g_store);
     for (int i = 0; i < 6; i++)
         sc_metrics_pil(t, true, 0.5);
     sc_metrics_pil(t, false, 0.1);
@@ -294,18 +295,18 @@ static void test_daily(void)
     /* 23:59:59.9 on 2026-03-03: a Kontext start that fell back */
     double late = d - 0.1;
     sc_metrics_request(late, true);
-    CHECK_EQ_INT(g_store->take(g_store, late, &g_caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(g_store, late, &g_caps), SC_LIMIT_OK);
     sc_metrics_kontext_started(late);
     sc_metrics_kontext_finished(late, SC_KONTEXT_TIMEOUT, 60);
     sc_metrics_fallback(late, SC_FB_TIMEOUT);
     sc_metrics_pil(late, true, 0.2);
-    g_store->release(g_store);
+    sc_test_release(g_store);
     /* 00:00:00 on 2026-03-04: two Kontext starts, one request each */
     for (int i = 0; i < 2; i++) {
         sc_metrics_request(d, true);
-        CHECK_EQ_INT(g_store->take(g_store, d, &g_caps), SC_LIMIT_OK);
+        CHECK_EQ_INT(sc_test_take(g_store, d, &g_caps), SC_LIMIT_OK);
         sc_metrics_kontext_started(d);
-        g_store->release(g_store);
+        sc_test_release(g_store);
     }
 
     sc_buf_t b = SC_BUF_INIT;
@@ -467,7 +468,7 @@ static void test_prometheus(void)
 static void test_reset(void)
 {
     test_known_mix();
-    CHECK_EQ_INT(g_store->take(g_store, NOON, &g_caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(g_store, NOON, &g_caps), SC_LIMIT_OK);
     sc_metrics_reset(NOON + 50);
     sc_metrics_snapshot_t s;
     sc_metrics_snapshot(NOON + 60, &g_caps, &s);
@@ -476,7 +477,7 @@ static void test_reset(void)
     CHECK_EQ_INT(s.last_hour, 0);
     CHECK_EQ_INT(s.in_flight, 1);
     CHECK_NEAR(s.since, NOON + 50);
-    g_store->release(g_store);
+    sc_test_release(g_store);
 }
 
 static void *hammer(void *arg)

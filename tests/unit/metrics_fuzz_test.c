@@ -19,6 +19,7 @@
 
 #include "core/clock.h"
 #include "core/fsutil.h"
+#include "limits_tokens.h"
 #include "metrics/metrics.h"
 #include "metrics_files.h"
 #include "test.h"
@@ -284,10 +285,10 @@ static blob_t make_valid(void)
         sc_metrics_pil(now - i * 86400.0, true, 0.2 + i);
     }
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ_INT(st->take(st, now, &caps), SC_LIMIT_OK);
+        CHECK_EQ_INT(sc_test_take(st, now, &caps), SC_LIMIT_OK);
         sc_metrics_kontext_started(now);
         sc_metrics_kontext_finished(now, SC_KONTEXT_SUCCESS, 10 + i);
-        st->release(st);
+        sc_test_release(st);
     }
     sc_metrics_fallback(now, SC_FB_API_ERROR);
     sc_metrics_scene(now, true, 1);

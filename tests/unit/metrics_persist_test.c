@@ -15,6 +15,7 @@
 #include "core/clock.h"
 #include "core/fsutil.h"
 #include "core/log.h"
+#include "limits_tokens.h"
 #include "metrics/metrics.h"
 #include "metrics_files.h"
 #include "test.h"
@@ -66,10 +67,10 @@ static char *make_valid_file(double now)
     sc_limits_store_t *st = sc_limits_memory_new();
     CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
     sc_metrics_request(now, true);
-    CHECK_EQ_INT(st->take(st, now, &g_caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(st, now, &g_caps), SC_LIMIT_OK);
     sc_metrics_kontext_started(now);
     sc_metrics_kontext_finished(now, SC_KONTEXT_SUCCESS, 7);
-    st->release(st);
+    sc_test_release(st);
     CHECK_EQ_INT(sc_metrics_flush(), 0);
     sc_metrics_shutdown();
     st->destroy(st);
@@ -89,17 +90,17 @@ static void test_round_trip(void)
     for (int i = 0; i < 4; i++)
         sc_metrics_request(now, true);
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ_INT(a->take(a, now, &g_caps), SC_LIMIT_OK);
+        CHECK_EQ_INT(sc_test_take(a, now, &g_caps), SC_LIMIT_OK);
         sc_metrics_kontext_started(now);
     }
-    CHECK_EQ_INT(a->take(a, now, &g_caps), SC_LIMIT_HOURLY);
+    CHECK_EQ_INT(sc_test_take(a, now, &g_caps), SC_LIMIT_HOURLY);
     sc_metrics_fallback(now, SC_FB_HOURLY_LIMIT);
     sc_metrics_kontext_finished(now, SC_KONTEXT_SUCCESS, 12.5);
     sc_metrics_kontext_finished(now, SC_KONTEXT_SUCCESS, 30.125);
     sc_metrics_kontext_finished(now, SC_KONTEXT_TIMEOUT, 60);
     sc_metrics_fallback(now, SC_FB_TIMEOUT);
     for (int i = 0; i < 3; i++)
-        a->release(a);
+        sc_test_release(a);
     sc_metrics_pil(now, true, 0.25);
     sc_metrics_pil(now, false, 0.5);
     sc_metrics_scene(now, true, 3);
@@ -158,9 +159,9 @@ static void test_round_trip(void)
     CHECK_EQ_INT(after.today_generations, 3);
     CHECK_EQ_INT(after.last_hour, 3);
     CHECK_EQ_INT(after.in_flight, 0);
-    CHECK_EQ_INT(b->take(b, now + 1, &g_caps), SC_LIMIT_HOURLY);
+    CHECK_EQ_INT(sc_test_take(b, now + 1, &g_caps), SC_LIMIT_HOURLY);
     sc_limits_caps_t daily3 = {10, 100, 3};
-    CHECK_EQ_INT(b->take(b, now + 1, &daily3), SC_LIMIT_DAILY);
+    CHECK_EQ_INT(sc_test_take(b, now + 1, &daily3), SC_LIMIT_DAILY);
     /* daily rows came back too */
     sc_buf_t out = SC_BUF_INIT;
     CHECK_EQ_INT(sc_metrics_daily_json(now, 1, 100, &out), 0);
@@ -420,10 +421,10 @@ static void test_scene_store(void)
     unlink(g_file);
     sc_limits_store_t *k = sc_limits_memory_new(), *sc = sc_limits_memory_new();
     CHECK_EQ_INT(sc_metrics_init_with_scenes(&g_cfg, k, sc), 0);
-    CHECK_EQ_INT(k->take(k, now, &caps), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_test_take(k, now, &caps), SC_LIMIT_OK);
     for (int i = 0; i < 3; i++)
-        CHECK_EQ_INT(sc->take(sc, now, &caps), SC_LIMIT_OK);
-    sc->release(sc);
+        CHECK_EQ_INT(sc_test_take(sc, now, &caps), SC_LIMIT_OK);
+    sc_test_release(sc);
     sc_metrics_scene(now, true, 1); /* a change, so the writer has work */
     sc_metrics_snapshot_t s = snap(now);
     CHECK_EQ_INT(s.scene_in_flight, 2);
@@ -449,7 +450,7 @@ static void test_scene_store(void)
     CHECK_EQ_INT(s.scene_last_hour, 3);
     CHECK_EQ_INT(s.scene_today, 3);
     sc_limits_caps_t daily3 = {5, 10, 3};
-    CHECK_EQ_INT(sc->take(sc, now + 1, &daily3), SC_LIMIT_DAILY);
+    CHECK_EQ_INT(sc_test_take(sc, now + 1, &daily3), SC_LIMIT_DAILY);
     sc_metrics_reset(now);
     s = snap(now);
     CHECK_EQ_INT(s.scene_last_hour + s.scene_today, 0);
