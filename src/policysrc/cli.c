@@ -42,12 +42,12 @@ static sc_polc_t *connect_cfg(const sc_config_t *cfg)
     char err[1024];
     sc_redis_target_t t;
     if (sc_redis_url_parse(cfg->redis_url, &t, err, sizeof err) != 0) {
-        fprintf(stderr, "scenecomp policy: REDIS_URL: %s\n", err);
+        fprintf(stderr, "scenecomp policy: %s\n", err);
         return NULL;
     }
     sc_polc_t *p = sc_polc_open(&t, cfg->redis_key_prefix, CLI_BUDGET, err, sizeof err);
     if (!p)
-        fprintf(stderr, "scenecomp policy: %s (REDIS_URL=%s)\n", err, cfg->redis_url);
+        fprintf(stderr, "scenecomp policy: %s (check REDIS_URL)\n", err);
     return p;
 }
 

@@ -29,7 +29,7 @@ static struct {
     bool running;
     sc_redis_target_t target;
     char prefix[160];
-    char url[SC_CFG_STR];
+    char where[600]; /* host:port/db or unix:path, for messages: never the password */
     pthread_t thread;
     int pipe[2]; /* wakes the thread: 'q' stop, 'p' poke */
 
@@ -68,7 +68,7 @@ static sc_polc_t *cmd_conn(bool now, char *err, size_t errlen)
     if (g.cmd)
         cmd_lost("connection lost");
     if (!now && sc_clock_mono() < g.cmd_retry_at) {
-        snprintf(err, errlen, "Redis (%s) unreachable; retrying", g.url);
+        snprintf(err, errlen, "Redis at %s unreachable; retrying", g.where);
         return NULL;
     }
     g.cmd = sc_polc_open(&g.target, g.prefix, REDIS_BUDGET, err, errlen);
@@ -245,11 +245,14 @@ int sc_policysrc_start(const sc_config_t *cfg, char *err, size_t errlen)
     if (g.running)
         return 0;
     if (sc_redis_url_parse(cfg->redis_url, &g.target, msg, sizeof msg) != 0) {
-        snprintf(err, errlen, "REDIS_URL: %s", msg);
+        snprintf(err, errlen, "%s", msg);
         return -1;
     }
     snprintf(g.prefix, sizeof g.prefix, "%s", cfg->redis_key_prefix);
-    snprintf(g.url, sizeof g.url, "%s", cfg->redis_url);
+    if (g.target.unix_path[0])
+        snprintf(g.where, sizeof g.where, "unix:%s", g.target.unix_path);
+    else
+        snprintf(g.where, sizeof g.where, "%s:%d/%d", g.target.host, g.target.port, g.target.db);
     g.applied = g.refused = 0;
     g.cmd_backoff = 0;
     g.cmd_retry_at = 0;
@@ -274,7 +277,7 @@ int sc_policysrc_start(const sc_config_t *cfg, char *err, size_t errlen)
         return -1;
     }
     g.running = true;
-    sc_log_info("[Policy] source: redis (%s, %spolicy:*), version %lld in force", g.url, g.prefix,
+    sc_log_info("[Policy] source: redis (%s, %spolicy:*), version %lld in force", g.where, g.prefix,
                 sc_policy_version());
     return 0;
 }

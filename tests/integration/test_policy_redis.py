@@ -306,3 +306,20 @@ def test_redis_outage_keeps_the_policy(server, redis_server, tmp_path):
     v2 = push(redis_server, tmp_path, policy(62))
     assert v2 == v1 + 1  # AOF kept the history
     assert wait_all([srv], at(v2, 62)) is not None
+
+
+def test_password_never_shown(server, redis_server, tmp_path):
+    """A REDIS_URL with a password Redis refuses: the instance starts on its
+    local policy (version 0), and neither its log nor the CLI's messages show
+    the password."""
+    url = "redis://:s3cretPW@127.0.0.1:%d/0" % redis_server.port
+    srv = server(env_for(redis_server, 0, REDIS_URL=url, LIMITS_STORE="memory"))
+    srv.wait_log("[Policy] redis unavailable")
+    st = status(srv)
+    assert st["version"] == 0 and st["source"] == "embedded", st
+    r = cli(redis_server, tmp_path, "history", env={"REDIS_URL": url})
+    assert r.returncode == 1 and "AUTH" in r.stderr, r.stderr
+    for text in (srv.log_text(), srv.stderr_text(), r.stderr, r.stdout):
+        assert "s3cretPW" not in text
+    r = cli(redis_server, tmp_path, "history", env={"REDIS_URL": "redis://h:notaport"})
+    assert r.returncode == 1 and "port" in r.stderr, r.stderr
