@@ -333,12 +333,16 @@ static void instance_id(const sc_config_t *cfg, char *out, size_t n)
         snprintf(out, n, "%s:pid%ld", host, (long)getpid());
 }
 
-/* The limits store LIMITS_STORE names (issue 9: memory | redis). */
-static sc_limits_store_t *make_store(const sc_config_t *cfg, char *err, size_t errlen)
+/* The limits store LIMITS_STORE names (issue 9: memory | redis) for one paid
+ * resource ("kontext", "scene"); the store with heartbeat feeds the fleet view
+ * (exactly one per process). */
+static sc_limits_store_t *make_store(const sc_config_t *cfg, const char *resource, bool heartbeat,
+                                     char *err, size_t errlen)
 {
     char id[512];
     instance_id(cfg, id, sizeof id);
-    sc_http_fleet_set_instance(id, sc_clock_wall());
+    if (heartbeat)
+        sc_http_fleet_set_instance(id, sc_clock_wall());
     if (strcmp(cfg->limits_store, "redis") != 0) {
         sc_limits_store_t *s = sc_limits_memory_new();
         if (!s)
@@ -351,6 +355,8 @@ static sc_limits_store_t *make_store(const sc_config_t *cfg, char *err, size_t e
         .instance_id = id,
         .version = SC_VERSION,
         .policy_version = sc_policy_version,
+        .resource = resource,
+        .heartbeat = heartbeat,
     };
     /* Test knob (like SC_REPLICATE_POLL_MS): a longer request budget, so a
      * loaded test machine does not turn slow answers into outages. */
@@ -361,7 +367,7 @@ static sc_limits_store_t *make_store(const sc_config_t *cfg, char *err, size_t e
         if (*end == '\0' && v >= 1 && v <= 10000)
             o.request_budget = (double)v / 1000.0;
     }
-    sc_log_info("[Limits] store: redis (%s), instance %s", cfg->redis_key_prefix, id);
+    sc_log_info("[Limits] %s store: redis (%s), instance %s", resource, cfg->redis_key_prefix, id);
     return sc_limits_redis_new(&o, err, errlen);
 }
 
@@ -416,7 +422,7 @@ static int cmd_serve(void)
     snprintf(path, sizeof path, "%s/scenes", cfg->output_dir);
     remove_stale_temps(path);
     remove_stale_temps(cfg->logs_dir);
-    sc_limits_store_t *store = make_store(cfg, err, sizeof err);
+    sc_limits_store_t *store = make_store(cfg, "kontext", true, err, sizeof err);
     if (!store) {
         sc_log_error("cannot create the limits store: %s", err);
         goto out;
@@ -424,9 +430,9 @@ static int cmd_serve(void)
     sc_limiter_init(store);
     limiter_up = true;
     /* Scenes are paid too: their own caps, over their own store instance. */
-    sc_limits_store_t *scene_store = sc_limits_memory_new();
+    sc_limits_store_t *scene_store = make_store(cfg, "scene", false, err, sizeof err);
     if (!scene_store) {
-        sc_log_error("out of memory creating the scene limiter");
+        sc_log_error("cannot create the scene limits store: %s", err);
         goto out;
     }
     sc_limiter_install(sc_limiter_scene(), scene_store);

@@ -128,9 +128,7 @@ int sc_limiter_counts_on(sc_limiter_t *l, double now, sc_limits_counts_t *out)
     out->in_flight = 0;
     out->last_hour = 0;
     out->today = 0;
-    if (!s)
-        return 0;
-    return s->count(s, now, out);
+    return s ? s->count(s, now, out) : 0;
 }
 
 bool sc_limiter_available_on(sc_limiter_t *l)

@@ -5,7 +5,9 @@
  * both sets of caps. Callers pass the effective caps on every take, so a
  * reload changes limits without restart. A limiter without a store refuses
  * every take (fail closed: a missing limiter never means unlimited spending).
- * Thread-safe; never blocks past the store's bound (~50 ms for Redis). */
+ * A take that succeeds hands back a slot token; release gives back exactly that
+ * slot (and empties the token, so a second release is a no-op). Thread-safe;
+ * never blocks past the store's bound (~50 ms for Redis). */
 #ifndef SCENECOMP_LIMITS_LIMITER_H
 #define SCENECOMP_LIMITS_LIMITER_H
 
@@ -21,15 +23,14 @@ sc_limits_store_t *sc_limiter_store(void);
  * *tok holds the slot to give back with sc_limiter_release; otherwise it is
  * empty. SC_LIMIT_UNAVAILABLE: the store cannot answer (nothing taken). */
 sc_limit_result_t sc_limiter_take(double now, const sc_limits_caps_t *caps, sc_limits_token_t *tok);
-/* Frees the slot tok and empties it; an empty token is a no-op, so a second
- * release of the same variable is harmless. */
+/* Frees the slot tok and empties it; an empty token is a no-op. */
 void sc_limiter_release(sc_limits_token_t *tok);
-/* The store's counts; 0, or -1 (zeroes) when the store cannot answer. */
+/* The store's counts; 0, or -1 when the store cannot answer. */
 int sc_limiter_counts(double now, sc_limits_counts_t *out);
 /* false while the store cannot answer (health shows degraded). */
 bool sc_limiter_available(void);
-/* Idempotency keys in the Kontext limiter's store (fleet-wide with Redis): see
- * sc_limits_store.idem_claim. SC_IDEM_UNAVAILABLE without a store. */
+/* Idempotency keys in the Kontext limiter's store (fleet-wide with Redis):
+ * see sc_limits_store.idem_claim. SC_IDEM_UNAVAILABLE without a store. */
 sc_idem_result_t sc_limiter_idem_claim(double now, const char *key, const char *fingerprint,
                                        const char *record_id, int ttl_seconds,
                                        sc_idem_existing_t *out);
@@ -62,9 +63,10 @@ bool sc_limiter_available_on(sc_limiter_t *l);
 
 /* Whole seconds (>= 1) after which a take refused with r at now could pass,
  * for a Retry-After header: 1 for concurrency (slots free as predictions end,
- * which we cannot predict, and for an unavailable store), until the start that must leave the
- * sliding hour for the count to drop under caps->max_per_hour does so (from the store's exported
- * window; 60 when the store exports none), until the next UTC midnight for the daily limit. */
+ * which we cannot predict), until the start that must leave the sliding hour
+ * for the count to drop under caps->max_per_hour does so (from the store's
+ * exported window; 60 when the store exports none), until the next UTC
+ * midnight for the daily limit; 1 for limiter_unavailable. */
 int sc_limiter_retry_after(sc_limiter_t *l, sc_limit_result_t r, double now,
                            const sc_limits_caps_t *caps);
 

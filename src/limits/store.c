@@ -80,10 +80,11 @@ static int idem_value_ok(const char *v)
 
 int sc_limits_idem_check(const char *key, const char *fingerprint, const char *record_id)
 {
-    if (!key || !*key || strlen(key) > SC_IDEM_KEY_MAX)
+    size_t kl = key ? strlen(key) : 0;
+    if (kl == 0 || kl > SC_IDEM_KEY_MAX || key[0] == ' ' || key[kl - 1] == ' ')
         return -1;
     for (const char *p = key; *p; p++)
-        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
             return -1;
     if (fingerprint && idem_value_ok(fingerprint) != 0)
         return -1;

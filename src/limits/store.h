@@ -46,7 +46,8 @@ typedef struct sc_limits_token {
     char s[SC_LIMITS_TOKEN_LEN];
 } sc_limits_token_t;
 
-/* Idempotency keys: at most SC_IDEM_KEY_MAX bytes of printable ASCII;
+/* Idempotency keys: 1..SC_IDEM_KEY_MAX bytes of printable ASCII (0x20-0x7e,
+ * no leading or trailing space: records/idempotency's rule);
  * fingerprint and record id at most SC_IDEM_VALUE_MAX bytes without '\n'. */
 #define SC_IDEM_KEY_MAX 255
 #define SC_IDEM_VALUE_MAX 128

@@ -55,15 +55,22 @@ typedef struct limits_redis {
     sc_redis_t *r;
     char prefix[128];
     char k_slots[192], k_starts[192], k_fleet[192];
+    char k_day[176]; /* "P limits:R:day:" (the date is appended) */
+    bool heartbeat;
     char instance_id[512];
     char version[32];
     long long (*policy_version)(void);
     double budget, lease_ttl, renew_every;
     double started_at;
 
-    pthread_mutex_t mu;      /* guards everything below */
-    sc_limits_token_t *held; /* this instance's slots, renewed by the thread */
+    pthread_mutex_t flush_mu; /* one flusher of unsent at a time (taken before mu) */
+    pthread_mutex_t mu;       /* guards everything below */
+    sc_limits_token_t *held;  /* this instance's slots, renewed by the thread */
     size_t nheld, held_cap;
+    /* Releases Redis did not hear (down or slow): the thread sends them when
+     * it answers again, so the slots come back at once, not at lease expiry. */
+    sc_limits_token_t *unsent;
+    size_t nunsent, unsent_cap;
     sc_limits_counts_t view; /* fleet counts, refreshed every second */
     bool view_valid;
     long long days[HISTORY_DAYS]; /* fleet starts per day, days[HISTORY_DAYS-1] = view_day */
@@ -85,7 +92,7 @@ static void day_key(const limits_redis_t *m, long day, char *out, size_t n)
 {
     char date[11];
     sc_clock_utc_date((time_t)day * 86400, date);
-    snprintf(out, n, "%slimits:day:%s", m->prefix, date);
+    snprintf(out, n, "%s%s", m->k_day, date);
 }
 
 static long day_of(double now)
@@ -195,17 +202,74 @@ static void rs_release(sc_limits_store_t *s, const sc_limits_token_t *tok)
     pthread_mutex_unlock(&m->mu);
     if (!found)
         return;
-    /* Not renewed any more: if Redis does not hear this ZREM, the lease
-     * expires by itself within lease_ttl. */
-    double deadline = sc_clock_mono() + m->budget;
-    redisContext *c = sc_redis_take(m->r, m->budget);
+    /* Never waits on Redis (release is called from the curl I/O thread
+     * too): the ZREM is queued for the store's thread, woken at once. If
+     * Redis does not hear it, it is sent again on recovery (and the lease
+     * expires by itself meanwhile). */
+    pthread_mutex_lock(&m->mu);
+    if (m->nunsent == m->unsent_cap && m->unsent_cap < 65536) {
+        size_t ncap = m->unsent_cap ? m->unsent_cap * 2 : 16;
+        sc_limits_token_t *n = realloc(m->unsent, ncap * sizeof *n);
+        if (n) {
+            m->unsent = n;
+            m->unsent_cap = ncap;
+        }
+    }
+    if (m->nunsent < m->unsent_cap)
+        m->unsent[m->nunsent++] = *tok;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* Sends the queued releases (one ZREM with every token). Flushers are
+ * serialised by flush_mu, so each queued token is sent and dropped once. */
+static void flush_unsent(limits_redis_t *m, redisContext *c)
+{
+    pthread_mutex_lock(&m->flush_mu);
+    pthread_mutex_lock(&m->mu);
+    size_t n = m->nunsent;
+    sc_limits_token_t *copy = n ? malloc(n * sizeof *copy) : NULL;
+    if (copy)
+        memcpy(copy, m->unsent, n * sizeof *copy);
+    pthread_mutex_unlock(&m->mu);
+    if (!copy) {
+        pthread_mutex_unlock(&m->flush_mu);
+        return;
+    }
+    const char **argv = malloc((n + 2) * sizeof *argv);
+    if (argv) {
+        argv[0] = "ZREM";
+        argv[1] = m->k_slots;
+        for (size_t i = 0; i < n; i++)
+            argv[2 + i] = copy[i].s;
+        redisSetTimeout(c, (struct timeval){1, 0});
+        redisReply *rep = redisCommandArgv(c, (int)(n + 2), argv, NULL);
+        bool ok = rep && !c->err && rep->type == REDIS_REPLY_INTEGER;
+        if (rep)
+            freeReplyObject(rep);
+        if (ok) {
+            /* Drop what was sent; releases added meanwhile stay queued. */
+            pthread_mutex_lock(&m->mu);
+            memmove(m->unsent, m->unsent + n, (m->nunsent - n) * sizeof *m->unsent);
+            m->nunsent -= n;
+            pthread_mutex_unlock(&m->mu);
+        } else if (c->err) {
+            sc_redis_mark_down(m->r, "release replay failed");
+        }
+        free(argv);
+    }
+    free(copy);
+    pthread_mutex_unlock(&m->flush_mu);
+}
+
+void sc_limits_redis__drain(sc_limits_store_t *s)
+{
+    limits_redis_t *m = (limits_redis_t *)s;
+    redisContext *c = sc_redis_take(m->r, 1.0);
     if (!c)
         return;
-    const char *argv[] = {"ZREM", m->k_slots, tok->s};
-    redisReply *rep = sc_redis_cmd(m->r, c, deadline, 3, argv, NULL);
+    flush_unsent(m, c);
     sc_redis_give(m->r, c);
-    if (rep)
-        freeReplyObject(rep);
 }
 
 static int rs_count(sc_limits_store_t *s, double now, sc_limits_counts_t *out)
@@ -511,7 +575,8 @@ static void views_refresh(limits_redis_t *m, redisContext *c, double now)
     const char *a3[] = {"HSET", m->k_fleet, m->instance_id, hb.data};
     const int argcs[] = {4, 4, 2, 4};
     const char **argvs[] = {a0, a1, a2, a3};
-    redisReply **reps = pipeline(m, c, 1.0, 4, argcs, argvs);
+    int nreps = m->heartbeat ? 4 : 3;
+    redisReply **reps = pipeline(m, c, 1.0, nreps, argcs, argvs);
     sc_buf_free(&hb);
     if (!reps)
         return;
@@ -522,7 +587,7 @@ static void views_refresh(limits_redis_t *m, redisContext *c, double now)
     m->view_day = today;
     m->view_valid = true;
     pthread_mutex_unlock(&m->mu);
-    free_replies(reps, 4);
+    free_replies(reps, nreps);
 
     if (now - m->last_days >= 10.0 || !m->days_valid) {
         const char **argv = malloc((HISTORY_DAYS + 1) * sizeof *argv);
@@ -563,13 +628,14 @@ void sc_limits_redis__tick(sc_limits_store_t *s)
     if (!c)
         return;
     double now = sc_clock_wall();
-    if (now - m->last_renew >= m->renew_every || now < m->last_renew) {
+    flush_unsent(m, c);
+    if (!c->err && (now - m->last_renew >= m->renew_every || now < m->last_renew)) {
         renew(m, c, now);
         m->last_renew = now;
     }
     if (!c->err)
         views_refresh(m, c, now);
-    if (!c->err)
+    if (!c->err && m->heartbeat)
         fleet_refresh(m, c, now);
     sc_redis_give(m->r, c);
 }
@@ -577,16 +643,29 @@ void sc_limits_redis__tick(sc_limits_store_t *s)
 static void *bg_main(void *arg)
 {
     limits_redis_t *m = arg;
+    double next_tick = 0; /* monotonic */
     pthread_mutex_lock(&m->mu);
     while (!m->stop) {
+        bool pending = m->nunsent > 0;
         pthread_mutex_unlock(&m->mu);
-        sc_limits_redis__tick(&m->base);
+        if (sc_clock_mono() >= next_tick) {
+            sc_limits_redis__tick(&m->base);
+            /* Every second while up; every 250 ms while down, so the probe's
+             * own backoff decides how soon a reconnect is tried. */
+            double period =
+                sc_redis_up(m->r) ? (m->renew_every < 1.0 ? m->renew_every : 1.0) : 0.25;
+            next_tick = sc_clock_mono() + period;
+        } else if (pending && sc_redis_up(m->r)) {
+            sc_limits_redis__drain(&m->base); /* a release was queued: send it now */
+        }
         pthread_mutex_lock(&m->mu);
         if (m->stop)
             break;
-        /* Every second while up; every 250 ms while down, so the probe's own
-         * backoff decides how soon a reconnect is tried. */
-        double wait = sc_redis_up(m->r) ? (m->renew_every < 1.0 ? m->renew_every : 1.0) : 0.25;
+        if (m->nunsent > 0 && sc_redis_up(m->r) && !pending)
+            continue; /* queued while we worked: send without waiting */
+        double wait = next_tick - sc_clock_mono();
+        if (wait <= 0)
+            continue;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + wait;
@@ -612,8 +691,10 @@ static void rs_destroy(sc_limits_store_t *s)
         pthread_mutex_unlock(&m->mu);
         pthread_join(m->thread, NULL);
     }
+    if (m->r)
+        sc_limits_redis__drain(&m->base); /* queued releases (best effort) */
     /* Leaving the fleet: drop our heartbeat at once (best effort). */
-    redisContext *c = m->r ? sc_redis_take(m->r, 0.2) : NULL;
+    redisContext *c = m->r && m->heartbeat ? sc_redis_take(m->r, 0.2) : NULL;
     if (c) {
         const char *argv[] = {"HDEL", m->k_fleet, m->instance_id};
         redisReply *rep = sc_redis_cmd(m->r, c, sc_clock_mono() + 0.2, 3, argv, NULL);
@@ -624,7 +705,9 @@ static void rs_destroy(sc_limits_store_t *s)
     sc_redis_free(m->r);
     pthread_cond_destroy(&m->cv);
     pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->flush_mu);
     free(m->held);
+    free(m->unsent);
     free(m->fleet);
     free(m);
 }
@@ -634,7 +717,7 @@ sc_limits_store_t *sc_limits_redis_new(const sc_limits_redis_opts_t *o, char *er
     sc_redis_target_t t;
     if (sc_redis_url_parse(o->url, &t, err, errlen) != 0)
         return NULL;
-    if (strlen(o->prefix) > 100) {
+    if (strlen(o->prefix) > 100 || (o->resource && strlen(o->resource) > 32)) {
         snprintf(err, errlen, "REDIS_KEY_PREFIX is longer than 100 bytes");
         return NULL;
     }
@@ -643,7 +726,7 @@ sc_limits_store_t *sc_limits_redis_new(const sc_limits_redis_opts_t *o, char *er
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (pthread_mutex_init(&m->mu, NULL) != 0) {
+    if (pthread_mutex_init(&m->mu, NULL) != 0 || pthread_mutex_init(&m->flush_mu, NULL) != 0) {
         free(m);
         snprintf(err, errlen, "cannot create a mutex");
         return NULL;
@@ -655,8 +738,11 @@ sc_limits_store_t *sc_limits_redis_new(const sc_limits_redis_opts_t *o, char *er
         goto fail;
     }
     snprintf(m->prefix, sizeof m->prefix, "%s", o->prefix);
-    snprintf(m->k_slots, sizeof m->k_slots, "%slimits:slots", o->prefix);
-    snprintf(m->k_starts, sizeof m->k_starts, "%slimits:starts", o->prefix);
+    const char *res = o->resource && o->resource[0] ? o->resource : "kontext";
+    snprintf(m->k_slots, sizeof m->k_slots, "%slimits:%s:slots", o->prefix, res);
+    snprintf(m->k_starts, sizeof m->k_starts, "%slimits:%s:starts", o->prefix, res);
+    snprintf(m->k_day, sizeof m->k_day, "%slimits:%s:day:", o->prefix, res);
+    m->heartbeat = o->heartbeat;
     snprintf(m->k_fleet, sizeof m->k_fleet, "%sfleet:instances", o->prefix);
     snprintf(m->instance_id, sizeof m->instance_id, "%s", o->instance_id);
     snprintf(m->version, sizeof m->version, "%s", o->version ? o->version : "");
@@ -674,7 +760,7 @@ sc_limits_store_t *sc_limits_redis_new(const sc_limits_redis_opts_t *o, char *er
     m->base.export_state = NULL; /* Redis persists itself (AOF/RDB, see docs/fleet.md) */
     m->base.import_state = NULL;
     m->base.reset = rs_reset;
-    m->base.fleet_json = rs_fleet_json;
+    m->base.fleet_json = o->heartbeat ? rs_fleet_json : NULL;
     m->base.daily_starts = rs_daily_starts;
     m->base.destroy = rs_destroy;
 

@@ -268,7 +268,13 @@ def test_redis_outage_mid_load(server, fake, redis_server):
     assert st["creates"] <= 40
     for srv in fleet:
         log = srv.wait_log("[Limits] store available again", timeout=15)
-        assert log.count("[Limits] store unavailable") == 1, log.count("[Limits] store unavailable")
+        # Once per outage, not per request: a loaded machine can add a second
+        # short outage after the restart (a reply over the 50 ms bound is one).
+        down, back = (log.count("[Limits] store unavailable"),
+                      log.count("[Limits] store available again"))
+        assert 1 <= down <= 3 and back == down, \
+            "\n".join(l for l in log.splitlines() if "[Limits]" in l)
+        assert log.count("limiter_unavailable") > down
         assert eventually(lambda: admin(srv, "/api/admin/metrics/health").json()["status"]
                           == "healthy", timeout=10)
     m = admin(fleet[0], "/api/admin/metrics/composite").json()

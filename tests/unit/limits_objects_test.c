@@ -26,7 +26,6 @@ static char *read_log(const char *dir)
 static void test_independent(void)
 {
     sc_limiter_t *k = sc_limiter_kontext(), *s = sc_limiter_scene();
-    sc_limits_token_t tok, ktok; /* ktok: a refused take empties its token */
     CHECK(k != s);
     sc_limiter_install(k, sc_limits_memory_new());
     sc_limiter_install(s, sc_limits_memory_new());
@@ -34,25 +33,34 @@ static void test_independent(void)
     CHECK(sc_limiter_store_of(s) != sc_limiter_store_of(k));
 
     sc_limits_caps_t one = {1, 10, 10};
-    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 1, &one, &tok), SC_LIMIT_OK);
-    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 2, &one, &ktok), SC_LIMIT_CONCURRENCY);
+    sc_limits_token_t ts, ts2, tk;
+    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 1, &one, &ts), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 2, &one, &ts2), SC_LIMIT_CONCURRENCY);
     /* the scene's slot does not count against Kontext */
-    CHECK_EQ_INT(sc_limiter_take(T0 + 3, &one, &ktok), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take(T0 + 3, &one, &tk), SC_LIMIT_OK);
     sc_limits_counts_t c;
     sc_limiter_counts_on(s, T0 + 4, &c);
     CHECK_EQ_INT(c.in_flight, 1);
     CHECK_EQ_INT(c.today, 1);
-    sc_limiter_release_on(s, &tok);
+    sc_limits_token_t tk_copy = tk;
+    sc_limiter_release_on(s, &tk_copy); /* Kontext's token frees nothing in the scene store */
+    sc_limiter_counts_on(s, T0 + 4, &c);
+    CHECK_EQ_INT(c.in_flight, 1);
+    sc_limiter_release_on(s, &ts);
     sc_limiter_counts_on(s, T0 + 4, &c);
     CHECK_EQ_INT(c.in_flight, 0);
     sc_limiter_counts(T0 + 4, &c);
     CHECK_EQ_INT(c.in_flight, 1);
-    sc_limiter_release(&ktok);
+    sc_limiter_release(&tk);
+    CHECK_STR(tk.s, "");
+    sc_limiter_counts(T0 + 4, &c);
+    CHECK_EQ_INT(c.in_flight, 0);
+    CHECK(sc_limiter_available_on(s));
 
     sc_limiter_install(s, NULL);
     CHECK(sc_limiter_store_of(s) == NULL);
-    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 5, &one, &tok), SC_LIMIT_CONCURRENCY); /* fail closed */
-    sc_limiter_release_on(s, &tok);                                                /* harmless */
+    CHECK_EQ_INT(sc_limiter_take_on(s, T0 + 5, &one, &ts), SC_LIMIT_CONCURRENCY); /* fail closed */
+    sc_limiter_release_on(s, &ts);                                                /* harmless */
     sc_limiter_shutdown();
     CHECK(sc_limiter_store_of(k) == NULL);
 }
@@ -64,10 +72,10 @@ static void test_new_and_free(void)
     if (!l)
         return;
     sc_limits_caps_t caps = {1, 1, 1};
-    sc_limits_token_t tok;
-    CHECK_EQ_INT(sc_limiter_take_on(l, T0, &caps, &tok), SC_LIMIT_CONCURRENCY);
+    sc_limits_token_t t;
+    CHECK_EQ_INT(sc_limiter_take_on(l, T0, &caps, &t), SC_LIMIT_CONCURRENCY);
     sc_limiter_install(l, sc_limits_memory_new());
-    CHECK_EQ_INT(sc_limiter_take_on(l, T0, &caps, &tok), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take_on(l, T0, &caps, &t), SC_LIMIT_OK);
     sc_limiter_free(l); /* destroys the store too (ASan sees a leak otherwise) */
 }
 
@@ -79,13 +87,13 @@ static void test_retry_after(void)
         return;
     sc_limiter_install(l, sc_limits_memory_new());
     sc_limits_caps_t caps = {10, 3, 100};
-    sc_limits_token_t tok;
+    sc_limits_token_t t;
     /* starts at T0+100.5, +200, +300: the hour cap of 3 is full */
-    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 100.5, &caps, &tok), SC_LIMIT_OK);
-    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 200, &caps, &tok), SC_LIMIT_OK);
-    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 300, &caps, &tok), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 100.5, &caps, &t), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 200, &caps, &t), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc_limiter_take_on(l, T0 + 300, &caps, &t), SC_LIMIT_OK);
     double now = T0 + 1000;
-    CHECK_EQ_INT(sc_limiter_take_on(l, now, &caps, &tok), SC_LIMIT_HOURLY);
+    CHECK_EQ_INT(sc_limiter_take_on(l, now, &caps, &t), SC_LIMIT_HOURLY);
     /* the oldest (rounded up to T0+101) leaves at T0+3701 */
     CHECK_EQ_INT(sc_limiter_retry_after(l, SC_LIMIT_HOURLY, now, &caps), 2701);
     /* a cap lowered to 2 needs two starts to leave: the second at T0+3800 */
@@ -98,6 +106,7 @@ static void test_retry_after(void)
     CHECK_EQ_INT(sc_limiter_retry_after(l, SC_LIMIT_HOURLY, now, &zero), 3600);
 
     CHECK_EQ_INT(sc_limiter_retry_after(l, SC_LIMIT_CONCURRENCY, now, &caps), 1);
+    CHECK_EQ_INT(sc_limiter_retry_after(l, SC_LIMIT_UNAVAILABLE, now, &caps), 1);
     /* daily: until the next UTC midnight */
     CHECK_EQ_INT(sc_limiter_retry_after(l, SC_LIMIT_DAILY, T0 + 86400 - 60, &caps), 60);
     CHECK_EQ_INT(sc_limiter_retry_after(l, SC_LIMIT_DAILY, T0 + 0.25, &caps), 86400);

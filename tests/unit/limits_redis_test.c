@@ -32,6 +32,7 @@ static sc_limits_store_t *store_for(const char *prefix, const char *id, double l
                                 .prefix = prefix,
                                 .instance_id = id,
                                 .version = "test",
+                                .heartbeat = true,
                                 .request_budget = g_budget,
                                 .lease_ttl = lease,
                                 .renew_every = renew};
@@ -39,6 +40,14 @@ static sc_limits_store_t *store_for(const char *prefix, const char *id, double l
     if (!s)
         fprintf(stderr, "store: %s\n", err);
     return s;
+}
+
+/* release + send it now: release only queues the ZREM for the store's
+ * thread; tests that take the freed slot right away wait for it. */
+static void rel(sc_limits_store_t *s, const sc_limits_token_t *t)
+{
+    s->release(s, t);
+    sc_limits_redis__drain(s);
 }
 
 static void new_prefix(char *out, size_t n)
@@ -100,13 +109,13 @@ static void test_admission(void)
     CHECK_EQ_INT(seen.in_flight, 2);
     /* an unknown token frees nothing */
     sc_limits_token_new(&stale);
-    s->release(s, &stale);
+    rel(s, &stale);
     CHECK_EQ_INT(s->take(s, now, &caps, &t3, NULL), SC_LIMIT_CONCURRENCY);
-    s->release(s, &t1);
-    s->release(s, &t1); /* twice: still one slot freed */
+    rel(s, &t1);
+    rel(s, &t1); /* twice: still one slot freed */
     CHECK_EQ_INT(s->take(s, now, &caps, &t3, &seen), SC_LIMIT_OK);
     CHECK_EQ_INT(seen.last_hour, 3);
-    s->release(s, &t3);
+    rel(s, &t3);
     CHECK_EQ_INT(s->take(s, now + 1, &caps, &t4, &seen), SC_LIMIT_HOURLY);
     CHECK_EQ_INT(seen.last_hour, 3);
     sc_limits_caps_t daily = {5, 50, 3};
@@ -128,9 +137,34 @@ static void test_admission(void)
     CHECK_EQ_INT(s->take(s, now + 2, &daily, &t4, &seen), SC_LIMIT_OK);
     CHECK_EQ_INT(seen.today, 1);
     CHECK_EQ_INT(seen.in_flight, 2);
-    s->release(s, &t2);
-    s->release(s, &t4);
+    rel(s, &t2);
+    rel(s, &t4);
     s->destroy(s);
+}
+
+/* release alone (no drain): the store's thread sends the ZREM by itself. */
+static void test_async_release(void)
+{
+    char p[32];
+    new_prefix(p, sizeof p);
+    sc_limits_store_t *a = store_for(p, "a", 0, 0), *b = store_for(p, "b", 0, 0);
+    if (!a || !b)
+        return;
+    sc_limits_caps_t one = {1, 1000, 1000};
+    sc_limits_token_t t, u;
+    CHECK_EQ_INT(a->take(a, sc_clock_wall(), &one, &t, NULL), SC_LIMIT_OK);
+    CHECK_EQ_INT(b->take(b, sc_clock_wall(), &one, &u, NULL), SC_LIMIT_CONCURRENCY);
+    a->release(a, &t);
+    int ok = 0;
+    for (int i = 0; i < 500 && !ok; i++) { /* well before the 20 s lease */
+        ok = b->take(b, sc_clock_wall(), &one, &u, NULL) == SC_LIMIT_OK;
+        if (!ok)
+            usleep(10 * 1000);
+    }
+    CHECK(ok);
+    rel(b, &u);
+    a->destroy(a);
+    b->destroy(b);
 }
 
 /* The sliding hour is exact: a start at t counts while now - t < 3600. */
@@ -176,7 +210,7 @@ static void *race_last_slot(void *arg)
         pthread_barrier_wait(r->go); /* both decided */
         pthread_barrier_wait(r->go); /* main checked */
         if (r->result == SC_LIMIT_OK)
-            r->s->release(r->s, &r->tok);
+            rel(r->s, &r->tok);
         pthread_barrier_wait(r->go);
     }
     return NULL;
@@ -224,8 +258,8 @@ static void test_race_last_slot(void)
     CHECK_EQ_INT(bad, 0); /* exactly one winner every round */
     CHECK_EQ_INT(a_won + b_won, 100);
     pthread_barrier_destroy(&go);
-    a->release(a, &held1);
-    b->release(b, &held2);
+    rel(a, &held1);
+    rel(b, &held2);
     a->destroy(a);
     b->destroy(b);
 }
@@ -252,7 +286,7 @@ static void *storm_main(void *arg)
         while (a > cur && !atomic_compare_exchange_weak(st->max_active, &cur, a))
             ;
         atomic_fetch_sub(st->active, 1);
-        st->s->release(st->s, &t);
+        rel(st->s, &t);
     }
     return NULL;
 }
@@ -313,7 +347,7 @@ static void test_lease_expiry_and_renewal(void)
         ok = b->take(b, sc_clock_wall(), &caps, &u, NULL) == SC_LIMIT_OK;
     }
     CHECK(ok);
-    b->release(b, &u);
+    rel(b, &u);
     b->destroy(b);
 }
 
@@ -329,7 +363,7 @@ static void test_noscript_reload(void)
     sc_limits_caps_t caps = {5, 100, 100};
     sc_limits_token_t t;
     CHECK_EQ_INT(s->take(s, sc_clock_wall(), &caps, &t, NULL), SC_LIMIT_OK);
-    s->release(s, &t);
+    rel(s, &t);
     redisContext *c = redisConnect("127.0.0.1", g_redis.port);
     redisReply *r = c ? redisCommand(c, "SCRIPT FLUSH") : NULL;
     CHECK(r && r->type == REDIS_REPLY_STATUS);
@@ -339,7 +373,7 @@ static void test_noscript_reload(void)
         redisFree(c);
     CHECK_EQ_INT(s->take(s, sc_clock_wall(), &caps, &t, NULL), SC_LIMIT_OK);
     CHECK(s->available(s));
-    s->release(s, &t);
+    rel(s, &t);
     s->destroy(s);
 }
 
@@ -367,7 +401,7 @@ static void test_refusing_writes(void)
     freeReplyObject(r);
     redisFree(c);
     CHECK_EQ_INT(s->take(s, sc_clock_wall(), &caps, &t, NULL), SC_LIMIT_OK);
-    s->release(s, &t);
+    rel(s, &t);
     s->destroy(s);
 }
 
@@ -404,7 +438,7 @@ static void test_outage(void)
     sc_idem_existing_t ex;
     CHECK_EQ_INT(s->idem_claim(s, sc_clock_wall(), "k-down", "f", "r", 60, &ex),
                  SC_IDEM_UNAVAILABLE);
-    s->release(s, &t); /* cannot reach Redis: must not crash or block */
+    rel(s, &t); /* cannot reach Redis: queued, sent on recovery */
     sc_limits_counts_t c;
     CHECK_EQ_INT(s->count(s, sc_clock_wall(), &c), -1);
 
@@ -426,7 +460,13 @@ static void test_outage(void)
     }
     CHECK_EQ_INT(r, SC_LIMIT_OK);
     CHECK_EQ_INT(s->take(s, sc_clock_wall(), &caps, &t, NULL), SC_LIMIT_DAILY);
-    s->release(s, &u);
+    /* the release Redis missed was replayed: only u's slot is in flight
+     * (the lease of t would otherwise hold for 20 s) */
+    sc_limits_redis__tick(s);
+    sc_limits_counts_t c2;
+    CHECK_EQ_INT(s->count(s, sc_clock_wall(), &c2), 0);
+    CHECK_EQ_INT(c2.in_flight, 1);
+    rel(s, &u);
     s->destroy(s);
 }
 
@@ -466,7 +506,8 @@ static void test_idempotency(void)
     CHECK_EQ_INT(b->idem_claim(b, now, "order-17", "zzz", "rec-2", 86400, &ex), SC_IDEM_CLAIMED);
     /* bad values are refused before Redis */
     CHECK_EQ_INT(a->idem_claim(a, now, "", "f", "r", 60, &ex), SC_IDEM_INVALID);
-    CHECK_EQ_INT(a->idem_claim(a, now, "has space", "f", "r", 60, &ex), SC_IDEM_INVALID);
+    CHECK_EQ_INT(a->idem_claim(a, now, " lead", "f", "r", 60, &ex), SC_IDEM_INVALID);
+    CHECK_EQ_INT(a->idem_claim(a, now, "with space", "f", "r", 60, &ex), SC_IDEM_CLAIMED);
     CHECK_EQ_INT(a->idem_claim(a, now, "k", "f\nx", "r", 60, &ex), SC_IDEM_INVALID);
     CHECK_EQ_INT(a->idem_claim(a, now, "k", "f", "r", 0, &ex), SC_IDEM_INVALID);
     char longkey[300];
@@ -507,6 +548,42 @@ static void test_idempotency(void)
     }
     a->destroy(a);
     b->destroy(b);
+}
+
+/* Two resources on one prefix (Kontext and scenes) have their own caps, and
+ * only the store that heartbeats shows in the fleet view. */
+static void test_resources(void)
+{
+    char p[32], err[256];
+    new_prefix(p, sizeof p);
+    sc_limits_store_t *k = store_for(p, "host:1", 0, 0);
+    sc_limits_redis_opts_t o = {.url = g_redis.url,
+                                .prefix = p,
+                                .instance_id = "host:1",
+                                .version = "test",
+                                .resource = "scene",
+                                .request_budget = 2.0};
+    sc_limits_store_t *sc = sc_limits_redis_new(&o, err, sizeof err);
+    if (!k || !sc)
+        return;
+    sc_limits_caps_t one = {1, 100, 100};
+    sc_limits_token_t a, b, x;
+    CHECK_EQ_INT(k->take(k, sc_clock_wall(), &one, &a, NULL), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc->take(sc, sc_clock_wall(), &one, &b, NULL), SC_LIMIT_OK);
+    CHECK_EQ_INT(sc->take(sc, sc_clock_wall(), &one, &x, NULL), SC_LIMIT_CONCURRENCY);
+    CHECK(sc->fleet_json == NULL);
+    sc_limits_redis__tick(sc);
+    sc_limits_redis__tick(k);
+    sc_buf_t out = SC_BUF_INIT;
+    CHECK_EQ_INT(k->fleet_json(k, sc_clock_wall(), &out), 0);
+    cJSON *j = cJSON_Parse(out.data ? out.data : "");
+    CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(j, "instances")), 1);
+    cJSON_Delete(j);
+    sc_buf_free(&out);
+    rel(k, &a);
+    rel(sc, &b);
+    sc->destroy(sc);
+    k->destroy(k);
 }
 
 /* ==== Fleet view ==== */
@@ -556,7 +633,7 @@ static void test_fleet(void)
     CHECK(found_b);
     cJSON_Delete(j);
     sc_buf_free(&out);
-    b->release(b, &t);
+    rel(b, &t);
     b->destroy(b); /* leaves the fleet at once */
     sc_limits_redis__tick(a);
     CHECK_EQ_INT(a->fleet_json(a, sc_clock_wall(), &out), 0);
@@ -580,12 +657,14 @@ int main(void)
     }
     test_admission();
     test_hour_window();
+    test_async_release();
     test_race_last_slot();
     test_storm();
     test_lease_expiry_and_renewal();
     test_noscript_reload();
     test_idempotency();
     test_fleet();
+    test_resources();
     test_refusing_writes();
     test_outage(); /* last: stops and restarts the server */
     test_redis_cleanup(&g_redis);

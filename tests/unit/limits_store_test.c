@@ -370,7 +370,10 @@ static void test_idempotency(void)
     CHECK_EQ_INT(s->idem_claim(s, t + 61, "order-17", "z", "rec-5", 60, NULL), SC_IDEM_CLAIMED);
     CHECK_EQ_INT(s->idem_forget(s, "never-claimed"), 0);
     CHECK_EQ_INT(s->idem_claim(s, t, "", "f", "r", 60, NULL), SC_IDEM_INVALID);
-    CHECK_EQ_INT(s->idem_claim(s, t, "a b", "f", "r", 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, " lead", "f", "r", 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, "trail ", "f", "r", 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, "tab\there", "f", "r", 60, NULL), SC_IDEM_INVALID);
+    CHECK_EQ_INT(s->idem_claim(s, t, "a b", "f", "r", 60, NULL), SC_IDEM_CLAIMED);
     CHECK_EQ_INT(s->idem_claim(s, t, "k", "f\n", "r", 60, NULL), SC_IDEM_INVALID);
     CHECK_EQ_INT(s->idem_claim(s, t, "k", "f", NULL, 60, NULL), SC_IDEM_INVALID);
     CHECK_EQ_INT(s->idem_claim(s, t, "k", "f", "r", 0, NULL), SC_IDEM_INVALID);

@@ -79,7 +79,7 @@ static int test_redis_start(test_redis_t *t)
             dup2(devnull, 2);
         }
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
-               t->dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+               t->dir, "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
                "--protected-mode", "yes", (char *)NULL);
         _exit(127);
     }
