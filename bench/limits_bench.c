@@ -1,6 +1,8 @@
 /* Admission cost: one take + one release of a concurrency slot, memory store
- * against the Redis store (one EVALSHA + one ZREM over loopback), single
- * thread, N pairs timed one by one; prints p50/p99 in microseconds.
+ * against the Redis store (one EVALSHA + one ZREM over loopback; the ZREM,
+ * which the store normally sends from its own thread, is sent inline here so
+ * both round trips are timed), single thread, N pairs timed one by one;
+ * prints p50/p99 in microseconds.
  *
  *   limits_bench memory [N]
  *   limits_bench redis redis://127.0.0.1:6379/0 [N]
@@ -53,15 +55,20 @@ int main(int argc, char **argv)
         sc_limits_token_t t;
         if (s->take(s, sc_clock_wall(), &caps, &t, NULL) == SC_LIMIT_OK)
             s->release(s, &t);
+        if (redis)
+            sc_limits_redis__drain(s);
     }
     for (int i = 0; i < n; i++) {
         sc_limits_token_t t;
         double t0 = sc_clock_mono();
         sc_limit_result_t r = s->take(s, sc_clock_wall(), &caps, &t, NULL);
-        if (r == SC_LIMIT_OK)
+        if (r == SC_LIMIT_OK) {
             s->release(s, &t);
-        else
+            if (redis)
+                sc_limits_redis__drain(s);
+        } else {
             refused++;
+        }
         us[i] = (sc_clock_mono() - t0) * 1e6;
     }
     qsort(us, (size_t)n, sizeof *us, cmp);
