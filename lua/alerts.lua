@@ -1,4 +1,5 @@
--- scenecomp alert rules (ALERTS_FILE). The four alerts of the deployment guide.
+-- scenecomp alert rules (ALERTS_FILE). The four alerts of the deployment guide,
+-- and one for an open circuit breaker (API.md "Outage protection").
 --
 -- The file returns a list of rules; each rule is
 --   { name = "...", severity = "warning" | "critical", for_seconds = N,
@@ -34,6 +35,7 @@ local FALLBACK_RATE_MAX = 0.10     -- guide: fallback_rate > 0.10
 local DAILY_LIMIT_SHARE = 0.9      -- guide: today_generations > limit * 0.9
 local SUCCESS_RATE_MIN = 0.90      -- guide: kontext_success_rate < 0.90
 local AVG_TIME_MAX_SECONDS = 60    -- guide: avg_time_seconds > 60
+local BREAKER_STATE_VALUE = { closed = 0, open = 1, half_open = 2 }  -- as scenecomp_breaker_state
 
 -- How long a condition must hold before it fires. ALERT_FOR_SECONDS_OVERRIDE
 -- (e.g. 0 in tests) replaces every value below.
@@ -120,5 +122,24 @@ return {
         k.avg_time_seconds or 0, k.successes or 0, AVG_TIME_MAX_SECONDS)
     end,
     value = function(m) return kontext(m).avg_time_seconds end,
+  },
+  {
+    -- Replicate is failing: the breaker sends Kontext-routed requests to PIL.
+    -- A real outage alternates open and half-open (each failed trial re-opens
+    -- it), so anything but closed for a minute counts; a blip that a trial
+    -- closes within the minute does not fire.
+    name = "circuit_breaker_open",
+    severity = "critical",
+    for_seconds = hold(60),
+    when = function(m)
+      local b = m.breaker
+      return type(b) == "table" and (b.state == "open" or b.state == "half_open")
+    end,
+    summary = function(m)
+      local b = m.breaker or {}
+      return string.format("Kontext circuit breaker %s: requests fall back to PIL (circuit_open: %d)",
+        tostring(b.state), (m.fallback_reasons or {}).circuit_open or 0)
+    end,
+    value = function(m) return BREAKER_STATE_VALUE[(m.breaker or {}).state] end,
   },
 }

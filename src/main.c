@@ -429,12 +429,11 @@ static int cmd_serve(void)
     }
     sc_limiter_init(store);
     limiter_up = true;
-    /* Scenes are paid too: their own caps, over their own store instance.
-     * Per instance for now: a Redis scene store (make_store(cfg, "scene",
-     * false, ...)) would log its outages with the Kontext store's phrases. */
-    sc_limits_store_t *scene_store = sc_limits_memory_new();
+    /* Scenes are paid too: their own caps, over their own store instance
+     * (with LIMITS_STORE=redis, fleet-wide like the Kontext caps). */
+    sc_limits_store_t *scene_store = make_store(cfg, "scene", false, err, sizeof err);
     if (!scene_store) {
-        sc_log_error("out of memory creating the scene limiter");
+        sc_log_error("cannot create the scene limits store: %s", err);
         goto out;
     }
     sc_limiter_install(sc_limiter_scene(), scene_store);

@@ -1,4 +1,4 @@
--- Example ALERTS_FILE: the four shipped alerts (lua/alerts.lua, as built into
+-- Example ALERTS_FILE: the five shipped alerts (lua/alerts.lua, as built into
 -- the binary) adjusted, plus two rules of our own. shipped_alerts() returns a
 -- fresh copy of the shipped list each time, so changing it here changes
 -- nothing else.

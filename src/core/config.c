@@ -139,12 +139,18 @@ void sc_config_defaults(sc_config_t *c)
     c->kontext_price_usd = 0.08;
     c->scene_price_usd = 0.003;
     c->http_threads = 0;
+    c->max_buffered_upload_bytes = 536870912;
+    c->max_connections_per_ip = 0;
+    c->header_timeout_seconds = 30;
     snprintf(c->log_level, sizeof c->log_level, "info");
     /* ---- Fleet (issue 9) ---- */
     snprintf(c->limits_store, sizeof c->limits_store, "memory");
     snprintf(c->redis_url, sizeof c->redis_url, "redis://127.0.0.1:6379/0");
     snprintf(c->redis_key_prefix, sizeof c->redis_key_prefix, "scenecomp:");
     snprintf(c->policy_source, sizeof c->policy_source, "file");
+    /* Outage protection (issue 11) */
+    c->breaker_enabled = true;
+    c->kontext_budget_pacing = false;
 }
 
 static int get_str(const char *name, char *dst, size_t cap, char *err, size_t errlen)
@@ -294,7 +300,12 @@ int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t er
                    errlen) ||
         get_double("KONTEXT_PRICE_USD", &c->kontext_price_usd, 0, 1000, err, errlen) ||
         get_double("SCENE_PRICE_USD", &c->scene_price_usd, 0, 1000, err, errlen) ||
-        get_int("HTTP_THREADS", &c->http_threads, 0, 256, err, errlen) || S("LOG_LEVEL", log_level))
+        get_int("HTTP_THREADS", &c->http_threads, 0, 256, err, errlen) ||
+        get_ll("MAX_BUFFERED_UPLOAD_BYTES", &c->max_buffered_upload_bytes, 1024, (long long)1 << 44,
+               err, errlen) ||
+        get_int("MAX_CONNECTIONS_PER_IP", &c->max_connections_per_ip, 0, 100000, err, errlen) ||
+        get_double("HEADER_TIMEOUT_SECONDS", &c->header_timeout_seconds, 0, 3600, err, errlen) ||
+        S("LOG_LEVEL", log_level))
         return -1;
     /* Webhooks (issue 10) */
     if (S("WEBHOOK_SECRET", webhook_secret) || S("WEBHOOK_ALLOWED_HOSTS", webhook_allowed_hosts))
@@ -304,6 +315,10 @@ int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t er
     if (get_int("SCENE_MAX_CONCURRENT", &c->scene_max_concurrent, 0, 100000, err, errlen) ||
         get_int("SCENE_MAX_PER_HOUR", &c->scene_max_per_hour, 0, 100000000, err, errlen) ||
         get_int("SCENE_DAILY_LIMIT", &c->scene_daily_limit, 0, 100000000, err, errlen))
+        return -1;
+    /* Outage protection (issue 11) */
+    if (get_bool("BREAKER_ENABLED", &c->breaker_enabled, err, errlen) ||
+        get_bool("KONTEXT_BUDGET_PACING", &c->kontext_budget_pacing, err, errlen))
         return -1;
     if (strcmp(c->method, "pil") != 0 && strcmp(c->method, "kontext") != 0) {
         snprintf(err, errlen, "COMPOSITE_METHOD must be 'pil' or 'kontext' (got '%.64s')",

@@ -38,6 +38,9 @@ typedef struct sc_config {
     double kontext_price_usd;             /* KONTEXT_PRICE_USD, 0.08 per prediction */
     double scene_price_usd;               /* SCENE_PRICE_USD, 0.003 per image */
     int http_threads;                     /* HTTP_THREADS, 0 = 2 x cores (min 4) */
+    long long max_buffered_upload_bytes;  /* MAX_BUFFERED_UPLOAD_BYTES, 536870912 */
+    int max_connections_per_ip;           /* MAX_CONNECTIONS_PER_IP, 0 = no limit */
+    double header_timeout_seconds;        /* HEADER_TIMEOUT_SECONDS, 30 (0 = none) */
     char log_level[16];                   /* LOG_LEVEL, "info" */
 
     /* Caps on scene predictions (paid, no local fallback: over a cap, 429). */
@@ -55,6 +58,10 @@ typedef struct sc_config {
     char redis_key_prefix[128];   /* REDIS_KEY_PREFIX, "scenecomp:" */
     char instance_id[SC_CFG_STR]; /* INSTANCE_ID, "" = <hostname>:<port> at start */
     char policy_source[16];       /* POLICY_SOURCE, "file" | "redis" */
+
+    /* Outage protection (issue 11): env defaults of the policy keys breaker, pacing */
+    bool breaker_enabled;       /* BREAKER_ENABLED, true */
+    bool kontext_budget_pacing; /* KONTEXT_BUDGET_PACING, false */
 } sc_config_t;
 
 /* Fills c with defaults, then the .env file at dotenv_path (may be NULL or

@@ -13,8 +13,9 @@
 
 #include "core/ids.h"
 
-static int write_all(int fd, const char *p, size_t len)
+int sc_fs_write_all(int fd, const void *data, size_t len)
 {
+    const char *p = data;
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0) {
@@ -42,7 +43,7 @@ int sc_fs_write_atomic(const char *path, const void *data, size_t len)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
-    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (sc_fs_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
         int e = errno;
         close(fd);
         unlink(tmp);

@@ -10,6 +10,9 @@
 /* sc_fs_write_atomic writes "<path>.tmp.<8 hex digits>" and renames it to path. */
 #define SC_FS_TEMP_INFIX ".tmp."
 
+/* Writes all len bytes to fd, retrying on EINTR and short writes. 0, or -1 with errno. */
+int sc_fs_write_all(int fd, const void *data, size_t len);
+
 /* Writes data to path atomically: readers see the old or the new file, never a
  * partial one, also after a crash. Returns 0, or -1 with errno set. */
 int sc_fs_write_atomic(const char *path, const void *data, size_t len);

@@ -141,9 +141,10 @@ static enum MHD_Result send_from(struct MHD_Connection *conn, int (*fn)(sc_buf_t
     return sc_http__send_json(conn, 200, &b);
 }
 
-static enum MHD_Result alerts_health(struct MHD_Connection *conn)
+/* The alerts' health, degraded while the limits store does not answer. */
+static enum MHD_Result health(struct MHD_Connection *conn)
 {
-    return send_from(conn, sc_http_fleet_health_json); /* alerts + limits store */
+    return send_from(conn, sc_http_fleet_health_json);
 }
 
 static enum MHD_Result alerts_list(struct MHD_Connection *conn)
@@ -220,7 +221,7 @@ static const struct admin_route {
     enum MHD_Result (*handler)(struct MHD_Connection *conn);
 } k_routes[] = {
     {"/api/admin/metrics/composite", ADMIN_GET, metrics_composite},
-    {"/api/admin/metrics/health", ADMIN_GET, alerts_health},
+    {"/api/admin/metrics/health", ADMIN_GET, health},
     {"/api/admin/metrics/daily-generations", ADMIN_GET, daily_generations},
     {"/api/admin/metrics/reset", ADMIN_POST, metrics_reset},
     {"/api/admin/alerts", ADMIN_GET, alerts_list},

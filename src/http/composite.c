@@ -2,7 +2,7 @@
  * PIL, or Kontext (limiter, Replicate job with the connection suspended) with
  * automatic fallback to PIL -> save -> JSON or image answer.
  *
- * Multipart: libmicrohttpd's post processor parses the stream; every field is
+ * Multipart: http/multipart.c parses the stream; every field is
  * buffered (files up to MAX_UPLOAD_BYTES, which bounds the whole body, text
  * fields up to SC_HTTP_MAX_TEXT_FIELD). Unknown fields are ignored. A repeated
  * field: the last occurrence wins. */
@@ -19,9 +19,12 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "http/conn.h"
+#include "http/multipart.h"
 #include "image/resize.h"
 #include "limits/limiter.h"
+#include "limits/pacing.h"
 #include "metrics/metrics.h"
+#include "replicate/breaker.h"
 #include "replicate/inputs.h"
 
 /* ==== Upload ==== */
@@ -61,23 +64,16 @@ static sc_http_field_t *field_for(sc_http_conn_t *c, const char *key, bool *is_f
     return NULL;
 }
 
-static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *key,
-                                const char *filename, const char *content_type,
-                                const char *transfer_encoding, const char *data, uint64_t off,
-                                size_t size)
+static int on_field(void *cls, const char *key, const char *data, size_t size, bool first)
 {
-    (void)kind;
-    (void)filename;
-    (void)content_type;
-    (void)transfer_encoding;
     sc_http_conn_t *c = cls;
-    if (!key || c->refused)
-        return MHD_YES;
+    if (c->refused)
+        return 0;
     bool is_file = false;
     sc_http_field_t *f = field_for(c, key, &is_file);
     if (!f)
-        return MHD_YES; /* unknown fields are ignored */
-    if (off == 0) {
+        return 0; /* unknown fields are ignored */
+    if (first) {
         sc_buf_reset(&f->data); /* a repeated field: the last one wins */
         f->present = true;
     }
@@ -86,13 +82,13 @@ static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *
         snprintf(msg, sizeof msg, "field '%s' is longer than %d bytes", key,
                  SC_HTTP_MAX_TEXT_FIELD);
         refuse(c, 400, "invalid_parameter", msg);
-        return MHD_YES;
+        return 0;
     }
     if (size > 0 && sc_buf_append(&f->data, data, size) != 0) {
         refuse(c, 500, "internal_error", "out of memory while reading the upload");
-        return MHD_NO;
+        return -1;
     }
-    return MHD_YES;
+    return 0;
 }
 
 enum MHD_Result sc_http__composite_begin(sc_http_conn_t *c)
@@ -105,8 +101,10 @@ enum MHD_Result sc_http__composite_begin(sc_http_conn_t *c)
                                    "content type must be multipart/form-data, got '%s'",
                                    ct ? ct : "(none)");
     }
-    c->pp = MHD_create_post_processor(c->mhd, 64 * 1024, on_field, c);
-    if (!c->pp) {
+    char boundary[SC_MULTIPART_MAX_BOUNDARY + 1];
+    if (sc_multipart_boundary(ct, boundary, sizeof boundary) == 0)
+        c->mp = sc_multipart_new(boundary, on_field, c);
+    if (!c->mp) {
         c->stage = SC_STAGE_DONE;
         return sc_http__send_error(c->mhd, 400, "bad_request",
                                    "malformed multipart/form-data content type (no boundary?)");
@@ -141,7 +139,7 @@ enum MHD_Result sc_http__composite_data(sc_http_conn_t *c, const char *data, siz
     }
     if (c->refused)
         return MHD_YES;
-    if (MHD_post_process(c->pp, data, size) != MHD_YES)
+    if (sc_multipart_feed(c->mp, data, size) != 0)
         refuse(c, 400, "bad_request", "malformed multipart/form-data body");
     return MHD_YES;
 }
@@ -285,23 +283,52 @@ static enum MHD_Result fall_back(sc_http_conn_t *c, sc_fallback_reason_t r, cons
 
 /* ==== Kontext ==== */
 
-/* The client's socket, or -1. */
-static int client_fd(sc_http_conn_t *c)
+/* ---- Outage protection (issue 11): pacing and the circuit breaker ---- */
+
+static void breaker_params_of(const sc_policy_effective_t *e, sc_breaker_params_t *p)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
-    return ci ? ci->connect_fd : -1;
+    *p = (sc_breaker_params_t){e->breaker_enabled,      e->breaker_failure_rate,
+                               e->breaker_min_calls,    e->breaker_window_seconds,
+                               e->breaker_open_seconds, e->breaker_half_open_calls};
 }
 
-/* Whether the client closed its socket (FIN or RST) while its connection was
- * suspended, where MHD does not look. Bytes waiting mean it is still there. */
-static bool client_left(int fd)
+/* Before the limiter: pacing, then the breaker. Returns SC_FB__COUNT when the
+ * start may go on (c->breaker_ticket then holds the breaker's ticket), else the
+ * fallback reason. */
+static sc_fallback_reason_t outage_gate(sc_http_conn_t *c, double now)
 {
-    char b;
-    if (fd < 0)
-        return false;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    if (c->eff.pacing) {
+        sc_limits_counts_t counts = {0, 0, 0};
+        sc_limiter_counts(now, &counts);
+        if (!sc_pacing_admit(counts.today, c->eff.daily_limit, now))
+            return SC_FB_BUDGET_PACING;
+    }
+    sc_breaker_params_t bp;
+    breaker_params_of(&c->eff, &bp);
+    if (!sc_breaker_admit(sc_breaker_global(), &bp, now, &c->breaker_ticket))
+        return SC_FB_CIRCUIT_OPEN;
+    return SC_FB__COUNT;
+}
+
+/* The breaker's view of a finished prediction: timeout, api_error and
+ * invalid_output are failures, a success is a success, anything else (no
+ * token, SC_REP_CLIENT_GONE, ...) is no outcome. Any thread. */
+static void breaker_finish(sc_http_conn_t *c, sc_rep_status_t st)
+{
+    double now = sc_clock_wall();
+    switch (st) {
+    case SC_REP_OK:
+        sc_breaker_record(sc_breaker_global(), &c->breaker_ticket, SC_BREAKER_SUCCESS, now);
+        break;
+    case SC_REP_TIMEOUT:
+    case SC_REP_API_ERROR:
+    case SC_REP_INVALID_OUTPUT:
+        sc_breaker_record(sc_breaker_global(), &c->breaker_ticket, SC_BREAKER_FAILURE, now);
+        break;
+    default:
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, now);
+        break;
+    }
 }
 
 /* The Replicate job's upstream_over: the prediction no longer runs upstream,
@@ -309,20 +336,24 @@ static bool client_left(int fd)
  * MHD never calls the handler again for a client that went away (issue 8). */
 static void release_slot(void *ud)
 {
-    sc_limits_token_t *tok = ud;
-    sc_limiter_release(tok);
-    free(tok);
+    sc_limits_token_t *slot = ud; /* the job's own copy of the token */
+    sc_limiter_release(slot);
+    free(slot);
 }
 
 static void on_kontext_done(sc_rep_result_t *res, void *ud)
 {
     sc_http_conn_t *c = ud;
-    if (res && res->status == SC_REP_CLIENT_GONE)
+    if (res && res->status == SC_REP_CLIENT_GONE) {
+        /* Not an outcome: the ticket goes back now (a half-open trial frees
+         * its slot), since MHD may never run kontext_done for this request. */
+        breaker_finish(c, SC_REP_CLIENT_GONE);
         sc_log_warn("[Kontext Composite] client went away after %.1fs id=%s prediction=%s: "
                     "request dropped, prediction cancelled upstream%s",
                     sc_clock_mono() - c->t_kontext, c->id,
                     res->prediction_id[0] ? res->prediction_id : "-",
                     res->prediction_id[0] ? "" : " once its create answers");
+    }
     sc_http__resume_from_callback(c, res);
 }
 
@@ -330,8 +361,8 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
 {
     if (c->cfg->replicate_api_token[0] == '\0')
         return fall_back(c, SC_FB_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
-    int fd = client_fd(c);
-    if (client_left(fd)) {
+    int fd = sc_http__client_fd(c);
+    if (sc_http__client_left(fd)) {
         /* Nothing is answered (the pool job stashes no response), so the
          * connection is closed and the context freed. */
         sc_log_info("[Kontext Composite] client went away before Kontext started id=%s: "
@@ -340,12 +371,20 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
         return MHD_NO;
     }
 
+    sc_fallback_reason_t gate = outage_gate(c, sc_clock_wall()); /* issue 11 */
+    if (gate != SC_FB__COUNT)
+        return fall_back(c, gate,
+                         gate == SC_FB_CIRCUIT_OPEN ? "circuit breaker open, no prediction created"
+                                                    : "budget pacing holds back this start");
+
     sc_limits_caps_t caps = {c->eff.max_concurrent, c->eff.max_per_hour, c->eff.daily_limit};
     sc_limit_result_t lr = sc_limiter_take(sc_clock_wall(), &caps, &c->limiter_slot);
-    if (lr != SC_LIMIT_OK)
+    if (lr != SC_LIMIT_OK) {
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         return fall_back(c, sc_fallback_reason_for_limit(lr),
                          lr == SC_LIMIT_UNAVAILABLE ? "the limits store does not answer"
                                                     : "refused by the rate limiter");
+    }
     c->limiter_held = true;
     sc_metrics_kontext_started(sc_clock_wall());
     /* Write-ahead: the start is counted (take) and must be on disk before the
@@ -356,17 +395,32 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     if (sc_metrics_flush() != 0) {
         sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR, "cannot persist the start count in LOGS_DIR");
     }
 
+    /* The job gets its own copy of the token: c may be gone by the time the
+     * prediction ends upstream (release_slot frees it). */
+    sc_limits_token_t *slot = malloc(sizeof *slot);
     char *json = NULL;
     const char *prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL;
-    if (sc_inputs_kontext(&c->scene, &c->product, prompt, &json) != 0) {
+    /* issue 11: large images go through the Files API (an upload failure is an api_error) */
+    int irc =
+        slot ? sc_inputs_kontext_ex(&c->scene, &c->product, prompt, c->eff.timeout_seconds, &json)
+             : -1;
+    if (irc != 0) {
+        free(slot);
         sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
+        if (irc == -2)
+            breaker_finish(c, SC_REP_API_ERROR);
+        else
+            sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
-        return fall_back(c, SC_FB_API_ERROR, "cannot build the model input");
+        return fall_back(c, SC_FB_API_ERROR,
+                         irc == -2 ? "input upload to the Files API failed"
+                                   : "cannot build the model input");
     }
     c->t_kontext = sc_clock_mono();
     sc_log_info("[Kontext Composite] submitting id=%s model=%s timeout=%.0fs", c->id,
@@ -375,22 +429,15 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
      * successful submit on, c belongs to the done callback and the slot to the
      * job (upstream_over). The job watches the client's socket: MHD does not
      * while the connection is suspended. */
-    sc_limits_token_t *slot = malloc(sizeof *slot); /* the job's copy: c may be gone first */
-    if (!slot) {
-        sc_limiter_release(&c->limiter_slot);
-        c->limiter_held = false;
-        free(json);
-        sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
-        return fall_back(c, SC_FB_API_ERROR, "out of memory");
-    }
     *slot = c->limiter_slot;
     c->limiter_slot.s[0] = '\0';
-    sc_rep_opts_t opts = {.client_fd = fd, .upstream_over = release_slot, .upstream_ud = slot};
     c->limiter_held = false;
+    sc_rep_opts_t opts = {.client_fd = fd, .upstream_over = release_slot, .upstream_ud = slot};
     sc_http__hand_off(c);
     if (sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
                                on_kontext_done, c) != 0) {
-        /* Not queued, so no callback will come: resume ourselves with a failure. */
+        /* Not queued, so no callback will come (upstream_over neither): give
+         * the slot back and resume ourselves with a failure. */
         release_slot(slot);
         sc_rep_result_t *res = calloc(1, sizeof *res);
         if (res) {
@@ -442,15 +489,19 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
     sc_rep_result_t *res = c->result;
     double secs = sc_clock_mono() - c->t_kontext;
     sc_rep_status_t st = res ? res->status : SC_REP_API_ERROR;
-    if (st == SC_REP_CLIENT_GONE)
+    if (st == SC_REP_CLIENT_GONE) {
+        breaker_finish(c, st); /* no outcome; already given back by the callback */
         return MHD_NO; /* nobody to answer (logged by the callback): the connection closes */
+    }
     const char *msg = res && res->message[0] ? res->message : NULL;
     const char *err = NULL;
 
     if (st == SC_REP_OK) {
         uint8_t *out = NULL;
         size_t len = 0;
-        if (kontext_output(c, res, &out, &len, &err) == 0) {
+        int orc = kontext_output(c, res, &out, &len, &err);
+        breaker_finish(c, orc == 0 ? SC_REP_OK : SC_REP_INVALID_OUTPUT); /* issue 11 */
+        if (orc == 0) {
             if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
                 free(out);
                 sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, secs);
@@ -468,6 +519,7 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
         msg = err ? err : "output does not decode as an image";
     }
 
+    breaker_finish(c, st); /* issue 11 (no-op when already recorded above) */
     sc_fallback_reason_t reason = sc_fallback_reason_for_replicate(st);
     const char *reason_name = sc_fallback_reason_name(reason);
     sc_metrics_kontext_finished(
@@ -512,13 +564,14 @@ static enum MHD_Result param_number(sc_http_conn_t *c, const sc_http_field_t *f,
 
 enum MHD_Result sc_http__composite_finish(sc_http_conn_t *c)
 {
-    if (c->pp) {
-        enum MHD_Result complete = MHD_destroy_post_processor(c->pp);
-        c->pp = NULL;
+    if (c->mp) {
+        int complete = sc_multipart_finish(c->mp);
+        sc_multipart_free(c->mp);
+        c->mp = NULL;
         if (c->refused)
             return sc_http__send_error(c->mhd, (unsigned)c->refused_status, c->refused_code, "%s",
                                        c->refused_msg);
-        if (complete != MHD_YES)
+        if (complete != 0)
             return sc_http__send_error(c->mhd, 400, "bad_request",
                                        "malformed or truncated multipart/form-data body");
     }

@@ -30,6 +30,7 @@
 #include "image/place.h"
 #include "limits/store.h"
 #include "lua/policy.h"
+#include "replicate/breaker.h"
 #include "replicate/client.h"
 
 /* Bounds for the small multipart text fields and JSON bodies. */
@@ -53,6 +54,16 @@ typedef enum {
     SC_STAGE_DONE        /* a response was queued */
 } sc_http_stage_t;
 
+/* Where a connection stands, for the edge watchdog (edge.c). */
+typedef enum {
+    SC_EDGE_HEADERS = 0, /* waiting for the request headers (deadline applies) */
+    SC_EDGE_BODY,        /* reading a request body */
+    SC_EDGE_BUSY,        /* the request is being handled or answered */
+    SC_EDGE_IDLE         /* keep-alive, between requests */
+} sc_edge_phase_t;
+
+typedef struct sc_http_edge sc_http_edge_t;
+
 /* One text or file field of the multipart form. */
 typedef struct sc_http_field {
     sc_buf_t data;
@@ -67,13 +78,16 @@ typedef struct sc_http_conn {
     sc_http_stage_t stage;
     double t_start; /* monotonic, body complete */
     long long body_bytes;
-    bool refused; /* an error was already decided while uploading */
+    long long budget_held; /* bytes of MAX_BUFFERED_UPLOAD_BYTES this request holds */
+    bool budget_announced; /* Content-Length was taken whole at the start */
+    sc_http_edge_t *edge;  /* the connection's watchdog entry (may be NULL) */
+    bool refused;          /* an error was already decided while uploading */
     int refused_status;
     const char *refused_code;
     char refused_msg[256];
 
     /* POST /api/composite upload */
-    struct MHD_PostProcessor *pp;
+    struct sc_multipart *mp;
     sc_http_field_t f_scene, f_product, f_prompt, f_user_id, f_x, f_y, f_scale, f_format;
 
     /* POST /api/scenes and other bodies */
@@ -96,6 +110,10 @@ typedef struct sc_http_conn {
     void (*job)(struct sc_http_conn *c); /* what the pool runs next */
     /* scenes */
     double t_scene;
+    sc_limits_token_t scene_slot; /* from the take until the job owns its copy */
+    /* issue 11: the circuit breaker's ticket of a Kontext start, handed back
+     * when the prediction ends (record) or without an outcome (release) */
+    sc_breaker_ticket_t breaker_ticket;
 } sc_http_conn_t;
 
 void sc_http__conn_ref(sc_http_conn_t *c);
@@ -124,6 +142,54 @@ int sc_http__pool_start(int nthreads);
 int sc_http__pool_submit(void (*fn)(void *), void *arg);
 /* Runs what is queued, then joins the threads. */
 void sc_http__pool_stop(void);
+
+/* ==== The connection edge (edge.c) ==== */
+
+/* Starts / stops the watchdog (header deadline, half-closed uploads). */
+int sc_http__edge_start(const sc_config_t *cfg);
+void sc_http__edge_stop(void);
+/* MHD_OPTION_NOTIFY_CONNECTION and MHD_OPTION_URI_LOG_CALLBACK callbacks. */
+void sc_http__edge_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code);
+void *sc_http__edge_uri_log(void *cls, const char *uri, struct MHD_Connection *conn);
+/* The watchdog entry of conn (NULL when untracked); set its phase, count body
+ * bytes (progress tells a slow upload from a dead one). NULL-safe. */
+sc_http_edge_t *sc_http__edge_of(struct MHD_Connection *conn);
+void sc_http__edge_set(sc_http_edge_t *e, sc_edge_phase_t phase);
+void sc_http__edge_progress(sc_http_edge_t *e, size_t n);
+
+/* A peer address as text ("?" when unknown). */
+/* The client's socket of a connection, or -1. */
+int sc_http__client_fd(sc_http_conn_t *c);
+/* Whether the client closed its socket (FIN or RST) while its connection was
+ * suspended, where MHD does not look. Bytes waiting mean it is still there. */
+bool sc_http__client_left(int fd);
+void sc_http__format_addr(const struct sockaddr *sa, char *out, size_t cap);
+
+/* ==== The front door (door.c) ==== */
+
+/* Takes listen_fd (listening, non-blocking) and hands each connection whose
+ * first request head is sound to mhd; answers the others itself (one JSON
+ * error, then close). header_timeout 0 = no deadline; per_ip_limit 0 = none.
+ * Returns 0 or -1. */
+int sc_http__door_start(int listen_fd, struct MHD_Daemon *mhd, double header_timeout,
+                        int per_ip_limit);
+/* MAX_CONNECTIONS_PER_IP accounting of a connection MHD owns (edge.c, at
+ * MHD's started / closed notifications). No-ops without a limit. */
+void sc_http__ip_add(const struct sockaddr *sa);
+void sc_http__ip_release(const struct sockaddr *sa);
+/* Stops accepting (closes the listening socket); waiting connections go on. */
+void sc_http__door_quiesce(void);
+/* Connections accepted whose first request head is not complete yet. */
+int sc_http__door_waiting(void);
+/* Closes everything it holds and joins its thread; before MHD_stop_daemon. */
+void sc_http__door_stop(void);
+
+/* The upload budget (MAX_BUFFERED_UPLOAD_BYTES): take n bytes of it (false,
+ * taking nothing, when it would go over), give them back, bytes in use. */
+bool sc_http__budget_take(long long n);
+void sc_http__budget_give(long long n);
+long long sc_http__budget_used(void);
 
 /* ==== Responses (each returns the MHD_queue_response result) ==== */
 

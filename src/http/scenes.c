@@ -6,14 +6,19 @@
  * Scenes are paid predictions with no local fallback, so they have their own
  * caps (SCENE_MAX_CONCURRENT, SCENE_MAX_PER_HOUR, SCENE_DAILY_LIMIT) enforced by
  * the scene limiter: over a cap the answer is 429 rate_limited with Retry-After.
- * A slot is taken before the prediction is submitted and given back in the
- * Replicate done callback, which runs exactly once per accepted job whatever
- * happens to the client (success, failure, timeout, disconnect), or at once
- * when the job is never queued. */
+ * A slot is taken before the prediction is submitted and belongs to the
+ * Replicate job from then on: its upstream_over gives it back once the
+ * prediction no longer runs upstream, whatever happens to the client, or it is
+ * given back at once when the job is never queued. As for Kontext (API.md,
+ * Hardening rules): the start is on disk before the create leaves, the job
+ * watches the client's socket and cancels the prediction of a client that
+ * went away, and a client already gone at admission takes no slot. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <cjson/cJSON.h>
 
@@ -38,20 +43,47 @@ static bool aspect_ok(const char *s)
     return false;
 }
 
-/* Curl I/O thread: the prediction ended, so its slot is free again. */
+/* The Replicate job's upstream_over (I/O thread): the prediction no longer runs
+ * upstream, so its slot is free again. From the job, not the request: MHD never
+ * calls the handler again for a client that went away. */
+static void release_scene_slot(void *ud)
+{
+    sc_limits_token_t *slot = ud; /* the job's own copy of the token */
+    sc_limiter_release_on(sc_limiter_scene(), slot);
+    free(slot);
+}
+
 static void on_scene_done(sc_rep_result_t *res, void *ud)
 {
     sc_http_conn_t *c = ud;
-    sc_limiter_release_on(sc_limiter_scene(), &c->limiter_slot);
+    if (res && res->status == SC_REP_CLIENT_GONE) {
+        /* Counted here: MHD may close a reset connection without calling the
+         * handler again, so scene_done may never run for it. */
+        sc_metrics_scene(sc_clock_wall(), false, sc_clock_mono() - c->t_scene);
+        sc_log_warn("[Scene] client went away after %.1fs id=%s prediction=%s: request dropped, "
+                    "prediction cancelled upstream%s",
+                    sc_clock_mono() - c->t_scene, c->id,
+                    res->prediction_id[0] ? res->prediction_id : "-",
+                    res->prediction_id[0] ? "" : " once its create answers");
+    }
     sc_http__resume_from_callback(c, res);
 }
 
-/* 429 rate_limited with Retry-After (whole seconds). */
+/* 429 rate_limited with Retry-After (whole seconds); 503 service_unavailable
+ * when the limits store does not answer (a scene has no fallback, and no cap
+ * may be exceeded, so nothing is started). */
 static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_result_t lr,
                                          int retry_after, const sc_limits_caps_t *caps)
 {
     char msg[160];
+    unsigned status = 429;
+    const char *code = "rate_limited";
     switch (lr) {
+    case SC_LIMIT_UNAVAILABLE:
+        status = 503;
+        code = "service_unavailable";
+        snprintf(msg, sizeof msg, "the limits store does not answer; nothing was started");
+        break;
     case SC_LIMIT_DAILY:
         snprintf(msg, sizeof msg, "scene daily limit reached (%d per UTC day)", caps->daily_limit);
         break;
@@ -59,7 +91,6 @@ static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_r
         snprintf(msg, sizeof msg, "scene hourly limit reached (%d in any 60 minutes)",
                  caps->max_per_hour);
         break;
-    case SC_LIMIT_UNAVAILABLE:
     case SC_LIMIT_CONCURRENCY:
     case SC_LIMIT_OK:
         snprintf(msg, sizeof msg, "too many scenes in progress (at most %d at once)",
@@ -67,7 +98,7 @@ static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_r
         break;
     }
     sc_buf_t b = SC_BUF_INIT;
-    int rc = sc_buf_puts(&b, "{\"error\": {\"code\": \"rate_limited\", \"message\": ");
+    int rc = sc_buf_printf(&b, "{\"error\": {\"code\": \"%s\", \"message\": ", code);
     rc |= sc_buf_json_str(&b, msg);
     rc |= sc_buf_puts(&b, "}}\n");
     if (rc != 0) {
@@ -85,7 +116,7 @@ static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_r
     snprintf(secs, sizeof secs, "%d", retry_after);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
-    return sc_http__deliver(conn, 429, r);
+    return sc_http__deliver(conn, status, r);
 }
 
 /* Pool job: admission (checked only for a valid request, so a refused or
@@ -93,13 +124,40 @@ static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_r
  * model input built by sc_http__scenes_finish. */
 static void scene_start(sc_http_conn_t *c)
 {
+    int fd = sc_http__client_fd(c);
+    if (sc_http__client_left(fd)) {
+        /* Nothing is stashed, so the connection is closed and c freed. */
+        sc_log_info("[Scene] client went away before the scene started: request dropped");
+        return;
+    }
     sc_limits_caps_t caps = {c->cfg->scene_max_concurrent, c->cfg->scene_max_per_hour,
                              c->cfg->scene_daily_limit};
     double now = sc_clock_wall();
-    sc_limit_result_t lr = sc_limiter_take_on(sc_limiter_scene(), now, &caps, &c->limiter_slot);
+    sc_limit_result_t lr = sc_limiter_take_on(sc_limiter_scene(), now, &caps, &c->scene_slot);
     if (lr != SC_LIMIT_OK) {
         int wait = sc_limiter_retry_after(sc_limiter_scene(), lr, now, &caps);
         (void)send_rate_limited(c->mhd, lr, wait, &caps);
+        return;
+    }
+    /* Write-ahead: the start (counted by the take) must be on disk before the
+     * create can leave, or a crash right after it loses the count and a crash
+     * loop spends past SCENE_DAILY_LIMIT. If it cannot be written, nothing is
+     * sent (a scene has no fallback: the answer is 503). */
+    /* The job gets its own copy of the token: c may be gone by the time the
+     * prediction ends upstream (release_scene_slot frees it). */
+    sc_limits_token_t *slot = malloc(sizeof *slot);
+    if (!slot) {
+        sc_limiter_release_on(sc_limiter_scene(), &c->scene_slot);
+        (void)sc_http__send_oom(c->mhd);
+        return;
+    }
+    *slot = c->scene_slot;
+    c->scene_slot.s[0] = '\0';
+    if (sc_metrics_flush() != 0) {
+        release_scene_slot(slot);
+        sc_log_error("[Scene] cannot persist the start count in LOGS_DIR: scene not started");
+        (void)sc_http__send_error(c->mhd, 503, "service_unavailable",
+                                  "cannot persist the scene start count; nothing was sent");
         return;
     }
     size_t len = 0;
@@ -107,13 +165,17 @@ static void scene_start(sc_http_conn_t *c)
     sc_id_new(c->id);
     c->t_scene = sc_clock_mono();
     sc_log_info("[Scene] generating id=%s model=%s", c->id, c->cfg->scene_model_id);
-    /* The suspension passes to the Replicate job; from a successful submit
-     * on, c belongs to the done callback. */
+    /* The suspension passes to the Replicate job; from a successful submit on,
+     * c belongs to the done callback and the slot to the job (upstream_over).
+     * The job watches the client's socket: MHD does not while suspended. */
+    sc_rep_opts_t opts = {
+        .client_fd = fd, .upstream_over = release_scene_slot, .upstream_ud = slot};
     sc_http__hand_off(c);
-    if (sc_replicate_submit(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds,
-                            on_scene_done, c) != 0) {
-        /* Not queued, so no callback will come: give the slot back here. */
-        sc_limiter_release_on(sc_limiter_scene(), &c->limiter_slot);
+    if (sc_replicate_submit_ex(c->cfg->scene_model_id, json, c->cfg->scene_timeout_seconds, &opts,
+                               on_scene_done, c) != 0) {
+        /* Not queued, so no callback will come (upstream_over neither): give
+         * the slot back here. */
+        release_scene_slot(slot);
         sc_rep_result_t *res = calloc(1, sizeof *res);
         if (res) {
             res->status = SC_REP_API_ERROR;
@@ -202,6 +264,8 @@ static enum MHD_Result scene_done(sc_http_conn_t *c)
     const char *why = !res              ? "cannot queue the prediction"
                       : res->message[0] ? res->message
                                         : sc_replicate_status_name(res->status);
+    if (res && res->status == SC_REP_CLIENT_GONE)
+        return MHD_NO; /* nobody to answer (counted and logged by the callback) */
     if (!res || res->status != SC_REP_OK) {
         sc_metrics_scene(sc_clock_wall(), false, secs);
         sc_log_warn("[Scene] generation failed id=%s: %s", c->id, why);

@@ -7,7 +7,9 @@
 #include "http/server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,11 +21,13 @@
 #include "core/log.h"
 #include "http/conn.h"
 #include "http/dashboard.h"
+#include "http/multipart.h"
 #include "lua/policy.h"
 
 #define SC_HTTP_CONNECTION_LIMIT 4096 /* above MAX_CONCURRENT_KONTEXT: each holds a connection */
 #define SC_HTTP_IDLE_TIMEOUT 60
 #define SC_HTTP_MEMORY_LIMIT (128 * 1024)
+#define SC_HTTP_BUSY_RETRY_AFTER "1" /* seconds, on a 503 server_busy */
 
 static struct MHD_Daemon *g_daemon;
 static const sc_config_t *g_cfg;
@@ -41,10 +45,9 @@ static void field_free(sc_http_field_t *f)
     f->present = false;
 }
 
-static void conn_free(sc_http_conn_t *c)
+/* Frees the buffered body (fields of a multipart upload, or a JSON body). */
+static void drop_upload(sc_http_conn_t *c)
 {
-    if (c->pp)
-        MHD_destroy_post_processor(c->pp);
     field_free(&c->f_scene);
     field_free(&c->f_product);
     field_free(&c->f_prompt);
@@ -54,12 +57,29 @@ static void conn_free(sc_http_conn_t *c)
     field_free(&c->f_scale);
     field_free(&c->f_format);
     sc_buf_free(&c->body);
+}
+
+/* Gives back the request's share of MAX_BUFFERED_UPLOAD_BYTES (once). */
+static void budget_release(sc_http_conn_t *c)
+{
+    sc_http__budget_give(c->budget_held);
+    c->budget_held = 0;
+}
+
+static void conn_free(sc_http_conn_t *c)
+{
+    budget_release(c);
+    sc_multipart_free(c->mp);
+    drop_upload(c);
     sc_image_free(&c->scene);
     sc_image_free(&c->product);
     if (c->result)
         sc_replicate_result_free(c->result);
     if (c->pending)
         MHD_destroy_response(c->pending);
+    /* issue 11: a Kontext request that ends without an outcome (the client went
+     * away) gives its breaker ticket back; a no-op once an outcome was recorded */
+    sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, 0);
     free(c);
 }
 
@@ -154,17 +174,51 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)conn;
+    sc_http__edge_set(sc_http__edge_of(conn), SC_EDGE_IDLE);
     sc_http_conn_t *c = *con_cls;
     if (!c || c == (void *)&k_deferred)
         return;
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         sc_log_debug("http: request ended early (code %d)", (int)toe);
     *con_cls = NULL;
+    /* A request that ended (also by an abort) frees its buffered body now, even
+     * when a Replicate job still holds a reference to the context. */
+    if (c->stage == SC_STAGE_UPLOAD)
+        drop_upload(c);
+    budget_release(c);
     sc_http__conn_unref(c);
 }
 
 /* ==== Responses ==== */
+
+/* An error answer after which the connection is closed (framing we cannot
+ * trust, or a refused body we will not read); retry_after may be NULL. */
+static enum MHD_Result send_error_close(struct MHD_Connection *conn, unsigned status,
+                                        const char *code, const char *retry_after, const char *msg)
+{
+    sc_buf_t b = SC_BUF_INIT;
+    int rc = sc_buf_puts(&b, "{\"error\": {\"code\": ");
+    rc |= sc_buf_json_str(&b, code);
+    rc |= sc_buf_puts(&b, ", \"message\": ");
+    rc |= sc_buf_json_str(&b, msg);
+    rc |= sc_buf_puts(&b, "}}\n");
+    if (rc != 0) {
+        sc_buf_free(&b);
+        return sc_http__send_oom(conn);
+    }
+    size_t len = 0;
+    char *data = sc_buf_steal(&b, &len);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (retry_after)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, retry_after);
+    return sc_http__deliver(conn, status, r);
+}
 
 enum MHD_Result sc_http__send(struct MHD_Connection *conn, unsigned status, const char *ctype,
                               char *body, size_t len)
@@ -286,6 +340,7 @@ static enum MHD_Result begin_body(struct MHD_Connection *conn, sc_http_route_t r
     c->cfg = g_cfg;
     c->route = route;
     c->stage = SC_STAGE_UPLOAD;
+    c->edge = sc_http__edge_of(conn);
     *con_cls = c;
 
     /* Refuse an announced oversize body before reading a byte of it. */
@@ -301,6 +356,20 @@ static enum MHD_Result begin_body(struct MHD_Connection *conn, sc_http_route_t r
             return sc_http__send_error(conn, 413, "payload_too_large",
                                        "request body of %llu bytes is over the limit of %lld bytes",
                                        n, limit);
+        }
+        /* An announced body takes its whole share of the upload budget now;
+         * a chunked one takes it as it arrives (on_request). */
+        if (end != cl && *end == '\0') {
+            c->budget_announced = true;
+            if (!sc_http__budget_take((long long)n)) {
+                c->stage = SC_STAGE_DONE;
+                sc_log_warn("http: upload of %llu bytes refused: MAX_BUFFERED_UPLOAD_BYTES "
+                            "(%lld) in use by other uploads",
+                            n, g_cfg->max_buffered_upload_bytes);
+                return send_error_close(conn, 503, "server_busy", SC_HTTP_BUSY_RETRY_AFTER,
+                                        "too many uploads in progress; retry shortly");
+            }
+            c->budget_held = (long long)n;
         }
     }
     if (route == SC_HTTP_ROUTE_COMPOSITE)
@@ -340,12 +409,73 @@ static bool has_body(struct MHD_Connection *conn)
     return te || (cl && strcmp(cl, "0") != 0);
 }
 
+/* Framing headers of the request, collected by framing_scan. */
+typedef struct framing {
+    int n_cl, n_te;
+    const char *cl;  /* the first Content-Length */
+    bool cl_differs; /* a later Content-Length differs from the first */
+    bool cl_bad;     /* a Content-Length that is not a plain decimal number */
+    bool te_bad;     /* a Transfer-Encoding other than "chunked" */
+} framing_t;
+
+static enum MHD_Result framing_scan(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    (void)kind;
+    framing_t *f = cls;
+    if (!key || !value)
+        return MHD_YES;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->n_cl++ == 0)
+            f->cl = value;
+        else if (strcmp(value, f->cl) != 0)
+            f->cl_differs = true;
+        if (!value[0] || strspn(value, "0123456789") != strlen(value))
+            f->cl_bad = true;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->n_te++;
+        if (strcasecmp(value, "chunked") != 0)
+            f->te_bad = true;
+    }
+    return MHD_YES;
+}
+
+/* Refuses ambiguous framing (request smuggling): the body's end must be clear
+ * to every hop, or bytes of it would be read as a next request. Returns NULL
+ * when the framing is sound, else the reason. */
+static const char *framing_error(struct MHD_Connection *conn)
+{
+    framing_t f = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, framing_scan, &f);
+    if (f.n_te > 0 && f.n_cl > 0)
+        return "Content-Length together with Transfer-Encoding";
+    if (f.cl_differs)
+        return "two different Content-Length values";
+    if (f.cl_bad)
+        return "malformed Content-Length";
+    if (f.n_te > 1 || f.te_bad)
+        return "unsupported Transfer-Encoding (only a single 'chunked' is accepted)";
+    return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_size, void **con_cls)
 {
     (void)cls;
     (void)version;
+    if (*con_cls == NULL) {
+        /* The very first call of a request: its headers are complete. */
+        const char *bad = framing_error(conn);
+        sc_http__edge_set(sc_http__edge_of(conn), has_body(conn) ? SC_EDGE_BODY : SC_EDGE_BUSY);
+        if (bad) {
+            /* Answered in the first call: MHD reads nothing more of this
+             * connection and closes it after the answer. */
+            sc_http__edge_set(sc_http__edge_of(conn), SC_EDGE_BUSY);
+            sc_log_info("http: refused a request with ambiguous framing: %s", bad);
+            return send_error_close(conn, 400, "bad_request", NULL, bad);
+        }
+    }
     if (*con_cls == NULL && !has_body(conn)) {
         /* Answering in the very first call makes MHD 0.9.75 discard the rest of
          * the request and close the connection (no keep-alive); so a request
@@ -384,6 +514,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             size_t n = *upload_size;
             *upload_size = 0;
             c->body_bytes += (long long)n;
+            sc_http__edge_progress(c->edge, n);
+            if (!c->budget_announced && !c->refused) {
+                /* A chunked body takes its budget as it arrives; over it, the
+                 * body is dropped and the answer (at its end) is a 503. */
+                if (sc_http__budget_take((long long)n)) {
+                    c->budget_held += (long long)n;
+                } else {
+                    drop_upload(c);
+                    budget_release(c);
+                    c->refused = true;
+                    c->refused_status = 503;
+                    c->refused_code = "server_busy";
+                    snprintf(c->refused_msg, sizeof c->refused_msg,
+                             "too many uploads in progress; retry shortly");
+                }
+            }
             if (c->route == SC_HTTP_ROUTE_COMPOSITE)
                 return sc_http__composite_data(c, upload_data, n);
             /* Small JSON bodies: a chunked stream that goes on past the limit
@@ -399,8 +545,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * the job's (a read here after the hand-over was a data race). */
         c->t_start = sc_clock_mono();
         c->stage = SC_STAGE_DONE;
+        sc_http__edge_set(c->edge, SC_EDGE_BUSY);
         enum MHD_Result r;
-        if (c->refused) {
+        if (c->refused && c->refused_status == 503) {
+            r = send_error_close(conn, 503, c->refused_code, SC_HTTP_BUSY_RETRY_AFTER,
+                                 c->refused_msg);
+        } else if (c->refused) {
             r = sc_http__send_error(conn, (unsigned)c->refused_status, c->refused_code, "%s",
                                     c->refused_msg);
         } else if (c->route == SC_HTTP_ROUTE_COMPOSITE) {
@@ -488,6 +638,60 @@ static int resolve(const char *host, int port, struct sockaddr_storage *ss, sock
     return 0;
 }
 
+/* The listening socket (non-blocking). HOST=:: means every address: IPv4 too
+ * (v4-mapped), not IPv6 only. Returns the descriptor or -1 (errno set). */
+static int open_listener(const struct sockaddr_storage *ss, socklen_t sslen)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)(const void *)ss;
+        int *v6only = IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr) ? &zero : &one;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only, sizeof *v6only);
+    }
+    if (bind(fd, (const struct sockaddr *)ss, sslen) != 0 || listen(fd, 256) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)ss;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)ss;
+        return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+    }
+    return false;
+}
+
+/* Without ADMIN_TOKEN the admin routes answer every loopback peer, and a
+ * reverse proxy on this host is one: it would open them to whoever reaches
+ * the proxy. */
+static void warn_open_admin(const sc_config_t *cfg, const struct sockaddr_storage *ss)
+{
+    if (cfg->admin_token[0])
+        return;
+    if (!is_loopback(ss)) {
+        sc_log_warn("ADMIN_TOKEN is not set and HOST=%s is not a loopback address: the admin "
+                    "routes (/api/admin/..., /metrics) answer every loopback peer, including a "
+                    "reverse proxy on this host; set ADMIN_TOKEN",
+                    cfg->host);
+    } else {
+        sc_log_info("ADMIN_TOKEN is not set: the admin routes answer every loopback peer; if a "
+                    "reverse proxy on this host forwards to scenecomp, set ADMIN_TOKEN");
+    }
+}
+
 static unsigned pool_size(const sc_config_t *cfg)
 {
     if (cfg->http_threads > 0)
@@ -505,41 +709,64 @@ int sc_http_start(const sc_config_t *cfg, char *err, size_t errlen)
     socklen_t sslen = 0;
     if (resolve(cfg->host, cfg->port, &ss, &sslen, err, errlen) != 0)
         return -1;
-    (void)sslen;
     g_cfg = cfg;
     g_started = sc_clock_mono();
     atomic_init(&g_suspended, 0);
 
+    /* The front door (door.c) owns the listening socket; MHD gets connections
+     * from it. */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
-    if (ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
+    int lfd = open_listener(&ss, sslen);
+    if (lfd < 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d (%s)", cfg->host, cfg->port, strerror(errno));
+        return -1;
+    }
     unsigned threads = pool_size(cfg);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int compute = cores < 1 ? 1 : (int)cores;
     if (sc_http__pool_start(compute) != 0) {
+        close(lfd);
         snprintf(err, errlen, "cannot start the compute threads");
         return -1;
     }
-    g_daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, NULL,
-                                MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                                MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
-                                (unsigned)SC_HTTP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-                                (unsigned)SC_HTTP_IDLE_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                                (size_t)SC_HTTP_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED,
-                                on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-                                MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u, MHD_OPTION_END);
-    if (!g_daemon) {
-        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not permitted)", cfg->host,
-                 cfg->port);
+    if (sc_http__edge_start(cfg) != 0) {
+        close(lfd);
+        sc_http__pool_stop();
+        snprintf(err, errlen, "cannot start the connection watchdog");
         return -1;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_BIND_PORT);
-    g_port = di ? di->port : cfg->port;
+    g_daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)SC_HTTP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)SC_HTTP_IDLE_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)SC_HTTP_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, sc_http__edge_notify, NULL, MHD_OPTION_URI_LOG_CALLBACK,
+        sc_http__edge_uri_log, NULL, MHD_OPTION_END);
+    if (!g_daemon || sc_http__door_start(lfd, g_daemon, cfg->header_timeout_seconds,
+                                         cfg->max_connections_per_ip) != 0) {
+        if (g_daemon)
+            MHD_stop_daemon(g_daemon);
+        g_daemon = NULL;
+        close(lfd);
+        sc_http__edge_stop();
+        sc_http__pool_stop();
+        snprintf(err, errlen, "cannot start the HTTP daemon");
+        return -1;
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    g_port = cfg->port;
+    if (getsockname(lfd, (struct sockaddr *)&bound, &blen) == 0)
+        g_port =
+            ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)(void *)&bound)->sin6_port
+                                              : ((struct sockaddr_in *)(void *)&bound)->sin_port);
     sc_log_info("scenecomp %s listening on http://%s:%d (%u connection threads, %d compute "
                 "threads)",
                 SC_VERSION, cfg->host, g_port, threads, compute);
+    warn_open_admin(cfg, &ss);
     return 0;
 }
 
@@ -552,9 +779,7 @@ void sc_http_quiesce(void)
 {
     if (!g_daemon)
         return;
-    MHD_socket s = MHD_quiesce_daemon(g_daemon);
-    if (s != MHD_INVALID_SOCKET)
-        close(s);
+    sc_http__door_quiesce();
 }
 
 int sc_http_suspended(void)
@@ -568,15 +793,17 @@ int sc_http_connections(void)
         return 0;
     const union MHD_DaemonInfo *di =
         MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-    return di ? (int)di->num_connections : 0;
+    return (di ? (int)di->num_connections : 0) + sc_http__door_waiting();
 }
 
 void sc_http_stop(void)
 {
     if (!g_daemon)
         return;
+    sc_http__door_stop(); /* no connection is handed to MHD after this */
     MHD_stop_daemon(g_daemon);
     g_daemon = NULL;
+    sc_http__edge_stop();
     sc_http__pool_stop();
     g_port = 0;
 }

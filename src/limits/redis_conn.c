@@ -162,8 +162,8 @@ void sc_redis_mark_down(sc_redis_t *r, const char *why)
     for (int i = 0; i < n; i++)
         redisFree(drop[i]);
     if (was_up)
-        sc_log_error("%s unavailable (%s); Kontext requests fall back with limiter_unavailable "
-                     "until it answers again",
+        sc_log_error("%s unavailable (%s); nothing it limits starts until it answers again "
+                     "(Kontext falls back with limiter_unavailable, scenes get 503)",
                      r->tag, why ? why : "no answer");
 }
 

@@ -732,7 +732,12 @@ sc_limits_store_t *sc_limits_redis_new(const sc_limits_redis_opts_t *o, char *er
         return NULL;
     }
     pthread_cond_init(&m->cv, NULL);
-    m->r = sc_redis_new(&t, "[Limits] store");
+    /* Kontext's store keeps the plain tag ops grep for ("[Limits] store
+     * unavailable" once per outage); another resource's names itself. */
+    char tag[64] = "[Limits] store";
+    if (o->resource && strcmp(o->resource, "kontext") != 0)
+        snprintf(tag, sizeof tag, "[Limits] %s store", o->resource);
+    m->r = sc_redis_new(&t, tag);
     if (!m->r) {
         snprintf(err, errlen, "out of memory");
         goto fail;

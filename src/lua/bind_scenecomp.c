@@ -14,6 +14,7 @@
 #include "lua/bind_scenecomp.h"
 #include "lua/policy.h"
 #include "lua/sandbox.h"
+#include "replicate/breaker.h"
 
 /* The variables policy and alert code may read, and nothing else: a policy
  * could log or encode whatever it can read, so secrets and values that can
@@ -196,4 +197,13 @@ void sc_lua_push_metrics(lua_State *L, const sc_metrics_snapshot_t *s)
 
     set_int(L, "route_errors", s->route_errors);
     set_num(L, "since", s->since);
+
+    /* issue 11: m.breaker = {state = "closed"|"open"|"half_open", since, failure_rate, calls} */
+    lua_createtable(L, 0, 4); /* m, breaker */
+    lua_pushstring(L, sc_breaker_state_name((sc_breaker_state_t)s->breaker_state));
+    lua_setfield(L, -2, "state");
+    set_num(L, "since", s->breaker_since);
+    set_num(L, "failure_rate", s->breaker_failure_rate);
+    set_int(L, "calls", s->breaker_calls);
+    lua_setfield(L, -2, "breaker"); /* m */
 }

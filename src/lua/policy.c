@@ -102,6 +102,14 @@ static void eff_from_config(const sc_config_t *cfg, sc_policy_effective_t *eff)
     eff->max_concurrent = cfg->max_concurrent_kontext;
     eff->max_per_hour = cfg->max_kontext_per_hour;
     eff->daily_limit = cfg->kontext_daily_limit;
+    /* Outage protection (issue 11); defaults as sc_breaker_params_default */
+    eff->breaker_enabled = cfg->breaker_enabled;
+    eff->breaker_failure_rate = 0.5;
+    eff->breaker_min_calls = 10;
+    eff->breaker_window_seconds = 60;
+    eff->breaker_open_seconds = 30;
+    eff->breaker_half_open_calls = 1;
+    eff->pacing = cfg->kontext_budget_pacing;
 }
 
 static int cmp_str(const void *a, const void *b)

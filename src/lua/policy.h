@@ -37,6 +37,15 @@ typedef struct sc_policy_effective {
     double timeout_seconds;
     int max_concurrent, max_per_hour, daily_limit;
     char phase[64]; /* "" = none */
+    /* Outage protection (issue 11): `breaker = {...} | false` and `pacing`,
+     * env BREAKER_ENABLED / KONTEXT_BUDGET_PACING, the other defaults those of
+     * sc_breaker_params_default. */
+    bool breaker_enabled;
+    double breaker_failure_rate;
+    int breaker_min_calls;
+    double breaker_window_seconds, breaker_open_seconds;
+    int breaker_half_open_calls;
+    bool pacing;
 } sc_policy_effective_t;
 
 typedef enum { SC_ROUTE_PIL = 0, SC_ROUTE_KONTEXT = 1 } sc_route_t;

@@ -9,7 +9,21 @@
 
 #include <lauxlib.h>
 
-enum key_kind { K_BOOL, K_METHOD, K_STRING, K_SECONDS, K_COUNT, K_PHASE, K_PHASES, K_FUNC };
+/* K_SWITCH: a feature with settings, written `false` (off), `true` (on) or a
+ * table of some of its sub keys (on; the sub keys not given keep their value
+ * so far). Its field is the on/off bool; each sub key lands in its own field. */
+enum key_kind {
+    K_BOOL,
+    K_METHOD,
+    K_STRING,
+    K_SECONDS,
+    K_FRACTION,
+    K_COUNT,
+    K_PHASE,
+    K_PHASES,
+    K_FUNC,
+    K_SWITCH,
+};
 
 #define NO_FIELD ((size_t)-1)
 #define FIELD(f) offsetof(sc_policy_effective_t, f), sizeof(((sc_policy_effective_t *)0)->f)
@@ -18,24 +32,42 @@ enum key_kind { K_BOOL, K_METHOD, K_STRING, K_SECONDS, K_COUNT, K_PHASE, K_PHASE
  * field/size: where the value lands in sc_policy_effective_t (NO_FIELD: not
  * stored there; "phase" is stored by the phase selection, after every phase
  * has been checked). */
-static const struct key_spec {
+struct key_spec {
     const char *name;
     enum key_kind kind;
     bool in_phase; /* may be overridden by phases[phase] */
     size_t field, size;
-} k_keys[] = {
-    {"use_kontext", K_BOOL, true, FIELD(use_kontext)},
-    {"method", K_METHOD, true, FIELD(method)},
-    {"model_id", K_STRING, true, FIELD(model_id)},
-    {"timeout_seconds", K_SECONDS, true, FIELD(timeout_seconds)},
-    {"max_concurrent", K_COUNT, true, FIELD(max_concurrent)},
-    {"max_per_hour", K_COUNT, true, FIELD(max_per_hour)},
-    {"daily_limit", K_COUNT, true, FIELD(daily_limit)},
-    {"phase", K_PHASE, false, FIELD(phase)},
-    {"phases", K_PHASES, false, NO_FIELD, 0},
-    {"route", K_FUNC, false, NO_FIELD, 0},
-    {"on_kontext_error", K_FUNC, false, NO_FIELD, 0},
-    {NULL, K_BOOL, false, NO_FIELD, 0},
+    int lo, hi;                 /* K_COUNT: the allowed range */
+    const struct key_spec *sub; /* K_SWITCH: the keys of its table form */
+};
+
+#define COUNT(f, lo, hi) FIELD(f), lo, hi, NULL
+
+/* `breaker` (issue 11); the defaults are set with the env ones (policy.c). */
+static const struct key_spec k_breaker_keys[] = {
+    {"failure_rate", K_FRACTION, false, FIELD(breaker_failure_rate), 0, 0, NULL},
+    {"min_calls", K_COUNT, false, COUNT(breaker_min_calls, 1, 1000000)},
+    {"window_seconds", K_SECONDS, false, FIELD(breaker_window_seconds), 0, 0, NULL},
+    {"open_seconds", K_SECONDS, false, FIELD(breaker_open_seconds), 0, 0, NULL},
+    {"half_open_calls", K_COUNT, false, COUNT(breaker_half_open_calls, 1, 1000000)},
+    {NULL, K_BOOL, false, NO_FIELD, 0, 0, 0, NULL},
+};
+
+static const struct key_spec k_keys[] = {
+    {"use_kontext", K_BOOL, true, FIELD(use_kontext), 0, 0, NULL},
+    {"method", K_METHOD, true, FIELD(method), 0, 0, NULL},
+    {"model_id", K_STRING, true, FIELD(model_id), 0, 0, NULL},
+    {"timeout_seconds", K_SECONDS, true, FIELD(timeout_seconds), 0, 0, NULL},
+    {"max_concurrent", K_COUNT, true, COUNT(max_concurrent, 0, 1000000000)},
+    {"max_per_hour", K_COUNT, true, COUNT(max_per_hour, 0, 1000000000)},
+    {"daily_limit", K_COUNT, true, COUNT(daily_limit, 0, 1000000000)},
+    {"phase", K_PHASE, false, FIELD(phase), 0, 0, NULL},
+    {"phases", K_PHASES, false, NO_FIELD, 0, 0, 0, NULL},
+    {"route", K_FUNC, false, NO_FIELD, 0, 0, 0, NULL},
+    {"on_kontext_error", K_FUNC, false, NO_FIELD, 0, 0, 0, NULL},
+    {"breaker", K_SWITCH, true, FIELD(breaker_enabled), 0, 0, k_breaker_keys},
+    {"pacing", K_BOOL, true, FIELD(pacing), 0, 0, NULL},
+    {NULL, K_BOOL, false, NO_FIELD, 0, 0, 0, NULL},
 };
 
 /* Keys of a phase table besides the overridable ones above. */
@@ -52,54 +84,99 @@ static const void *cfield_of(const sc_policy_effective_t *eff, const struct key_
     return (const char *)eff + spec->field;
 }
 
-/* "a, b, c": the keys allowed at the top level, or in a phase (for messages). */
-static void allowed_keys(char *out, size_t n, bool phase)
+/* "a, b, c": the keys of keys (with in_phase only: those a phase may
+ * override), after the names of own (may be NULL), for messages. */
+static void key_list(char *out, size_t n, const char *const *own, const struct key_spec *keys,
+                     bool in_phase_only)
 {
     size_t o = 0;
     out[0] = '\0';
-    for (int i = 0; phase && k_phase_own_keys[i]; i++)
-        o += (size_t)snprintf(out + o, o < n ? n - o : 0, "%s%s", o ? ", " : "",
-                              k_phase_own_keys[i]);
-    for (int i = 0; k_keys[i].name; i++) {
-        if (phase && !k_keys[i].in_phase)
+    for (int i = 0; own && own[i]; i++)
+        o += (size_t)snprintf(out + o, o < n ? n - o : 0, "%s%s", o ? ", " : "", own[i]);
+    for (int i = 0; keys[i].name; i++) {
+        if (in_phase_only && !keys[i].in_phase)
             continue;
-        o += (size_t)snprintf(out + o, o < n ? n - o : 0, "%s%s", o ? ", " : "", k_keys[i].name);
+        o += (size_t)snprintf(out + o, o < n ? n - o : 0, "%s%s", o ? ", " : "", keys[i].name);
     }
+}
+
+/* "a, b, c": the keys allowed at the top level, or in a phase (for messages). */
+static void allowed_keys(char *out, size_t n, bool phase)
+{
+    key_list(out, n, phase ? k_phase_own_keys : NULL, k_keys, phase);
+}
+
+static const struct key_spec *find_in(const struct key_spec *keys, const char *name)
+{
+    for (int i = 0; keys[i].name; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
 }
 
 static const struct key_spec *find_key(const char *name)
 {
-    for (int i = 0; k_keys[i].name; i++)
-        if (strcmp(k_keys[i].name, name) == 0)
-            return &k_keys[i];
-    return NULL;
+    return find_in(k_keys, name);
 }
 
-/* Raises "<where>key 'k' must be <what> (got <type>)". Always raises. */
-static int bad_type(lua_State *L, const char *where, const char *key, const char *what, int idx)
+/* Raises "<where><label> must be <what> (got <type>)". Always raises. */
+static int bad_type(lua_State *L, const char *where, const char *label, const char *what, int idx)
 {
-    return luaL_error(L, "%skey '%s' must be %s (got %s)", where, key, what, luaL_typename(L, idx));
+    return luaL_error(L, "%s%s must be %s (got %s)", where, label, what, luaL_typename(L, idx));
 }
 
-/* Checks the value at idx for spec and, when eff is not NULL, stores it there.
- * where is "" or "phases.<name>: ". SC_MAY_RAISE. */
-static void check_value(lua_State *L, int idx, const struct key_spec *spec, const char *where,
+static void check_value(lua_State *L, int idx, const struct key_spec *spec,
+                        const struct key_spec *parent, const char *where,
+                        sc_policy_effective_t *eff);
+
+/* The table form of the K_SWITCH spec at idx: every key must be one of
+ * spec->sub; each is checked (and stored when eff is not NULL). SC_MAY_RAISE. */
+static void check_switch_table(lua_State *L, int idx, const struct key_spec *spec,
+                               const char *where, sc_policy_effective_t *eff)
+{
+    lua_pushnil(L);            /* nil */
+    while (lua_next(L, idx)) { /* key, value */
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "%s%s keys must be strings (got %s)", where, spec->name,
+                       luaL_typename(L, -2));
+        const char *k = lua_tostring(L, -2);
+        const struct key_spec *sub = find_in(spec->sub, k);
+        if (!sub) {
+            char allowed[256];
+            key_list(allowed, sizeof allowed, NULL, spec->sub, false);
+            luaL_error(L, "%s%s: unknown key '%s' (allowed: %s)", where, spec->name, k, allowed);
+        }
+        check_value(L, -1, sub, spec, where, eff);
+        lua_pop(L, 1); /* key */
+    }
+}
+
+/* Checks the value at idx for spec (a key of parent's table form, or of the
+ * policy/phase table when parent is NULL) and, when eff is not NULL, stores it
+ * there. where is "" or "phases.<name>: ". SC_MAY_RAISE. */
+static void check_value(lua_State *L, int idx, const struct key_spec *spec,
+                        const struct key_spec *parent, const char *where,
                         sc_policy_effective_t *eff)
 {
+    char label[96]; /* "key 'max_concurrent'" or "breaker.min_calls" */
+    if (parent)
+        snprintf(label, sizeof label, "%s.%s", parent->name, spec->name);
+    else
+        snprintf(label, sizeof label, "key '%s'", spec->name);
     idx = lua_absindex(L, idx);
     switch (spec->kind) {
     case K_BOOL:
         if (!lua_isboolean(L, idx))
-            bad_type(L, where, spec->name, "a boolean", idx);
+            bad_type(L, where, label, "a boolean", idx);
         if (eff)
             *(bool *)field_of(eff, spec) = lua_toboolean(L, idx);
         break;
     case K_METHOD: {
         if (lua_type(L, idx) != LUA_TSTRING)
-            bad_type(L, where, spec->name, "\"pil\" or \"kontext\"", idx);
+            bad_type(L, where, label, "\"pil\" or \"kontext\"", idx);
         const char *m = lua_tostring(L, idx);
         if (strcmp(m, "pil") != 0 && strcmp(m, "kontext") != 0)
-            luaL_error(L, "%skey 'method' must be \"pil\" or \"kontext\" (got \"%s\")", where, m);
+            luaL_error(L, "%s%s must be \"pil\" or \"kontext\" (got \"%s\")", where, label, m);
         if (eff)
             snprintf(field_of(eff, spec), spec->size, "%s", m);
         break;
@@ -107,22 +184,32 @@ static void check_value(lua_State *L, int idx, const struct key_spec *spec, cons
     case K_STRING: {
         size_t n;
         if (lua_type(L, idx) != LUA_TSTRING)
-            bad_type(L, where, spec->name, "a non-empty string", idx);
+            bad_type(L, where, label, "a non-empty string", idx);
         const char *s = lua_tolstring(L, idx, &n);
         if (n == 0 || n >= spec->size || strlen(s) != n)
-            luaL_error(L, "%skey '%s' must be a non-empty string shorter than %d bytes", where,
-                       spec->name, (int)spec->size);
+            luaL_error(L, "%s%s must be a non-empty string shorter than %d bytes", where, label,
+                       (int)spec->size);
         if (eff)
             snprintf(field_of(eff, spec), spec->size, "%s", s);
         break;
     }
     case K_SECONDS: {
         if (lua_type(L, idx) != LUA_TNUMBER)
-            bad_type(L, where, spec->name, "a number of seconds", idx);
+            bad_type(L, where, label, "a number of seconds", idx);
         double v = lua_tonumber(L, idx);
         if (!(v > 0 && v <= 86400))
-            luaL_error(L, "%skey '%s' must be a number of seconds in (0, 86400] (got %f)", where,
-                       spec->name, v);
+            luaL_error(L, "%s%s must be a number of seconds in (0, 86400] (got %f)", where, label,
+                       v);
+        if (eff)
+            *(double *)field_of(eff, spec) = v;
+        break;
+    }
+    case K_FRACTION: {
+        if (lua_type(L, idx) != LUA_TNUMBER)
+            bad_type(L, where, label, "a number in (0, 1]", idx);
+        double v = lua_tonumber(L, idx);
+        if (!(v > 0 && v <= 1))
+            luaL_error(L, "%s%s must be a number in (0, 1] (got %f)", where, label, v);
         if (eff)
             *(double *)field_of(eff, spec) = v;
         break;
@@ -130,26 +217,43 @@ static void check_value(lua_State *L, int idx, const struct key_spec *spec, cons
     case K_COUNT: {
         int isint = 0;
         if (lua_type(L, idx) != LUA_TNUMBER)
-            bad_type(L, where, spec->name, "an integer >= 0", idx);
+            luaL_error(L, "%s%s must be an integer in %d..%d (got %s)", where, label, spec->lo,
+                       spec->hi, luaL_typename(L, idx));
         lua_Integer v = lua_tointegerx(L, idx, &isint);
-        if (!isint || v < 0 || v > 1000000000)
-            luaL_error(L, "%skey '%s' must be an integer in 0..1000000000 (got %s)", where,
-                       spec->name, lua_tostring(L, idx));
+        if (!isint || v < spec->lo || v > spec->hi)
+            luaL_error(L, "%s%s must be an integer in %d..%d (got %s)", where, label, spec->lo,
+                       spec->hi, lua_tostring(L, idx));
         if (eff)
             *(int *)field_of(eff, spec) = (int)v;
         break;
     }
     case K_PHASE:
         if (lua_type(L, idx) != LUA_TSTRING)
-            bad_type(L, where, spec->name, "a string naming one of phases (or nil)", idx);
+            bad_type(L, where, label, "a string naming one of phases (or nil)", idx);
         break;
     case K_PHASES:
         if (!lua_istable(L, idx))
-            bad_type(L, where, spec->name, "a table of phase tables", idx);
+            bad_type(L, where, label, "a table of phase tables", idx);
         break;
     case K_FUNC:
         if (!lua_isfunction(L, idx))
-            bad_type(L, where, spec->name, "a function", idx);
+            bad_type(L, where, label, "a function", idx);
+        break;
+    case K_SWITCH:
+        if (lua_isboolean(L, idx)) {
+            if (eff)
+                *(bool *)field_of(eff, spec) = lua_toboolean(L, idx);
+            break;
+        }
+        if (!lua_istable(L, idx)) {
+            char what[256], keys[200];
+            key_list(keys, sizeof keys, NULL, spec->sub, false);
+            snprintf(what, sizeof what, "false or a table {%s}", keys);
+            bad_type(L, where, label, what, idx);
+        }
+        if (eff)
+            *(bool *)field_of(eff, spec) = true;
+        check_switch_table(L, idx, spec, where, eff);
         break;
     }
 }
@@ -174,11 +278,11 @@ static void check_phase(lua_State *L, int idx, const char *name, sc_policy_effec
         const char *k = lua_tostring(L, -2);
         if (strcmp(k, "users") == 0) {
             if (!lua_istable(L, -1))
-                bad_type(L, where, "users", "a list of user id strings", -1);
+                bad_type(L, where, "key 'users'", "a list of user id strings", -1);
             users_idx = 1;
         } else if (strcmp(k, "percent") == 0) {
             if (lua_type(L, -1) != LUA_TNUMBER)
-                bad_type(L, where, "percent", "a number in 0..100", -1);
+                bad_type(L, where, "key 'percent'", "a number in 0..100", -1);
             double p = lua_tonumber(L, -1);
             if (!(p >= 0 && p <= 100))
                 luaL_error(L, "%skey 'percent' must be a number in 0..100 (got %f)", where, p);
@@ -187,11 +291,11 @@ static void check_phase(lua_State *L, int idx, const char *name, sc_policy_effec
         } else {
             const struct key_spec *spec = find_key(k);
             if (!spec || !spec->in_phase) {
-                char allowed[256];
+                char allowed[512];
                 allowed_keys(allowed, sizeof allowed, true);
                 luaL_error(L, "%sunknown key '%s' (allowed: %s)", where, k, allowed);
             }
-            check_value(L, -1, spec, where, eff);
+            check_value(L, -1, spec, NULL, where, eff);
         }
         lua_pop(L, 1); /* key */
     }
@@ -252,11 +356,11 @@ int sc_policy__validate_l(lua_State *L)
         const char *k = lua_tostring(L, -2);
         const struct key_spec *spec = find_key(k);
         if (!spec) {
-            char allowed[256];
+            char allowed[512];
             allowed_keys(allowed, sizeof allowed, false);
             luaL_error(L, "unknown key '%s' (allowed: %s)", k, allowed);
         }
-        check_value(L, -1, spec, "", &out->eff);
+        check_value(L, -1, spec, NULL, "", &out->eff);
         lua_pop(L, 1); /* t, key */
     }
     out->has_route = lua_getfield(L, 1, "route") != LUA_TNIL;
@@ -296,38 +400,58 @@ int sc_policy__validate_l(lua_State *L)
 
 /* ==== Views generated from the table ==== */
 
+/* Pushes the value of k (a key with a field) from e, or nothing (returns
+ * false) when it has none to show: a K_SWITCH is false or a table of its sub
+ * keys. Stack: -> +1 | 0. SC_MAY_RAISE (memory). */
+static bool push_value(lua_State *L, const sc_policy_effective_t *e, const struct key_spec *k)
+{
+    switch (k->kind) {
+    case K_BOOL:
+        lua_pushboolean(L, *(const bool *)cfield_of(e, k));
+        return true;
+    case K_METHOD:
+    case K_STRING:
+        lua_pushstring(L, cfield_of(e, k));
+        return true;
+    case K_PHASE: /* absent when no phase is selected */
+        if (!*(const char *)cfield_of(e, k))
+            return false;
+        lua_pushstring(L, cfield_of(e, k));
+        return true;
+    case K_SECONDS:
+    case K_FRACTION:
+        lua_pushnumber(L, *(const double *)cfield_of(e, k));
+        return true;
+    case K_COUNT:
+        lua_pushinteger(L, *(const int *)cfield_of(e, k));
+        return true;
+    case K_SWITCH:
+        if (!*(const bool *)cfield_of(e, k)) {
+            lua_pushboolean(L, 0);
+            return true;
+        }
+        lua_createtable(L, 0, 5); /* t */
+        for (int i = 0; k->sub[i].name; i++)
+            if (push_value(L, e, &k->sub[i]))        /* t, v */
+                lua_setfield(L, -2, k->sub[i].name); /* t */
+        return true;
+    case K_PHASES:
+    case K_FUNC:
+        break;
+    }
+    return false;
+}
+
 void sc_policy__push_config(lua_State *L, const sc_policy__spec_t *spec, const char *users_blob)
 {
     const sc_policy_effective_t *e = &spec->eff;
-    lua_createtable(L, 0, 10); /* config */
+    lua_createtable(L, 0, 12); /* config */
     for (int i = 0; k_keys[i].name; i++) {
         const struct key_spec *k = &k_keys[i];
         if (k->field == NO_FIELD)
             continue;
-        switch (k->kind) {
-        case K_BOOL:
-            lua_pushboolean(L, *(const bool *)cfield_of(e, k));
-            break;
-        case K_METHOD:
-        case K_STRING:
-            lua_pushstring(L, cfield_of(e, k));
-            break;
-        case K_PHASE: /* absent when no phase is selected */
-            if (!*(const char *)cfield_of(e, k))
-                continue;
-            lua_pushstring(L, cfield_of(e, k));
-            break;
-        case K_SECONDS:
-            lua_pushnumber(L, *(const double *)cfield_of(e, k));
-            break;
-        case K_COUNT:
-            lua_pushinteger(L, *(const int *)cfield_of(e, k));
-            break;
-        case K_PHASES:
-        case K_FUNC:
-            continue;
-        }
-        lua_setfield(L, -2, k->name); /* config */
+        if (push_value(L, e, k))          /* config, v */
+            lua_setfield(L, -2, k->name); /* config */
     }
     if (spec->has_percent) {
         lua_pushnumber(L, spec->percent);
@@ -346,13 +470,15 @@ void sc_policy__push_config(lua_State *L, const sc_policy__spec_t *spec, const c
     }
 }
 
-int sc_policy__render_effective(sc_buf_t *b, const sc_policy__spec_t *spec, const char *users_blob)
+/* Appends "<key>":<value> for every key of keys with a field (comma-separated,
+ * starting with one unless first); a K_SWITCH is false or an object of its sub
+ * keys. Returns 0 or nonzero (out of memory). */
+static int render_keys(sc_buf_t *b, const sc_policy_effective_t *e, const struct key_spec *keys,
+                       bool first)
 {
-    const sc_policy_effective_t *e = &spec->eff;
-    int rc = sc_buf_puts(b, "{");
-    bool first = true;
-    for (int i = 0; k_keys[i].name; i++) {
-        const struct key_spec *k = &k_keys[i];
+    int rc = 0;
+    for (int i = 0; keys[i].name; i++) {
+        const struct key_spec *k = &keys[i];
         if (k->field == NO_FIELD)
             continue;
         rc |= sc_buf_printf(b, "%s\"%s\":", first ? "" : ",", k->name);
@@ -369,16 +495,34 @@ int sc_policy__render_effective(sc_buf_t *b, const sc_policy__spec_t *spec, cons
             rc |= sc_buf_json_str(b, *(const char *)cfield_of(e, k) ? cfield_of(e, k) : NULL);
             break;
         case K_SECONDS:
+        case K_FRACTION:
             rc |= sc_buf_json_num(b, *(const double *)cfield_of(e, k));
             break;
         case K_COUNT:
             rc |= sc_buf_printf(b, "%d", *(const int *)cfield_of(e, k));
+            break;
+        case K_SWITCH:
+            if (!*(const bool *)cfield_of(e, k)) {
+                rc |= sc_buf_puts(b, "false");
+                break;
+            }
+            rc |= sc_buf_puts(b, "{");
+            rc |= render_keys(b, e, k->sub, true);
+            rc |= sc_buf_puts(b, "}");
             break;
         case K_PHASES:
         case K_FUNC:
             break;
         }
     }
+    return rc;
+}
+
+int sc_policy__render_effective(sc_buf_t *b, const sc_policy__spec_t *spec, const char *users_blob)
+{
+    const sc_policy_effective_t *e = &spec->eff;
+    int rc = sc_buf_puts(b, "{");
+    rc |= render_keys(b, e, k_keys, true);
     if (spec->has_percent) {
         rc |= sc_buf_puts(b, ",\"percent\":");
         rc |= sc_buf_json_num(b, spec->percent);

@@ -3,7 +3,8 @@
  * and the field of sc_policy_effective_t it lands in (offsetof); validation,
  * the allowed-key lists of its error messages, ctx.config and the effective
  * config of /api/admin/policy are all generated from that table, so a new key
- * is one line there (plus its field).
+ * is one line there (plus its field). A key with settings (`breaker`) is one
+ * row whose table form has its own rows: `false`, `true` or a partial table.
  *
  * Pure functions of their arguments; any thread. */
 #ifndef SCENECOMP_LUA_POLICY_SCHEMA_H

@@ -13,6 +13,7 @@
 
 #include "core/clock.h"
 #include "metrics/metrics_internal.h"
+#include "replicate/breaker.h"
 
 pthread_mutex_t sc_metrics__mu = PTHREAD_MUTEX_INITIALIZER;
 metrics_state_t sc_metrics__st;
@@ -298,4 +299,11 @@ void sc_metrics_snapshot(double now, const sc_limits_caps_t *caps, sc_metrics_sn
     prices(cfg, &kprice, &sprice);
     out->cost_today_usd = (double)out->today_generations * kprice + (double)scenes_today * sprice;
     out->cost_total_usd = (double)out->k_attempts * kprice + (double)scenes_total * sprice;
+    /* issue 11 */
+    sc_breaker_snapshot_t bs;
+    sc_breaker_snapshot(sc_breaker_global(), now, &bs);
+    out->breaker_state = (int)bs.state;
+    out->breaker_since = bs.since;
+    out->breaker_failure_rate = bs.failure_rate;
+    out->breaker_calls = bs.calls;
 }

@@ -63,6 +63,11 @@ typedef struct sc_metrics_snapshot {
     long long scene_today;
     int scene_max_concurrent, scene_max_per_hour, scene_daily_limit;
     double since; /* wall time of the first record or last reset */
+    /* issue 11: the process-wide circuit breaker (sc_breaker_global) at now */
+    int breaker_state;           /* sc_breaker_state_t: 0 closed, 1 open, 2 half_open */
+    double breaker_since;        /* wall time of its last state change */
+    double breaker_failure_rate; /* failed share in its window, NaN without calls */
+    int breaker_calls;           /* finished predictions in its window */
 } sc_metrics_snapshot_t;
 
 /* caps: the effective limits to show (policy may override env). */

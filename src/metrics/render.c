@@ -10,6 +10,7 @@
 
 #include "core/clock.h"
 #include "metrics/metrics_internal.h"
+#include "replicate/breaker.h"
 
 /* ==== JSON and Prometheus output ==== */
 
@@ -79,10 +80,17 @@ int sc_metrics_snapshot_json(const sc_metrics_snapshot_t *s, sc_buf_t *out)
                         "},\"scenes\":{\"successes\":%lld,\"failures\":%lld,"
                         "\"in_flight\":%d,\"max_concurrent\":%d,\"last_hour\":%d,"
                         "\"max_per_hour\":%d,\"today\":%lld,\"daily_limit\":%d},"
-                        "\"route_errors\":%lld,\"since\":\"%s\"}",
+                        "\"route_errors\":%lld,\"since\":\"%s\"",
                         s->scenes_ok, s->scenes_failed, s->scene_in_flight, s->scene_max_concurrent,
                         s->scene_last_hour, s->scene_max_per_hour, s->scene_today,
                         s->scene_daily_limit, s->route_errors, since);
+    /* issue 11 */
+    char bsince[32];
+    sc_clock_rfc3339(s->breaker_since, bsince);
+    rc |= sc_buf_printf(out, ",\"breaker\":{\"state\":\"%s\",\"since\":\"%s\",\"failure_rate\":",
+                        sc_breaker_state_name((sc_breaker_state_t)s->breaker_state), bsince);
+    rc |= sc_buf_json_num(out, s->breaker_failure_rate);
+    rc |= sc_buf_printf(out, ",\"calls\":%d}}", s->breaker_calls);
     if (rc != 0) {
         out->len = mark; /* leave the buffer as it was */
         if (out->data)
@@ -123,8 +131,7 @@ int sc_metrics_daily_json(double now, int days, int limit, sc_buf_t *out)
         rows[days - 1].kontext = counts.today;
     /* A shared store (Redis) knows the fleet's starts per day. */
     long long fleet[365];
-    if (store && store->daily_starts && days <= 365 &&
-        store->daily_starts(store, now, days, fleet) == 0)
+    if (store && store->daily_starts && store->daily_starts(store, now, days, fleet) == 0)
         for (int i = 0; i < days; i++)
             rows[i].kontext = fleet[i];
 
@@ -265,6 +272,9 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
     rc |= prom_metric(out, "scenecomp_estimated_cost_usd_today", "gauge",
                       "Estimated Replicate spend today (UTC, upper bound).",
                       (double)s.cost_today_usd);
+    rc |= prom_metric(out, "scenecomp_breaker_state", "gauge", /* issue 11 */
+                      "Kontext circuit breaker: 0 closed, 1 open, 2 half-open.",
+                      (double)s.breaker_state);
     rc |= prom_metric(out, "scenecomp_metrics_since_timestamp_seconds", "gauge",
                       "Wall time the counters start from (first start or last reset).",
                       (double)s.since);

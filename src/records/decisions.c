@@ -95,21 +95,6 @@ static int rotate(sc_decisions_t *d)
     return open_current(d);
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Appends at most max bytes of s, cut on a UTF-8 character boundary. */
 static int json_str_cut(sc_buf_t *b, const char *s, size_t max)
 {
@@ -186,7 +171,7 @@ int sc_decisions_append(sc_decisions_t *d, const sc_decision_entry_t *e)
     }
     if (d->fd < 0 && open_current(d) != 0) /* a failed rotation retries here */
         goto out;
-    if (write_all(d->fd, b.data, b.len) != 0)
+    if (sc_fs_write_all(d->fd, b.data, b.len) != 0)
         goto out;
     d->size += b.len;
     rc = 0;

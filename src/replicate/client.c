@@ -66,9 +66,11 @@ typedef enum {
     PH_DOWNLOAD,
     PH_CANCEL,
     PH_DONE,
+    PH_UPLOAD, /* issue 11: POST /files (multipart), then done */
 } rep_phase_t;
 
-static const char *const k_phase_names[] = {"create", "poll", "download", "cancel", "done"};
+static const char *const k_phase_names[] = {"create", "poll", "download",
+                                            "cancel", "done", "upload"};
 
 typedef struct rep_job {
     struct rep_job *next;
@@ -94,6 +96,12 @@ typedef struct rep_job {
     int create_5xx, connect_retries, retries_429;
     char *get_url, *cancel_url, *out_url;
     sc_rep_result_t *res;
+    /* issue 11: a Files API upload job (sc_replicate_upload) */
+    bool is_upload;
+    uint8_t *up_data;
+    size_t up_len;
+    char *up_name, *up_type;
+    curl_mime *mime;    /* of the transfer in flight */
     int watch_fd;       /* client socket to watch, -1 = none (or not any more) */
     bool client_gone;   /* the client left while the create waited: cancel on its answer */
     bool orphan;        /* only cancels a prediction a dead process left running */
@@ -280,6 +288,10 @@ static void job_free(rep_job_t *j)
     free(j->cancel_url);
     free(j->out_url);
     sc_replicate_result_free(j->res);
+    curl_mime_free(j->mime);
+    free(j->up_data);
+    free(j->up_name);
+    free(j->up_type);
     free(j);
 }
 
@@ -397,7 +409,8 @@ static int job_request(rep_job_t *j, const char *method, const char *url, bool a
         j->hdrs = h;
         if (!curl_slist_append(h, "Accept: application/json"))
             goto fail;
-        if (strcmp(method, "POST") == 0 && !curl_slist_append(h, "Content-Type: application/json"))
+        if (strcmp(method, "POST") == 0 && !j->up_data &&
+            !curl_slist_append(h, "Content-Type: application/json"))
             goto fail;
         /* large JSON bodies: do not stall a second waiting for 100-continue */
         if (!curl_slist_append(h, "Expect:"))
@@ -427,7 +440,18 @@ static int job_request(rep_job_t *j, const char *method, const char *url, bool a
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     if (j->hdrs)
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->hdrs);
-    if (strcmp(method, "POST") == 0) {
+    if (strcmp(method, "POST") == 0 && j->up_data && j->phase == PH_UPLOAD) {
+        /* issue 11: multipart/form-data, part `content` with the bytes */
+        curl_mime_free(j->mime);
+        j->mime = curl_mime_init(e);
+        curl_mimepart *part = j->mime ? curl_mime_addpart(j->mime) : NULL;
+        if (!part || curl_mime_name(part, "content") != CURLE_OK ||
+            curl_mime_data(part, (const char *)j->up_data, j->up_len) != CURLE_OK ||
+            curl_mime_filename(part, j->up_name) != CURLE_OK ||
+            curl_mime_type(part, j->up_type) != CURLE_OK)
+            goto fail;
+        curl_easy_setopt(e, CURLOPT_MIMEPOST, j->mime);
+    } else if (strcmp(method, "POST") == 0) {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
@@ -508,6 +532,9 @@ static void start_download(rep_job_t *j)
                 REP_MAX_OUTPUT_BYTES);
 }
 
+static void start_upload(rep_job_t *j); /* issue 11, below */
+static void on_upload_done(rep_job_t *j, CURLcode code, long http);
+
 /* The deadline passed (or the client is stopping): the outcome is decided now;
  * if a prediction exists it is cancelled upstream before the callback runs, so
  * a caller's concurrency slot is released only once Replicate was told. */
@@ -555,6 +582,9 @@ static void start_phase(rep_job_t *j)
         break;
     case PH_DOWNLOAD:
         start_download(j);
+        break;
+    case PH_UPLOAD:
+        start_upload(j);
         break;
     default:
         break;
@@ -921,7 +951,12 @@ static void on_transfer_done(rep_job_t *j, CURLcode code)
         break;
     case PH_DONE:
         break;
+    case PH_UPLOAD:
+        on_upload_done(j, code, http);
+        break;
     }
+    curl_mime_free(j->mime); /* after its easy handle is gone */
+    j->mime = NULL;
     sc_buf_free(&j->resp); /* consumed by the handler; idle jobs keep no buffer */
 }
 
@@ -1058,7 +1093,7 @@ static void *io_main(void *arg)
             else if (stopping)
                 job_finish(j, SC_REP_TIMEOUT, "replicate client shut down");
             else
-                start_create(j);
+                (j->is_upload ? start_upload : start_create)(j);
         }
         int running = 0;
         curl_multi_perform(g.multi, &running);
@@ -1421,4 +1456,114 @@ void sc_replicate_shutdown(void)
     g.cfg = NULL;
     pthread_mutex_unlock(&g.mu);
     curl_global_cleanup();
+}
+
+/* ==== Files API upload (issue 11: large inputs) ====
+ * A job of its own kind on the same I/O thread: POST {base}/files as
+ * multipart/form-data (part `content` with filename and type), 201 -> the file
+ * object's JSON text in res->output. 429 is retried like a create (Retry-After),
+ * connect errors and 5xx up to REP_MAX_UPLOAD_RETRIES times while the deadline
+ * allows; anything else is SC_REP_API_ERROR with the problem detail. */
+
+#define REP_MAX_UPLOAD_RETRIES 2
+#define REP_MAX_UPLOAD_BYTES (100u << 20) /* the Files API's limit */
+
+static void start_upload(rep_job_t *j)
+{
+    char url[SC_CFG_STR + 16];
+    snprintf(url, sizeof url, "%s/files", g.cfg->replicate_api_base);
+    j->phase = PH_UPLOAD;
+    j->res->attempts++;
+    job_request(j, "POST", url, true, NULL, 0, capped_ms(j, 120.0), NULL, NULL, 1u << 20);
+}
+
+static void on_upload_done(rep_job_t *j, CURLcode code, long http)
+{
+    char reason[300];
+    if (code != CURLE_OK) {
+        if (code == CURLE_OPERATION_TIMEDOUT || remaining(j) <= 0.001) {
+            job_finish(j, SC_REP_TIMEOUT, "file upload: deadline passed");
+            return;
+        }
+        if (j->fails < REP_MAX_UPLOAD_RETRIES && schedule_retry(j, backoff_seconds(j->fails))) {
+            j->fails++;
+            return;
+        }
+        job_finish(j, SC_REP_API_ERROR, "file upload failed: %s", curl_easy_strerror(code));
+        return;
+    }
+    j->res->http_status = (int)http;
+    if (http >= 200 && http < 300) {
+        size_t len;
+        char *data = sc_buf_steal(&j->resp, &len);
+        if (!data) {
+            job_finish(j, SC_REP_API_ERROR, "file upload: empty response (HTTP %ld)", http);
+            return;
+        }
+        j->res->output = (uint8_t *)data;
+        j->res->output_len = len;
+        job_finish(j, SC_REP_OK, NULL);
+        return;
+    }
+    body_reason(j->resp.data, j->resp.len, reason, sizeof reason);
+    if (http == 429 && j->retries_429 < REP_MAX_429_RETRIES &&
+        schedule_retry(j, delay_429(j, j->retries_429))) {
+        j->retries_429++;
+        return;
+    }
+    if (http >= 500 && j->fails < REP_MAX_UPLOAD_RETRIES &&
+        schedule_retry(j, backoff_seconds(j->fails))) {
+        j->fails++;
+        return;
+    }
+    job_finish(j, SC_REP_API_ERROR, "file upload: HTTP %ld: %s", http, reason);
+}
+
+int sc_replicate_upload(const char *filename, const char *content_type, const uint8_t *data,
+                        size_t len, double timeout_seconds, sc_rep_done_fn done, void *ud)
+{
+    rep_job_t *j = NULL;
+    if (!filename || !content_type || !data || len == 0 || len > REP_MAX_UPLOAD_BYTES || !done)
+        return -1;
+    j = calloc(1, sizeof *j);
+    if (!j)
+        return -1;
+    j->res = calloc(1, sizeof *j->res);
+    j->up_data = malloc(len);
+    j->up_name = strdup(filename);
+    j->up_type = strdup(content_type);
+    if (!j->res || !j->up_data || !j->up_name || !j->up_type)
+        goto fail;
+    memcpy(j->up_data, data, len);
+    j->up_len = len;
+    j->is_upload = true;
+    j->watch_fd = -1; /* not watched: one upload serves every request of its content */
+    j->t0 = sc_clock_mono();
+    if (!(timeout_seconds > 0) || timeout_seconds > 86400)
+        timeout_seconds = timeout_seconds > 0 ? 86400 : 0.001;
+    j->deadline = j->t0 + timeout_seconds;
+    j->done = done;
+    j->ud = ud;
+    j->retry_after_hdr = -1;
+    pthread_mutex_lock(&g.mu);
+    if (!g.running || g.stopping) {
+        pthread_mutex_unlock(&g.mu);
+        goto fail;
+    }
+    j->no_token = g.cfg->replicate_api_token[0] == '\0';
+    if (g.in_tail)
+        g.in_tail->next = j;
+    else
+        g.in_head = j;
+    g.in_tail = j;
+    curl_multi_wakeup(g.multi);
+    pthread_mutex_unlock(&g.mu);
+    return 0;
+fail:
+    free(j->up_data);
+    free(j->up_name);
+    free(j->up_type);
+    free(j->res);
+    free(j);
+    return -1;
 }

@@ -92,6 +92,15 @@ int sc_replicate_journal_open(const char *path);
 void sc_replicate_result_free(sc_rep_result_t *res);
 const char *sc_replicate_status_name(sc_rep_status_t s); /* "ok","timeout","api_error",... */
 
+/* issue 11: uploads data to the Files API (POST {base}/files, multipart part
+ * `content` named filename with content_type) within timeout_seconds. done is
+ * called once on the I/O thread: SC_REP_OK with the file object's JSON text in
+ * res->output (output_len bytes, not NUL-terminated), else SC_REP_API_ERROR /
+ * SC_REP_TIMEOUT / SC_REP_NO_TOKEN with a message. data is copied. Returns 0,
+ * or -1 (not queued, done will not be called). */
+int sc_replicate_upload(const char *filename, const char *content_type, const uint8_t *data,
+                        size_t len, double timeout_seconds, sc_rep_done_fn done, void *ud);
+
 /* Stops the I/O thread: pending jobs complete with SC_REP_TIMEOUT after their
  * upstream predictions are cancelled (best effort). */
 void sc_replicate_shutdown(void);

@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "image/codec.h"
 #include "image/resize.h"
 #include "replicate/base64.h"
+#include "replicate/files.h"
 
 #define SC_INPUTS_SCENE_JPEG_QUALITY 90
 
@@ -19,15 +21,18 @@ static const char k_default_prompt[] =
     "Place the product from the second image naturally into the scene of the first image, "
     "keeping the scene unchanged";
 
-/* Encodes img (downscaled first when needed) as a data URI; png selects PNG over
- * JPEG. Returns a malloc'd string or NULL. */
-static char *image_data_uri(const sc_image_t *img, bool png)
+/* Encodes img (downscaled first when needed) as a data URI, or as the URL of
+ * an uploaded file when that data URI would exceed 256 KB (files.h); png
+ * selects PNG over JPEG. Returns a malloc'd string, or NULL with *rc -1 (out
+ * of memory / encode failure) or -2 (the upload failed: an api_error). */
+static char *image_data_uri(const sc_image_t *img, bool png, double upload_timeout, int *rc_out)
 {
     sc_image_t small = SC_IMAGE_INIT;
     const sc_image_t *src = img;
     uint8_t *enc = NULL;
     size_t enc_len = 0;
     char *uri = NULL;
+    *rc_out = -1;
     if (!img || !img->pixels || img->width < 1 || img->height < 1)
         return NULL;
     int w = img->width, h = img->height;
@@ -53,13 +58,15 @@ static char *image_data_uri(const sc_image_t *img, bool png)
                  : sc_codec_encode_jpeg(src, SC_INPUTS_SCENE_JPEG_QUALITY, &enc, &enc_len);
     if (rc != 0)
         goto cleanup;
-    const char *prefix = png ? "data:image/png;base64," : "data:image/jpeg;base64,";
-    size_t pl = strlen(prefix);
-    uri = malloc(pl + sc_base64_encoded_len(enc_len) + 1);
-    if (!uri)
+    char err[256];
+    rc = sc_files_input(enc, enc_len, png ? "image/png" : "image/jpeg", upload_timeout, &uri, err,
+                        sizeof err);
+    if (rc != 0) {
+        sc_log_warn("replicate: input image (%zu bytes) not usable: %s", enc_len, err);
+        *rc_out = rc;
         goto cleanup;
-    memcpy(uri, prefix, pl);
-    sc_base64_encode(enc, enc_len, uri + pl);
+    }
+    *rc_out = 0;
 cleanup:
     free(enc);
     sc_image_free(&small);
@@ -77,14 +84,23 @@ static int finish_json(cJSON *obj, char **json)
 int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
                       char **json)
 {
+    return sc_inputs_kontext_ex(scene, product, prompt, SC_INPUTS_UPLOAD_TIMEOUT, json);
+}
+
+int sc_inputs_kontext_ex(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
+                         double upload_timeout, char **json)
+{
     char *scene_uri = NULL, *product_uri = NULL;
     cJSON *o = NULL;
-    int rc = -1;
+    int rc = -1, urc = -1;
     *json = NULL;
-    scene_uri = image_data_uri(scene, false);
-    product_uri = image_data_uri(product, true);
-    if (!scene_uri || !product_uri)
+    scene_uri = image_data_uri(scene, false, upload_timeout, &urc);
+    if (scene_uri)
+        product_uri = image_data_uri(product, true, upload_timeout, &urc);
+    if (!scene_uri || !product_uri) {
+        rc = urc == -2 ? -2 : -1;
         goto cleanup;
+    }
     o = cJSON_CreateObject();
     if (!o || !cJSON_AddStringToObject(o, "prompt", prompt && *prompt ? prompt : k_default_prompt))
         goto cleanup;

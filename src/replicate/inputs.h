@@ -1,8 +1,8 @@
 /* Builds the model inputs (the JSON text of "input") for the two models. Runs on
  * the request thread (CPU work: downscale + re-encode + base64), never on the I/O
- * thread. Images are sent as data URIs; anything over SC_INPUTS_MAX_SIDE pixels on
- * its long side is downscaled first, scenes go as JPEG q90, products as PNG (to
- * keep alpha), so an upload stays well under Replicate's data-URI guidance. */
+ * thread. Images are sent as data URIs (or Files API URLs above 256 KB); anything over
+ * SC_INPUTS_MAX_SIDE pixels on its long side is downscaled first, scenes go as JPEG q90, products
+ * as PNG (to keep alpha), so an upload stays well under Replicate's data-URI guidance. */
 #ifndef SCENECOMP_REPLICATE_INPUTS_H
 #define SCENECOMP_REPLICATE_INPUTS_H
 
@@ -16,6 +16,15 @@
  * (caller frees). Returns 0 or -1 (out of memory / encode failure). */
 int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
                       char **json);
+
+/* issue 11: as sc_inputs_kontext; an image whose data URI would exceed 256 KB
+ * goes through the Files API (replicate/files.h) within upload_timeout seconds
+ * and is passed by its urls.get. Returns 0, -1 (out of memory / encode
+ * failure) or -2 (an upload failed: an api_error). sc_inputs_kontext uses
+ * SC_INPUTS_UPLOAD_TIMEOUT. */
+#define SC_INPUTS_UPLOAD_TIMEOUT 60.0
+int sc_inputs_kontext_ex(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
+                         double upload_timeout, char **json);
 
 /* Scene generation (flux-schnell): prompt, aspect_ratio, optional seed
  * (has_seed), num_outputs 1, output_format "png" (our decoders do not read

@@ -19,6 +19,14 @@ chosen per test through a control API (not under /v1, no auth):
 Modes (config "mode"): ok, slow, failed, http500, rate429, malformed_json,
 non_image_output, hang, unknown_model, data_uri_output, processing_with_output.
 
+Files API (§2.6): POST /v1/files (multipart: part `content`, optional `filename`,
+`type`, `metadata`) -> 201 file object with `urls.get` = /v1/files/{id} and
+`expires_at` = created + file_lifetime_s; GET /v1/files/{id} (the object),
+GET /v1/files/{id}/download (the bytes), DELETE -> 204; an expired file is 404.
+A prediction input that is such a URL is fetched like Replicate does: an unknown
+or expired file makes the prediction fail. files_mode "http500" / "hang" fails
+or never answers uploads.
+
 Run: /usr/bin/python3 tests/fake/fake_replicate.py --port 0 --token T [--mode ok --delay-ms 200]
 [--quiet] prints `READY port=<port>` once listening on 127.0.0.1, then one line per
 answered request on stderr (request line and status, never headers). The default
@@ -70,6 +78,9 @@ DEFAULTS = {
     "output_lifetime_s": 3600,
     "check_inputs_decode": False,
     "honor_prefer": True,
+    "file_lifetime_s": 86400,  # Files API: created_at -> expires_at (the real one showed 24 h)
+    "files_mode": "ok",        # ok | http500 | hang: how POST /v1/files answers
+    "file_max_bytes": 100 * 1024 * 1024,
     "output_override": "__none__",  # any JSON value: served as `output` of succeeded predictions     # False: answer creates at once (async mode) even with Prefer
 }
 
@@ -266,6 +277,7 @@ class Prediction:
         self.base = base
         fmt = inp.get("output_format", "png" if model == KONTEXT else "webp")
         self.fmt = fmt if fmt in ("png", "jpg", "webp") else "png"
+        self.input_error = None   # a file input that could not be fetched: the prediction fails
         w, h = cfg["output_width"], cfg["output_height"]
         if not w or not h:
             size = None
@@ -273,6 +285,9 @@ class Prediction:
             if isinstance(src, str) and src.startswith("data:"):
                 raw = decode_data_uri(src)
                 size = image_size(raw) if raw else None
+            elif isinstance(src, str):
+                f = STATE.file_for_url(src) if STATE else None
+                size = image_size(f["data"]) if f else None
             w, h = size if size else (cfg["default_width"], cfg["default_height"])
         self.out_w, self.out_h = int(w), int(h)
         self.n_outputs = int(inp.get("num_outputs", 1)) if model == SCHNELL else 1
@@ -287,6 +302,8 @@ class Prediction:
             return "aborted" if self.deadline < self.t_start else "canceled"
         if t < self.t_start:
             return "starting"
+        if self.input_error:
+            return "failed"
         if t < self.t_end or self.mode == "slow":
             return "processing"
         return "failed" if self.mode == "failed" else "succeeded"
@@ -347,7 +364,7 @@ class Prediction:
             o["output"] = self.output_value()
             o["logs"] += "Generated image\n"
         elif st == "failed":
-            o["error"] = E005
+            o["error"] = self.input_error or E005
         elif st == "processing" and quirk_output and self.output_ready(t):
             o["output"] = self.output_value()
         return o
@@ -363,10 +380,23 @@ class State:
         with self.lock:
             self.cfg = copy.deepcopy(self.defaults)
             self.preds = {}
+            self.files = {}
             self.requests = []
             self.counters = {"creates": 0, "create_requests": 0, "cancels": 0, "gets": 0,
                              "downloads": 0, "http500_sent": 0, "rate429_sent": 0,
-                             "max_inflight": 0, "auth_failures": 0, "hangs": 0}
+                             "max_inflight": 0, "auth_failures": 0, "hangs": 0,
+                             "file_uploads": 0, "file_fetches": 0}
+
+    def file_for_url(self, url, t=None):
+        """The stored file a /v1/files/{id} URL of this fake names, if it has not expired."""
+        m = re.search(r"/v1/files/([A-Za-z0-9_-]+)(?:/download)?$", url or "")
+        if not m:
+            return None
+        f = self.files.get(m.group(1))
+        t = time.time() if t is None else t
+        if f is None or t >= f["expires"]:
+            return None
+        return f
 
     def inflight(self, t):
         return sum(1 for p in self.preds.values() if p.status_at(t) not in TERMINAL)
@@ -522,6 +552,11 @@ class Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"/predictions/([a-z0-9]+)/cancel", rest)
         if m and self.command == "POST":
             return self._cancel(m.group(1))
+        if rest == "/files" and self.command == "POST":
+            return self._file_upload(body)
+        m = re.fullmatch(r"/files/([A-Za-z0-9_-]+)(/download)?", rest)
+        if m and self.command in ("GET", "DELETE"):
+            return self._file(m.group(1), bool(m.group(2)))
         m = re.fullmatch(r"/models/([^/]+)/([^/]+)", rest)
         if m and self.command == "GET":
             name = m.group(1) + "/" + m.group(2)
@@ -620,6 +655,12 @@ class Handler(BaseHTTPRequestHandler):
                 if v.startswith("data:") and (raw is None or image_size(raw) is None):
                     errs.append({"type": "format", "field": "input." + k,
                                  "description": "could not decode the image"})
+        if not errs and cfg["check_inputs_decode"] and model == KONTEXT:
+            for k in ("input_image_1", "input_image_2"):
+                f = STATE.file_for_url(inp[k]) if not inp[k].startswith("data:") else None
+                if f is not None and image_size(f["data"]) is None:
+                    errs.append({"type": "format", "field": "input." + k,
+                                 "description": "could not decode the image"})
         if errs:
             detail = "".join("- %s: %s\n" % (e["field"], e["description"]) for e in errs)
             return self._problem(422, detail, "Input validation failed", invalid_fields=errs)
@@ -635,6 +676,15 @@ class Handler(BaseHTTPRequestHandler):
         pid = "".join(random.choice(ID_CHARS) for _ in range(26))
         with STATE.lock:
             p = Prediction(pid, model, inp, cfg, self._base(), deadline_s)
+            # Replicate fetches URL inputs; one of our Files API URLs that is
+            # unknown or expired fails the prediction like a dead link does
+            for k, v in sorted(inp.items()):
+                if isinstance(v, str) and "/v1/files/" in v:
+                    if STATE.file_for_url(v) is None:
+                        p.input_error = ("Failed to download %s: 404 Not Found (file missing or "
+                                         "expired)" % k)
+                    else:
+                        STATE.counters["file_fetches"] += 1
             STATE.preds[pid] = p
             STATE.counters["creates"] += 1
             n = STATE.inflight(time.time())
@@ -691,6 +741,90 @@ class Handler(BaseHTTPRequestHandler):
                 p.forced = ("canceled", t)
         self._send(200, p.obj(self._api_base()))
 
+    # ---- Files API (§2.6) ----
+
+    def _file_obj(self, f):
+        return {"id": f["id"], "name": f["name"], "content_type": f["content_type"],
+                "size": len(f["data"]), "etag": f["md5"],
+                "checksums": {"sha256": f["sha256"], "md5": f["md5"]},
+                "metadata": f["metadata"], "created_at": now_rfc3339(f["created"]),
+                "expires_at": now_rfc3339(f["expires"]),
+                "urls": {"get": "%s/files/%s" % (self._api_base(), f["id"])}}
+
+    def _file_upload(self, body):
+        import email.parser
+        import email.policy
+        import hashlib
+        cfg = STATE.cfg
+        mode = cfg["files_mode"]
+        if mode == "hang":
+            return self._hang()
+        if mode == "http500":
+            return self._send(500, {"detail": "Internal server error"}, "application/problem+json")
+        if len(body) > cfg["file_max_bytes"]:
+            return self._problem(413, "Files must be less than 100MB in size")
+        ctype = self.headers.get("Content-Type") or ""
+        if not ctype.lower().startswith("multipart/form-data"):
+            return self._problem(400, "Failed to parse request body as multipart/form-data")
+        try:
+            msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + body)
+            parts = {}
+            for part in msg.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                parts[name] = part
+        except Exception as e:
+            return self._problem(400, "Failed to parse request body as multipart/form-data: %s" % e)
+        content = parts.get("content")
+        if content is None:
+            f = [{"type": "required", "field": "content", "description": "content is required"}]
+            return self._problem(422, "- content: content is required\n",
+                                 "Input validation failed", invalid_fields=f)
+        data = content.get_payload(decode=True) or b""
+        name = content.get_filename() or "file"
+        typ = content.get_content_type() or "application/octet-stream"
+        if "filename" in parts:
+            name = parts["filename"].get_payload(decode=True).decode("utf-8", "replace")
+        if "type" in parts:
+            typ = parts["type"].get_payload(decode=True).decode("utf-8", "replace")
+        meta = {}
+        if "metadata" in parts:
+            try:
+                meta = json.loads(parts["metadata"].get_payload(decode=True) or b"{}")
+            except Exception:
+                return self._problem(422, "- metadata: must be a JSON object\n",
+                                     "Input validation failed")
+        if len(name.encode()) > 255:
+            return self._problem(422, "- filename: must be at most 255 bytes\n",
+                                 "Input validation failed")
+        fid = base64.urlsafe_b64encode(("%032x" % random.getrandbits(128)).encode()).decode()
+        fid = fid.rstrip("=")
+        t = time.time()
+        f = {"id": fid, "name": name, "content_type": typ, "data": data, "metadata": meta,
+             "created": t, "expires": t + float(cfg["file_lifetime_s"]),
+             "sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data).hexdigest()}
+        with STATE.lock:
+            STATE.files[fid] = f
+            STATE.counters["file_uploads"] += 1
+        self._send(201, self._file_obj(f))
+
+    def _file(self, fid, download):
+        with STATE.lock:
+            f = STATE.files.get(fid)
+            if f is not None and time.time() >= f["expires"]:
+                f = None
+            if f is not None and self.command == "DELETE":
+                del STATE.files[fid]
+        if f is None:
+            return self._problem(404, "The requested resource could not be found.")
+        if self.command == "DELETE":
+            return self._send(204, raw=b"")
+        if download:
+            with STATE.lock:
+                STATE.counters["file_fetches"] += 1
+            return self._send(200, raw=f["data"], ctype=f["content_type"])
+        self._send(200, self._file_obj(f))
+
     def _delivery(self, path):
         cfg = STATE.cfg
         with STATE.lock:
@@ -735,6 +869,9 @@ class Handler(BaseHTTPRequestHandler):
                 out = dict(STATE.counters)
                 out["inflight"] = STATE.inflight(t)
                 out["predictions"] = {pid: p.status_at(t) for pid, p in STATE.preds.items()}
+                out["files"] = {fid: {"name": f["name"], "size": len(f["data"]),
+                                      "sha256": f["sha256"], "expired": t >= f["expires"]}
+                                for fid, f in STATE.files.items()}
                 out["requests"] = list(STATE.requests)
                 out["mode"] = STATE.cfg["mode"]
             return self._send(200, out)

@@ -287,3 +287,103 @@ def test_hang_never_answers(fake):
 def test_control_rejects_unknown_keys(fake):
     with pytest.raises(urllib.error.HTTPError):
         fake.configure(no_such_option=1)
+
+
+# ---- Files API (§2.6) ----
+
+def multipart(parts, boundary="----scenecompTestBoundary"):
+    """(content_type, body) for parts = [(name, filename|None, ctype|None, bytes)]."""
+    out = []
+    for name, filename, ctype, data in parts:
+        disp = 'form-data; name="%s"' % name
+        if filename is not None:
+            disp += '; filename="%s"' % filename
+        head = "--%s\r\nContent-Disposition: %s\r\n" % (boundary, disp)
+        if ctype:
+            head += "Content-Type: %s\r\n" % ctype
+        out.append(head.encode() + b"\r\n" + data + b"\r\n")
+    body = b"".join(out) + ("--%s--\r\n" % boundary).encode()
+    return "multipart/form-data; boundary=" + boundary, body
+
+
+def upload(fake, data, filename="product.png", ctype="image/png", extra=None, headers=None):
+    ct, body = multipart([("content", filename, ctype, data)] + (extra or []))
+    h = {"Content-Type": ct}
+    h.update(headers or {})
+    return fake.api("POST", "/files", raw=body, headers=h)
+
+
+def test_file_upload_object_get_download_delete(fake):
+    data = png_bytes(40, 30)
+    st, _, obj = upload(fake, data, extra=[("metadata", None, None, b'{"k": "v"}')])
+    assert st == 201, obj
+    assert obj["name"] == "product.png" and obj["content_type"] == "image/png"
+    assert obj["size"] == len(data)
+    import hashlib
+    assert obj["checksums"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert obj["metadata"] == {"k": "v"}
+    assert obj["urls"]["get"] == fake.base_url + "/files/" + obj["id"]
+    created = obj["created_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", obj["expires_at"])
+    assert obj["expires_at"] > created  # default lifetime 24 h
+    st, _, again = fake.api("GET", obj["urls"]["get"])
+    assert st == 200 and again["id"] == obj["id"]
+    st, _, raw = fake.api("GET", obj["urls"]["get"] + "/download")
+    assert st == 200 and raw == data
+    assert fake.stats()["file_uploads"] == 1
+    # files need the token like every API route
+    st, _, _ = fake.api("GET", obj["urls"]["get"], headers={"Authorization": None})
+    assert st == 401
+    st, _, _ = fake.api("DELETE", "/files/" + obj["id"])
+    assert st == 204
+    st, _, body = fake.api("GET", obj["urls"]["get"])
+    assert st == 404
+
+
+def test_file_upload_errors(fake):
+    ct, body = multipart([("filename", None, None, b"x.png")])
+    st, _, obj = fake.api("POST", "/files", raw=body, headers={"Content-Type": ct})
+    assert st == 422 and "content is required" in obj["detail"]
+    st, _, obj = fake.api("POST", "/files", raw=b"{}")  # JSON, not multipart
+    assert st == 400
+    fake.configure(file_max_bytes=10)
+    st, _, obj = upload(fake, b"x" * 11)
+    assert st == 413 and obj["detail"] == "Files must be less than 100MB in size"
+    fake.configure(file_max_bytes=100 << 20, files_mode="http500")
+    st, _, obj = upload(fake, b"abc")
+    assert st == 500
+    assert fake.stats()["file_uploads"] == 0
+
+
+def test_file_url_as_prediction_input(fake):
+    st, _, obj = upload(fake, png_bytes(52, 36))
+    assert st == 201
+    inp = kontext_input()
+    inp["input"]["input_image_1"] = obj["urls"]["get"]
+    st, _, p = fake.api("POST", KONTEXT, inp, headers={"Prefer": "wait=5"})
+    assert st == 201 and p["status"] == "succeeded", p
+    # the output takes the size of input_image_1, read from the uploaded file
+    st, _, out = fake.api("GET", p["output"])
+    assert image_size(out) == (52, 36)
+    assert fake.stats()["file_fetches"] >= 1
+
+
+def test_file_expiry(fake):
+    fake.configure(file_lifetime_s=1)
+    st, _, obj = upload(fake, png_bytes(8, 8))
+    assert st == 201
+    t_created = obj["created_at"]
+    assert obj["expires_at"] > t_created
+    time.sleep(1.2)
+    st, _, body = fake.api("GET", obj["urls"]["get"])
+    assert st == 404
+    assert fake.stats()["files"][obj["id"]]["expired"] is True
+    inp = kontext_input()
+    inp["input"]["input_image_2"] = obj["urls"]["get"]
+    st, _, p = fake.api("POST", KONTEXT, inp, headers={"Prefer": "wait=5"})
+    assert st == 201 and p["status"] == "failed", p
+    assert "input_image_2" in p["error"] and "expired" in p["error"]
+    # an unknown file id fails the same way
+    inp["input"]["input_image_2"] = fake.base_url + "/files/doesnotexist"
+    st, _, p = fake.api("POST", KONTEXT, inp, headers={"Prefer": "wait=5"})
+    assert p["status"] == "failed"

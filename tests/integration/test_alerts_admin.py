@@ -66,10 +66,10 @@ def storm(srv, n):
 
 
 def test_default_rules_quiet_service_is_healthy(server):
-    srv = server()  # no lua/alerts.lua in its directory: the built-in four
+    srv = server()  # no lua/alerts.lua in its directory: the built-in five
     assert get(srv, "/api/admin/alerts") == {"alerts": []}
     assert get(srv, "/api/admin/metrics/health") == {"status": "healthy", "alerts": []}
-    assert "using the embedded default rules (4)" in srv.log_text()
+    assert "using the embedded default rules (5)" in srv.log_text()
 
 
 def test_shipped_rules_fire_on_a_storm(server):

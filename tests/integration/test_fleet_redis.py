@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from conftest import encode, gradient_scene, post_composite, sample_product
+from conftest import assert_error, encode, gradient_scene, post_composite, sample_product
 
 TOKEN = "r8_fleetSecret_9a1d"
 SANITIZED = os.environ.get("SC_SANITIZED") == "1"
@@ -279,6 +279,28 @@ def test_redis_outage_mid_load(server, fake, redis_server):
                           == "healthy", timeout=10)
     m = admin(fleet[0], "/api/admin/metrics/composite").json()
     assert m["fallback_reasons"]["limiter_unavailable"] >= 1
+
+
+def test_scene_caps_fleet_wide(server, fake, redis_server):
+    """The scene limiter's store is Redis too: SCENE_DAILY_LIMIT=3 over two
+    instances lets three scenes through in all, then both answer 429 with
+    Retry-After; with Redis down a scene (no local fallback) is 503
+    service_unavailable and reaches no model."""
+    fleet = start_fleet(server, fake, redis_server, n=2, SCENE_DAILY_LIMIT=3)
+    body = {"prompt": "a quiet beach"}
+    for i in range(3):
+        r = requests.post(fleet[i % 2].url("/api/scenes"), json=body, timeout=60)
+        assert r.status_code == 200, (i, r.text)
+    for srv in fleet:
+        r = requests.post(srv.url("/api/scenes"), json=body, timeout=60)
+        assert_error(r, 429, "rate_limited")
+        assert r.headers.get("Retry-After", "").isdigit(), r.headers
+    creates = len(fake.stats()["predictions"])
+    redis_server.stop()
+    r = requests.post(fleet[0].url("/api/scenes"), json=body, timeout=60)
+    assert_error(r, 503, "service_unavailable")
+    assert r.headers.get("Retry-After", "").isdigit(), r.headers
+    assert len(fake.stats()["predictions"]) == creates
 
 
 def test_memory_store_fleet_is_this_instance(server):

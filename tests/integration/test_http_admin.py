@@ -7,7 +7,7 @@ from conftest import assert_error, encode, gradient_scene, post_composite, sampl
 
 ADMIN_GETS = ["/api/admin/metrics/composite", "/api/admin/metrics/health",
               "/api/admin/metrics/daily-generations", "/api/admin/alerts", "/api/admin/policy",
-              "/metrics"]
+              "/metrics", "/api/admin/fleet"]
 ADMIN_POSTS = ["/api/admin/metrics/reset", "/api/admin/reload"]
 
 

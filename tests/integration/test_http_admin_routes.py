@@ -13,6 +13,7 @@ ROUTES = {
     "/api/admin/alerts": ("GET", lambda r: isinstance(r.json()["alerts"], list)),
     "/api/admin/policy": ("GET", lambda r: "effective" in r.json()),
     "/metrics": ("GET", lambda r: "# TYPE scenecomp_composite_requests_total counter" in r.text),
+    "/api/admin/fleet": ("GET", lambda r: isinstance(r.json()["instances"], list)),
     "/api/admin/metrics/reset": ("POST", lambda r: r.json() == {"status": "reset"}),
     "/api/admin/reload": ("POST", lambda r: r.json()["status"] == "reloaded"),
 }

@@ -4,6 +4,7 @@ against the fake Replicate. Over a cap the answer is 429 rate_limited with
 Retry-After and nothing reaches Replicate; the slot comes back on every path
 (success, failure, client gone); the hour and day counts survive a restart."""
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -173,7 +174,8 @@ def test_daily_cap_with_retry_after_and_restart(server, fake):
     m = requests.get(again.url("/api/admin/metrics/composite"), timeout=10).json()
     assert m["today_generations"] == 0 and m["scenes"]["today"] == 2
     prom = requests.get(again.url("/metrics"), timeout=10).text
-    assert "scenecomp_scene_today 2\n" in prom
+    # every sample carries the instance label (docs/fleet.md)
+    assert re.search(r'^scenecomp_scene_today\{instance="[^"]+"\} 2$', prom, re.M), prom
 
 
 def test_refused_before_any_slot_is_taken(server, fake):

@@ -19,9 +19,9 @@ end
 
 describe("lua/alerts.lua", function()
   describe("the list", function()
-    it("holds the four alerts of the deployment guide with their severities", function()
+    it("holds the four alerts of the deployment guide and the breaker's, with their severities", function()
       local rules = H.load()
-      assert.are.equal(4, #rules)
+      assert.are.equal(5, #rules)
       local sev = {}
       for _, r in ipairs(rules) do sev[r.name] = r.severity end
       assert.are.same({
@@ -29,6 +29,7 @@ describe("lua/alerts.lua", function()
         daily_generation_limit = "warning",
         low_kontext_success_rate = "critical",
         high_avg_generation_time = "warning",
+        circuit_breaker_open = "critical",
       }, sev)
     end)
 
@@ -63,7 +64,7 @@ describe("lua/alerts.lua", function()
 
     it("loads without any scenecomp module (plain Lua)", function()
       local rules = H.load("lua/alerts.lua", false)
-      assert.are.equal(4, #rules)
+      assert.are.equal(5, #rules)
     end)
 
     it("nothing fires, raises or misbehaves on a fresh start (every rate nil)", function()
@@ -275,9 +276,9 @@ describe("examples/alerts", function()
   describe("shipped_plus_budget.lua", function()
     local rules = H.load("examples/alerts/shipped_plus_budget.lua", { ALERT_DAILY_BUDGET_USD = "5" })
 
-    it("keeps the shipped four, adjusted, and adds its own", function()
+    it("keeps the shipped five, adjusted, and adds its own", function()
       assert.is_true((H.valid(rules)))
-      assert.are.equal(6, #rules)
+      assert.are.equal(7, #rules)
       assert.are.equal(60, H.by_name(rules, "high_fallback_rate").for_seconds)
       assert.are.equal("critical", H.by_name(rules, "low_kontext_success_rate").severity)
       -- the original is untouched

@@ -86,7 +86,7 @@ int main(void)
     cfg.alert_interval_seconds = 0.05;
 
     CHECK_EQ_INT(sc_alerts_init(&cfg, err, sizeof err), 0);
-    CHECK_EQ_INT(sc_alerts__rule_count(), 4);
+    CHECK_EQ_INT(sc_alerts__rule_count(), 5);
     sc_alerts_evaluate_now();
     CHECK(health_is("healthy")); /* no traffic: every rate nil, nothing fires */
 

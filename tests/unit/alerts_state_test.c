@@ -379,12 +379,12 @@ static void test_init_default_and_broken(void)
     sc_config_defaults(&cfg);
     snprintf(cfg.alerts_file, sizeof cfg.alerts_file, "%s/does-not-exist.lua", tmpdir);
     CHECK_EQ_INT(sc_alerts__init(&cfg, false, err, sizeof err), 0);
-    CHECK_EQ_INT(sc_alerts__rule_count(), 4);
+    CHECK_EQ_INT(sc_alerts__rule_count(), 5);
     CHECK_EQ_INT(sc_alerts__state("high_fallback_rate"), SC_ALERT_INACTIVE);
     CHECK_EQ_INT(sc_alerts__state("daily_generation_limit"), SC_ALERT_INACTIVE);
     CHECK_EQ_INT(sc_alerts__state("low_kontext_success_rate"), SC_ALERT_INACTIVE);
     CHECK_EQ_INT(sc_alerts__state("high_avg_generation_time"), SC_ALERT_INACTIVE);
-    CHECK(log_has("using the embedded default rules (4)"));
+    CHECK(log_has("using the embedded default rules (5)"));
     /* a second init is refused */
     CHECK_EQ_INT(sc_alerts__init(&cfg, false, err, sizeof err), -1);
 
@@ -406,7 +406,7 @@ static void test_init_default_and_broken(void)
     CHECK_EQ_INT(sc_alerts_reload("test", err, sizeof err), 0);
     CHECK(sc_alerts_last_error() == NULL);
     sc_alerts__evaluate_with(5121, &s);
-    CHECK_EQ_INT(sc_alerts__rule_count(), 4);
+    CHECK_EQ_INT(sc_alerts__rule_count(), 5);
     CHECK_EQ_INT(sc_alerts__state("low_kontext_success_rate"), SC_ALERT_FIRING);
     /* the file appears: it replaces the default; the kept name keeps its state */
     const char *one = "return {{ name = 'low_kontext_success_rate', severity = 'critical',\n"
@@ -435,18 +435,18 @@ static void test_init_default_and_broken(void)
     CHECK_EQ_INT(sc_alerts_reload("test", err, sizeof err), -1);
 }
 
-/* shipped_alerts() gives alert files fresh copies of the shipped four. */
+/* shipped_alerts() gives alert files fresh copies of the shipped five. */
 static void test_shipped_alerts(void)
 {
     write_rules("local a, b = shipped_alerts(), shipped_alerts()\n"
-                "assert(#a == 4 and a ~= b and a[1] ~= b[1] and a[1].when == b[1].when)\n"
+                "assert(#a == 5 and a ~= b and a[1] ~= b[1] and a[1].when == b[1].when)\n"
                 "for _, r in ipairs(a) do r.for_seconds = 0 end\n"
                 "assert(b[1].for_seconds > 0, 'copies are independent')\n"
                 "a[#a + 1] = { name = 'extra', severity = 'warning', for_seconds = 0,\n"
                 "  when = function(m) return m.total_requests > 1000 end }\n"
                 "return a\n");
     init_alerts();
-    CHECK_EQ_INT(sc_alerts__rule_count(), 5);
+    CHECK_EQ_INT(sc_alerts__rule_count(), 6);
     sc_metrics_snapshot_t s;
     sc_alert_rules_sample(&s, false);
     s.total_requests = 2000;
@@ -459,6 +459,33 @@ static void test_shipped_alerts(void)
     CHECK_EQ_INT(sc_alerts__state("low_kontext_success_rate"), SC_ALERT_INACTIVE);
     CHECK(log_has("[Alert] high_fallback_rate firing (warning): fallback rate 50% over 100 "
                   "Kontext-routed requests (alert above 10%)"));
+    sc_alerts_shutdown();
+}
+
+/* issue 11: the breaker's state reaches the rules as m.breaker, and the shipped
+ * circuit_breaker_open fires after its minute. */
+static void test_breaker_rule(void)
+{
+    write_rules("return shipped_alerts()\n");
+    init_alerts();
+    sc_metrics_snapshot_t s;
+    sc_alert_rules_sample(&s, false);
+    quiet(&s);
+    s.breaker_state = 1; /* open */
+    s.breaker_calls = 12;
+    s.breaker_failure_rate = 1.0;
+    sc_alerts__evaluate_with(9000, &s);
+    CHECK_EQ_INT(sc_alerts__state("circuit_breaker_open"), SC_ALERT_PENDING);
+    s.breaker_state = 2; /* half-open: still not closed */
+    sc_alerts__evaluate_with(9059, &s);
+    CHECK_EQ_INT(sc_alerts__state("circuit_breaker_open"), SC_ALERT_PENDING);
+    sc_alerts__evaluate_with(9060, &s);
+    CHECK_EQ_INT(sc_alerts__state("circuit_breaker_open"), SC_ALERT_FIRING);
+    CHECK(log_has("[Alert] circuit_breaker_open firing (critical): Kontext circuit breaker "
+                  "half_open"));
+    s.breaker_state = 0;
+    sc_alerts__evaluate_with(9061, &s);
+    CHECK(sc_alerts__state("circuit_breaker_open") != SC_ALERT_FIRING);
     sc_alerts_shutdown();
 }
 
@@ -550,6 +577,7 @@ int main(void)
     test_check_file();
     test_init_default_and_broken();
     test_shipped_alerts();
+    test_breaker_rule();
     test_pattern_budget();
     test_embedded_matches_file();
 

@@ -396,10 +396,10 @@ static void test_refused(void)
         /* the allowed-key lists are generated from the schema's key table */
         {"return { frobnicate = true }", "unknown key 'frobnicate'",
          "(allowed: use_kontext, method, model_id, timeout_seconds, max_concurrent, "
-         "max_per_hour, daily_limit, phase, phases, route, on_kontext_error)"},
+         "max_per_hour, daily_limit, phase, phases, route, on_kontext_error, breaker, pacing)"},
         {"return { phases = { p = { route = 1 } } }", "phases.p: unknown key 'route'",
          "(allowed: users, percent, use_kontext, method, model_id, timeout_seconds, "
-         "max_concurrent, max_per_hour, daily_limit)"},
+         "max_concurrent, max_per_hour, daily_limit, breaker, pacing)"},
         {"return { model_id = string.rep('m', 5000) }", "model_id", "shorter than"},
         {"return { phase = 'nope', phases = { yes = {} } }", "phase 'nope'", "not defined"},
         {"return { phase = 'nope' }", "phase 'nope'", "not defined"},

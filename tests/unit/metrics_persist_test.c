@@ -421,10 +421,11 @@ static void test_scene_store(void)
     unlink(g_file);
     sc_limits_store_t *k = sc_limits_memory_new(), *sc = sc_limits_memory_new();
     CHECK_EQ_INT(sc_metrics_init_with_scenes(&g_cfg, k, sc), 0);
-    CHECK_EQ_INT(sc_test_take(k, now, &caps), SC_LIMIT_OK);
+    sc_limits_token_t ktok, stok[3];
+    CHECK_EQ_INT(k->take(k, now, &caps, &ktok, NULL), SC_LIMIT_OK);
     for (int i = 0; i < 3; i++)
-        CHECK_EQ_INT(sc_test_take(sc, now, &caps), SC_LIMIT_OK);
-    sc_test_release(sc);
+        CHECK_EQ_INT(sc->take(sc, now, &caps, &stok[i], NULL), SC_LIMIT_OK);
+    sc->release(sc, &stok[2]);
     sc_metrics_scene(now, true, 1); /* a change, so the writer has work */
     sc_metrics_snapshot_t s = snap(now);
     CHECK_EQ_INT(s.scene_in_flight, 2);

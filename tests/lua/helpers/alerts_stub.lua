@@ -55,6 +55,7 @@ function M.snapshot(over)
     rate_limiter = { in_flight = 0, max_concurrent = 5, last_hour = 0, max_per_hour = 50 },
     estimated_cost_usd = { today = 0, total = 0 },
     since = 1700000000,
+    breaker = { state = "closed", since = 1700000000, calls = 0 },
   }
   return merge(m, over or {})
 end

@@ -1,0 +1,355 @@
+/* Files API inputs (src/replicate/files.c) through the real client against the
+ * local fake (tests/fake/fake_replicate.py): small inputs stay data URIs, large
+ * ones are uploaded once (also under concurrency) and reused until shortly
+ * before expires_at, failures and hangs end as -2 (api_error). Runs from the
+ * repo root (ctest sets it). */
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "replicate/client.h"
+#include "replicate/files.h"
+#include "test.h"
+
+#define TOKEN "r8_unitTestFilesToken_41c2"
+
+static pid_t g_fake_pid = -1;
+static char g_root[64];
+static sc_config_t g_cfg;
+
+/* ==== The fake (as in replicate_client_test.c) ==== */
+
+static int fake_start(void)
+{
+    int fds[2], port = 0;
+    if (pipe(fds) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execl("/usr/bin/python3", "python3", "tests/fake/fake_replicate.py", "--port", "0",
+              "--token", TOKEN, "--quiet", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    g_fake_pid = pid;
+    FILE *f = fdopen(fds[0], "r");
+    char line[128] = "";
+    if (!f || !fgets(line, sizeof line, f)) {
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    if (sscanf(line, "READY port=%d", &port) != 1)
+        return -1;
+    snprintf(g_root, sizeof g_root, "http://127.0.0.1:%d", port);
+    return 0;
+}
+
+static void fake_stop(void)
+{
+    if (g_fake_pid > 0) {
+        kill(g_fake_pid, SIGTERM);
+        waitpid(g_fake_pid, NULL, 0);
+        g_fake_pid = -1;
+    }
+}
+
+static size_t collect(char *p, size_t s, size_t n, void *ud)
+{
+    return sc_buf_append(ud, p, s * n) == 0 ? s * n : 0;
+}
+
+static cJSON *control(const char *method, const char *path, const char *body)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s%s", g_root, path);
+    CURL *e = curl_easy_init();
+    sc_buf_t b = SC_BUF_INIT;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, 10L);
+    if (strcmp(method, "POST") == 0)
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
+    CURLcode rc = curl_easy_perform(e);
+    long http = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &http);
+    curl_easy_cleanup(e);
+    cJSON *j = (rc == CURLE_OK && http == 200) ? cJSON_Parse(b.data ? b.data : "") : NULL;
+    sc_buf_free(&b);
+    return j;
+}
+
+static void configure(const char *json)
+{
+    cJSON *r = control("POST", "/_control/reset", NULL);
+    CHECK(r != NULL);
+    cJSON_Delete(r);
+    r = control("POST", "/_control/config", json);
+    CHECK(r != NULL);
+    cJSON_Delete(r);
+    sc_files_reset();
+}
+
+static int stat_int(const char *key)
+{
+    cJSON *s = control("GET", "/_control/stats", NULL);
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(s, key);
+    int n = cJSON_IsNumber(v) ? v->valueint : -1;
+    cJSON_Delete(s);
+    return n;
+}
+
+/* POSTs to /v1/files the fake saw. */
+static int file_posts(void)
+{
+    cJSON *s = control("GET", "/_control/stats", NULL);
+    int n = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(s, "requests"))
+    {
+        const char *p = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r, "path"));
+        const char *m = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r, "method"));
+        n += p && m && strcmp(p, "/v1/files") == 0 && strcmp(m, "POST") == 0;
+    }
+    cJSON_Delete(s);
+    return n;
+}
+
+/* The one stored file's field (string), copied into out; "" when not exactly one. */
+static void only_file(const char *field, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    cJSON *s = control("GET", "/_control/stats", NULL);
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(s, "files");
+    if (cJSON_GetArraySize(files) == 1) {
+        const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(files->child, field));
+        snprintf(out, outlen, "%s", v ? v : "");
+    }
+    cJSON_Delete(s);
+}
+
+static uint8_t *random_bytes(size_t n, unsigned seed)
+{
+    uint8_t *b = malloc(n);
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        b[i] = (uint8_t)x;
+    }
+    return b;
+}
+
+/* ==== Tests ==== */
+
+static void test_parse_time(void)
+{
+    double t = 0;
+    CHECK_EQ_INT(sc_files_parse_time("2024-08-23T12:26:51.079Z", &t), 0);
+    CHECK(t > 1724416011.078 && t < 1724416011.080);
+    CHECK_EQ_INT(sc_files_parse_time("2024-08-23T14:26:51Z", &t), 0);
+    CHECK(t == 1724423211.0);
+    CHECK_EQ_INT(sc_files_parse_time("2024-08-23T14:26:51.000+02:00", &t), 0);
+    CHECK(t == 1724416011.0);
+    CHECK_EQ_INT(sc_files_parse_time("2024-08-23T12:26:51.123456789Z", &t), 0);
+    CHECK_EQ_INT(sc_files_parse_time("2024-08-23 12:26:51Z", &t), -1);
+    CHECK_EQ_INT(sc_files_parse_time("2024-08-23T12:26:51", &t), -1);
+    CHECK_EQ_INT(sc_files_parse_time("2024-13-23T12:26:51Z", &t), -1);
+    CHECK_EQ_INT(sc_files_parse_time("", &t), -1);
+    CHECK_EQ_INT(sc_files_parse_time(NULL, &t), -1);
+}
+
+static void test_small_stays_data_uri(void)
+{
+    configure("{}");
+    /* base64 of 196,000 bytes + prefix is just under 256 KB */
+    size_t n = 196000;
+    uint8_t *b = random_bytes(n, 1);
+    char *out = NULL, err[256] = "";
+    CHECK_EQ_INT(sc_files_input(b, n, "image/png", 10, &out, err, sizeof err), 0);
+    CHECK(out && strncmp(out, "data:image/png;base64,", 22) == 0);
+    CHECK(out && strlen(out) <= SC_FILES_DATA_URI_MAX);
+    CHECK_EQ_INT(file_posts(), 0);
+    free(out);
+    free(b);
+}
+
+static void test_large_uploaded_once(void)
+{
+    configure("{}");
+    size_t n = 300000;
+    uint8_t *b = random_bytes(n, 2);
+    char *out = NULL, *again = NULL, err[256] = "";
+    CHECK_EQ_INT(sc_files_input(b, n, "image/png", 10, &out, err, sizeof err), 0);
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "%s/v1/files/", g_root);
+    CHECK(out && strncmp(out, prefix, strlen(prefix)) == 0);
+    CHECK_EQ_INT(stat_int("file_uploads"), 1);
+    /* the bytes arrived intact: the fake's SHA-256 of the part equals ours */
+    uint8_t h[SHA256_DIGEST_LENGTH];
+    SHA256(b, n, h);
+    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(hex + 2 * i, 3, "%02x", h[i]);
+    char got[128];
+    only_file("sha256", got, sizeof got);
+    CHECK_STR(got, hex);
+    only_file("name", got, sizeof got);
+    CHECK(strncmp(got, "input-", 6) == 0 && strstr(got, ".png") != NULL);
+    /* the same bytes again: the cached URL, no second upload */
+    CHECK_EQ_INT(sc_files_input(b, n, "image/png", 10, &again, err, sizeof err), 0);
+    CHECK(out && again && strcmp(out, again) == 0);
+    CHECK_EQ_INT(file_posts(), 1);
+    long uploads = 0, hits = 0;
+    sc_files_stats(&uploads, &hits);
+    CHECK_EQ_INT(uploads, 1);
+    CHECK_EQ_INT(hits, 1);
+    /* other bytes: another file */
+    b[0] ^= 1;
+    free(again);
+    again = NULL;
+    CHECK_EQ_INT(sc_files_input(b, n, "image/jpeg", 10, &again, err, sizeof err), 0);
+    CHECK(out && again && strcmp(out, again) != 0);
+    CHECK_EQ_INT(file_posts(), 2);
+    free(out);
+    free(again);
+    free(b);
+}
+
+typedef struct {
+    const uint8_t *b;
+    size_t n;
+    char *out;
+    int rc;
+} job_t;
+
+static void *one(void *arg)
+{
+    job_t *j = arg;
+    char err[256];
+    j->rc = sc_files_input(j->b, j->n, "image/png", 20, &j->out, err, sizeof err);
+    return NULL;
+}
+
+static void test_concurrent_same_bytes_one_upload(void)
+{
+    /* a slow-ish upload (big body through a Python server) keeps it in flight */
+    configure("{}");
+    size_t n = 4u << 20;
+    uint8_t *b = random_bytes(n, 3);
+    job_t jobs[8];
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++) {
+        jobs[i] = (job_t){b, n, NULL, -9};
+        CHECK(pthread_create(&th[i], NULL, one, &jobs[i]) == 0);
+    }
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 8; i++) {
+        CHECK_EQ_INT(jobs[i].rc, 0);
+        CHECK(jobs[i].out && jobs[0].out && strcmp(jobs[i].out, jobs[0].out) == 0);
+    }
+    for (int i = 0; i < 8; i++)
+        free(jobs[i].out);
+    CHECK_EQ_INT(file_posts(), 1);
+    free(b);
+}
+
+static void test_expiry_uploads_again(void)
+{
+    configure("{\"file_lifetime_s\": 1}");
+    size_t n = 300000;
+    uint8_t *b = random_bytes(n, 4);
+    char *a = NULL, *c = NULL, err[256] = "";
+    CHECK_EQ_INT(sc_files_input(b, n, "image/png", 10, &a, err, sizeof err), 0);
+    /* reused until a tenth of the lifetime before expires_at, i.e. ~0.9 s */
+    usleep(1000 * 1000);
+    CHECK_EQ_INT(sc_files_input(b, n, "image/png", 10, &c, err, sizeof err), 0);
+    CHECK(a && c && strcmp(a, c) != 0);
+    CHECK_EQ_INT(file_posts(), 2);
+    free(a);
+    free(c);
+    free(b);
+}
+
+static void test_failures_are_api_errors(void)
+{
+    size_t n = 300000;
+    uint8_t *b = random_bytes(n, 5);
+    char *out = NULL, err[256] = "";
+    configure("{\"files_mode\": \"http500\"}");
+    CHECK_EQ_INT(sc_files_input(b, n, "image/png", 10, &out, err, sizeof err), -2);
+    CHECK(out == NULL);
+    CHECK(strstr(err, "HTTP 500") != NULL);
+    CHECK_EQ_INT(file_posts(), 3); /* the first try and two retries */
+    /* nothing cached: the next call tries again and, the fake healthy, succeeds */
+    configure("{}");
+    CHECK_EQ_INT(sc_files_input(b, n, "image/png", 10, &out, err, sizeof err), 0);
+    free(out);
+    out = NULL;
+    /* a hanging Files API: -2 once the timeout has passed */
+    configure("{\"files_mode\": \"hang\"}");
+    double t0 = sc_clock_mono();
+    CHECK_EQ_INT(sc_files_input(b, n, "image/png", 1.0, &out, err, sizeof err), -2);
+    double secs = sc_clock_mono() - t0;
+    CHECK(secs >= 0.9 && secs < 10);
+    CHECK(strstr(err, "deadline") != NULL);
+    CHECK(out == NULL);
+    free(b);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    char logdir[] = "/tmp/sc_files_test_XXXXXX";
+    if (!mkdtemp(logdir) || fake_start() != 0) {
+        fprintf(stderr, "cannot start the fake Replicate server\n");
+        fake_stop();
+        return 1;
+    }
+    sc_log_open(logdir);
+    sc_config_defaults(&g_cfg);
+    snprintf(g_cfg.replicate_api_token, sizeof g_cfg.replicate_api_token, "%s", TOKEN);
+    snprintf(g_cfg.replicate_api_base, sizeof g_cfg.replicate_api_base, "%s/v1", g_root);
+    CHECK_EQ_INT(sc_replicate_init(&g_cfg), 0);
+
+    test_parse_time();
+    test_small_stays_data_uri();
+    test_large_uploaded_once();
+    test_concurrent_same_bytes_one_upload();
+    test_expiry_uploads_again();
+    test_failures_are_api_errors();
+
+    sc_replicate_shutdown();
+    sc_files_reset();
+    sc_log_close();
+    fake_stop();
+    curl_global_cleanup();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", logdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", logdir);
+    return test_report("replicate_files_test");
+}
