@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "core/watch.h"
 #include "http/fleet.h"
+#include "http/records.h"
 #include "http/server.h"
 #include "image/codec.h"
 #include "limits/limiter.h"
@@ -410,7 +411,7 @@ static int cmd_serve(void)
 
     int rc = 1;
     bool limiter_up = false, metrics_up = false, policy_up = false, alerts_up = false,
-         rep_up = false, reload_up = false, policysrc_up = false;
+         rep_up = false, reload_up = false, records_up = false, policysrc_up = false;
     /* POLICY_SOURCE=redis: the policy follows Redis, not POLICY_FILE's watcher. */
     bool redis_policy = strcmp(cfg->policy_source, "redis") == 0;
     if (sc_fs_mkdirs(cfg->output_dir) != 0) {
@@ -467,7 +468,15 @@ static int cmd_serve(void)
     rep_up = true;
     /* Before serving: cancels what a dead process left running upstream. */
     snprintf(path, sizeof path, "%s/" PREDICTION_JOURNAL, cfg->logs_dir);
-    if (sc_replicate_journal_open(path) < 0)
+    /* ...except the predictions of records left processing: those are
+     * adopted (polled) below, so a restart never pays twice. */
+    char **adopt = NULL;
+    size_t nadopt = 0;
+    if (sc_http_records_adoptable(cfg, &adopt, &nadopt) != 0)
+        sc_log_warn("cannot scan OUTPUT_DIR for records left processing");
+    int jrc = sc_replicate_journal_open_keep(path, (const char *const *)adopt, nadopt);
+    sc_http_records_free_ids(adopt, nadopt);
+    if (jrc < 0)
         sc_log_warn("cannot use the prediction journal %s: predictions left by a crash will "
                     "not be cancelled at the next start (Cancel-After still ends them)",
                     path);
@@ -479,10 +488,17 @@ static int cmd_serve(void)
         goto out;
     }
     reload_up = true;
+    /* The decision log and the webhook sender (its queue resumes). */
+    if (sc_http_records_start(cfg, err, sizeof err) != 0) {
+        sc_log_error("%s", err);
+        goto out;
+    }
+    records_up = true;
     if (sc_http_start(cfg, err, sizeof err) != 0) {
         sc_log_error("%s", err);
         goto out;
     }
+    (void)sc_http_records_resume();
 
     for (;;) {
         int sig = 0;
@@ -515,6 +531,8 @@ static int cmd_serve(void)
     sc_http_stop();
     rc = 0;
 out:
+    if (records_up)
+        sc_http_records_stop();
     if (reload_up)
         sc_watch_stop();
     if (rep_up)

@@ -210,6 +210,11 @@ static enum MHD_Result prometheus(struct MHD_Connection *conn)
     return sc_http__send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", data, len);
 }
 
+static enum MHD_Result preview_no_body(struct MHD_Connection *conn)
+{
+    return sc_http__send_error(conn, 422, "invalid_policy", "the body must be a policy file");
+}
+
 /* ==== Routes ==== */
 
 typedef enum { ADMIN_GET, ADMIN_POST } admin_method_t; /* GET also answers HEAD */
@@ -228,6 +233,9 @@ static const struct admin_route {
     {"/api/admin/policy", ADMIN_GET, policy_status},
     {"/api/admin/reload", ADMIN_POST, reload},
     {"/metrics", ADMIN_GET, prometheus},
+    {"/api/admin/decisions", ADMIN_GET, sc_http__admin_decisions},
+    /* With a body the preview is routed to sc_http__preview_finish (records.c). */
+    {"/api/admin/policy/preview", ADMIN_POST, preview_no_body},
     {"/api/admin/fleet", ADMIN_GET, sc_http__fleet},
 };
 

@@ -8,14 +8,19 @@
  * field: the last occurrence wins. */
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "compose/compose.h"
 #include "core/clock.h"
+#include "core/fsutil.h"
 #include "core/ids.h"
 #include "core/log.h"
 #include "http/conn.h"
@@ -24,8 +29,10 @@
 #include "limits/limiter.h"
 #include "limits/pacing.h"
 #include "metrics/metrics.h"
+#include "records/idempotency.h"
 #include "replicate/breaker.h"
 #include "replicate/inputs.h"
+#include "webhooks/webhook.h"
 
 /* ==== Upload ==== */
 
@@ -54,6 +61,7 @@ static sc_http_field_t *field_for(sc_http_conn_t *c, const char *key, bool *is_f
         {"y", offsetof(sc_http_conn_t, f_y), false},
         {"scale", offsetof(sc_http_conn_t, f_scale), false},
         {"format", offsetof(sc_http_conn_t, f_format), false},
+        {"webhook", offsetof(sc_http_conn_t, f_webhook), false},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         if (strcmp(key, fields[i].name) == 0) {
@@ -183,9 +191,129 @@ typedef struct answer {
     int width, height;
 } answer_t;
 
+/* ==== The record (API.md "Asynchronous composites, records, webhooks") ==== */
+
+/* OUTPUT_DIR/<id>.inputs/: the uploads and fields of an async composite, kept
+ * while it is processing so a restart can finish it by PIL (reason
+ * `interrupted`); removed when the record is final. */
+static void inputs_path(const sc_http_conn_t *c, const char *name, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s.inputs%s%s", c->cfg->output_dir, c->id, name ? "/" : "",
+             name ? name : "");
+}
+
+static int inputs_save(sc_http_conn_t *c)
+{
+    char path[SC_CFG_PATH + 96];
+    inputs_path(c, NULL, path, sizeof path);
+    if (sc_fs_mkdirs(path) != 0)
+        return -1;
+    const struct {
+        const char *name;
+        const sc_http_field_t *f;
+    } parts[] = {{"scene", &c->f_scene}, {"product", &c->f_product}};
+    for (size_t i = 0; i < 2; i++) {
+        inputs_path(c, parts[i].name, path, sizeof path);
+        if (sc_fs_write_atomic(path, parts[i].f->data.data ? parts[i].f->data.data : "",
+                               parts[i].f->data.len) != 0)
+            return -1;
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return -1;
+    cJSON_AddNumberToObject(o, "x", c->params.x);
+    cJSON_AddNumberToObject(o, "y", c->params.y);
+    cJSON_AddNumberToObject(o, "scale", c->params.scale);
+    cJSON_AddStringToObject(o, "format", sc_format_name(c->format));
+    if (c->preq.prompt)
+        cJSON_AddStringToObject(o, "prompt", c->preq.prompt);
+    if (c->preq.user_id)
+        cJSON_AddStringToObject(o, "user_id", c->preq.user_id);
+    char *txt = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    inputs_path(c, "params.json", path, sizeof path);
+    int rc = txt ? sc_fs_write_atomic(path, txt, strlen(txt)) : -1;
+    cJSON_free(txt);
+    return rc;
+}
+
+static void inputs_remove(const sc_http_conn_t *c)
+{
+    static const char *const names[] = {"scene", "product", "params.json"};
+    char path[SC_CFG_PATH + 96];
+    for (size_t i = 0; i < 3; i++) {
+        inputs_path(c, names[i], path, sizeof path);
+        (void)unlink(path);
+    }
+    inputs_path(c, NULL, path, sizeof path);
+    (void)rmdir(path);
+}
+
+/* Completes the record (records.c) and drops the kept inputs. */
+static void record_end(sc_http_conn_t *c)
+{
+    if (c->rec && isnan(c->rec->estimated_cost_usd)) /* null while unknown; final now */
+        c->rec->estimated_cost_usd = c->rec->prediction_id[0] ? c->cfg->kontext_price_usd : 0.0;
+    sc_http__record_end(c);
+    if (c->async)
+        inputs_remove(c);
+}
+
+/* Ends the record as succeeded with answer a. */
+static void record_succeeded(sc_http_conn_t *c, const answer_t *a)
+{
+    sc_record_t *r = c->rec;
+    if (!r)
+        return;
+    r->status = SC_RECORD_SUCCEEDED;
+    snprintf(r->method, sizeof r->method, "%s", a->method);
+    r->fallback = a->fallback;
+    snprintf(r->fallback_reason, sizeof r->fallback_reason, "%s",
+             a->fallback_reason ? a->fallback_reason : "");
+    r->width = a->width;
+    r->height = a->height;
+    snprintf(r->image_url, sizeof r->image_url, "/api/composites/%s.%s", c->id,
+             sc_format_ext(c->format));
+    record_end(c);
+}
+
+/* Ends the record as failed (nothing is answered). */
+static void record_failed(sc_http_conn_t *c, const char *code, const char *msg)
+{
+    sc_record_t *r = c->rec;
+    if (!r)
+        return;
+    r->status = SC_RECORD_FAILED;
+    snprintf(r->error_code, sizeof r->error_code, "%s", code);
+    snprintf(r->error_message, sizeof r->error_message, "%s", msg);
+    record_end(c);
+}
+
+/* Ends the record as failed and answers the error. */
+static enum MHD_Result fail(sc_http_conn_t *c, unsigned status, const char *code, const char *fmt,
+                            ...) __attribute__((format(printf, 4, 5)));
+static enum MHD_Result fail(sc_http_conn_t *c, unsigned status, const char *code, const char *fmt,
+                            ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    record_failed(c, code, msg);
+    if (c->detached)
+        return MHD_YES;
+    return sc_http__send_error(c->mhd, status, code, "%s", msg);
+}
+
 /* Sends the composite: the image itself (takes ownership of bytes) or the JSON. */
 static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t *bytes, size_t len)
 {
+    record_succeeded(c, a);
+    if (c->detached) {
+        free(bytes); /* the client had its 202; the record says the rest */
+        return MHD_YES;
+    }
     double secs = sc_clock_mono() - c->t_start;
     /* The policy generation whose decision and effective config served this
      * request (one generation per request: ops and tests can check that). */
@@ -249,18 +377,33 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
     size_t len = 0;
     const char *err = NULL;
     int w = c->scene.width, h = c->scene.height;
+    if (w == 0) {
+        /* A composite resumed after a restart without its inputs (a sync one). */
+        record_failed(c, "interrupted", "the service restarted and the inputs were not kept");
+        return MHD_YES;
+    }
+    if (c->rec) {
+        snprintf(c->rec->method, sizeof c->rec->method, "pil");
+        snprintf(c->rec->fallback_reason, sizeof c->rec->fallback_reason, "%s",
+                 fallback_reason ? fallback_reason : "");
+        c->rec->fallback = fallback_reason != NULL;
+    }
     if (sc_compose_pil(&c->scene, &c->product, &c->params, c->format, &out, &len, &err) != 0) {
         sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
         sc_log_error("PIL composite failed id=%s: %s", c->id, err ? err : "unknown error");
-        return sc_http__send_error(c->mhd, 500, "internal_error", "composite failed: %s",
-                                   err ? err : "unknown error");
+        return fail(c, 500, "internal_error", "composite failed: %s", err ? err : "unknown error");
     }
+    double t_save = sc_clock_mono();
+    if (c->rec)
+        c->rec->durations.composite = t_save - t0; /* the encode included */
     if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
         free(out);
         sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
         sc_log_error("cannot save composite %s in %s", c->id, c->cfg->output_dir);
-        return sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the composite");
+        return fail(c, 500, "internal_error", "cannot save the composite");
     }
+    if (c->rec)
+        c->rec->durations.save = sc_clock_mono() - t_save;
     double secs = sc_clock_mono() - t0;
     sc_metrics_pil(sc_clock_wall(), true, secs);
     sc_log_info("Using PIL composite method id=%s duration=%.3fs%s%s", c->id, secs,
@@ -282,6 +425,27 @@ static enum MHD_Result fall_back(sc_http_conn_t *c, sc_fallback_reason_t r, cons
 }
 
 /* ==== Kontext ==== */
+
+/* The metrics of a finished prediction; an adopted one (resumed after a
+ * restart) was never started by this process, so it is not counted. */
+static void kontext_finished(const sc_http_conn_t *c, sc_kontext_outcome_t o, double secs)
+{
+    if (!c->resumed)
+        sc_metrics_kontext_finished(sc_clock_wall(), o, secs);
+}
+
+/* The Replicate job's on_created (I/O thread): the prediction id is made
+ * durable at once, so a restart polls this prediction instead of paying for
+ * another (API.md: a restart never pays twice). */
+static void prediction_created(const char *prediction_id, void *ud)
+{
+    sc_http_conn_t *c = ud;
+    if (!c->rec)
+        return;
+    snprintf(c->rec->prediction_id, sizeof c->rec->prediction_id, "%s", prediction_id);
+    c->rec->estimated_cost_usd = c->cfg->kontext_price_usd;
+    (void)sc_http__record_save(c);
+}
 
 /* ---- Outage protection (issue 11): pacing and the circuit breaker ---- */
 
@@ -341,9 +505,18 @@ static void release_slot(void *ud)
     free(slot);
 }
 
+static void kontext_done_job(sc_http_conn_t *c);
+
 static void on_kontext_done(sc_rep_result_t *res, void *ud)
 {
     sc_http_conn_t *c = ud;
+    if (c->detached) {
+        /* Nobody waits on the connection: the pool finishes the work
+         * (kontext_done hands the breaker ticket back). */
+        c->result = res;
+        sc_http__run_detached(c, kontext_done_job);
+        return;
+    }
     if (res && res->status == SC_REP_CLIENT_GONE) {
         /* Not an outcome: the ticket goes back now (a half-open trial frees
          * its slot), since MHD may never run kontext_done for this request. */
@@ -361,13 +534,14 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
 {
     if (c->cfg->replicate_api_token[0] == '\0')
         return fall_back(c, SC_FB_NO_TOKEN, "REPLICATE_API_TOKEN is not set");
-    int fd = sc_http__client_fd(c);
+    int fd = c->detached ? -1 : sc_http__client_fd(c); /* an async client is not watched */
     if (sc_http__client_left(fd)) {
         /* Nothing is answered (the pool job stashes no response), so the
          * connection is closed and the context freed. */
         sc_log_info("[Kontext Composite] client went away before Kontext started id=%s: "
                     "request dropped",
                     c->id);
+        record_failed(c, "client_gone", "the client went away before Kontext started");
         return MHD_NO;
     }
 
@@ -396,7 +570,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
         sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
         sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
-        sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
+        kontext_finished(c, SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR, "cannot persist the start count in LOGS_DIR");
     }
 
@@ -417,7 +591,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
             breaker_finish(c, SC_REP_API_ERROR);
         else
             sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
-        sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, 0.0);
+        kontext_finished(c, SC_KONTEXT_FAILURE, 0.0);
         return fall_back(c, SC_FB_API_ERROR,
                          irc == -2 ? "input upload to the Files API failed"
                                    : "cannot build the model input");
@@ -432,7 +606,11 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     *slot = c->limiter_slot;
     c->limiter_slot.s[0] = '\0';
     c->limiter_held = false;
-    sc_rep_opts_t opts = {.client_fd = fd, .upstream_over = release_slot, .upstream_ud = slot};
+    sc_rep_opts_t opts = {.client_fd = fd,
+                          .upstream_over = release_slot,
+                          .upstream_ud = slot,
+                          .on_created = prediction_created,
+                          .created_ud = c};
     sc_http__hand_off(c);
     if (sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
                                on_kontext_done, c) != 0) {
@@ -444,7 +622,12 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
             res->status = SC_REP_API_ERROR;
             snprintf(res->message, sizeof res->message, "cannot queue the prediction");
         }
-        sc_http__resume_from_callback(c, res);
+        if (c->detached) { /* no connection to resume: finish on the pool */
+            c->result = res;
+            sc_http__run_detached(c, kontext_done_job);
+        } else {
+            sc_http__resume_from_callback(c, res);
+        }
     }
     return MHD_YES;
 }
@@ -461,7 +644,7 @@ static int kontext_output(sc_http_conn_t *c, const sc_rep_result_t *res, uint8_t
         goto cleanup;
     }
     const sc_image_t *final = &img;
-    if (img.width != c->scene.width || img.height != c->scene.height) {
+    if (c->scene.width > 0 && (img.width != c->scene.width || img.height != c->scene.height)) {
         if (sc_resize_lanczos(&img, c->scene.width, c->scene.height, &sized) != 0) {
             *err = "cannot resize the output to the scene size";
             goto cleanup;
@@ -489,8 +672,16 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
     sc_rep_result_t *res = c->result;
     double secs = sc_clock_mono() - c->t_kontext;
     sc_rep_status_t st = res ? res->status : SC_REP_API_ERROR;
+    if (c->rec) {
+        c->rec->durations.kontext = secs;
+        if (res && res->prediction_id[0]) {
+            snprintf(c->rec->prediction_id, sizeof c->rec->prediction_id, "%s", res->prediction_id);
+            c->rec->estimated_cost_usd = c->cfg->kontext_price_usd;
+        }
+    }
     if (st == SC_REP_CLIENT_GONE) {
         breaker_finish(c, st); /* no outcome; already given back by the callback */
+        record_failed(c, "client_gone", "the client went away while Kontext ran");
         return MHD_NO; /* nobody to answer (logged by the callback): the connection closes */
     }
     const char *msg = res && res->message[0] ? res->message : NULL;
@@ -499,17 +690,22 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
     if (st == SC_REP_OK) {
         uint8_t *out = NULL;
         size_t len = 0;
+        double t_enc = sc_clock_mono();
         int orc = kontext_output(c, res, &out, &len, &err);
         breaker_finish(c, orc == 0 ? SC_REP_OK : SC_REP_INVALID_OUTPUT); /* issue 11 */
         if (orc == 0) {
+            double t_save = sc_clock_mono();
+            if (c->rec)
+                c->rec->durations.encode = t_save - t_enc;
             if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
                 free(out);
-                sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_FAILURE, secs);
+                kontext_finished(c, SC_KONTEXT_FAILURE, secs);
                 sc_log_error("cannot save composite %s in %s", c->id, c->cfg->output_dir);
-                return sc_http__send_error(c->mhd, 500, "internal_error",
-                                           "cannot save the composite");
+                return fail(c, 500, "internal_error", "cannot save the composite");
             }
-            sc_metrics_kontext_finished(sc_clock_wall(), SC_KONTEXT_SUCCESS, secs);
+            if (c->rec)
+                c->rec->durations.save = sc_clock_mono() - t_save;
+            kontext_finished(c, SC_KONTEXT_SUCCESS, secs);
             sc_log_info("[Kontext Composite] Composite saved id=%s seconds=%.2f prediction=%s",
                         c->id, secs, res->prediction_id);
             answer_t a = {"kontext", true, false, NULL, c->scene.width, c->scene.height};
@@ -522,8 +718,7 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
     breaker_finish(c, st); /* issue 11 (no-op when already recorded above) */
     sc_fallback_reason_t reason = sc_fallback_reason_for_replicate(st);
     const char *reason_name = sc_fallback_reason_name(reason);
-    sc_metrics_kontext_finished(
-        sc_clock_wall(), st == SC_REP_TIMEOUT ? SC_KONTEXT_TIMEOUT : SC_KONTEXT_FAILURE, secs);
+    kontext_finished(c, st == SC_REP_TIMEOUT ? SC_KONTEXT_TIMEOUT : SC_KONTEXT_FAILURE, secs);
     if (st == SC_REP_TIMEOUT) {
         sc_log_warn("[Kontext Composite] Kontext timeout after %.1fs id=%s prediction=%s "
                     "(cancelled upstream)",
@@ -532,7 +727,9 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
     if (sc_policy_on_kontext_error(&c->eff, reason_name, msg ? msg : reason_name, &c->preq)) {
         sc_log_warn("[Kontext Composite] Kontext failed: %s (%s) id=%s; policy says fail",
                     reason_name, msg ? msg : "-", c->id);
-        return sc_http__send_error(c->mhd, 502, "upstream_error", "%s", msg ? msg : reason_name);
+        if (c->rec)
+            snprintf(c->rec->method, sizeof c->rec->method, "kontext");
+        return fail(c, 502, "upstream_error", "%s", msg ? msg : reason_name);
     }
     return fall_back(c, reason, msg);
 }
@@ -578,9 +775,54 @@ enum MHD_Result sc_http__composite_finish(sc_http_conn_t *c)
     return sc_http__offload(c, sc_http__composite_process);
 }
 
+/* Whether a Prefer header asks for respond-async (RFC 7240: a comma list of
+ * preferences, each possibly with parameters). */
+static bool prefers_async(struct MHD_Connection *conn)
+{
+    const char *p = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Prefer");
+    while (p && *p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",;= \t");
+        if (n == 13 && strncasecmp(p, "respond-async", 13) == 0)
+            return true;
+        p += strcspn(p, ",");
+    }
+    return false;
+}
+
+/* The request's fingerprint for its Idempotency-Key: every form field we read,
+ * by name (records/idempotency.h). 0 or -1 (out of memory). */
+static int fingerprint(sc_http_conn_t *c, char out[SC_IDEMPOTENCY_FP_LEN + 1])
+{
+    const struct {
+        const char *name;
+        const sc_http_field_t *f;
+    } parts[] = {{"scene", &c->f_scene},
+                 {"product", &c->f_product},
+                 {"prompt", &c->f_prompt},
+                 {"user_id", &c->f_user_id},
+                 {"x", &c->f_x},
+                 {"y", &c->f_y},
+                 {"scale", &c->f_scale},
+                 {"format", &c->f_format},
+                 {"webhook", &c->f_webhook}};
+    sc_idempotency_fp_t *fp = sc_idempotency_fp_new("POST /api/composite");
+    int rc = fp ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < sizeof parts / sizeof parts[0]; i++)
+        if (parts[i].f->present)
+            rc = sc_idempotency_fp_add(fp, parts[i].name, parts[i].f->data.data,
+                                       parts[i].f->data.len);
+    if (rc == 0)
+        rc = sc_idempotency_fp_final(fp, out);
+    sc_idempotency_fp_free(fp);
+    return rc;
+}
+
 /* Pool job: everything after the upload. */
 static enum MHD_Result process(sc_http_conn_t *c)
 {
+    c->t_job = sc_clock_mono();
     if (!c->f_scene.present)
         return sc_http__send_error(c->mhd, 400, "bad_request", "field 'scene' is required");
     if (!c->f_product.present)
@@ -612,16 +854,59 @@ static enum MHD_Result process(sc_http_conn_t *c)
         c->format = accept_fmt; /* no explicit format: Accept picks it */
     }
 
+    /* webhook: needs WEBHOOK_SECRET and an address we may call (SSRF rules). */
+    const char *webhook =
+        c->f_webhook.present && c->f_webhook.data.len ? c->f_webhook.data.data : NULL;
+    if (webhook) {
+        char werr[512];
+        if (sc_webhooks_accept(webhook, c->cfg->webhook_secret, c->cfg->webhook_allowed_hosts, werr,
+                               sizeof werr) != 0)
+            return sc_http__send_error(c->mhd, 400, "invalid_parameter", "%s", werr);
+    }
+    /* Idempotency-Key: checked and fingerprinted now (the uploads are freed
+     * after the decode), claimed once the request is known to be valid. */
+    const char *key = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, "Idempotency-Key");
+    char fp[SC_IDEMPOTENCY_FP_LEN + 1] = "";
+    if (key) {
+        if (!sc_idempotency_key_valid(key, strlen(key)))
+            return sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                       "Idempotency-Key must be 1-255 printable ASCII characters");
+        if (fingerprint(c, fp) != 0)
+            return sc_http__send_oom(c->mhd);
+    }
+    c->async = prefers_async(c->mhd);
+
     /* Headers, the placement's working limits, then the decodes (compose.h). */
+    double t_decode = sc_clock_mono();
     sc_compose_refusal_t why;
     if (sc_compose_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
                           (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
                           c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
         return image_error(c, &why);
-    sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
-    sc_buf_free(&c->f_product.data);
+    t_decode = sc_clock_mono() - t_decode;
 
     sc_id_new(c->id);
+    if (key) {
+        char old_fp[SC_IDEMPOTENCY_FP_LEN + 1] = "", old_id[SC_ID_LEN + 1] = "";
+        switch (sc_http__idem_claim(sc_clock_wall(), key, fp, c->id, SC_HTTP_IDEM_TTL, old_fp,
+                                    old_id)) {
+        case SC_HTTP_IDEM_CLAIMED:
+            break;
+        case SC_HTTP_IDEM_EXISTING:
+            if (strcmp(old_fp, fp) != 0)
+                return sc_http__send_error(c->mhd, 422, "idempotency_conflict",
+                                           "this Idempotency-Key was used with another request");
+            sc_log_info("idempotent repeat key -> id=%s: answering its record", old_id);
+            return sc_http__idem_replay(c->mhd, c->cfg, old_id);
+        case SC_HTTP_IDEM_INVALID:
+            return sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                       "Idempotency-Key is not accepted by the limits store");
+        case SC_HTTP_IDEM_UNAVAILABLE:
+            /* Never run a request whose key cannot be held: that is how a
+             * second prediction would be paid. */
+            return sc_http__send_busy(c->mhd, 1, "cannot record the Idempotency-Key now; retry");
+        }
+    }
     c->preq = (sc_policy_req_t){
         .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
         .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
@@ -637,8 +922,47 @@ static enum MHD_Result process(sc_http_conn_t *c)
         c->preq.user_id = NULL;
     if (c->preq.prompt && !c->preq.prompt[0])
         c->preq.prompt = NULL;
-    sc_route_t route = sc_policy_route(&c->preq, &c->eff);
+    sc_route_t route = sc_policy_route_explain(&c->preq, &c->eff, &c->why);
     sc_metrics_request(sc_clock_wall(), route == SC_ROUTE_KONTEXT);
+
+    /* The record, saved "processing" before any work that can be paid. */
+    c->rec = malloc(sizeof *c->rec);
+    if (!c->rec) {
+        if (key)
+            sc_http__idem_forget(key);
+        return sc_http__send_oom(c->mhd);
+    }
+    sc_record_t *rec = c->rec;
+    sc_record_init(rec);
+    snprintf(rec->id, sizeof rec->id, "%s", c->id);
+    rec->created_at = sc_clock_wall();
+    snprintf(rec->requested_method, sizeof rec->requested_method, "%s",
+             route == SC_ROUTE_KONTEXT ? "kontext" : "pil");
+    rec->decision.policy_version = c->eff.version;
+    snprintf(rec->decision.phase, sizeof rec->decision.phase, "%s", c->eff.phase);
+    snprintf(rec->decision.rule, sizeof rec->decision.rule, "%s", c->why.rule);
+    rec->decision.bucket = c->why.bucket;
+    rec->decision.percent = c->why.percent;
+    rec->durations.queue = c->t_job - c->t_start;
+    rec->durations.decode = t_decode;
+    snprintf(rec->format, sizeof rec->format, "%s", sc_format_name(c->format));
+    snprintf(rec->webhook_url, sizeof rec->webhook_url, "%s", webhook ? webhook : "");
+    rec->respond_async = c->async;
+    if ((c->async && inputs_save(c) != 0) || (sc_http__record_save(c) != 0 && c->async)) {
+        /* An async client can only learn the outcome from the record. */
+        inputs_remove(c);
+        free(c->rec);
+        c->rec = NULL;
+        if (key)
+            sc_http__idem_forget(key);
+        return sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the record");
+    }
+    sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
+    sc_buf_free(&c->f_product.data);
+    if (c->async) {
+        (void)sc_http__send_record(c->mhd, rec, 202, false);
+        sc_http__detach(c);
+    }
     if (route == SC_ROUTE_KONTEXT)
         return start_kontext(c);
     return run_pil(c, false, NULL);
@@ -652,4 +976,143 @@ void sc_http__composite_process(sc_http_conn_t *c)
 void sc_http__composite_kontext_done(sc_http_conn_t *c)
 {
     (void)kontext_done(c);
+}
+
+static void kontext_done_job(sc_http_conn_t *c)
+{
+    (void)kontext_done(c);
+}
+
+/* ==== Resuming after a restart ==== */
+
+/* Reads the kept inputs of c->id into c (decoded images, params, format,
+ * policy request). Returns 0, or -1 when there are none or they do not decode. */
+static int inputs_load(sc_http_conn_t *c)
+{
+    char path[SC_CFG_PATH + 96];
+    char *txt = NULL;
+    size_t len = 0;
+    inputs_path(c, "params.json", path, sizeof path);
+    if (sc_fs_read_file(path, SC_HTTP_MAX_JSON_BODY * 4, &txt, &len) != 0)
+        return -1;
+    cJSON *o = cJSON_ParseWithLength(txt, len);
+    free(txt);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return -1;
+    }
+    c->params.x = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "x"));
+    c->params.y = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "y"));
+    c->params.scale = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "scale"));
+    const sc_format_t *f =
+        sc_format_by_name(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "format")));
+    c->format = f ? f->id : SC_FMT_PNG;
+    const char *strs[2] = {"prompt", "user_id"};
+    sc_http_field_t *dst[2] = {&c->f_prompt, &c->f_user_id};
+    int rc = 0;
+    for (int i = 0; i < 2; i++) {
+        const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, strs[i]));
+        if (v && (sc_buf_append(&dst[i]->data, v, strlen(v) + 1) != 0))
+            rc = -1;
+        dst[i]->present = v != NULL;
+    }
+    cJSON_Delete(o);
+    char err[128];
+    if (rc != 0 || sc_compose_check_params(&c->params, err, sizeof err) != 0)
+        return -1;
+    const char *names[2] = {"scene", "product"};
+    sc_http_field_t *files[2] = {&c->f_scene, &c->f_product};
+    for (int i = 0; i < 2; i++) {
+        inputs_path(c, names[i], path, sizeof path);
+        char *data = NULL;
+        size_t n = 0;
+        if (sc_fs_read_file(path, (size_t)c->cfg->max_upload_bytes, &data, &n) != 0)
+            return -1;
+        int arc = sc_buf_append(&files[i]->data, data, n);
+        free(data);
+        if (arc != 0)
+            return -1;
+    }
+    sc_compose_refusal_t why;
+    if (sc_compose_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
+                          (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
+                          c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
+        return -1;
+    sc_buf_free(&c->f_scene.data);
+    sc_buf_free(&c->f_product.data);
+    c->preq = (sc_policy_req_t){
+        .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
+        .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
+        .scene_w = c->scene.width,
+        .scene_h = c->scene.height,
+        .scene_alpha = c->scene.channels == 4,
+        .product_w = c->product.width,
+        .product_h = c->product.height,
+        .product_alpha = c->product.channels == 4,
+    };
+    return 0;
+}
+
+static void resume_pil_job(sc_http_conn_t *c)
+{
+    if (c->scene.width)
+        sc_log_warn("[Kontext Composite] resuming id=%s after a restart: compositing by PIL "
+                    "(reason interrupted)",
+                    c->id);
+    else
+        sc_log_warn("[Kontext Composite] id=%s was cut by a restart and its inputs were not kept "
+                    "(not async): failed (interrupted)",
+                    c->id);
+    (void)run_pil(c, strcmp(c->rec->requested_method, "kontext") == 0, "interrupted");
+}
+
+int sc_http__composite_resume(const sc_config_t *cfg, const sc_record_t *rec)
+{
+    sc_http_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    c->rec = malloc(sizeof *c->rec);
+    if (!c->rec) {
+        free(c);
+        return -1;
+    }
+    atomic_init(&c->refs, 1); /* the work's reference */
+    *c->rec = *rec;
+    c->cfg = cfg;
+    sc_http__detached_new(c);
+    c->resumed = true;
+    c->t_start = sc_clock_mono();
+    snprintf(c->id, sizeof c->id, "%s", rec->id);
+    sc_policy_current(&c->eff);
+    c->async = inputs_load(c) == 0 || rec->respond_async;
+    if (!c->scene.width) {
+        const sc_format_t *f = sc_format_by_name(rec->format);
+        c->format = f ? f->id : SC_FMT_PNG;
+    }
+    /* Only an async composite's prediction is adopted (its client waits for
+     * the record); a sync one's client is gone, so the prediction journal
+     * cancels it and the record ends here. */
+    if (!rec->prediction_id[0] || !rec->respond_async) {
+        sc_http__run_detached(c, resume_pil_job);
+        return 0;
+    }
+    /* Poll the prediction the dead process paid for; never create it again.
+     * What is left of its deadline, but at least a few seconds to look. */
+    double left = rec->created_at + c->eff.timeout_seconds - sc_clock_wall();
+    if (left < 5)
+        left = 5;
+    sc_log_warn("[Kontext Composite] resuming id=%s after a restart: polling prediction %s", c->id,
+                rec->prediction_id);
+    c->t_kontext = sc_clock_mono();
+    if (sc_replicate_adopt(rec->prediction_id, left, NULL, on_kontext_done, c) != 0) {
+        sc_rep_result_t *res = calloc(1, sizeof *res);
+        if (res) {
+            res->status = SC_REP_API_ERROR;
+            snprintf(res->prediction_id, sizeof res->prediction_id, "%.63s", rec->prediction_id);
+            snprintf(res->message, sizeof res->message, "cannot poll the prediction");
+        }
+        c->result = res;
+        sc_http__run_detached(c, kontext_done_job);
+    }
+    return 0;
 }

@@ -30,21 +30,25 @@
 #include "image/place.h"
 #include "limits/store.h"
 #include "lua/policy.h"
+#include "records/record.h"
 #include "replicate/breaker.h"
 #include "replicate/client.h"
 
 /* Bounds for the small multipart text fields and JSON bodies. */
 #define SC_HTTP_MAX_TEXT_FIELD (64 * 1024)
 #define SC_HTTP_MAX_JSON_BODY (64 * 1024)
+/* POST /api/admin/policy/preview: a policy file (the sandbox loads at most 1 MiB). */
+#define SC_HTTP_MAX_POLICY_BODY (1024 * 1024)
 /* Bytes past MAX_UPLOAD_BYTES a chunked upload may still send (dropped, not
  * buffered) before the connection is cut instead of answered with a 413. */
 #define SC_HTTP_DRAIN_BYTES (1024 * 1024)
 
 typedef enum {
     SC_HTTP_ROUTE_NONE = 0,
-    SC_HTTP_ROUTE_COMPOSITE, /* POST /api/composite */
-    SC_HTTP_ROUTE_SCENES,    /* POST /api/scenes */
-    SC_HTTP_ROUTE_ADMIN_POST /* POST /api/admin/... with a body we ignore */
+    SC_HTTP_ROUTE_COMPOSITE,  /* POST /api/composite */
+    SC_HTTP_ROUTE_SCENES,     /* POST /api/scenes */
+    SC_HTTP_ROUTE_ADMIN_POST, /* POST /api/admin/... with a body we ignore */
+    SC_HTTP_ROUTE_PREVIEW     /* POST /api/admin/policy/preview (body = a policy file) */
 } sc_http_route_t;
 
 typedef enum {
@@ -89,6 +93,7 @@ typedef struct sc_http_conn {
     /* POST /api/composite upload */
     struct sc_multipart *mp;
     sc_http_field_t f_scene, f_product, f_prompt, f_user_id, f_x, f_y, f_scale, f_format;
+    sc_http_field_t f_webhook;
 
     /* POST /api/scenes and other bodies */
     sc_buf_t body;
@@ -110,6 +115,17 @@ typedef struct sc_http_conn {
     void (*job)(struct sc_http_conn *c); /* what the pool runs next */
     /* scenes */
     double t_scene;
+
+    /* Records (records.c): the composite's record from its routing on (NULL
+     * before), the decision's explanation, stage timings (seconds). */
+    sc_record_t *rec;
+    sc_policy_explain_t why;
+    double t_job; /* monotonic, the pool job started */
+    /* Prefer: respond-async: answered 202 and detached (sc_http__detach) */
+    bool async;
+    bool detached;
+    bool resumed;     /* a record left processing by a dead process (composite resume) */
+    char idem_fp[65]; /* POST /api/scenes: the fingerprint of an Idempotency-Key request */
     sc_limits_token_t scene_slot; /* from the take until the job owns its copy */
     /* issue 11: the circuit breaker's ticket of a Kontext start, handed back
      * when the prediction ends (record) or without an outcome (release) */
@@ -135,6 +151,18 @@ enum MHD_Result sc_http__offload(sc_http_conn_t *c, void (*job)(sc_http_conn_t *
  * Replicate job: the pool will not resume it, the done callback will. The job
  * must not touch c once the submit succeeded. */
 void sc_http__hand_off(sc_http_conn_t *c);
+
+/* Pool job only, its answer stashed: gives the connection back to MHD with
+ * that answer now and keeps c for the work that goes on (API.md
+ * `Prefer: respond-async`). Afterwards c->mhd must not be used; answers the
+ * job still sends are dropped. */
+void sc_http__detach(sc_http_conn_t *c);
+/* Marks a context made without a connection (a record resumed at start) as
+ * detached work (counted by sc_http_suspended until it ends). */
+void sc_http__detached_new(sc_http_conn_t *c);
+/* Runs job on the compute pool for a detached c (its work's reference passes
+ * to the job; a detached Replicate callback uses it instead of resuming). */
+void sc_http__run_detached(sc_http_conn_t *c, void (*job)(sc_http_conn_t *c));
 
 /* Compute pool (pool.c): nthreads threads running queued fn(arg), FIFO. */
 int sc_http__pool_start(int nthreads);
@@ -227,6 +255,54 @@ void sc_http__scenes_done(sc_http_conn_t *c);
 
 /* GET /api/composites/{name} and /api/scenes/{name}; name is the tail of the URL. */
 enum MHD_Result sc_http__serve_output(sc_http_conn_t *c, const char *subdir, const char *name);
+
+/* records.c: the composite's record. save writes c->rec (0 or -1, logged);
+ * end completes it (completed_at, total), saves it, appends the decision line
+ * and queues the webhook. */
+int sc_http__record_save(const sc_http_conn_t *c);
+void sc_http__record_end(sc_http_conn_t *c);
+/* The record as the answer (202 adds Location; replayed adds
+ * Idempotent-Replayed: true). */
+enum MHD_Result sc_http__send_record(struct MHD_Connection *conn, const sc_record_t *r,
+                                     unsigned status, bool replayed);
+
+/* records.c: 503 server_busy with Retry-After. */
+enum MHD_Result sc_http__send_busy(struct MHD_Connection *conn, int retry_after, const char *msg);
+
+/* records.c: Idempotency-Key claims (24 h) in the limits store
+ * (sc_limiter_idem_claim: fleet-wide with LIMITS_STORE=redis, per process with
+ * the memory store), its results one to one. existing_fp
+ * (SC_IDEMPOTENCY_FP_LEN + 1) and existing_id (33) get the first claim's. */
+typedef enum {
+    SC_HTTP_IDEM_CLAIMED = 0,
+    SC_HTTP_IDEM_EXISTING,    /* existing_fp and existing_id filled in */
+    SC_HTTP_IDEM_UNAVAILABLE, /* the store cannot answer: nothing claimed */
+    SC_HTTP_IDEM_INVALID      /* the store refuses key, fingerprint or id */
+} sc_http_idem_t;
+#define SC_HTTP_IDEM_TTL SC_IDEM_TTL_SECONDS
+sc_http_idem_t sc_http__idem_claim(double now, const char *key, const char *fp,
+                                   const char *record_id, int ttl_seconds, char *existing_fp,
+                                   char *existing_id);
+void sc_http__idem_forget(const char *key);
+/* Answers a repeat: the first request's record (Idempotent-Replayed: true,
+ * 202 when it was answered 202). */
+enum MHD_Result sc_http__idem_replay(struct MHD_Connection *conn, const sc_config_t *cfg,
+                                     const char *id);
+
+/* composite.c: finishes a record a dead process left "processing": polls its
+ * prediction (sc_replicate_adopt), or composites by PIL with reason
+ * `interrupted` from the kept inputs (failed `interrupted` without them).
+ * Returns 0 (the work runs detached on the pool) or -1 (out of memory). */
+int sc_http__composite_resume(const sc_config_t *cfg, const sc_record_t *rec);
+
+/* records.c: GET /api/composites/<id> (no extension): the record. */
+enum MHD_Result sc_http__serve_record(struct MHD_Connection *conn, const sc_config_t *cfg,
+                                      const char *id);
+/* records.c: POST /api/admin/policy/preview once its body is read (auth, then
+ * the replay on the compute pool). */
+enum MHD_Result sc_http__preview_finish(sc_http_conn_t *c);
+/* records.c: GET /api/admin/decisions (auth already checked). */
+enum MHD_Result sc_http__admin_decisions(struct MHD_Connection *conn);
 
 /* Admin: returns MHD_NO-less results; handles auth itself. method is "GET"/"POST". */
 enum MHD_Result sc_http__admin(struct MHD_Connection *conn, const sc_config_t *cfg,

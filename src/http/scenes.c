@@ -12,23 +12,27 @@
  * given back at once when the job is never queued. As for Kontext (API.md,
  * Hardening rules): the start is on disk before the create leaves, the job
  * watches the client's socket and cancels the prediction of a client that
- * went away, and a client already gone at admission takes no slot. */
+ * went away, and a client already gone at admission takes no slot (nor an
+ * Idempotency-Key). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
 #include "compose/compose.h"
 #include "core/clock.h"
+#include "core/fsutil.h"
 #include "core/ids.h"
 #include "core/log.h"
 #include "http/conn.h"
 #include "limits/limiter.h"
 #include "metrics/metrics.h"
+#include "records/idempotency.h"
 #include "replicate/inputs.h"
 
 /* flux-schnell's accepted aspect ratios. */
@@ -53,6 +57,9 @@ static void release_scene_slot(void *ud)
     free(slot);
 }
 
+static void scene_record_end(sc_http_conn_t *c, const char *body, const char *code,
+                             const char *why);
+
 static void on_scene_done(sc_rep_result_t *res, void *ud)
 {
     sc_http_conn_t *c = ud;
@@ -65,6 +72,9 @@ static void on_scene_done(sc_rep_result_t *res, void *ud)
                     sc_clock_mono() - c->t_scene, c->id,
                     res->prediction_id[0] ? res->prediction_id : "-",
                     res->prediction_id[0] ? "" : " once its create answers");
+        /* Ended here for the same reason: an Idempotency-Key repeat must not
+         * see "processing" forever. */
+        scene_record_end(c, NULL, "client_gone", "the client went away while the scene ran");
     }
     sc_http__resume_from_callback(c, res);
 }
@@ -119,6 +129,78 @@ static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_r
     return sc_http__deliver(conn, status, r);
 }
 
+/* ==== Idempotency-Key (API.md): the scene's small record ====
+ *
+ * A scene has no composite record; for Idempotency-Key requests its state is
+ * kept in OUTPUT_DIR/scenes/<id>.json: {"id", "status": "processing"} before
+ * the prediction is submitted, then the answer's fields with "status"
+ * "succeeded" (or "failed" and "error"). A repeat answers that file: 200 once
+ * final, 202 while processing, with Idempotent-Replayed: true. */
+
+static void scene_record_path(const sc_http_conn_t *c, const char *id, char *out, size_t n)
+{
+    snprintf(out, n, "%s/scenes/%s.json", c->cfg->output_dir, id);
+}
+
+static int scene_record_write(const sc_http_conn_t *c, const char *json)
+{
+    char path[SC_CFG_PATH + 64];
+    snprintf(path, sizeof path, "%s/scenes", c->cfg->output_dir);
+    if (sc_fs_mkdirs(path) != 0)
+        return -1;
+    scene_record_path(c, c->id, path, sizeof path);
+    return sc_fs_write_atomic(path, json, strlen(json));
+}
+
+static enum MHD_Result scene_replay(sc_http_conn_t *c, const char *id)
+{
+    char path[SC_CFG_PATH + 64];
+    scene_record_path(c, id, path, sizeof path);
+    char *txt = NULL;
+    size_t len = 0;
+    for (int i = 0; i < 100 && sc_fs_read_file(path, 64 * 1024, &txt, &len) != 0; i++)
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL); /* the winner writes it */
+    if (!txt)
+        return sc_http__send_error(c->mhd, 409, "idempotency_in_progress",
+                                   "the first request with this Idempotency-Key is still "
+                                   "starting; retry in a moment");
+    cJSON *o = cJSON_ParseWithLength(txt, len);
+    const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "status"));
+    unsigned status = st && strcmp(st, "processing") == 0 ? 202 : 200;
+    cJSON_Delete(o);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, txt, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(txt);
+        return sc_http__send_oom(c->mhd);
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, "Idempotent-Replayed", "true");
+    return sc_http__deliver(c->mhd, status, r);
+}
+
+/* The final state of an Idempotency-Key scene (body: the answer's JSON object
+ * text, or NULL for a failure with error code and message why). */
+static void scene_record_end(sc_http_conn_t *c, const char *body, const char *code, const char *why)
+{
+    if (!c->idem_fp[0])
+        return;
+    sc_buf_t b = SC_BUF_INIT;
+    int rc;
+    if (body) {
+        /* {"id", ...} -> {"status": "succeeded", "id", ...} */
+        rc = sc_buf_puts(&b, "{\"status\": \"succeeded\", ");
+        rc |= sc_buf_puts(&b, body + 1);
+    } else {
+        rc = sc_buf_printf(&b, "{\"id\": \"%s\", \"status\": \"failed\", \"error\": ", c->id);
+        rc |= sc_buf_printf(&b, "{\"code\": \"%s\", \"message\": ", code);
+        rc |= sc_buf_json_str(&b, why);
+        rc |= sc_buf_puts(&b, "}}\n");
+    }
+    if (rc != 0 || scene_record_write(c, b.data) != 0)
+        sc_log_error("[Scene] cannot write the record of %s", c->id);
+    sc_buf_free(&b);
+}
+
 /* Pool job: admission (checked only for a valid request, so a refused or
  * malformed one never holds a slot), then the prediction. c->body holds the
  * model input built by sc_http__scenes_finish. */
@@ -130,39 +212,81 @@ static void scene_start(sc_http_conn_t *c)
         sc_log_info("[Scene] client went away before the scene started: request dropped");
         return;
     }
+    sc_id_new(c->id);
+    const char *key = c->idem_fp[0]
+                          ? MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, "Idempotency-Key")
+                          : NULL;
+    if (key) {
+        char old_fp[SC_IDEMPOTENCY_FP_LEN + 1] = "", old_id[SC_ID_LEN + 1] = "";
+        switch (sc_http__idem_claim(sc_clock_wall(), key, c->idem_fp, c->id, SC_HTTP_IDEM_TTL,
+                                    old_fp, old_id)) {
+        case SC_HTTP_IDEM_CLAIMED:
+            break;
+        case SC_HTTP_IDEM_EXISTING:
+            if (strcmp(old_fp, c->idem_fp) != 0) {
+                (void)sc_http__send_error(c->mhd, 422, "idempotency_conflict",
+                                          "this Idempotency-Key was used with another request");
+                return;
+            }
+            (void)scene_replay(c, old_id);
+            return;
+        case SC_HTTP_IDEM_INVALID:
+            (void)sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                      "Idempotency-Key is not accepted by the limits store");
+            return;
+        case SC_HTTP_IDEM_UNAVAILABLE:
+            (void)sc_http__send_busy(c->mhd, 1, "cannot record the Idempotency-Key now; retry");
+            return;
+        }
+    }
     sc_limits_caps_t caps = {c->cfg->scene_max_concurrent, c->cfg->scene_max_per_hour,
                              c->cfg->scene_daily_limit};
     double now = sc_clock_wall();
     sc_limit_result_t lr = sc_limiter_take_on(sc_limiter_scene(), now, &caps, &c->scene_slot);
     if (lr != SC_LIMIT_OK) {
+        if (key) /* nothing started: a retry with this key may run */
+            sc_http__idem_forget(key);
         int wait = sc_limiter_retry_after(sc_limiter_scene(), lr, now, &caps);
         (void)send_rate_limited(c->mhd, lr, wait, &caps);
         return;
     }
-    /* Write-ahead: the start (counted by the take) must be on disk before the
-     * create can leave, or a crash right after it loses the count and a crash
-     * loop spends past SCENE_DAILY_LIMIT. If it cannot be written, nothing is
-     * sent (a scene has no fallback: the answer is 503). */
     /* The job gets its own copy of the token: c may be gone by the time the
      * prediction ends upstream (release_scene_slot frees it). */
     sc_limits_token_t *slot = malloc(sizeof *slot);
     if (!slot) {
         sc_limiter_release_on(sc_limiter_scene(), &c->scene_slot);
+        if (key)
+            sc_http__idem_forget(key);
         (void)sc_http__send_oom(c->mhd);
         return;
     }
     *slot = c->scene_slot;
     c->scene_slot.s[0] = '\0';
+    /* Write-ahead: the start (counted by the take) must be on disk before the
+     * create can leave, or a crash right after it loses the count and a crash
+     * loop spends past SCENE_DAILY_LIMIT. If it cannot be written, nothing is
+     * sent (a scene has no fallback: the answer is 503) and the key is free. */
     if (sc_metrics_flush() != 0) {
         release_scene_slot(slot);
+        if (key)
+            sc_http__idem_forget(key);
         sc_log_error("[Scene] cannot persist the start count in LOGS_DIR: scene not started");
         (void)sc_http__send_error(c->mhd, 503, "service_unavailable",
                                   "cannot persist the scene start count; nothing was sent");
         return;
     }
+    if (key) {
+        char rec[96];
+        snprintf(rec, sizeof rec, "{\"id\": \"%s\", \"status\": \"processing\"}\n", c->id);
+        if (scene_record_write(c, rec) != 0) {
+            release_scene_slot(slot);
+            sc_http__idem_forget(key);
+            (void)sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the record");
+            return;
+        }
+    }
     size_t len = 0;
     char *json = sc_buf_steal(&c->body, &len);
-    sc_id_new(c->id);
     c->t_scene = sc_clock_mono();
     sc_log_info("[Scene] generating id=%s model=%s", c->id, c->cfg->scene_model_id);
     /* The suspension passes to the Replicate job; from a successful submit on,
@@ -189,6 +313,12 @@ enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
 {
     cJSON *root = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
     enum MHD_Result r;
+    const char *key = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, "Idempotency-Key");
+    if (key && !sc_idempotency_key_valid(key, strlen(key))) {
+        r = sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                "Idempotency-Key must be 1-255 printable ASCII characters");
+        goto done;
+    }
     if (!root || !cJSON_IsObject(root)) {
         r = sc_http__send_error(c->mhd, 400, "bad_request", "body must be a JSON object");
         goto done;
@@ -234,6 +364,11 @@ enum MHD_Result sc_http__scenes_finish(sc_http_conn_t *c)
                                 "scene generation needs REPLICATE_API_TOKEN");
         goto done;
     }
+    if (key &&
+        sc_idempotency_fp_json("POST /api/scenes", c->body.data, c->body.len, c->idem_fp) != 0) {
+        r = sc_http__send_oom(c->mhd);
+        goto done;
+    }
     char *json = NULL;
     if (sc_inputs_scene(prompt->valuestring, ar, has_seed, seed_v, &json) != 0) {
         r = sc_http__send_oom(c->mhd);
@@ -269,6 +404,7 @@ static enum MHD_Result scene_done(sc_http_conn_t *c)
     if (!res || res->status != SC_REP_OK) {
         sc_metrics_scene(sc_clock_wall(), false, secs);
         sc_log_warn("[Scene] generation failed id=%s: %s", c->id, why);
+        scene_record_end(c, NULL, "upstream_error", why);
         return sc_http__send_error(c->mhd, 502, "upstream_error", "%s", why);
     }
     sc_image_t img = SC_IMAGE_INIT;
@@ -281,6 +417,7 @@ static enum MHD_Result scene_done(sc_http_conn_t *c)
         sc_metrics_scene(sc_clock_wall(), false, secs);
         sc_log_warn("[Scene] generation failed id=%s: output is not an image (%s)", c->id,
                     err ? err : "-");
+        scene_record_end(c, NULL, "upstream_error", "model output is not a PNG or JPEG image");
         r = sc_http__send_error(c->mhd, 502, "upstream_error",
                                 "model output is not a PNG or JPEG image");
         goto cleanup;
@@ -291,6 +428,7 @@ static enum MHD_Result scene_done(sc_http_conn_t *c)
         sc_compose_save(dir, c->id, SC_FMT_PNG, png, len) != 0) {
         sc_metrics_scene(sc_clock_wall(), false, secs);
         sc_log_error("[Scene] cannot save scene %s", c->id);
+        scene_record_end(c, NULL, "internal_error", "cannot save the scene");
         r = sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the scene");
         goto cleanup;
     }
@@ -309,6 +447,7 @@ static enum MHD_Result scene_done(sc_http_conn_t *c)
         r = sc_http__send_oom(c->mhd);
         goto cleanup;
     }
+    scene_record_end(c, b.data, NULL, NULL);
     r = sc_http__send_json(c->mhd, 200, &b);
 cleanup:
     free(png);

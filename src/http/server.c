@@ -34,6 +34,7 @@ static const sc_config_t *g_cfg;
 static int g_port;
 static double g_started; /* monotonic */
 static atomic_int g_suspended;
+static atomic_int g_detached; /* detached work (async composites) still running */
 /* Marks a request without a body whose routing waits for the second call. */
 static const char k_deferred = 0;
 
@@ -56,6 +57,7 @@ static void drop_upload(sc_http_conn_t *c)
     field_free(&c->f_y);
     field_free(&c->f_scale);
     field_free(&c->f_format);
+    field_free(&c->f_webhook);
     sc_buf_free(&c->body);
 }
 
@@ -71,6 +73,7 @@ static void conn_free(sc_http_conn_t *c)
     budget_release(c);
     sc_multipart_free(c->mp);
     drop_upload(c);
+    free(c->rec);
     sc_image_free(&c->scene);
     sc_image_free(&c->product);
     if (c->result)
@@ -128,19 +131,55 @@ static _Thread_local bool tl_handed_off;
 static void job_trampoline(void *arg)
 {
     sc_http_conn_t *c = arg;
+    /* Re-entrant: a job may run another inline (sc_http__run_detached when
+     * the pool refuses); the outer job's state is restored afterwards. */
+    sc_http_conn_t *outer_job = tl_job;
+    bool outer_handed = tl_handed_off;
     tl_job = c;
     tl_handed_off = false;
     c->job(c);
     bool handed = tl_handed_off;
-    tl_job = NULL;
-    /* Handed off: the done callback resumes, and c may already be gone. */
-    if (!handed)
+    tl_job = outer_job;
+    tl_handed_off = outer_handed;
+    /* Handed off: the done callback resumes, and c may already be gone. A
+     * detached job holds the work's reference instead of a suspension. */
+    if (handed)
+        return;
+    if (c->detached) {
+        atomic_fetch_sub(&g_detached, 1); /* this detached work is over */
+        sc_http__conn_unref(c);
+    } else
         sc_http__resume(c);
+}
+
+void sc_http__detach(sc_http_conn_t *c)
+{
+    /* The answer is stashed; the connection goes back to MHD with it and the
+     * work keeps c alive with a reference of its own. From here on nothing
+     * touches c->mhd (the request may be gone at once). */
+    sc_http__conn_ref(c);
+    c->detached = true;
+    atomic_fetch_add(&g_detached, 1);
+    sc_http__resume(c);
+}
+
+void sc_http__detached_new(sc_http_conn_t *c)
+{
+    c->detached = true;
+    atomic_fetch_add(&g_detached, 1);
+}
+
+void sc_http__run_detached(sc_http_conn_t *c, void (*job)(sc_http_conn_t *c))
+{
+    c->job = job;
+    if (sc_http__pool_submit(job_trampoline, c) != 0)
+        job_trampoline(c);
 }
 
 void sc_http__hand_off(sc_http_conn_t *c)
 {
-    c->stage = SC_STAGE_WAITING; /* read by the handler after the callback's resume */
+    if (!c->detached)                /* a detached c's stage belongs to the MHD thread */
+        c->stage = SC_STAGE_WAITING; /* read by the handler after the callback's resume */
     tl_handed_off = true;
 }
 
@@ -158,6 +197,10 @@ enum MHD_Result sc_http__deliver(struct MHD_Connection *conn, unsigned status,
                                  struct MHD_Response *r)
 {
     sc_http_conn_t *c = tl_job;
+    if (c && c->detached) {
+        MHD_destroy_response(r); /* the client already has its (202) answer */
+        return MHD_YES;
+    }
     if (c && c->mhd == conn) {
         if (c->pending)
             MHD_destroy_response(c->pending); /* a second answer replaces the first */
@@ -344,8 +387,9 @@ static enum MHD_Result begin_body(struct MHD_Connection *conn, sc_http_route_t r
     *con_cls = c;
 
     /* Refuse an announced oversize body before reading a byte of it. */
-    long long limit =
-        route == SC_HTTP_ROUTE_COMPOSITE ? g_cfg->max_upload_bytes : SC_HTTP_MAX_JSON_BODY;
+    long long limit = route == SC_HTTP_ROUTE_COMPOSITE ? g_cfg->max_upload_bytes
+                      : route == SC_HTTP_ROUTE_PREVIEW ? SC_HTTP_MAX_POLICY_BODY
+                                                       : SC_HTTP_MAX_JSON_BODY;
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
@@ -382,12 +426,14 @@ static enum MHD_Result body_data(sc_http_conn_t *c, const char *data, size_t siz
 {
     if (c->refused)
         return MHD_YES;
-    if (c->body.len + size > SC_HTTP_MAX_JSON_BODY) {
+    size_t limit =
+        c->route == SC_HTTP_ROUTE_PREVIEW ? SC_HTTP_MAX_POLICY_BODY : SC_HTTP_MAX_JSON_BODY;
+    if (c->body.len + size > limit) {
         c->refused = true;
         c->refused_status = 413;
         c->refused_code = "payload_too_large";
         snprintf(c->refused_msg, sizeof c->refused_msg,
-                 "request body is over the limit of %d bytes", SC_HTTP_MAX_JSON_BODY);
+                 "request body is over the limit of %zu bytes", limit);
         sc_buf_free(&c->body);
         return MHD_YES;
     }
@@ -534,7 +580,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 return sc_http__composite_data(c, upload_data, n);
             /* Small JSON bodies: a chunked stream that goes on past the limit
              * is cut rather than read forever. */
-            if (c->body_bytes > SC_HTTP_MAX_JSON_BODY + SC_HTTP_DRAIN_BYTES)
+            long long lim =
+                c->route == SC_HTTP_ROUTE_PREVIEW ? SC_HTTP_MAX_POLICY_BODY : SC_HTTP_MAX_JSON_BODY;
+            if (c->body_bytes > lim + SC_HTTP_DRAIN_BYTES)
                 return MHD_NO;
             if (c->route == SC_HTTP_ROUTE_ADMIN_POST)
                 return MHD_YES; /* the admin POSTs take no body; it is dropped */
@@ -557,6 +605,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r = sc_http__composite_finish(c);
         } else if (c->route == SC_HTTP_ROUTE_SCENES) {
             r = sc_http__scenes_finish(c);
+        } else if (c->route == SC_HTTP_ROUTE_PREVIEW) {
+            r = sc_http__preview_finish(c);
         } else {
             r = sc_http__admin(conn, g_cfg, method, url);
         }
@@ -583,6 +633,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!is_get(method))
             return sc_http__send_405(conn, "GET, HEAD");
         sc_http_conn_t tmp = {.mhd = conn, .cfg = g_cfg};
+        if (starts_with(url, "/api/composites/") && !strchr(url + strlen("/api/composites/"), '.'))
+            return sc_http__serve_record(conn, g_cfg, url + strlen("/api/composites/"));
         if (starts_with(url, "/api/composites/"))
             return sc_http__serve_output(&tmp, NULL, url + strlen("/api/composites/"));
         return sc_http__serve_output(&tmp, "scenes", url + strlen("/api/scenes/"));
@@ -596,7 +648,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                          MHD_HTTP_HEADER_TRANSFER_ENCODING);
             if ((cl && strcmp(cl, "0") != 0) || te)
-                return begin_body(conn, SC_HTTP_ROUTE_ADMIN_POST, con_cls);
+                return begin_body(conn,
+                                  strcmp(url, "/api/admin/policy/preview") == 0
+                                      ? SC_HTTP_ROUTE_PREVIEW
+                                      : SC_HTTP_ROUTE_ADMIN_POST,
+                                  con_cls);
         }
         return sc_http__admin(conn, g_cfg, method, url);
     }
@@ -784,7 +840,7 @@ void sc_http_quiesce(void)
 
 int sc_http_suspended(void)
 {
-    return atomic_load(&g_suspended);
+    return atomic_load(&g_suspended) + atomic_load(&g_detached);
 }
 
 int sc_http_connections(void)

@@ -26,7 +26,8 @@ int sc_http_port(void);
  * received keep running. */
 void sc_http_quiesce(void);
 
-/* Number of connections suspended while a Replicate job runs for them. */
+/* Number of connections suspended while a Replicate job runs for them, plus
+ * the async composites still running without a connection. */
 int sc_http_suspended(void);
 
 /* Number of open connections (0 when not running). */

@@ -63,6 +63,7 @@ typedef struct policy_tls {
     bool broken;       /* building L failed for gen: route to pil until the next gen */
     double last_log;   /* rate limit of route-error log lines (mono) */
     long suppressed;
+    bool dry; /* a preview state: route errors are neither counted nor logged */
 } policy_tls_t;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;        /* g_cur swap, g_last_error */
@@ -123,22 +124,43 @@ static bool gen_has_user(const policy_gen_t *g, const char *user_id)
            bsearch(&user_id, g->users, g->spec.nusers, sizeof *g->users, cmp_str) != NULL;
 }
 
-/* The contract's default routing (API.md "Lua policy"), implemented once. */
+/* The contract's default routing (API.md "Lua policy"), implemented once;
+ * rule (may be NULL) gets the rule that decided. */
+static sc_route_t gen_default_route_why(const policy_gen_t *g, const char *user_id,
+                                        const char **rule)
+{
+    const char *dummy;
+    if (!rule)
+        rule = &dummy;
+    if (!g->spec.eff.use_kontext || strcmp(g->spec.eff.method, "kontext") != 0) {
+        *rule = "disabled";
+        return SC_ROUTE_PIL;
+    }
+    if (!g->spec.eff.phase[0] || (!g->spec.has_users && !g->spec.has_percent)) {
+        *rule = "no_phase";
+        return SC_ROUTE_KONTEXT;
+    }
+    if (gen_has_user(g, user_id)) {
+        *rule = "user_list";
+        return SC_ROUTE_KONTEXT;
+    }
+    if (g->spec.has_percent) {
+        if (g->spec.percent >= 100) {
+            *rule = "percent_full";
+            return SC_ROUTE_KONTEXT;
+        }
+        if (user_id && sc_lua_bucket(user_id, strlen(user_id), "kontext", 7) < g->spec.percent) {
+            *rule = "percent_bucket";
+            return SC_ROUTE_KONTEXT;
+        }
+    }
+    *rule = "outside_rollout";
+    return SC_ROUTE_PIL;
+}
+
 static sc_route_t gen_default_route(const policy_gen_t *g, const char *user_id)
 {
-    if (!g->spec.eff.use_kontext || strcmp(g->spec.eff.method, "kontext") != 0)
-        return SC_ROUTE_PIL;
-    if (!g->spec.eff.phase[0] || (!g->spec.has_users && !g->spec.has_percent))
-        return SC_ROUTE_KONTEXT;
-    if (gen_has_user(g, user_id))
-        return SC_ROUTE_KONTEXT;
-    if (g->spec.has_percent) {
-        if (g->spec.percent >= 100)
-            return SC_ROUTE_KONTEXT;
-        if (user_id && sc_lua_bucket(user_id, strlen(user_id), "kontext", 7) < g->spec.percent)
-            return SC_ROUTE_KONTEXT;
-    }
-    return SC_ROUTE_PIL;
+    return gen_default_route_why(g, user_id, NULL);
 }
 
 /* ==== Per-state setup and the calls into route / on_kontext_error ==== */
@@ -576,6 +598,8 @@ static lua_State *tls_state(policy_tls_t *t)
 /* Counts and logs (at most one line per second per thread) a route failure. */
 static void route_error(policy_tls_t *t, const char *what, const char *msg)
 {
+    if (t && t->dry)
+        return;
     sc_metrics_route_error(sc_clock_wall());
     double now = sc_clock_mono();
     if (t && now - t->last_log < 1.0) {
@@ -649,16 +673,32 @@ void sc_policy_shutdown(void)
 
 sc_route_t sc_policy_route(const sc_policy_req_t *req, sc_policy_effective_t *eff)
 {
+    return sc_policy_route_explain(req, eff, NULL);
+}
+
+/* Routes req with t's generation and state: the one implementation behind
+ * sc_policy_route, sc_policy_route_explain and the preview. */
+static sc_route_t route_with(policy_tls_t *t, const sc_policy_req_t *req,
+                             sc_policy_effective_t *eff, sc_policy_explain_t *why)
+{
     char msg[768], got[96];
-    policy_tls_t *t = tls_sync();
+    sc_policy_explain_t dummy;
+    if (!why)
+        why = &dummy;
+    why->rule = "route_error";
+    why->bucket =
+        req->user_id ? (int)sc_lua_bucket(req->user_id, strlen(req->user_id), "kontext", 7) : -1;
+    why->percent = NAN;
     if (!t || !t->gen) {
         sc_policy_current(eff);
         return SC_ROUTE_PIL;
     }
     policy_gen_t *g = t->gen;
     *eff = g->spec.eff;
+    if (g->spec.has_percent)
+        why->percent = g->spec.percent;
     if (!g->spec.has_route)
-        return gen_default_route(g, req->user_id);
+        return gen_default_route_why(g, req->user_id, &why->rule);
     lua_State *L = tls_state(t);
     if (!L) {
         route_error(t, "route unavailable", "the policy state could not be built");
@@ -680,7 +720,51 @@ sc_route_t sc_policy_route(const sc_policy_req_t *req, sc_policy_effective_t *ef
         return SC_ROUTE_PIL;
     }
     lua_settop(L, top);
+    why->rule = "route_function";
     return a[0] == 'k' ? SC_ROUTE_KONTEXT : SC_ROUTE_PIL;
+}
+
+sc_route_t sc_policy_route_explain(const sc_policy_req_t *req, sc_policy_effective_t *eff,
+                                   sc_policy_explain_t *why)
+{
+    return route_with(tls_sync(), req, eff, why);
+}
+
+struct sc_policy_preview {
+    policy_tls_t t; /* dry: its own generation and state, never published */
+};
+
+sc_policy_preview_t *sc_policy_preview_new(const char *src, size_t len, const char *name, char *err,
+                                           size_t errlen)
+{
+    sc_policy_preview_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->t.gen = gen_load(&g_cfg, src, len, name, err, errlen);
+    if (!p->t.gen) {
+        free(p);
+        return NULL;
+    }
+    p->t.dry = true;
+    return p;
+}
+
+sc_route_t sc_policy_preview_route(void *ud, const sc_policy_req_t *req)
+{
+    sc_policy_effective_t eff;
+    return route_with(&((sc_policy_preview_t *)ud)->t, req, &eff, NULL);
+}
+
+void sc_policy_preview_free(sc_policy_preview_t *p)
+{
+    if (!p)
+        return;
+    if (p->t.L)
+        lua_close(p->t.L);
+    gen_unref(p->t.gen);
+    free(p);
 }
 
 bool sc_policy_on_kontext_error(const sc_policy_effective_t *eff, const char *reason,

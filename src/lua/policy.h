@@ -62,6 +62,22 @@ void sc_policy_shutdown(void);
  * and counted (sc_metrics_route_error). Never fails. */
 sc_route_t sc_policy_route(const sc_policy_req_t *req, sc_policy_effective_t *eff);
 
+/* Why a request was routed as it was (a record's `decision`, API.md). */
+typedef struct sc_policy_explain {
+    /* "disabled" (use_kontext false or method pil), "no_phase" (no phase, or a
+     * phase with neither users nor percent: everyone gets Kontext), "user_list",
+     * "percent_bucket", "percent_full", "outside_rollout", "route_function",
+     * "route_error" (static strings). */
+    const char *rule;
+    int bucket;     /* the user's rollout bucket 0..99, -1 without user_id */
+    double percent; /* the phase's percent, NaN when it has none */
+} sc_policy_explain_t;
+
+/* sc_policy_route that also says why (why may be NULL). The same code path:
+ * sc_policy_route is this with why NULL. */
+sc_route_t sc_policy_route_explain(const sc_policy_req_t *req, sc_policy_effective_t *eff,
+                                   sc_policy_explain_t *why);
+
 /* Asks on_kontext_error(err, req, ctx) of generation eff->version if still
  * current (else the newest). Returns true for "fail", false for "fallback"
  * (also on error or when the policy has no such function). */
@@ -71,6 +87,17 @@ bool sc_policy_on_kontext_error(const sc_policy_effective_t *eff, const char *re
 /* The newest published generation's effective config, without Lua. */
 void sc_policy_current(sc_policy_effective_t *eff);
 long long sc_policy_version(void);
+
+/* A policy loaded for a preview (POST /api/admin/policy/preview): validated
+ * exactly as a reload would, never published; routes with the same code as
+ * sc_policy_route (route errors are neither counted nor logged). One thread
+ * at a time. new: NULL with "name:line: message" in err when invalid. */
+typedef struct sc_policy_preview sc_policy_preview_t;
+sc_policy_preview_t *sc_policy_preview_new(const char *src, size_t len, const char *name, char *err,
+                                           size_t errlen);
+/* An sc_policy_replay_route_fn: ud is the preview. */
+sc_route_t sc_policy_preview_route(void *ud, const sc_policy_req_t *req);
+void sc_policy_preview_free(sc_policy_preview_t *p);
 
 /* Reloads POLICY_FILE now. trigger names the cause for the log ("file change",
  * "SIGHUP", "admin"). Returns 0 (published, version in *version) or -1 with the

@@ -109,6 +109,8 @@ typedef struct rep_job {
     bool cancel_unsure; /* the cancel got no answer: the prediction may still run */
     void (*upstream_over)(void *ud);
     void *upstream_ud;
+    void (*on_created)(const char *prediction_id, void *ud);
+    void *created_ud;
 } rep_job_t;
 
 static struct {
@@ -676,6 +678,10 @@ static void handle_prediction(rep_job_t *j, cJSON *obj)
             memcpy(j->res->prediction_id, id, n + 1);
             journal_line('+', j->res->prediction_id);
             j->journaled = atomic_load(&g.jfd) >= 0;
+            /* Not for a client gone while the create waited: its done already
+             * ran (early result), so ud may be gone. */
+            if (j->on_created && !j->client_gone)
+                j->on_created(j->res->prediction_id, j->created_ud);
         }
     }
     const cJSON *urls = cJSON_GetObjectItemCaseSensitive(obj, "urls");
@@ -1092,6 +1098,8 @@ static void *io_main(void *arg)
                 job_finish(j, SC_REP_API_ERROR, "invalid model id (expected owner/name)");
             else if (stopping)
                 job_finish(j, SC_REP_TIMEOUT, "replicate client shut down");
+            else if (j->phase == PH_POLL)
+                start_poll(j); /* adopted (sc_replicate_adopt): never created again */
             else
                 (j->is_upload ? start_upload : start_create)(j);
         }
@@ -1273,6 +1281,8 @@ int sc_replicate_submit_ex(const char *model, char *input_json, double timeout_s
     j->watch_fd = opts ? opts->client_fd : -1;
     j->upstream_over = opts ? opts->upstream_over : NULL;
     j->upstream_ud = opts ? opts->upstream_ud : NULL;
+    j->on_created = opts ? opts->on_created : NULL;
+    j->created_ud = opts ? opts->created_ud : NULL;
 
     pthread_mutex_lock(&g.mu);
     if (!g.running || g.stopping) {
@@ -1292,6 +1302,71 @@ fail:
     free(input_json);
     if (j) {
         free(j->body);
+        free(j->model);
+        free(j->res);
+        free(j);
+    }
+    return -1;
+}
+
+static bool id_valid(const char *id)
+{
+    size_t n = strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_");
+    return n > 0 && n == strlen(id) && n < sizeof((sc_rep_result_t *)0)->prediction_id;
+}
+
+int sc_replicate_adopt(const char *prediction_id, double timeout_seconds, const sc_rep_opts_t *opts,
+                       sc_rep_done_fn done, void *ud)
+{
+    if (!prediction_id || !id_valid(prediction_id) || !done)
+        return -1;
+    rep_job_t *j = calloc(1, sizeof *j);
+    sc_buf_t get = SC_BUF_INIT, cancel = SC_BUF_INIT;
+    if (!j)
+        return -1;
+    j->res = calloc(1, sizeof *j->res);
+    j->model = strdup("adopted/prediction");
+    if (!j->res || !j->model ||
+        sc_buf_printf(&get, "%s/predictions/%s", g.cfg->replicate_api_base, prediction_id) != 0 ||
+        sc_buf_printf(&cancel, "%s/predictions/%s/cancel", g.cfg->replicate_api_base,
+                      prediction_id) != 0)
+        goto fail;
+    snprintf(j->res->prediction_id, sizeof j->res->prediction_id, "%s", prediction_id);
+    j->get_url = sc_buf_steal(&get, NULL);
+    j->cancel_url = sc_buf_steal(&cancel, NULL);
+    j->t0 = sc_clock_mono();
+    if (!(timeout_seconds > 0) || timeout_seconds > 86400)
+        timeout_seconds = timeout_seconds > 0 ? 86400 : 0.001;
+    j->deadline = j->t0 + timeout_seconds;
+    j->done = done;
+    j->ud = ud;
+    j->retry_after_hdr = -1;
+    j->phase = PH_POLL; /* never created again: only polled (and cancelled at its deadline) */
+    j->watch_fd = opts ? opts->client_fd : -1;
+    j->upstream_over = opts ? opts->upstream_over : NULL;
+    j->upstream_ud = opts ? opts->upstream_ud : NULL;
+    /* Its "+id" line was kept by sc_replicate_journal_open_keep: "-id" when over. */
+    j->journaled = atomic_load(&g.jfd) >= 0;
+    pthread_mutex_lock(&g.mu);
+    if (!g.running || g.stopping) {
+        pthread_mutex_unlock(&g.mu);
+        goto fail;
+    }
+    j->no_token = g.cfg->replicate_api_token[0] == '\0';
+    if (g.in_tail)
+        g.in_tail->next = j;
+    else
+        g.in_head = j;
+    g.in_tail = j;
+    curl_multi_wakeup(g.multi);
+    pthread_mutex_unlock(&g.mu);
+    return 0;
+fail:
+    sc_buf_free(&get);
+    sc_buf_free(&cancel);
+    if (j) {
+        free(j->get_url);
+        free(j->cancel_url);
         free(j->model);
         free(j->res);
         free(j);
@@ -1352,6 +1427,19 @@ done:
 
 int sc_replicate_journal_open(const char *path)
 {
+    return sc_replicate_journal_open_keep(path, NULL, 0);
+}
+
+static bool in_list(const char *id, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(id, list[i]) == 0)
+            return true;
+    return false;
+}
+
+int sc_replicate_journal_open_keep(const char *path, const char *const *keep_ids, size_t nkeep)
+{
     char *text = NULL, **ids = NULL;
     size_t len = 0;
     sc_buf_t keep = SC_BUF_INIT;
@@ -1393,9 +1481,15 @@ int sc_replicate_journal_open(const char *path)
                     n);
         goto done;
     }
-    if (n > 0)
-        sc_log_warn("replicate: cancelling %d prediction(s) left running by a previous process", n);
+    int ncancel = 0;
+    for (int i = 0; i < n; i++)
+        ncancel += !in_list(ids[i], keep_ids, nkeep);
+    if (ncancel > 0)
+        sc_log_warn("replicate: cancelling %d prediction(s) left running by a previous process",
+                    ncancel);
     for (int i = 0; i < n; i++) {
+        if (in_list(ids[i], keep_ids, nkeep))
+            continue; /* adopted by its record (sc_replicate_adopt), not cancelled */
         rep_job_t *j = calloc(1, sizeof *j);
         sc_buf_t url = SC_BUF_INIT;
         if (j)

@@ -76,6 +76,12 @@ typedef struct sc_rep_opts {
      * back a concurrency slot. */
     void (*upstream_over)(void *ud);
     void *upstream_ud;
+    /* When not NULL: called once on the I/O thread as soon as the create
+     * answered with the prediction's id (before any poll), so a caller can make
+     * the id durable (a record resumed after a crash polls it instead of
+     * creating again). Must be short. */
+    void (*on_created)(const char *prediction_id, void *ud);
+    void *created_ud;
 } sc_rep_opts_t;
 
 /* sc_replicate_submit with options (opts may be NULL). On -1 neither callback
@@ -89,6 +95,16 @@ int sc_replicate_submit_ex(const char *model, char *input_json, double timeout_s
  * file cannot be read or written (the client then runs without a journal). */
 int sc_replicate_journal_open(const char *path);
 
+/* As sc_replicate_journal_open, except that the ids in keep_ids (nkeep of
+ * them) are not cancelled: they stay in the journal for sc_replicate_adopt. */
+int sc_replicate_journal_open_keep(const char *path, const char *const *keep_ids, size_t nkeep);
+/* Adopts a prediction created by an earlier process (its id from a durable
+ * record): polls it (never creates it again) until it is over or the deadline
+ * (now + timeout_seconds) passes, then cancels it upstream as a submitted job
+ * would; done and opts as sc_replicate_submit_ex (client_fd usually -1).
+ * Returns 0 (done will be called) or -1 (bad id, out of memory, stopped). */
+int sc_replicate_adopt(const char *prediction_id, double timeout_seconds, const sc_rep_opts_t *opts,
+                       sc_rep_done_fn done, void *ud);
 void sc_replicate_result_free(sc_rep_result_t *res);
 const char *sc_replicate_status_name(sc_rep_status_t s); /* "ok","timeout","api_error",... */
 

@@ -85,7 +85,8 @@ def test_defaults_and_json_answer(server):
     want, _ = expected_composite(scene, product, 0.5, 0.6, 0.4)  # the contract's defaults
     assert_close(got, want, 1)
     # Saved atomically under OUTPUT_DIR with the id as the name, no temp left over.
-    assert sorted(os.listdir(srv.output_dir)) == ["%s.png" % body["id"]]
+    # the image and its record (API.md: records are saved beside the image)
+    assert sorted(os.listdir(srv.output_dir)) == ["%s.json" % body["id"], "%s.png" % body["id"]]
     srv.wait_log("Using PIL composite method")
 
 

@@ -119,6 +119,34 @@ def test_scene_client_gone_right_after_the_request(server, fake, how):
     assert requests.post(srv.url("/api/scenes"), data=BODY, timeout=60).status_code == 200
 
 
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_scene_idempotency_key_client_gone(server, fake, how):
+    """A keyed scene whose client went away while its prediction ran ends its record
+    failed (client_gone): a repeat with the key gets that record, not 202 "processing"
+    until the key expires, and no second create is sent."""
+    fake.configure(mode="slow", honor_prefer=False)
+    srv = server(scene_env(fake))
+    key = b"Idempotency-Key: gone-%s\r\n" % how.encode()
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(scene_request(srv).replace(b"\r\n\r\n", b"\r\n" + key + b"\r\n", 1))
+    wait_for(lambda: fake.stats()["creates"] >= 1, "fake saw the create")
+    time.sleep(0.3)
+    hang_up(s, how)
+    assert_scene_released(srv, fake)
+
+    def repeat():
+        r = requests.post(srv.url("/api/scenes"), data=BODY, timeout=60,
+                          headers={"Content-Type": "application/json",
+                                   "Idempotency-Key": "gone-" + how})
+        return r if r.status_code != 202 else None
+
+    r = wait_for(repeat, "the keyed scene's record is final")
+    assert r.status_code == 200 and r.headers["Idempotent-Replayed"] == "true", r.text
+    rec = r.json()
+    assert rec["status"] == "failed" and rec["error"]["code"] == "client_gone", rec
+    assert fake.stats()["creates"] == 1
+
+
 def test_scene_starts_survive_kill9(server, fake, tmp_path):
     """A crash loop with SCENE_DAILY_LIMIT=2, each process killed (-9) the moment
     its create reached the fake: milliseconds after the start was counted, well
@@ -178,8 +206,12 @@ def test_scene_start_that_cannot_be_made_durable_is_not_sent(server, fake, tmp_p
     (logs / "composite_metrics.json" / "keep").write_text("x")
     srv = server(scene_env(fake, LOGS_DIR=str(logs), OUTPUT_DIR=str(tmp_path / "output"),
                            SCENE_MAX_CONCURRENT=1))
-    for _ in range(2):  # the slot came back: the second is refused the same way, not 429
-        body = assert_error(requests.post(srv.url("/api/scenes"), data=BODY, timeout=60),
+    # the slot came back: the second is refused the same way, not 429; a keyed one
+    # gives its Idempotency-Key back too (its repeat is not 409 idempotency_in_progress)
+    key = {"Idempotency-Key": "durable-7"}
+    for headers in ({}, {}, key, key):
+        body = assert_error(requests.post(srv.url("/api/scenes"), data=BODY, headers=headers,
+                                          timeout=60),
                             503, "service_unavailable")
         assert "cannot persist" in body["error"]["message"], body
     assert fake.stats()["creates"] == 0
