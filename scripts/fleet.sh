@@ -127,6 +127,9 @@ echo "fleet: $N instances behind nginx at $URL (Redis 127.0.0.1:$RPORT, files in
 echo "  curl $URL/api/admin/fleet            # the instances, from their heartbeats"
 echo "  curl $URL/api/admin/metrics/composite  # today_generations, rate_limiter: fleet-wide"
 echo "  (admin answers loopback peers; set ADMIN_TOKEN to require a token)"
+if [[ ${POLICY_SOURCE:-file} == redis ]]; then
+  echo "  REDIS_URL=redis://127.0.0.1:$RPORT/0 $BIN policy push lua/policy.lua  # the fleet's policy"
+fi
 
 if ((SMOKE)); then
   for ((i = 0; i < 50; i++)); do

@@ -3,7 +3,8 @@
 #   1. C unit tests (ctest)            2. Lua specs (busted)
 #   3. integration tests (pytest, the real server + a local fake Replicate)
 #   4. the C unit + integration suites again under ASan + UBSan
-#   5. the integration suite under ThreadSanitizer (scripts/tsan.sh)
+#   5. the thread-heavy integration tests under ThreadSanitizer (scripts/tsan.sh;
+#      SC_TSAN_FULL=1 runs the whole suite, as `./scripts/tsan.sh` alone does)
 #   6. every libFuzzer target for a short budget (SC_FUZZ_SECONDS, default 15)
 # Before them: every Python import is declared (check-deps.py), clang-format.
 # Each step prints its duration; SC_SKIP_SANITIZE=1 skips 4 and 5.
@@ -45,8 +46,15 @@ if [ "${SC_SKIP_SANITIZE:-0}" != 1 ]; then
   step "integration tests (asan+ubsan)" env SCENECOMP_BIN="$PWD/build-asan/scenecomp" SC_SANITIZED=1 \
     $PY -m pytest -q -x -p no:cacheprovider tests/integration tests/fake
   unset ASAN_OPTIONS UBSAN_OPTIONS
-  # Data races: the integration suite once more against a TSan build.
-  step "integration tests (tsan)" ./scripts/tsan.sh
+  # Data races: against a TSan build, the tests that drive the threads hardest
+  # (suspended connections, disconnects, reloads, async jobs, the Redis store's
+  # threads, the front door); the whole suite would add ~4 min to every run.
+  tsan_tests=(tests/integration/test_http_nonblocking.py tests/integration/test_client_disconnect.py
+    tests/integration/test_scene_disconnect.py tests/integration/test_policy_reload.py
+    tests/integration/test_async_records.py tests/integration/test_fleet_redis.py
+    tests/integration/test_http_edge.py tests/integration/test_kontext_fake.py)
+  [ "${SC_TSAN_FULL:-0}" = 1 ] && tsan_tests=()
+  step "integration tests (tsan)" ./scripts/tsan.sh "${tsan_tests[@]}"
 fi
 
 # Every tests/fuzz/*_fuzz.c for a short budget (scripts/fuzz.sh runs longer).

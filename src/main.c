@@ -6,6 +6,7 @@
  *   scenecomp check-policy FILE           validate a policy file (exit 0 ok, 1 error)
  *   scenecomp check-policy FILE --replay LOG   ... and replay decisions.jsonl through it
  *   scenecomp check-alerts FILE           validate an alert rules file
+ *   scenecomp policy push|pull|history    the fleet's policy in Redis (policysrc/cli.h)
  *   scenecomp --version | --help
  *
  * Exit codes: 0 success, 1 failure (bad file, start-up error), 2 bad usage. */
@@ -38,6 +39,8 @@
 #include "lua/policy.h"
 #include "lua/replay.h"
 #include "metrics/metrics.h"
+#include "policysrc/cli.h"
+#include "policysrc/source.h"
 #include "replicate/client.h"
 
 /* How long a graceful stop lets in-flight Kontext predictions finish before
@@ -65,6 +68,10 @@ static void usage(FILE *f)
                "  check-policy FILE --replay LOGS_DIR/decisions.jsonl\n"
                "                             ... and show how it would route the logged requests\n"
                "  check-alerts FILE          validate an alert rules file\n"
+               "  policy push FILE           validate FILE and make it the fleet's policy (Redis)\n"
+               "  policy push --version N    roll back: push version N again as a new version\n"
+               "  policy pull [--version N]  print the fleet's current (or version N's) policy\n"
+               "  policy history             list the versions with time and sha256\n"
                "  --version                  print the version\n"
                "  --help                     print this help\n");
 }
@@ -450,15 +457,11 @@ static int cmd_serve(void)
 
     int rc = 1;
     bool limiter_up = false, metrics_up = false, policy_up = false, alerts_up = false,
-         rep_up = false, reload_up = false, records_up = false;
+         rep_up = false, reload_up = false, records_up = false, policysrc_up = false;
+    /* POLICY_SOURCE=redis: the policy follows Redis, not POLICY_FILE's watcher. */
+    bool redis_policy = strcmp(cfg->policy_source, "redis") == 0;
     if (sc_fs_mkdirs(cfg->output_dir) != 0) {
         sc_log_error("cannot create OUTPUT_DIR '%s': %s", cfg->output_dir, strerror(errno));
-        goto out;
-    }
-    if (strcmp(cfg->policy_source, "redis") == 0) {
-        /* The Redis policy source is not part of this build yet: refuse rather
-         * than silently serve POLICY_FILE. */
-        sc_log_error("POLICY_SOURCE=redis is not supported by this build; use POLICY_SOURCE=file");
         goto out;
     }
     char path[sizeof cfg->logs_dir + sizeof cfg->output_dir + 64];
@@ -492,6 +495,13 @@ static int cmd_serve(void)
         goto out;
     }
     policy_up = true;
+    if (redis_policy) {
+        if (sc_policysrc_start(cfg, err, sizeof err) != 0) {
+            sc_log_error("[Policy] cannot follow the policy in Redis: %s", err);
+            goto out;
+        }
+        policysrc_up = true;
+    }
     if (sc_alerts_init(cfg, err, sizeof err) != 0) {
         sc_log_error("[Alert] cannot load the alert rules: %s", err);
         goto out;
@@ -517,7 +527,7 @@ static int cmd_serve(void)
                     "not be cancelled at the next start (Cancel-After still ends them)",
                     path);
     /* the watcher knows files and functions, not policies and alerts */
-    if (sc_watch_add(cfg->policy_file, sc_policy_watch_reload, NULL) != 0 ||
+    if ((!redis_policy && sc_watch_add(cfg->policy_file, sc_policy_watch_reload, NULL) != 0) ||
         sc_watch_add(cfg->alerts_file, sc_alerts_watch_reload, NULL) != 0 ||
         sc_watch_start() != 0) {
         sc_log_error("cannot start the policy and alert file watcher");
@@ -544,6 +554,8 @@ static int cmd_serve(void)
         if (sig == SIGHUP) {
             sc_log_info("[Policy] SIGHUP: reload requested");
             sc_watch_request();
+            if (redis_policy)
+                sc_policysrc_poke();
             continue;
         }
         sc_log_info("shutting down (%s): no new connections, finishing requests",
@@ -574,6 +586,8 @@ out:
         sc_replicate_shutdown();
     if (alerts_up)
         sc_alerts_shutdown();
+    if (policysrc_up)
+        sc_policysrc_stop();
     if (policy_up)
         sc_policy_shutdown();
     if (metrics_up)
@@ -616,6 +630,8 @@ int main(int argc, char **argv)
         return cmd_check(argc, argv, true);
     if (strcmp(cmd, "check-alerts") == 0)
         return cmd_check(argc, argv, false);
+    if (strcmp(cmd, "policy") == 0)
+        return sc_policysrc_cli(argc, argv);
     fprintf(stderr, "scenecomp: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

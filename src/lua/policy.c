@@ -73,6 +73,8 @@ static atomic_llong g_version;
 static long long g_next_version; /* under g_reload_mu */
 static sc_config_t g_cfg;        /* written by init only, before threads route */
 static char g_last_error[1024];  /* "" = none; under g_mu */
+/* POLICY_SOURCE=redis: sc_policy_reload asks this instead of reading POLICY_FILE. */
+static _Atomic(sc_policy_reload_fn) g_reloader;
 
 static pthread_key_t g_key;
 static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
@@ -430,6 +432,8 @@ static policy_gen_t *gen_load(const sc_config_t *cfg, const char *source, size_t
     snprintf(g->origin, sizeof g->origin, "%s", origin);
     if (strcmp(origin, "embedded") == 0)
         snprintf(g->chunkname, sizeof g->chunkname, "=embedded lua/policy.lua");
+    else if (strncmp(origin, "redis", 5) == 0) /* not a file: messages say "redis v7:3: ..." */
+        snprintf(g->chunkname, sizeof g->chunkname, "=%s", origin);
     else
         snprintf(g->chunkname, sizeof g->chunkname, "@%s", origin);
     eff_from_config(cfg, &g->spec.eff);
@@ -636,12 +640,14 @@ int sc_policy_init(const sc_config_t *cfg, char *err, size_t errlen)
         pthread_mutex_unlock(&g_reload_mu);
         return -1;
     }
-    g_next_version = 1;
-    g->version = 1;
-    g->spec.eff.version = 1;
+    /* With POLICY_SOURCE=redis, versions are Redis's; the local policy in
+     * force until the first one arrives is version 0. */
+    g_next_version = strcmp(cfg->policy_source, "redis") == 0 ? 0 : 1;
+    g->version = g_next_version;
+    g->spec.eff.version = g->version;
     publish(g);
-    sc_log_info("[Policy] loaded %s (version 1, phase %s, use_kontext=%s, method=%s, route=%s)",
-                g->origin, g->spec.eff.phase[0] ? g->spec.eff.phase : "none",
+    sc_log_info("[Policy] loaded %s (version %lld, phase %s, use_kontext=%s, method=%s, route=%s)",
+                g->origin, g->version, g->spec.eff.phase[0] ? g->spec.eff.phase : "none",
                 g->spec.eff.use_kontext ? "true" : "false", g->spec.eff.method,
                 g->spec.has_route ? "custom" : "default");
     pthread_mutex_unlock(&g_reload_mu);
@@ -882,6 +888,9 @@ static int policy_reload(const char *trigger, bool only_if_changed, long long *v
 
 int sc_policy_reload(const char *trigger, long long *version, char *err, size_t errlen)
 {
+    sc_policy_reload_fn fn = atomic_load(&g_reloader);
+    if (fn)
+        return fn(trigger, version, err, errlen);
     return policy_reload(trigger, false, version, err, errlen) < 0 ? -1 : 0;
 }
 
@@ -891,6 +900,50 @@ void sc_policy_watch_reload(const char *trigger, bool forced, void *ud)
     (void)ud;
     /* a refusal is logged and recorded by policy_reload itself */
     (void)policy_reload(trigger, !forced, NULL, err, sizeof err);
+}
+
+void sc_policy_set_reloader(sc_policy_reload_fn fn)
+{
+    atomic_store(&g_reloader, fn);
+}
+
+int sc_policy_apply_source(const char *src, size_t len, const char *origin, const char *name,
+                           long long version, const char *trigger, char *err, size_t errlen)
+{
+    long long keep = atomic_load(&g_version);
+    pthread_mutex_lock(&g_reload_mu);
+    policy_gen_t *g = gen_load(&g_cfg, src, len, name, err, errlen);
+    if (g)
+        snprintf(g->origin, sizeof g->origin, "%s", origin);
+    if (!g) {
+        pthread_mutex_lock(&g_mu);
+        snprintf(g_last_error, sizeof g_last_error, "%s", err);
+        pthread_mutex_unlock(&g_mu);
+        sc_log_error("[Policy] reload refused (%s): %s; keeping version %lld", trigger, err, keep);
+        pthread_mutex_unlock(&g_reload_mu);
+        return -1;
+    }
+    g->version = version;
+    g->spec.eff.version = version;
+    if (version > g_next_version)
+        g_next_version = version;
+    publish(g);
+    sc_log_info("[Policy] reloaded %s (version %lld, trigger: %s, phase %s, use_kontext=%s, "
+                "method=%s, route=%s)",
+                g->origin, g->version, trigger, g->spec.eff.phase[0] ? g->spec.eff.phase : "none",
+                g->spec.eff.use_kontext ? "true" : "false", g->spec.eff.method,
+                g->spec.has_route ? "custom" : "default");
+    pthread_mutex_unlock(&g_reload_mu);
+    return 0;
+}
+
+void sc_policy_refuse(const char *trigger, const char *err)
+{
+    pthread_mutex_lock(&g_mu);
+    snprintf(g_last_error, sizeof g_last_error, "%s", err);
+    pthread_mutex_unlock(&g_mu);
+    sc_log_error("[Policy] reload refused (%s): %s; keeping version %lld", trigger, err,
+                 (long long)atomic_load(&g_version));
 }
 
 int sc_policy_status_json(sc_buf_t *out)

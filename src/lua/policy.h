@@ -51,7 +51,8 @@ typedef struct sc_policy_effective {
 typedef enum { SC_ROUTE_PIL = 0, SC_ROUTE_KONTEXT = 1 } sc_route_t;
 
 /* Loads POLICY_FILE (or the embedded default when the file does not exist) as
- * generation 1. Returns 0, or -1 with "file:line: message" in err (start-up stops). */
+ * generation 1 (0 with POLICY_SOURCE=redis, whose versions come from Redis). Returns 0, or -1 with
+ * "file:line: message" in err (start-up stops). */
 int sc_policy_init(const sc_config_t *cfg, char *err, size_t errlen);
 void sc_policy_shutdown(void);
 
@@ -112,6 +113,24 @@ int sc_policy_reload(const char *trigger, long long *version, char *err, size_t 
  * last reload was refused (so reverting a bad edit clears last_error).
  * A refusal is logged and recorded as last_error; ud is unused. */
 void sc_policy_watch_reload(const char *trigger, bool forced, void *ud);
+
+/* ==== Other policy sources (POLICY_SOURCE=redis, src/policysrc) ==== */
+
+/* Publishes src (len bytes) as generation `version`, through the same load and
+ * validation as a file reload. origin is shown as the status "source"
+ * ("redis"); name in messages ("redis v7" gives "redis v7:3: ..."; a name
+ * starting "redis" is not taken for a file). Returns 0, or -1 with the error
+ * in err (the generation in force stays; last_error set; `[Policy]` logged). */
+int sc_policy_apply_source(const char *src, size_t len, const char *origin, const char *name,
+                           long long version, const char *trigger, char *err, size_t errlen);
+/* Records a refusal found before loading (e.g. a checksum mismatch) as
+ * last_error and logs it; the generation in force stays. */
+void sc_policy_refuse(const char *trigger, const char *err);
+/* From now on sc_policy_reload (admin reload) calls fn instead of reading
+ * POLICY_FILE; NULL restores the file. fn has sc_policy_reload's contract. */
+typedef int (*sc_policy_reload_fn)(const char *trigger, long long *version, char *err,
+                                   size_t errlen);
+void sc_policy_set_reloader(sc_policy_reload_fn fn);
 
 /* Appends {"version","loaded_at","source","phase","effective":{...},"last_error"}. */
 int sc_policy_status_json(sc_buf_t *out);
