@@ -272,7 +272,10 @@ void sc_http__record_end(sc_http_conn_t *c);
 enum MHD_Result sc_http__send_record(struct MHD_Connection *conn, const sc_record_t *r,
                                      unsigned status, bool replayed);
 
-/* records.c: 503 server_busy with Retry-After. */
+/* records.c: an error answer {"error": {"code", "message"}} with Retry-After,
+ * and its 503 server_busy form. */
+enum MHD_Result sc_http__send_retry(struct MHD_Connection *conn, unsigned status, const char *code,
+                                    int retry_after, const char *msg);
 enum MHD_Result sc_http__send_busy(struct MHD_Connection *conn, int retry_after, const char *msg);
 
 /* records.c: Idempotency-Key claims (24 h) in the limits store

@@ -208,10 +208,11 @@ enum MHD_Result sc_http__send_record(struct MHD_Connection *conn, const sc_recor
     return sc_http__deliver(conn, status, resp);
 }
 
-enum MHD_Result sc_http__send_busy(struct MHD_Connection *conn, int retry_after, const char *msg)
+enum MHD_Result sc_http__send_retry(struct MHD_Connection *conn, unsigned status, const char *code,
+                                    int retry_after, const char *msg)
 {
     sc_buf_t b = SC_BUF_INIT;
-    int rc = sc_buf_puts(&b, "{\"error\": {\"code\": \"server_busy\", \"message\": ");
+    int rc = sc_buf_printf(&b, "{\"error\": {\"code\": \"%s\", \"message\": ", code);
     rc |= sc_buf_json_str(&b, msg);
     rc |= sc_buf_puts(&b, "}}\n");
     if (rc != 0) {
@@ -229,7 +230,12 @@ enum MHD_Result sc_http__send_busy(struct MHD_Connection *conn, int retry_after,
     snprintf(ra, sizeof ra, "%d", retry_after);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
-    return sc_http__deliver(conn, 503, r);
+    return sc_http__deliver(conn, status, r);
+}
+
+enum MHD_Result sc_http__send_busy(struct MHD_Connection *conn, int retry_after, const char *msg)
+{
+    return sc_http__send_retry(conn, 503, "server_busy", retry_after, msg);
 }
 
 enum MHD_Result sc_http__serve_record(struct MHD_Connection *conn, const sc_config_t *cfg,

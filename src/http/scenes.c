@@ -107,26 +107,7 @@ static enum MHD_Result send_rate_limited(struct MHD_Connection *conn, sc_limit_r
                  caps->max_concurrent);
         break;
     }
-    sc_buf_t b = SC_BUF_INIT;
-    int rc = sc_buf_printf(&b, "{\"error\": {\"code\": \"%s\", \"message\": ", code);
-    rc |= sc_buf_json_str(&b, msg);
-    rc |= sc_buf_puts(&b, "}}\n");
-    if (rc != 0) {
-        sc_buf_free(&b);
-        return sc_http__send_oom(conn);
-    }
-    size_t len = 0;
-    char *data = sc_buf_steal(&b, &len);
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(data);
-        return sc_http__send_oom(conn);
-    }
-    char secs[16];
-    snprintf(secs, sizeof secs, "%d", retry_after);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
-    return sc_http__deliver(conn, status, r);
+    return sc_http__send_retry(conn, status, code, retry_after, msg);
 }
 
 /* ==== Idempotency-Key (API.md): the scene's small record ====
