@@ -335,7 +335,11 @@ def test_outage_drill(server, fake):
              p99(lat_during), max(lat_during), shed, len(after), p99([r[1] for r in after]),
              sum(1 for r in after if r[3] == "kontext"), t_open - t_outage))
     assert shed >= len(during) * 0.8, (shed, len(during))
-    assert p99(lat_during) < (3.0 if SANITIZED else 1.0), sorted(lat_during)[-5:]
+    # Open means no upstream wait: well under KONTEXT_TIMEOUT_SECONDS (3). The
+    # 1 s bound holds on an idle machine; sanitized builds and the parallel
+    # suite (pytest -n, CPU shared with other workers) get the 3 s bound.
+    loaded = SANITIZED or os.environ.get("PYTEST_XDIST_WORKER")
+    assert p99(lat_during) < (3.0 if loaded else 1.0), sorted(lat_during)[-5:]
     # recovered: the breaker closed and the last requests went to Kontext
     wait_for(lambda: metrics(srv)["breaker"]["state"] == "closed", timeout=10)
     tail = sorted(after)[-CLIENTS * 2:]
