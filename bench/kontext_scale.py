@@ -3,7 +3,7 @@
 
     kontext_scale.py --port P --pid SERVER_PID --scene S.jpg --product P.png
                      [--n 1000] [--delay-s 5] [--fake-port F] [--ramp-s R]
-                     [--distinct-scenes] [--stage NAME]
+                     [--distinct-scenes | --distinct-pixels] [--stage NAME]
 
 Opens N connections to scenecomp (asyncio, one process, no thread per request),
 sends N POST /api/composite (format=jpeg, Accept: image/jpeg) at once (or, with
@@ -16,6 +16,12 @@ in flight at the same time. Meanwhile samples the server's /proc/PID/status ever
 JPEG COM segment carrying the request index goes right after SOI, so no cache keyed
 on the bytes (the Files API upload cache) can serve two requests. Only that small
 segment is per request; the large parts of the body are shared bytes objects.
+A server that decodes and re-encodes the scene before uploading it to the model
+produces the same bytes again (the COM segment does not survive), so
+--distinct-pixels goes further: before the clock starts it re-encodes the scene N
+times (Pillow, JPEG q90), each with the request index drawn in the top-left
+corner as 16 black/white 24x24 blocks (coarse enough to survive JPEG and a
+downscale): a different scene per request, as a real pipeline sees.
 
 The client is one asyncio process pushing N full uploads (431 MB for 1,000 x
 (1080p JPEG + 1000x1000 PNG)): it reports its own CPU time over the run and how
@@ -71,6 +77,22 @@ def com_segment(i):
     """A JPEG COM segment (FF FE, big-endian length including itself) naming request i."""
     text = b"scenecomp bench request %08d" % i
     return b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
+
+
+def distinct_pixel_scenes(path, n):
+    """n JPEG encodings of the scene at path, request i with its index in the corner."""
+    import io
+    from PIL import Image
+    im = Image.open(path).convert("RGB")
+    out = []
+    for i in range(n):
+        for bit in range(16):
+            v = 255 if (i >> bit) & 1 else 0
+            im.paste((v, v, v), (bit * 24, 0, bit * 24 + 24, 24))
+        b = io.BytesIO()
+        im.save(b, "JPEG", quality=90)
+        out.append(b.getvalue())
+    return out
 
 
 def request(port, head, scene, tail, i=None):
@@ -173,11 +195,15 @@ async def main():
     ap.add_argument("--ramp-s", type=float, default=0.0)
     ap.add_argument("--distinct-scenes", action="store_true",
                     help="a unique JPEG COM segment in every scene (defeats byte-keyed caches)")
+    ap.add_argument("--distinct-pixels", action="store_true",
+                    help="every scene re-encoded with its own pixels (defeats any cache)")
     ap.add_argument("--stage", default="", help="stage name (default kontext_N[_rampRs])")
     a = ap.parse_args()
 
     head, scene, tail = body_parts(a.scene, a.product)
-    if a.distinct_scenes:
+    if a.distinct_pixels:
+        reqs = [request(a.port, head, sc, tail) for sc in distinct_pixel_scenes(a.scene, a.n)]
+    elif a.distinct_scenes:
         reqs = [request(a.port, head, scene, tail, i) for i in range(a.n)]
     else:
         reqs = [request(a.port, head, scene, tail)] * a.n

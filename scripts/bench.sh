@@ -13,7 +13,8 @@
 #      answering after 5 s (bench/kontext_scale.py), four stages on fresh servers:
 #      kontext_1000 (one-instant burst: VmHWM < 256 MiB, added p99 < 250 ms),
 #      kontext_1000_ramp4s (arrivals over 4 s: VmHWM < 256 MiB, added p99 < 50 ms),
-#      kontext_1000_distinct (burst, every scene unique: no upload cache; report only),
+#      kontext_1000_distinct (burst, every scene's bytes unique: JPEG COM segment),
+#      kontext_1000_distinct_pixels (burst, every scene's pixels unique; both report only),
 #      kontext_1000_1mp_output (burst, a 1392x784 model answer to resize; report only);
 #      server, fake and client CPU per run
 #   7. outage drill (bench/outage_drill.py): 60 s of 100 % Kontext failures under
@@ -272,8 +273,12 @@ http_section() {
 #   kontext_N_ramp4s      request i at i x 4 s / N (all N still in flight
 #                         together, no one-instant CPU queue)  VmHWM < 256 MiB,
 #                                                         added p99 < 50 ms
-#   kontext_N_distinct    the burst, every scene unique (a JPEG COM segment with
-#                         the request index): no upload cache can help (report only)
+#   kontext_N_distinct    the burst, every scene's bytes unique (a JPEG COM segment
+#                         with the request index): no cache keyed on the uploaded
+#                         bytes can help (report only)
+#   kontext_N_distinct_pixels  the burst, every scene re-encoded with its own pixels
+#                         (the COM segment does not survive a server-side re-encode;
+#                         this one does): a different scene per request (report only)
 #   kontext_N_1mp_output  the burst, the fake answers a ~1 MP image (1392x784) the
 #                         server must resize to 1080p and re-encode (report only)
 # SC_BENCH_KONTEXT_SMALL=1 adds the tiny-input burst and ramp of before (160x120
@@ -335,6 +340,7 @@ kontext_section() {
   kontext_stage "$work" "kontext_$n" "$scene" "$product" '{}'
   kontext_stage "$work" "kontext_${n}_ramp4s" "$scene" "$product" '{}' --ramp-s 4
   kontext_stage "$work" "kontext_${n}_distinct" "$scene" "$product" '{}' --distinct-scenes
+  kontext_stage "$work" "kontext_${n}_distinct_pixels" "$scene" "$product" '{}' --distinct-pixels
   kontext_stage "$work" "kontext_${n}_1mp_output" "$scene" "$product" \
     '{"output_width": 1392, "output_height": 784}'
   if [[ ${SC_BENCH_KONTEXT_SMALL:-0} != 0 ]]; then
@@ -404,7 +410,7 @@ drill_section() {
     --after-s "${SC_BENCH_DRILL_AFTER_S:-45}" --clients 4 --delay-ms 1000 || true
   c1=$(cpu_ticks "$KPID"); f1=$(cpu_ticks "$KFPID")
   echo "# drill: server CPU $(echo "scale=2; ($c1 - $c0) / $TCK" | bc) s, fake CPU $(echo "scale=2; ($f1 - $f0) / $TCK" | bc) s;" \
-       "breaker log: $(grep -o '\[Breaker\] [a-z-]*' "$work/serve.log" | sort | uniq -c | tr -s ' ' | paste -sd, -)"
+       "breaker log lines (LOG_LEVEL=warning): $(grep -o '\[Breaker\] [a-z-]*' "$work/serve.log" | sort | uniq -c | sed 's/^ *//' | paste -sd, -)"
   stop_tree "$KPID"
   stop_tree "$KFPID"
 }
