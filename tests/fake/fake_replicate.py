@@ -38,6 +38,7 @@ import argparse
 import base64
 import copy
 import datetime
+import hashlib
 import json
 import random
 import re
@@ -50,7 +51,7 @@ import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 KONTEXT = "flux-kontext-apps/multi-image-kontext-pro"
 SCHNELL = "black-forest-labs/flux-schnell"
@@ -114,33 +115,61 @@ def png_bytes(width, height, seed=0):
 
 _IMG_CACHE = {}
 _IMG_LOCK = threading.Lock()
+_IMG_MAKING = {}  # key -> lock held by the one thread encoding that image
 
 
 def image_bytes(width, height, fmt):
-    """(content_type, bytes) of an image in fmt; PNG unless PIL can do better."""
+    """(content_type, bytes) of an image in fmt; PNG unless PIL can do better.
+    Encoded once per (width, height, fmt): every prediction of that size serves the
+    same bytes, and a burst of downloads waits for the one encode instead of
+    each encoding its own copy."""
     key = (width, height, fmt)
     with _IMG_LOCK:
         if key in _IMG_CACHE:
             return _IMG_CACHE[key]
-    data, ctype = None, "image/png"
-    if fmt in ("jpg", "webp"):
-        try:
-            import io
-            from PIL import Image  # optional
-            im = Image.open(io.BytesIO(png_bytes(width, height)))
-            out = io.BytesIO()
-            im.save(out, "JPEG" if fmt == "jpg" else "WEBP", quality=85)
-            data = out.getvalue()
-            ctype = "image/jpeg" if fmt == "jpg" else "image/webp"
-        except Exception:  # no PIL: PNG bytes are still a decodable image
-            data = None
-    if data is None:
-        data, ctype = png_bytes(width, height), "image/png"
-    with _IMG_LOCK:
-        if len(_IMG_CACHE) > 32:
-            _IMG_CACHE.clear()
-        _IMG_CACHE[key] = (ctype, data)
+        making = _IMG_MAKING.setdefault(key, threading.Lock())
+    with making:
+        with _IMG_LOCK:
+            if key in _IMG_CACHE:
+                return _IMG_CACHE[key]
+        data, ctype = None, "image/png"
+        if fmt in ("jpg", "webp"):
+            try:
+                import io
+                from PIL import Image  # optional
+                im = Image.open(io.BytesIO(png_bytes(width, height)))
+                out = io.BytesIO()
+                im.save(out, "JPEG" if fmt == "jpg" else "WEBP", quality=85)
+                data = out.getvalue()
+                ctype = "image/jpeg" if fmt == "jpg" else "image/webp"
+            except Exception:  # no PIL: PNG bytes are still a decodable image
+                data = None
+        if data is None:
+            data, ctype = png_bytes(width, height), "image/png"
+        with _IMG_LOCK:
+            if len(_IMG_CACHE) > 32:
+                _IMG_CACHE.clear()
+            _IMG_CACHE[key] = (ctype, data)
+            _IMG_MAKING.pop(key, None)
     return ctype, data
+
+
+_URI_CACHE = {}
+
+
+def image_data_uri(width, height, fmt):
+    """The data URI of image_bytes(width, height, fmt), encoded once per key."""
+    key = (width, height, fmt)
+    with _IMG_LOCK:
+        uri = _URI_CACHE.get(key)
+    if uri is None:
+        ctype, data = image_bytes(width, height, fmt)
+        uri = "data:%s;base64,%s" % (ctype, base64.b64encode(data).decode())
+        with _IMG_LOCK:
+            if len(_URI_CACHE) > 32:
+                _URI_CACHE.clear()
+            _URI_CACHE[key] = uri
+    return uri
 
 
 def image_size(data):
@@ -165,14 +194,38 @@ def image_size(data):
     return None
 
 
+_DATA_URI_RE = re.compile(r"data:([^;,]*)(;base64)?,")
+
+
 def decode_data_uri(uri):
-    m = re.match(r"^data:([^;,]*)(;base64)?,(.*)$", uri, re.S)
+    m = _DATA_URI_RE.match(uri)
     if not m or not m.group(2):
         return None
     try:
-        return base64.b64decode(m.group(3), validate=True)
+        return base64.b64decode(uri[m.end():], validate=True)
     except Exception:
         return None
+
+
+def data_uri_image_size(uri):
+    """(w, h) of the image in a base64 data URI, or None, decoding only as much of
+    the base64 text as the header needs (a 1080p JPEG's SOF is in its first few KB):
+    the size of every input is read per prediction, so no full decode (the rest of
+    the text is not validated here; check_inputs_decode does that)."""
+    m = _DATA_URI_RE.match(uri)
+    if not m or not m.group(2):
+        return None
+    start = m.end()
+    n = 4096
+    while True:
+        chunk = uri[start:start + n]
+        try:
+            size = image_size(base64.b64decode(chunk))
+        except Exception:
+            return None
+        if size is not None or start + n >= len(uri):
+            return size
+        n *= 4
 
 
 def parse_cancel_after(v):
@@ -185,6 +238,115 @@ def parse_cancel_after(v):
         return None
     h, mi, s = (int(x) if x else 0 for x in m.groups())
     return h * 3600 + mi * 60 + s
+
+
+# ==== multipart/form-data (Files API uploads) ====
+
+class MultipartError(ValueError):
+    pass
+
+
+_BOUNDARY_RE = re.compile(r';\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))', re.I)
+_PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))')
+
+
+def header_params(value):
+    """(main value lowercased, {param: value}) of a header like Content-Disposition
+    (`form-data; name="content"; filename="a.png"`); quoted values are unescaped,
+    `filename*=UTF-8''...` (RFC 5987) is decoded into `filename`."""
+    main, _, rest = value.partition(";")
+    params = {}
+    for m in _PARAM_RE.finditer(";" + rest):
+        k = m.group(1).lower()
+        v = m.group(2)
+        v = re.sub(r"\\(.)", r"\1", v) if v is not None else m.group(3).strip()
+        if k.endswith("*"):
+            charset, _, enc = v.partition("'")
+            _, _, enc = enc.partition("'")
+            try:
+                v = unquote(enc, encoding=charset or "utf-8", errors="strict")
+            except (LookupError, UnicodeDecodeError):
+                continue
+            k = k[:-1]
+            params[k] = v  # the extended form wins over the plain one
+        elif k not in params:
+            params[k] = v
+    return main.strip().lower(), params
+
+
+def parse_multipart(body, content_type):
+    """The parts of a multipart/form-data body as a list of (headers, data): headers a
+    dict with lowercased names, data the part's bytes (a base64 or quoted-printable
+    Content-Transfer-Encoding is decoded). Finds the delimiters with bytes.find, so
+    the cost does not depend on what the bytes contain (binary data full of CRLF and
+    `--` included). Raises MultipartError when the body is not well formed: no
+    boundary parameter, no first delimiter, a part without its header block, or no
+    closing delimiter (`--boundary--`)."""
+    m = _BOUNDARY_RE.search(content_type or "")
+    if not m:
+        raise MultipartError("no boundary in Content-Type")
+    boundary = m.group(1) if m.group(1) is not None else m.group(2)
+    boundary = re.sub(r"\\(.)", r"\1", boundary) if m.group(1) is not None else boundary
+    if not boundary or len(boundary) > 200:
+        raise MultipartError("invalid boundary")
+    delim = b"--" + boundary.encode("latin-1")
+    sep = b"\r\n" + delim
+    if body.startswith(delim):
+        pos = len(delim)
+    else:  # a preamble before the first delimiter is allowed (RFC 2046)
+        i = body.find(sep)
+        if i < 0:
+            raise MultipartError("no opening boundary")
+        pos = i + len(sep)
+    parts = []
+    n = len(body)
+    while True:
+        # pos is just after a delimiter: `--` closes, else optional blanks and CRLF
+        if body.startswith(b"--", pos):
+            return parts
+        while pos < n and body[pos] in (0x20, 0x09):
+            pos += 1
+        if not body.startswith(b"\r\n", pos):
+            raise MultipartError("malformed boundary line")
+        pos += 2
+        if body.startswith(b"\r\n", pos):  # a part without headers
+            head, start = b"", pos + 2
+        else:
+            end = body.find(b"\r\n\r\n", pos)
+            if end < 0:
+                raise MultipartError("part headers not terminated")
+            head, start = body[pos:end], end + 4
+        # the part's data ends at the next CRLF + delimiter followed by `--`, blanks or CRLF
+        search = start
+        while True:
+            i = body.find(sep, search)
+            if i < 0:
+                raise MultipartError("missing closing boundary")
+            after = i + len(sep)
+            if (body.startswith(b"--", after) or body.startswith(b"\r\n", after)
+                    or body[after:after + 1] in (b" ", b"\t")):
+                break
+            search = i + 1
+        headers = {}
+        for line in head.split(b"\r\n"):
+            if not line:
+                continue
+            k, colon, v = line.partition(b":")
+            if not colon:
+                raise MultipartError("malformed part header")
+            headers[k.strip().decode("latin-1").lower()] = v.strip().decode("utf-8", "replace")
+        data = body[start:i]
+        cte = headers.get("content-transfer-encoding", "").strip().lower()
+        if cte == "base64":
+            try:
+                data = base64.b64decode(data)
+            except Exception:
+                raise MultipartError("bad base64 part")
+        elif cte == "quoted-printable":
+            import binascii
+            data = binascii.a2b_qp(data)
+        parts.append((headers, data))
+        pos = after
 
 
 # ==== Input validation (§6) ====
@@ -283,16 +445,17 @@ class Prediction:
             size = None
             src = inp.get("input_image_1")
             if isinstance(src, str) and src.startswith("data:"):
-                raw = decode_data_uri(src)
-                size = image_size(raw) if raw else None
+                size = data_uri_image_size(src)
             elif isinstance(src, str):
                 f = STATE.file_for_url(src) if STATE else None
-                size = image_size(f["data"]) if f else None
+                size = f["image_size"] if f else None
             w, h = size if size else (cfg["default_width"], cfg["default_height"])
         self.out_w, self.out_h = int(w), int(h)
         self.n_outputs = int(inp.get("num_outputs", 1)) if model == SCHNELL else 1
         self.lifetime = cfg["output_lifetime_s"]
         self.override = cfg["output_override"]
+        self.changed = threading.Event()  # set by a cancel: ends a Prefer: wait early
+        self.input_json = None    # json.dumps(input), made once (GETs echo the input)
 
     def status_at(self, t):
         if self.forced and t >= self.forced[1]:
@@ -319,6 +482,35 @@ class Prediction:
             cands.append(self.t_end)
         return min(cands) if cands else None
 
+    def settled(self, t):
+        """True once status_at can never again return a non-terminal status (the
+        prediction leaves the in-flight set for good)."""
+        if self.forced and t >= self.forced[1]:
+            return True
+        if self.mode == "slow":
+            return False
+        return t >= self.t_end
+
+    def next_change(self, t):
+        """The next time after t at which status_at (or output_ready) may change."""
+        cands = [x for x in (self.t_start, self.t_end, self.deadline) if x and x > t]
+        if self.mode == "processing_with_output":
+            mid = self.t_start + (self.t_end - self.t_start) / 2
+            if mid > t:
+                cands.append(mid)
+        return min(cands) if cands else None
+
+    def json(self, api_base, t=None, quirk_output=False):
+        """json.dumps(self.obj(...)), byte for byte, with the input serialized once per
+        prediction (a Kontext input holds data URIs of hundreds of KB)."""
+        o = self.obj(api_base, t, quirk_output)
+        inp = o.pop("input")
+        if self.input_json is None:
+            self.input_json = json.dumps(inp)
+        head = {k: o.pop(k) for k in ("id", "model", "version")}
+        return "%s, \"input\": %s, %s" % (json.dumps(head)[:-1], self.input_json,
+                                           json.dumps(o)[1:])
+
     def output_ready(self, t):
         """For the processing_with_output quirk: outputs exist before `succeeded`."""
         return self.mode == "processing_with_output" and t >= self.t_start + (self.t_end - self.t_start) / 2
@@ -328,9 +520,7 @@ class Prediction:
             return self.override
         ext = self.fmt
         if self.mode == "data_uri_output":
-            ctype, data = image_bytes(self.out_w, self.out_h, self.fmt)
-            vals = ["data:%s;base64,%s" % (ctype, base64.b64encode(data).decode())
-                    for _ in range(self.n_outputs)]
+            vals = [image_data_uri(self.out_w, self.out_h, self.fmt)] * self.n_outputs
         elif self.model == SCHNELL:
             vals = ["%s/delivery/%s/out-%d.%s" % (self.base, self.id, i, ext)
                     for i in range(self.n_outputs)]
@@ -380,6 +570,7 @@ class State:
         with self.lock:
             self.cfg = copy.deepcopy(self.defaults)
             self.preds = {}
+            self.live = {}  # the predictions that may still be in flight (see inflight)
             self.files = {}
             self.requests = []
             self.counters = {"creates": 0, "create_requests": 0, "cancels": 0, "gets": 0,
@@ -399,7 +590,15 @@ class State:
         return f
 
     def inflight(self, t):
-        return sum(1 for p in self.preds.values() if p.status_at(t) not in TERMINAL)
+        """Predictions not terminal at t (under self.lock). Settled ones leave
+        self.live, so a burst of N creates costs O(in flight) each, not O(N)."""
+        n = 0
+        for pid, p in list(self.live.items()):
+            if p.status_at(t) not in TERMINAL:
+                n += 1
+            elif p.settled(t):
+                del self.live[pid]
+        return n
 
 
 STATE = None
@@ -658,7 +857,7 @@ class Handler(BaseHTTPRequestHandler):
         if not errs and cfg["check_inputs_decode"] and model == KONTEXT:
             for k in ("input_image_1", "input_image_2"):
                 f = STATE.file_for_url(inp[k]) if not inp[k].startswith("data:") else None
-                if f is not None and image_size(f["data"]) is None:
+                if f is not None and f["image_size"] is None:
                     errs.append({"type": "format", "field": "input." + k,
                                  "description": "could not decode the image"})
         if errs:
@@ -686,6 +885,7 @@ class Handler(BaseHTTPRequestHandler):
                     else:
                         STATE.counters["file_fetches"] += 1
             STATE.preds[pid] = p
+            STATE.live[pid] = p
             STATE.counters["creates"] += 1
             n = STATE.inflight(time.time())
             STATE.counters["max_inflight"] = max(STATE.counters["max_inflight"], n)
@@ -698,22 +898,21 @@ class Handler(BaseHTTPRequestHandler):
                 headers["Preference-Applied"] = prefer.strip()
                 end = p.created + n
                 quirk = cfg["mode"] == "processing_with_output"
-                while time.time() < end:
+                while True:
                     t = time.time()
+                    if t >= end:
+                        break
                     if p.status_at(t) in TERMINAL or (quirk and p.output_ready(t)):
                         break
-                    if quirk:
-                        time.sleep(0.01)
-                        continue
-                    # sleep until the next state change (or the wait's end), not in
-                    # 10 ms ticks: 1,000 held creates must not eat the CPU
-                    nxt = [end] + [x for x in (p.t_end, p.deadline) if x and x > t]
-                    time.sleep(min(0.25, max(0.001, min(nxt) - t)))
+                    # sleep until the next state change or the wait's end, woken at
+                    # once by a cancel: one wake-up per held create, not a tick loop
+                    nxt = p.next_change(t)
+                    p.changed.wait(max(0.001, (min(end, nxt) if nxt else end) - t))
+                    p.changed.clear()
         if cfg["mode"] == "malformed_json" and cfg["malformed_target"] == "create":
             return self._send(201, raw=b'{"id": "' + pid.encode() + b'", "status": "start',
                               headers=headers)
-        obj = p.obj(self._api_base(), quirk_output=True)
-        self._send(201, obj, headers=headers)
+        self._send(201, raw=p.json(self._api_base(), quirk_output=True).encode(), headers=headers)
 
     def _get(self, pid):
         cfg = STATE.cfg
@@ -728,7 +927,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._problem(404, "The requested resource could not be found.")
         if cfg["mode"] == "malformed_json" and cfg["malformed_target"] == "get":
             return self._send(200, raw=b"{not json")
-        self._send(200, p.obj(self._api_base()))
+        self._send(200, raw=p.json(self._api_base()).encode())
 
     def _cancel(self, pid):
         with STATE.lock:
@@ -739,7 +938,8 @@ class Handler(BaseHTTPRequestHandler):
             t = time.time()
             if p.status_at(t) not in TERMINAL:
                 p.forced = ("canceled", t)
-        self._send(200, p.obj(self._api_base()))
+                p.changed.set()
+        self._send(200, raw=p.json(self._api_base()).encode())
 
     # ---- Files API (§2.6) ----
 
@@ -752,9 +952,6 @@ class Handler(BaseHTTPRequestHandler):
                 "urls": {"get": "%s/files/%s" % (self._api_base(), f["id"])}}
 
     def _file_upload(self, body):
-        import email.parser
-        import email.policy
-        import hashlib
         cfg = STATE.cfg
         mode = cfg["files_mode"]
         if mode == "hang":
@@ -767,30 +964,28 @@ class Handler(BaseHTTPRequestHandler):
         if not ctype.lower().startswith("multipart/form-data"):
             return self._problem(400, "Failed to parse request body as multipart/form-data")
         try:
-            msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-                b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + body)
             parts = {}
-            for part in msg.iter_parts():
-                name = part.get_param("name", header="content-disposition")
-                parts[name] = part
-        except Exception as e:
+            for headers, data in parse_multipart(body, ctype):
+                _, disp = header_params(headers.get("content-disposition", ""))
+                parts[disp.get("name")] = (headers, disp, data)
+        except MultipartError as e:
             return self._problem(400, "Failed to parse request body as multipart/form-data: %s" % e)
         content = parts.get("content")
         if content is None:
             f = [{"type": "required", "field": "content", "description": "content is required"}]
             return self._problem(422, "- content: content is required\n",
                                  "Input validation failed", invalid_fields=f)
-        data = content.get_payload(decode=True) or b""
-        name = content.get_filename() or "file"
-        typ = content.get_content_type() or "application/octet-stream"
+        headers, disp, data = content
+        name = disp.get("filename") or "file"
+        typ = header_params(headers.get("content-type", ""))[0] or "application/octet-stream"
         if "filename" in parts:
-            name = parts["filename"].get_payload(decode=True).decode("utf-8", "replace")
+            name = parts["filename"][2].decode("utf-8", "replace")
         if "type" in parts:
-            typ = parts["type"].get_payload(decode=True).decode("utf-8", "replace")
+            typ = parts["type"][2].decode("utf-8", "replace")
         meta = {}
         if "metadata" in parts:
             try:
-                meta = json.loads(parts["metadata"].get_payload(decode=True) or b"{}")
+                meta = json.loads(parts["metadata"][2] or b"{}")
             except Exception:
                 return self._problem(422, "- metadata: must be a JSON object\n",
                                      "Input validation failed")
@@ -802,7 +997,8 @@ class Handler(BaseHTTPRequestHandler):
         t = time.time()
         f = {"id": fid, "name": name, "content_type": typ, "data": data, "metadata": meta,
              "created": t, "expires": t + float(cfg["file_lifetime_s"]),
-             "sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data).hexdigest()}
+             "sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data).hexdigest(),
+             "image_size": image_size(data)}  # read once: predictions size their output by it
         with STATE.lock:
             STATE.files[fid] = f
             STATE.counters["file_uploads"] += 1

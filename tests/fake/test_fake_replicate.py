@@ -387,3 +387,50 @@ def test_file_expiry(fake):
     inp["input"]["input_image_2"] = fake.base_url + "/files/doesnotexist"
     st, _, p = fake.api("POST", KONTEXT, inp, headers={"Prefer": "wait=5"})
     assert p["status"] == "failed"
+
+
+# ---- the multipart parser behind POST /v1/files ----
+
+def test_parse_multipart_splits_on_the_boundary_only():
+    from tests.fake.fake_replicate import MultipartError, parse_multipart
+    # binary content holding CRLF, `--`, a near-boundary and a CRLF + `--` + other text
+    nasty = (b"\x89PNG\r\n\x1a\n--\r\n--xyz\r\n\r\n--" + bytes(range(256)) + b"\r\n--Boundar"
+             b"\r\n--BoundaryXYZnot-a-delimiter\r\n" + b"\r\n" * 3)
+    ct, body = multipart([("content", "a.png", "image/png", nasty),
+                          ("metadata", None, None, b'{"k": 1}'),
+                          ("empty", None, None, b"")], boundary="BoundaryXYZ")
+    parts = parse_multipart(body, ct)
+    assert [p[1] for p in parts] == [nasty, b'{"k": 1}', b""]
+    assert parts[0][0]["content-type"] == "image/png"
+    assert parts[0][0]["content-disposition"] == 'form-data; name="content"; filename="a.png"'
+    # quoted boundary parameter, a preamble, blanks after a delimiter
+    body2 = (b"preamble\r\n--b c\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n"
+             b"--b c  \r\n\r\n2\r\n--b c--\r\nepilogue")
+    assert [p[1] for p in parse_multipart(body2, 'multipart/form-data; boundary="b c"')] == [
+        b"1", b"2"]
+    # malformed: no closing boundary, no boundary at all, headers never end
+    for bad_body, bad_ct in [
+            (body[:-len(b"--BoundaryXYZ--\r\n")], ct),          # last part never closed
+            (body.replace(b"--BoundaryXYZ--", b"--BoundaryXYZ\r\n"), ct),  # no `--` close
+            (body, "multipart/form-data"),                      # no boundary parameter
+            (b"no delimiter here", ct),
+            (b"--BoundaryXYZ\r\nContent-Disposition: form-data", ct)]:
+        with pytest.raises(MultipartError):
+            parse_multipart(bad_body, bad_ct)
+
+
+def test_file_upload_binary_content_and_malformed_body(fake):
+    data = b"\r\n--" + png_bytes(16, 9) + b"\r\n--\r\n----scenecompTestBoundary-ish\r\n"
+    st, _, obj = upload(fake, data, filename="odd.bin", ctype="application/octet-stream",
+                        extra=[("type", None, None, b"image/png")])
+    assert st == 201, obj
+    assert obj["size"] == len(data) and obj["content_type"] == "image/png"
+    st, _, raw = fake.api("GET", obj["urls"]["get"] + "/download")
+    assert raw == data
+    ct, body = multipart([("content", "a.png", "image/png", b"abc")])
+    st, _, obj = fake.api("POST", "/files", raw=body[:-len(b"--\r\n") - 30],
+                          headers={"Content-Type": ct})
+    assert st == 400 and "multipart" in obj["detail"], obj
+    st, _, obj = fake.api("POST", "/files", raw=body, headers={"Content-Type": "multipart/form-data"})
+    assert st == 400
+    assert fake.stats()["file_uploads"] == 1
