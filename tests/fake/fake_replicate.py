@@ -240,6 +240,97 @@ def parse_cancel_after(v):
     return h * 3600 + mi * 60 + s
 
 
+# ==== Large input strings ====
+# A Kontext create carries data URIs of hundreds of KB, and a burst repeats the same
+# ones (one product in every request). Each prediction keeps its input (GETs echo it),
+# so without sharing, every create would pin fresh copies, and fresh memory is what
+# costs here (page faults), not the copy. Strings of BIG_STR bytes or more are
+# shared by content, with their JSON text and image size computed once.
+
+BIG_STR = 4096
+
+
+class BigStr:
+    __slots__ = ("s", "json", "size", "sized")
+
+    def __init__(self, s):
+        self.s = s
+        self.json = json.dumps(s).encode()
+        self.size = None
+        self.sized = False
+
+
+_BIG = {}        # fingerprint -> [BigStr]
+_BIG_BY_ID = {}  # id(BigStr.s) -> BigStr (the entry keeps the string alive)
+_BIG_LOCK = threading.Lock()
+
+
+def intern_big(v):
+    """The shared copy of the large string v (v itself the first time)."""
+    n = len(v)
+    key = (n, v[:64], v[n // 2:n // 2 + 64], v[-64:])
+    with _BIG_LOCK:
+        for e in _BIG.get(key, ()):
+            if e.s == v:
+                return e.s
+    e = BigStr(v)  # json.dumps outside the lock
+    with _BIG_LOCK:
+        if len(_BIG_BY_ID) >= 4096:  # bound the table; predictions keep their strings
+            _BIG.clear()
+            _BIG_BY_ID.clear()
+        for other in _BIG.get(key, ()):
+            if other.s == v:
+                return other.s
+        _BIG.setdefault(key, []).append(e)
+        _BIG_BY_ID[id(v)] = e
+    return v
+
+
+def big_entry(v):
+    """The BigStr of a string returned by intern_big, or None."""
+    with _BIG_LOCK:
+        e = _BIG_BY_ID.get(id(v))
+    return e if e is not None and e.s is v else None
+
+
+def clear_big():
+    with _BIG_LOCK:
+        _BIG.clear()
+        _BIG_BY_ID.clear()
+
+
+def json_value(v):
+    """json.dumps(v).encode(), from the cache for an interned large string."""
+    if isinstance(v, str) and len(v) >= BIG_STR:
+        e = big_entry(v)
+        if e is not None:
+            return e.json
+    return json.dumps(v).encode()
+
+
+def input_image_size(src):
+    """(w, h) of a data URI input, computed once per interned string."""
+    e = big_entry(src)
+    if e is None:
+        return data_uri_image_size(src)
+    if not e.sized:
+        e.size, e.sized = data_uri_image_size(src), True
+    return e.size
+
+
+def use_big_malloc_pools():
+    """Keep freed memory in the process (glibc: no trimming, no mmap per large block):
+    a request's transient copies of a large body then reuse warm pages instead of
+    faulting in fresh ones each time. Only in the server process (main)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (the largest glibc accepts)
+    except Exception:  # not glibc: only slower
+        pass
+
+
 # ==== multipart/form-data (Files API uploads) ====
 
 class MultipartError(ValueError):
@@ -276,8 +367,10 @@ def header_params(value):
 
 def parse_multipart(body, content_type):
     """The parts of a multipart/form-data body as a list of (headers, data): headers a
-    dict with lowercased names, data the part's bytes (a base64 or quoted-printable
-    Content-Transfer-Encoding is decoded). Finds the delimiters with bytes.find, so
+    dict with lowercased names, data the part's bytes as a memoryview of body (no
+    copy: an uploaded file keeps the request body, whose pages are already in
+    memory; bytes when a base64 or quoted-printable Content-Transfer-Encoding was
+    decoded). Finds the delimiters with bytes.find, so
     the cost does not depend on what the bytes contain (binary data full of CRLF and
     `--` included). Raises MultipartError when the body is not well formed: no
     boundary parameter, no first delimiter, a part without its header block, or no
@@ -300,6 +393,7 @@ def parse_multipart(body, content_type):
         pos = i + len(sep)
     parts = []
     n = len(body)
+    view = memoryview(body)
     while True:
         # pos is just after a delimiter: `--` closes, else optional blanks and CRLF
         if body.startswith(b"--", pos):
@@ -335,7 +429,7 @@ def parse_multipart(body, content_type):
             if not colon:
                 raise MultipartError("malformed part header")
             headers[k.strip().decode("latin-1").lower()] = v.strip().decode("utf-8", "replace")
-        data = body[start:i]
+        data = view[start:i]
         cte = headers.get("content-transfer-encoding", "").strip().lower()
         if cte == "base64":
             try:
@@ -445,7 +539,7 @@ class Prediction:
             size = None
             src = inp.get("input_image_1")
             if isinstance(src, str) and src.startswith("data:"):
-                size = data_uri_image_size(src)
+                size = input_image_size(src)
             elif isinstance(src, str):
                 f = STATE.file_for_url(src) if STATE else None
                 size = f["image_size"] if f else None
@@ -455,7 +549,6 @@ class Prediction:
         self.lifetime = cfg["output_lifetime_s"]
         self.override = cfg["output_override"]
         self.changed = threading.Event()  # set by a cancel: ends a Prefer: wait early
-        self.input_json = None    # json.dumps(input), made once (GETs echo the input)
 
     def status_at(self, t):
         if self.forced and t >= self.forced[1]:
@@ -501,15 +594,15 @@ class Prediction:
         return min(cands) if cands else None
 
     def json(self, api_base, t=None, quirk_output=False):
-        """json.dumps(self.obj(...)), byte for byte, with the input serialized once per
-        prediction (a Kontext input holds data URIs of hundreds of KB)."""
+        """json.dumps(self.obj(...)).encode(), byte for byte, with the large strings of
+        the echoed input taken from their cached JSON text (see intern_big)."""
         o = self.obj(api_base, t, quirk_output)
         inp = o.pop("input")
-        if self.input_json is None:
-            self.input_json = json.dumps(inp)
         head = {k: o.pop(k) for k in ("id", "model", "version")}
-        return "%s, \"input\": %s, %s" % (json.dumps(head)[:-1], self.input_json,
-                                           json.dumps(o)[1:])
+        items = b", ".join(json.dumps(k).encode() + b": " + json_value(v)
+                           for k, v in inp.items())
+        return b"".join((json.dumps(head)[:-1].encode(), b', "input": {', items, b"}, ",
+                         json.dumps(o)[1:].encode()))
 
     def output_ready(self, t):
         """For the processing_with_output quirk: outputs exist before `succeeded`."""
@@ -569,6 +662,7 @@ class State:
     def reset(self):
         with self.lock:
             self.cfg = copy.deepcopy(self.defaults)
+            clear_big()
             self.preds = {}
             self.live = {}  # the predictions that may still be in flight (see inflight)
             self.files = {}
@@ -606,6 +700,61 @@ QUIET = False
 API_PREFIX = "/v1"
 
 
+class Headers:
+    """Request headers: what the handlers use of email.message.Message (get by name,
+    case-insensitive, first match; items() in order, names as sent), parsed without
+    the email package (which cost more per request than the whole create route)."""
+    __slots__ = ("_items", "_first")
+
+    def __init__(self, items):
+        self._items = items
+        self._first = {}
+        for k, v in items:
+            self._first.setdefault(k.lower(), v)
+
+    def get(self, name, default=None):
+        return self._first.get(name.lower(), default)
+
+    def __getitem__(self, name):
+        return self._first.get(name.lower())
+
+    def __contains__(self, name):
+        return name.lower() in self._first
+
+    def items(self):
+        return list(self._items)
+
+    def keys(self):
+        return [k for k, _ in self._items]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self):
+        return len(self._items)
+
+
+def read_headers(rfile, max_line=65536, max_headers=100):
+    """Headers from rfile up to the blank line. Raises ValueError (line too long or
+    too many headers, as http.client's limits)."""
+    items = []
+    while True:
+        line = rfile.readline(max_line + 1)
+        if len(line) > max_line:
+            raise ValueError("Line too long")
+        if line in (b"\r\n", b"\n", b""):
+            return Headers(items)
+        text = line.decode("iso-8859-1").rstrip("\r\n")
+        if text[:1] in (" ", "\t") and items:  # obsolete line folding
+            k, v = items[-1]
+            items[-1] = (k, v + " " + text.strip())
+            continue
+        if len(items) >= max_headers:
+            raise ValueError("got more than %d headers" % max_headers)
+        k, _, v = text.partition(":")
+        items.append((k, v.lstrip(" \t")))
+
+
 def problem(status, detail, title=None, **extra):
     o = {"detail": detail, "status": status}
     if title:
@@ -626,6 +775,65 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.flush()
 
     # ---- plumbing ----
+
+    def parse_request(self):
+        """BaseHTTPRequestHandler.parse_request (Python 3.11) with the headers read by
+        read_headers instead of http.client.parse_headers (the email package)."""
+        self.command = None
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = requestline
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) >= 3:
+            version = words[-1]
+            try:
+                if not version.startswith("HTTP/"):
+                    raise ValueError
+                base_version_number = version.split("/", 1)[1]
+                nums = base_version_number.split(".")
+                if len(nums) != 2:
+                    raise ValueError
+                version_number = int(nums[0]), int(nums[1])
+            except (ValueError, IndexError):
+                self.send_error(400, "Bad request version (%r)" % version)
+                return False
+            if version_number >= (1, 1) and self.protocol_version >= "HTTP/1.1":
+                self.close_connection = False
+            if version_number >= (2, 0):
+                self.send_error(505, "Invalid HTTP version (%s)" % base_version_number)
+                return False
+            self.request_version = version
+        if not 2 <= len(words) <= 3:
+            self.send_error(400, "Bad request syntax (%r)" % requestline)
+            return False
+        command, path = words[:2]
+        if len(words) == 2:
+            self.close_connection = True
+            if command != "GET":
+                self.send_error(400, "Bad HTTP/0.9 request type (%r)" % command)
+                return False
+        self.command, self.path = command, path
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")
+        try:
+            self.headers = read_headers(self.rfile)
+        except ValueError as err:
+            self.send_error(431, str(err))
+            return False
+        conntype = self.headers.get("Connection", "").lower()
+        if conntype == "close":
+            self.close_connection = True
+        elif conntype == "keep-alive" and self.protocol_version >= "HTTP/1.1":
+            self.close_connection = False
+        expect = self.headers.get("Expect", "")
+        if (expect.lower() == "100-continue" and self.protocol_version >= "HTTP/1.1"
+                and self.request_version >= "HTTP/1.1"):
+            if not self.handle_expect_100():
+                return False
+        return True
 
     def _body(self):
         n = int(self.headers.get("Content-Length") or 0)
@@ -842,6 +1050,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._problem(422, "".join("- %s\n" % x["description"] for x in f),
                                  "Input validation failed", invalid_fields=f)
         inp = req.get("input")
+        if isinstance(inp, dict):
+            for k, v in inp.items():
+                if isinstance(v, str) and len(v) >= BIG_STR:
+                    inp[k] = intern_big(v)
         if not isinstance(inp, dict):
             f = [{"type": "required", "field": "", "description": "input is required"}]
             return self._problem(422, "- input is required\n", "Input validation failed",
@@ -912,7 +1124,7 @@ class Handler(BaseHTTPRequestHandler):
         if cfg["mode"] == "malformed_json" and cfg["malformed_target"] == "create":
             return self._send(201, raw=b'{"id": "' + pid.encode() + b'", "status": "start',
                               headers=headers)
-        self._send(201, raw=p.json(self._api_base(), quirk_output=True).encode(), headers=headers)
+        self._send(201, raw=p.json(self._api_base(), quirk_output=True), headers=headers)
 
     def _get(self, pid):
         cfg = STATE.cfg
@@ -927,7 +1139,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._problem(404, "The requested resource could not be found.")
         if cfg["mode"] == "malformed_json" and cfg["malformed_target"] == "get":
             return self._send(200, raw=b"{not json")
-        self._send(200, raw=p.json(self._api_base()).encode())
+        self._send(200, raw=p.json(self._api_base()))
 
     def _cancel(self, pid):
         with STATE.lock:
@@ -939,7 +1151,7 @@ class Handler(BaseHTTPRequestHandler):
             if p.status_at(t) not in TERMINAL:
                 p.forced = ("canceled", t)
                 p.changed.set()
-        self._send(200, raw=p.json(self._api_base()).encode())
+        self._send(200, raw=p.json(self._api_base()))
 
     # ---- Files API (§2.6) ----
 
@@ -979,13 +1191,13 @@ class Handler(BaseHTTPRequestHandler):
         name = disp.get("filename") or "file"
         typ = header_params(headers.get("content-type", ""))[0] or "application/octet-stream"
         if "filename" in parts:
-            name = parts["filename"][2].decode("utf-8", "replace")
+            name = bytes(parts["filename"][2]).decode("utf-8", "replace")
         if "type" in parts:
-            typ = parts["type"][2].decode("utf-8", "replace")
+            typ = bytes(parts["type"][2]).decode("utf-8", "replace")
         meta = {}
         if "metadata" in parts:
             try:
-                meta = json.loads(parts["metadata"][2] or b"{}")
+                meta = json.loads(bytes(parts["metadata"][2]) or b"{}")
             except Exception:
                 return self._problem(422, "- metadata: must be a JSON object\n",
                                      "Input validation failed")
@@ -1091,6 +1303,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     defaults = copy.deepcopy(DEFAULTS)
     defaults.update(mode=args.mode, delay_ms=args.delay_ms, token=args.token)
+    use_big_malloc_pools()
     STATE = State(defaults)
     QUIET = args.quiet
     srv = Server(("127.0.0.1", args.port), Handler)
