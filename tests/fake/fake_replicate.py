@@ -14,7 +14,8 @@ chosen per test through a control API (not under /v1, no auth):
 
     POST /_control/config   JSON object merged into the config (see DEFAULTS)
     POST /_control/reset    config back to the CLI defaults, stats and predictions cleared
-    GET  /_control/stats    counters, max predictions in flight, every request recorded
+    GET  /_control/stats    counters, max predictions in flight, every request recorded,
+                            last_input (the input object of the last create)
 
 Modes (config "mode"): ok, slow, failed, http500, rate429, malformed_json,
 non_image_output, hang, unknown_model, data_uri_output, processing_with_output.
@@ -26,6 +27,13 @@ GET /v1/files/{id}/download (the bytes), DELETE -> 204; an expired file is 404.
 A prediction input that is such a URL is fetched like Replicate does: an unknown
 or expired file makes the prediction fail. files_mode "http500" / "hang" fails
 or never answers uploads.
+
+Cost: a burst of 1,000 Kontext predictions with real-size inputs must not make the
+fake the bottleneck (bench/kontext_scale.py; a few ms of CPU per prediction). Hence
+multipart parsing with bytes.find, input images sized from their headers, large input
+strings shared by content with their JSON text cached, each output image encoded once,
+request headers parsed without the email package, a 100 ms GIL switch interval and
+glibc told to keep freed memory (see main).
 
 Run: /usr/bin/python3 tests/fake/fake_replicate.py --port 0 --token T [--mode ok --delay-ms 200]
 [--quiet] prints `READY port=<port>` once listening on 127.0.0.1, then one line per
@@ -667,6 +675,7 @@ class State:
             self.live = {}  # the predictions that may still be in flight (see inflight)
             self.files = {}
             self.requests = []
+            self.last_input = None
             self.counters = {"creates": 0, "create_requests": 0, "cancels": 0, "gets": 0,
                              "downloads": 0, "http500_sent": 0, "rate429_sent": 0,
                              "max_inflight": 0, "auth_failures": 0, "hangs": 0,
@@ -1051,6 +1060,8 @@ class Handler(BaseHTTPRequestHandler):
                                  "Input validation failed", invalid_fields=f)
         inp = req.get("input")
         if isinstance(inp, dict):
+            with STATE.lock:  # the last create's input, for tests that check what was sent
+                STATE.last_input = inp
             for k, v in inp.items():
                 if isinstance(v, str) and len(v) >= BIG_STR:
                     inp[k] = intern_big(v)
@@ -1281,6 +1292,7 @@ class Handler(BaseHTTPRequestHandler):
                                       "sha256": f["sha256"], "expired": t >= f["expires"]}
                                 for fid, f in STATE.files.items()}
                 out["requests"] = list(STATE.requests)
+                out["last_input"] = STATE.last_input
                 out["mode"] = STATE.cfg["mode"]
             return self._send(200, out)
         return self._send(404, {"error": "unknown control route"})
