@@ -9,6 +9,7 @@
 
 #include "core/fsutil.h"
 #include "core/ids.h"
+#include "image/check.h"
 
 int sc_compose_parse_number(const char *s, double *out)
 {
@@ -62,28 +63,47 @@ static int refuse(sc_compose_refusal_t *why, const char *field, sc_codec_status_
     return -1;
 }
 
+int sc_compose_probe(const uint8_t *scene, size_t scene_len, const uint8_t *product,
+                     size_t product_len, long long max_pixels, const sc_place_params_t *p,
+                     sc_compose_probe_t *out, sc_compose_refusal_t *why)
+{
+    const char *err = NULL;
+    memset(out, 0, sizeof *out);
+    sc_codec_status_t st = sc_codec_probe(scene, scene_len, max_pixels, &out->scene);
+    if (st != SC_CODEC_OK)
+        return refuse(why, "scene", st, max_pixels);
+    st = sc_codec_probe(product, product_len, max_pixels, &out->product);
+    if (st != SC_CODEC_OK)
+        return refuse(why, "product", st, max_pixels);
+    const sc_image_info_t *si = &out->scene, *pi = &out->product;
+    if (sc_place_check(si->width, si->height, pi->width, pi->height, p, &err) != 0) {
+        why->field = "product";
+        why->status = SC_CODEC_TOO_LARGE;
+        snprintf(why->message, sizeof why->message, "field 'product' (%dx%d on a %dx%d scene): %s",
+                 pi->width, pi->height, si->width, si->height, err ? err : "cannot be placed");
+        return -1;
+    }
+    sc_check_info_t ck;
+    if (sc_check_image(scene, scene_len, &ck) != SC_CODEC_OK)
+        return refuse(why, "scene", SC_CODEC_INVALID, max_pixels);
+    out->scene_alpha = ck.alpha;
+    if (sc_check_image(product, product_len, &ck) != SC_CODEC_OK)
+        return refuse(why, "product", SC_CODEC_INVALID, max_pixels);
+    out->product_alpha = ck.alpha;
+    return 0;
+}
+
 int sc_compose_decode(const uint8_t *scene, size_t scene_len, const uint8_t *product,
                       size_t product_len, long long max_pixels, const sc_place_params_t *p,
                       sc_image_t *scene_out, sc_image_t *product_out, sc_compose_refusal_t *why)
 {
-    sc_image_info_t si, pi;
     const char *err = NULL;
     sc_image_t empty = SC_IMAGE_INIT;
     *scene_out = *product_out = empty;
-    sc_codec_status_t st = sc_codec_probe(scene, scene_len, max_pixels, &si);
-    if (st != SC_CODEC_OK)
-        return refuse(why, "scene", st, max_pixels);
-    st = sc_codec_probe(product, product_len, max_pixels, &pi);
-    if (st != SC_CODEC_OK)
-        return refuse(why, "product", st, max_pixels);
-    if (sc_place_check(si.width, si.height, pi.width, pi.height, p, &err) != 0) {
-        why->field = "product";
-        why->status = SC_CODEC_TOO_LARGE;
-        snprintf(why->message, sizeof why->message, "field 'product' (%dx%d on a %dx%d scene): %s",
-                 pi.width, pi.height, si.width, si.height, err ? err : "cannot be placed");
+    sc_compose_probe_t pr;
+    if (sc_compose_probe(scene, scene_len, product, product_len, max_pixels, p, &pr, why) != 0)
         return -1;
-    }
-    st = sc_codec_decode(scene, scene_len, max_pixels, scene_out, &err);
+    sc_codec_status_t st = sc_codec_decode(scene, scene_len, max_pixels, scene_out, &err);
     if (st != SC_CODEC_OK)
         return refuse(why, "scene", st, max_pixels);
     st = sc_codec_decode(product, product_len, max_pixels, product_out, &err);

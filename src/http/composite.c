@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "http/conn.h"
 #include "http/multipart.h"
+#include "image/check.h"
 #include "image/icc.h"
 #include "image/pcache.h"
 #include "image/resize.h"
@@ -200,10 +201,11 @@ typedef struct answer {
 
 /* ==== Keying inputs (issue 12) ==== */
 
-/* The scene's colour profile (kept for the encode), the product converted into
- * the scene's space when its own profile differs, and the product cache's key.
- * Reads the encoded uploads, so runs before they are freed. Returns 0, or -1
- * out of memory. */
+/* The scene's colour profile (kept for the encode) and the product cache's
+ * key, from the encoded uploads (no decode: issue 11). The key is the SHA-256
+ * of the product's bytes, followed by the scene's profile when the product has
+ * its own (then PIL converts it into the scene's space), so it names the
+ * product's pixels exactly. Returns 0, or -1 out of memory. */
 static int keying_inputs(sc_http_conn_t *c)
 {
     size_t icc_len = 0;
@@ -212,20 +214,68 @@ static int keying_inputs(sc_http_conn_t *c)
         return -1;
     c->copts.icc = c->scene_icc;
     c->copts.icc_len = icc_len;
-    /* a product with another profile than the scene's: into the scene's space */
+    uint8_t *picc = NULL;
+    size_t picc_len = 0;
+    int has = sc_icc_extract((const uint8_t *)c->f_product.data.data, c->f_product.data.len, &picc,
+                             &picc_len);
+    free(picc);
+    if (has < 0)
+        return -1;
+    if (sc_pcache_enabled() && sc_pcache_hash2(c->f_product.data.data, c->f_product.data.len,
+                                               has == 1 ? c->scene_icc : NULL,
+                                               has == 1 ? icc_len : 0, c->product_sha) == 0)
+        c->copts.place.product_sha = c->product_sha;
+    return 0;
+}
+
+/* Decodes the product for PIL and converts it into the scene's colour space
+ * when its own profile differs. */
+static sc_codec_status_t product_decode(sc_http_conn_t *c)
+{
+    sc_image_free(&c->product);
+    sc_codec_status_t st =
+        sc_codec_decode((const uint8_t *)c->f_product.data.data, c->f_product.data.len,
+                        c->cfg->max_image_pixels, &c->product, NULL);
+    if (st != SC_CODEC_OK)
+        return st;
     uint8_t *picc = NULL;
     size_t picc_len = 0;
     int conv = 1;
     if (sc_icc_extract((const uint8_t *)c->f_product.data.data, c->f_product.data.len, &picc,
                        &picc_len) == 1)
-        conv = sc_icc_convert(&c->product, picc, picc_len, c->scene_icc, icc_len);
+        conv = sc_icc_convert(&c->product, picc, picc_len, c->copts.icc, c->copts.icc_len);
     free(picc);
-    if (conv < 0)
+    return conv < 0 ? SC_CODEC_NOMEM : SC_CODEC_OK;
+}
+
+/* Checks the `mask` upload from its header and structure: 0, or an error
+ * answered (returns via *r). */
+static int mask_probe(sc_http_conn_t *c, enum MHD_Result *r)
+{
+    sc_image_info_t mi;
+    const uint8_t *d = (const uint8_t *)c->f_mask.data.data;
+    size_t n = c->f_mask.data.len;
+    sc_codec_status_t st = sc_codec_probe(d, n, c->cfg->max_image_pixels, &mi);
+    if (st == SC_CODEC_OK && sc_check_image(d, n, NULL) != SC_CODEC_OK)
+        st = SC_CODEC_INVALID;
+    if (st == SC_CODEC_TOO_LARGE) {
+        *r =
+            sc_http__send_error(c->mhd, 413, "image_too_large",
+                                "field 'mask' has more than %lld pixels", c->cfg->max_image_pixels);
         return -1;
-    if (sc_pcache_enabled() &&
-        sc_pcache_hash2(c->f_product.data.data, c->f_product.data.len,
-                        conv == 0 ? c->scene_icc : NULL, icc_len, c->product_sha) == 0)
-        c->copts.place.product_sha = c->product_sha;
+    }
+    if (st != SC_CODEC_OK) {
+        *r = sc_http__send_error(c->mhd, 400, "invalid_image",
+                                 "field 'mask' is not a valid PNG or JPEG image");
+        return -1;
+    }
+    const sc_image_info_t *pi = &c->probe.product;
+    if (mi.width != pi->width || mi.height != pi->height) {
+        *r = sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                 "field 'mask' (%dx%d) must have the product's size (%dx%d)",
+                                 mi.width, mi.height, pi->width, pi->height);
+        return -1;
+    }
     return 0;
 }
 
@@ -236,10 +286,38 @@ static sc_codec_status_t mask_decode(sc_http_conn_t *c)
     const char *merr = NULL;
     sc_codec_status_t st = sc_codec_decode((const uint8_t *)c->f_mask.data.data, c->f_mask.data.len,
                                            c->cfg->max_image_pixels, &c->mask, &merr);
-    if (st == SC_CODEC_OK && c->mask.width == c->product.width &&
-        c->mask.height == c->product.height)
+    if (st == SC_CODEC_OK && c->mask.width == c->probe.product.width &&
+        c->mask.height == c->probe.product.height)
         c->copts.place.mask = &c->mask;
     return st;
+}
+
+/* The images PIL needs, from the kept uploads: the scene, the mask, and the
+ * product as its header only (image/place.h SC_PLACE_NEED_PIXELS: decoded
+ * only when its placed layer is not in the product cache, issue 12). 0, or
+ * -1 with *st and *what (the field) set. */
+static int pil_inputs(sc_http_conn_t *c, sc_codec_status_t *st, const char **what)
+{
+    *what = "scene";
+    if (!c->scene.pixels) {
+        *st = sc_codec_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
+                              c->cfg->max_image_pixels, &c->scene, NULL);
+        if (*st != SC_CODEC_OK)
+            return -1;
+    }
+    *what = "mask";
+    if (c->f_mask.present && !c->mask.pixels) {
+        *st = mask_decode(c);
+        if (*st != SC_CODEC_OK)
+            return -1;
+    }
+    if (!c->product.pixels) {
+        c->product.width = c->probe.product.width;
+        c->product.height = c->probe.product.height;
+        c->product.channels = c->probe.product_alpha ? 4 : 3;
+    }
+    *st = SC_CODEC_OK;
+    return 0;
 }
 
 /* ==== The record (API.md "Asynchronous composites, records, webhooks") ==== */
@@ -436,7 +514,7 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
     uint8_t *out = NULL;
     size_t len = 0;
     const char *err = NULL;
-    int w = c->scene.width, h = c->scene.height;
+    int w = c->probe.scene.width, h = c->probe.scene.height;
     if (w == 0) {
         /* A composite resumed after a restart without its inputs (a sync one). */
         record_failed(c, "interrupted", "the service restarted and the inputs were not kept");
@@ -449,15 +527,43 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
         c->rec->fallback = fallback_reason != NULL;
     }
     sc_keying_t keying = SC_KEYING_NONE;
-    if (sc_compose_pil_opts(&c->scene, &c->product, &c->params, c->format, &c->copts, &out, &len,
-                            &keying, &err) != 0) {
+    sc_codec_status_t dst = SC_CODEC_OK;
+    const char *what = NULL;
+    double t_dec = sc_clock_mono();
+    int prc = pil_inputs(c, &dst, &what);
+    double dec_s = sc_clock_mono() - t_dec;
+    if (prc == 0) {
+        prc = sc_compose_pil_opts(&c->scene, &c->product, &c->params, c->format, &c->copts, &out,
+                                  &len, &keying, &err);
+        if (prc != 0 && err == (const char *)SC_PLACE_NEED_PIXELS) {
+            what = "product"; /* not in the product cache: decode it now */
+            t_dec = sc_clock_mono();
+            dst = product_decode(c);
+            dec_s += sc_clock_mono() - t_dec;
+            prc = dst == SC_CODEC_OK
+                      ? sc_compose_pil_opts(&c->scene, &c->product, &c->params, c->format,
+                                            &c->copts, &out, &len, &keying, &err)
+                      : -1;
+        }
+    }
+    if (dst != SC_CODEC_OK) {
+        /* The structural check passed but the pixels do not decode. */
+        sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
+        sc_log_error("PIL composite id=%s: field '%s' does not decode", c->id, what);
+        if (dst == SC_CODEC_NOMEM)
+            return fail(c, 503, "service_unavailable", "out of memory decoding field '%s'", what);
+        return fail(c, 400, "invalid_image", "field '%s' is not a valid PNG or JPEG image", what);
+    }
+    if (c->rec)
+        c->rec->durations.decode += dec_s; /* the decode runs with PIL now */
+    if (prc != 0) {
         sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
         sc_log_error("PIL composite failed id=%s: %s", c->id, err ? err : "unknown error");
         return fail(c, 500, "internal_error", "composite failed: %s", err ? err : "unknown error");
     }
     double t_save = sc_clock_mono();
     if (c->rec)
-        c->rec->durations.composite = t_save - t0; /* the encode included */
+        c->rec->durations.composite = t_save - t0 - dec_s; /* the encode included */
     if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
         free(out);
         sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
@@ -647,10 +753,25 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     sc_limits_token_t *slot = malloc(sizeof *slot);
     char *json = NULL;
     const char *prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL;
-    /* issue 11: large images go through the Files API (an upload failure is an api_error) */
-    int irc =
-        slot ? sc_inputs_kontext_ex(&c->scene, &c->product, prompt, c->eff.timeout_seconds, &json)
-             : -1;
+    /* issue 11: the uploads as they came when they can (replicate/inputs.h);
+     * large ones go through the Files API (an upload failure is an api_error).
+     * Kontext answers in the client's format, so its output can be served as
+     * it is (kontext_output). */
+    sc_inputs_file_t in[2];
+    const sc_http_field_t *fs[2] = {&c->f_scene, &c->f_product};
+    const sc_image_info_t *is[2] = {&c->probe.scene, &c->probe.product};
+    for (int i = 0; i < 2; i++)
+        in[i] = (sc_inputs_file_t){(const uint8_t *)fs[i]->data.data,
+                                   fs[i]->data.len,
+                                   is[i]->format,
+                                   is[i]->width,
+                                   is[i]->height,
+                                   is[i]->orientation};
+    int irc = slot
+                  ? sc_inputs_kontext_files(&in[0], &in[1], prompt,
+                                            c->format == SC_FMT_JPEG ? "jpg" : "png",
+                                            c->cfg->max_image_pixels, c->eff.timeout_seconds, &json)
+                  : -1;
     if (irc != 0) {
         free(slot);
         sc_limiter_release(&c->limiter_slot);
@@ -700,20 +821,41 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     return MHD_YES;
 }
 
-/* The Kontext output as the final image: decoded, at the scene's size, encoded.
- * Returns 0, or -1 with a message (the output counts as invalid). */
-static int kontext_output(sc_http_conn_t *c, const sc_rep_result_t *res, uint8_t **out, size_t *len,
+/* The Kontext output as the final image. Served as it came when its header
+ * says the requested format at the scene's size and it passes the structural
+ * check (issue 11: *out then takes res->output); otherwise decoded, resized
+ * to the scene's size and encoded. Returns 0, or -1 with a message (the
+ * output counts as invalid). */
+static int kontext_output(sc_http_conn_t *c, sc_rep_result_t *res, uint8_t **out, size_t *len,
                           const char **err)
 {
     sc_image_t img = SC_IMAGE_INIT, sized = SC_IMAGE_INIT;
     int rc = -1;
+    int sw = c->probe.scene.width, sh = c->probe.scene.height;
+    sc_image_info_t oi;
+    if (sc_codec_probe(res->output, res->output_len, c->cfg->max_image_pixels, &oi) ==
+            SC_CODEC_OK &&
+        oi.format == c->format && oi.width == sw && oi.height == sh && oi.orientation == 1 &&
+        sc_check_image(res->output, res->output_len, NULL) == SC_CODEC_OK) {
+        *out = res->output;
+        *len = res->output_len;
+        res->output = NULL;
+        res->output_len = 0;
+        return 0;
+    }
+    if (sc_codec_probe(res->output, res->output_len, c->cfg->max_image_pixels, &oi) !=
+            SC_CODEC_OK ||
+        sc_check_image(res->output, res->output_len, NULL) != SC_CODEC_OK) {
+        *err = "output is not a valid PNG or JPEG image";
+        goto cleanup;
+    }
     if (sc_codec_decode(res->output, res->output_len, c->cfg->max_image_pixels, &img, err) !=
         SC_CODEC_OK) {
         goto cleanup;
     }
     const sc_image_t *final = &img;
-    if (c->scene.width > 0 && (img.width != c->scene.width || img.height != c->scene.height)) {
-        if (sc_resize_lanczos(&img, c->scene.width, c->scene.height, &sized) != 0) {
+    if (sw > 0 && (img.width != sw || img.height != sh)) {
+        if (sc_resize_lanczos(&img, sw, sh, &sized) != 0) {
             *err = "cannot resize the output to the scene size";
             goto cleanup;
         }
@@ -776,7 +918,8 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
             kontext_finished(c, SC_KONTEXT_SUCCESS, secs);
             sc_log_info("[Kontext Composite] Composite saved id=%s seconds=%.2f prediction=%s",
                         c->id, secs, res->prediction_id);
-            answer_t a = {"kontext", true, false, NULL, c->scene.width, c->scene.height, NULL};
+            answer_t a = {"kontext", true, false, NULL, c->probe.scene.width, c->probe.scene.height,
+                          NULL};
             return send_answer(c, &a, out, len);
         }
         st = SC_REP_INVALID_OUTPUT;
@@ -961,35 +1104,22 @@ static enum MHD_Result process(sc_http_conn_t *c)
     }
     c->async = prefers_async(c->mhd);
 
-    /* Headers, the placement's working limits, then the decodes (compose.h). */
+    /* Headers, the placement's working limits and the structural check
+     * (compose.h); no pixel is decoded before routing (issue 11): PIL decodes
+     * what it needs, Kontext gets the uploads as they came. */
     double t_decode = sc_clock_mono();
     sc_compose_refusal_t why;
-    if (sc_compose_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
-                          (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
-                          c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
+    if (sc_compose_probe((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
+                         (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
+                         c->cfg->max_image_pixels, &c->params, &c->probe, &why) != 0)
         return image_error(c, &why);
     t_decode = sc_clock_mono() - t_decode;
     if (keying_inputs(c) != 0)
         return sc_http__send_error(c->mhd, 503, "service_unavailable",
                                    "out of memory reading the colour profiles");
-    if (c->f_mask.present) {
-        sc_codec_status_t st = mask_decode(c);
-        if (st == SC_CODEC_NOMEM)
-            return sc_http__send_error(c->mhd, 503, "service_unavailable",
-                                       "out of memory decoding field 'mask'");
-        if (st == SC_CODEC_TOO_LARGE)
-            return sc_http__send_error(c->mhd, 413, "image_too_large",
-                                       "field 'mask' has more than %lld pixels",
-                                       c->cfg->max_image_pixels);
-        if (st != SC_CODEC_OK)
-            return sc_http__send_error(c->mhd, 400, "invalid_image",
-                                       "field 'mask' is not a valid PNG or JPEG image");
-        if (c->mask.width != c->product.width || c->mask.height != c->product.height)
-            return sc_http__send_error(c->mhd, 400, "invalid_parameter",
-                                       "field 'mask' (%dx%d) must have the product's size (%dx%d)",
-                                       c->mask.width, c->mask.height, c->product.width,
-                                       c->product.height);
-    }
+    enum MHD_Result mr = MHD_YES;
+    if (c->f_mask.present && mask_probe(c, &mr) != 0)
+        return mr;
 
     sc_id_new(c->id);
     if (key) {
@@ -1016,12 +1146,12 @@ static enum MHD_Result process(sc_http_conn_t *c)
     c->preq = (sc_policy_req_t){
         .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
         .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
-        .scene_w = c->scene.width,
-        .scene_h = c->scene.height,
-        .scene_alpha = c->scene.channels == 4,
-        .product_w = c->product.width,
-        .product_h = c->product.height,
-        .product_alpha = c->product.channels == 4,
+        .scene_w = c->probe.scene.width,
+        .scene_h = c->probe.scene.height,
+        .scene_alpha = c->probe.scene_alpha,
+        .product_w = c->probe.product.width,
+        .product_h = c->probe.product.height,
+        .product_alpha = c->probe.product_alpha,
     };
     /* Empty strings are absent values for the policy (curl -F user_id= ...). */
     if (c->preq.user_id && !c->preq.user_id[0])
@@ -1063,9 +1193,6 @@ static enum MHD_Result process(sc_http_conn_t *c)
             sc_http__idem_forget(key);
         return sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the record");
     }
-    sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
-    sc_buf_free(&c->f_product.data);
-    sc_buf_free(&c->f_mask.data);
     if (c->async) {
         (void)sc_http__send_record(c->mhd, rec, 202, false);
         sc_http__detach(c);
@@ -1092,8 +1219,8 @@ static void kontext_done_job(sc_http_conn_t *c)
 
 /* ==== Resuming after a restart ==== */
 
-/* Reads the kept inputs of c->id into c (decoded images, params, format,
- * policy request). Returns 0, or -1 when there are none or they do not decode. */
+/* Reads the kept inputs of c->id into c (the uploads and their probe, params, format,
+ * policy request). Returns 0, or -1 when there are none or they are refused. */
 static int inputs_load(sc_http_conn_t *c)
 {
     char path[SC_CFG_PATH + 96];
@@ -1147,9 +1274,9 @@ static int inputs_load(sc_http_conn_t *c)
             return -1;
     }
     sc_compose_refusal_t why;
-    if (sc_compose_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
-                          (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
-                          c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
+    if (sc_compose_probe((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
+                         (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
+                         c->cfg->max_image_pixels, &c->params, &c->probe, &why) != 0)
         return -1;
     if (keying_inputs(c) != 0)
         return -1;
@@ -1164,25 +1291,22 @@ static int inputs_load(sc_http_conn_t *c)
         if (arc != 0 || mask_decode(c) != SC_CODEC_OK || !c->copts.place.mask)
             return -1;
     }
-    sc_buf_free(&c->f_scene.data);
-    sc_buf_free(&c->f_product.data);
-    sc_buf_free(&c->f_mask.data);
     c->preq = (sc_policy_req_t){
         .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
         .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
-        .scene_w = c->scene.width,
-        .scene_h = c->scene.height,
-        .scene_alpha = c->scene.channels == 4,
-        .product_w = c->product.width,
-        .product_h = c->product.height,
-        .product_alpha = c->product.channels == 4,
+        .scene_w = c->probe.scene.width,
+        .scene_h = c->probe.scene.height,
+        .scene_alpha = c->probe.scene_alpha,
+        .product_w = c->probe.product.width,
+        .product_h = c->probe.product.height,
+        .product_alpha = c->probe.product_alpha,
     };
     return 0;
 }
 
 static void resume_pil_job(sc_http_conn_t *c)
 {
-    if (c->scene.width)
+    if (c->probe.scene.width)
         sc_log_warn("[Kontext Composite] resuming id=%s after a restart: compositing by PIL "
                     "(reason interrupted)",
                     c->id);
@@ -1212,7 +1336,7 @@ int sc_http__composite_resume(const sc_config_t *cfg, const sc_record_t *rec)
     snprintf(c->id, sizeof c->id, "%s", rec->id);
     sc_policy_current(&c->eff);
     c->async = inputs_load(c) == 0 || rec->respond_async;
-    if (!c->scene.width) {
+    if (!c->probe.scene.width) {
         const sc_format_t *f = sc_format_by_name(rec->format);
         c->format = f ? f->id : SC_FMT_PNG;
     }

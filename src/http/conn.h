@@ -100,12 +100,15 @@ typedef struct sc_http_conn {
     /* POST /api/scenes and other bodies */
     sc_buf_t body;
 
-    /* Kept across the suspension of a Kontext / scene request. */
-    sc_image_t scene, product;
-    sc_image_t mask;         /* the `mask` upload, decoded (empty when absent) */
-    sc_compose_opts_t copts; /* quality, mask, shadow for the PIL path */
-    uint8_t product_sha[32]; /* the product cache's key (image/pcache.h) */
-    uint8_t *scene_icc;      /* the scene's ICC profile (image/icc.h), NULL if none */
+    /* Kept across the suspension of a Kontext / scene request. The uploads
+     * stay encoded (f_scene, f_product, f_mask) with their header facts in
+     * probe; they are decoded only when PIL runs (issue 11). */
+    sc_compose_probe_t probe;
+    sc_image_t scene, product; /* decoded for PIL (product: header only on a cache hit) */
+    sc_image_t mask;           /* the `mask` upload, decoded for PIL (empty when absent) */
+    sc_compose_opts_t copts;   /* quality, mask, shadow for the PIL path */
+    uint8_t product_sha[32];   /* the product cache's key (image/pcache.h) */
+    uint8_t *scene_icc;        /* the scene's ICC profile (image/icc.h), NULL if none */
     sc_place_params_t params;
     sc_image_format_t format;
     bool want_image; /* Accept: image/... */

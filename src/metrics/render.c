@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "core/clock.h"
+#include "image/codec.h"
 #include "image/pcache.h"
 #include "metrics/metrics_internal.h"
 #include "replicate/breaker.h"
@@ -290,6 +291,9 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
     rc |= prom_metric(out, "scenecomp_product_cache_bytes", "gauge",
                       "Bytes held by the product cache (bound: PRODUCT_CACHE_BYTES).",
                       (double)pc.bytes);
+    rc |= prom_metric(out, "scenecomp_image_decodes_total", "counter",
+                      "Images decoded to pixels (uploads for PIL, masks, Kontext outputs).",
+                      (double)sc_codec_decodes());
     if (rc != 0) {
         out->len = mark;
         if (out->data)
