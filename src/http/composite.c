@@ -406,6 +406,7 @@ static void record_succeeded(sc_http_conn_t *c, const answer_t *a)
              a->fallback_reason ? a->fallback_reason : "");
     r->width = a->width;
     r->height = a->height;
+    snprintf(r->keying, sizeof r->keying, "%s", a->keying ? a->keying : "");
     snprintf(r->image_url, sizeof r->image_url, "/api/composites/%s.%s", c->id,
              sc_format_ext(c->format));
     record_end(c);

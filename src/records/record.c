@@ -81,7 +81,7 @@ int sc_record_to_json(const sc_record_t *r, bool for_file, sc_buf_t *out)
               add_time(o, "completed_at", r->completed_at) && add_str(o, "method", r->method) &&
               add_str(o, "requested_method", r->requested_method) &&
               cJSON_AddBoolToObject(o, "fallback", r->fallback) &&
-              add_str(o, "fallback_reason", r->fallback_reason);
+              add_str(o, "fallback_reason", r->fallback_reason) && add_str(o, "keying", r->keying);
     cJSON *d = ok ? cJSON_AddObjectToObject(o, "decision") : NULL;
     ok = d &&
          add_num(d, "policy_version",
@@ -240,6 +240,7 @@ int sc_record_from_json(const char *json, size_t len, sc_record_t *r, char *err,
         get_str(&d, o, "method", r->method, sizeof r->method) ||
         get_str(&d, o, "requested_method", r->requested_method, sizeof r->requested_method) ||
         get_str(&d, o, "fallback_reason", r->fallback_reason, sizeof r->fallback_reason) ||
+        get_str(&d, o, "keying", r->keying, sizeof r->keying) ||
         get_str(&d, o, "prediction_id", r->prediction_id, sizeof r->prediction_id) ||
         get_num(&d, o, "estimated_cost_usd", &r->estimated_cost_usd) ||
         get_str(&d, o, "format", r->format, sizeof r->format) ||

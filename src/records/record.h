@@ -54,6 +54,7 @@ typedef struct sc_record {
     char method[16], requested_method[16];
     bool fallback;
     char fallback_reason[32];
+    char keying[16]; /* issue 12: the PIL path's sc_keying_name; "" (null) for Kontext */
     sc_record_decision_t decision;
     char prediction_id[128];
     sc_record_durations_t durations;

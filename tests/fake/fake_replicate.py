@@ -382,6 +382,7 @@ class State:
             self.preds = {}
             self.files = {}
             self.requests = []
+            self.last_input = None
             self.counters = {"creates": 0, "create_requests": 0, "cancels": 0, "gets": 0,
                              "downloads": 0, "http500_sent": 0, "rate429_sent": 0,
                              "max_inflight": 0, "auth_failures": 0, "hangs": 0,
@@ -643,6 +644,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._problem(422, "".join("- %s\n" % x["description"] for x in f),
                                  "Input validation failed", invalid_fields=f)
         inp = req.get("input")
+        if isinstance(inp, dict):
+            with STATE.lock:  # the last create's input, for tests that check what was sent
+                STATE.last_input = inp
         if not isinstance(inp, dict):
             f = [{"type": "required", "field": "", "description": "input is required"}]
             return self._problem(422, "- input is required\n", "Input validation failed",
@@ -873,6 +877,7 @@ class Handler(BaseHTTPRequestHandler):
                                       "sha256": f["sha256"], "expired": t >= f["expires"]}
                                 for fid, f in STATE.files.items()}
                 out["requests"] = list(STATE.requests)
+                out["last_input"] = STATE.last_input
                 out["mode"] = STATE.cfg["mode"]
             return self._send(200, out)
         return self._send(404, {"error": "unknown control route"})
