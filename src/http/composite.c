@@ -536,7 +536,7 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
     if (prc == 0) {
         prc = sc_compose_pil_opts(&c->scene, &c->product, &c->params, c->format, &c->copts, &out,
                                   &len, &keying, &err);
-        if (prc != 0 && err == (const char *)SC_PLACE_NEED_PIXELS) {
+        if (prc != 0 && err && strcmp(err, SC_PLACE_NEED_PIXELS) == 0) {
             what = "product"; /* not in the product cache: decode it now */
             t_dec = sc_clock_mono();
             dst = product_decode(c);

@@ -91,7 +91,8 @@ int sc_place_prepare(const sc_image_t *product, int scene_w, int scene_h,
 /* A product given by its header only (pixels NULL: its size and channels from
  * sc_codec_probe) is placed from the product cache when its layer is cached;
  * otherwise the placement fails with *err = SC_PLACE_NEED_PIXELS, nothing
- * done, and the caller decodes the product and calls again (issue 12: a cache
+ * done (compare with strcmp: literals are not merged across files), and the
+ * caller decodes the product and calls again (issue 12: a cache
  * hit does not decode the product). */
 #define SC_PLACE_NEED_PIXELS "the product must be decoded"
 int sc_place_prepare_opts(const sc_image_t *product, int scene_w, int scene_h,
