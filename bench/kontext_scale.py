@@ -3,6 +3,7 @@
 
     kontext_scale.py --port P --pid SERVER_PID --scene S.jpg --product P.png
                      [--n 1000] [--delay-s 5] [--fake-port F] [--ramp-s R]
+                     [--distinct-scenes | --distinct-pixels] [--stage NAME]
 
 Opens N connections to scenecomp (asyncio, one process, no thread per request),
 sends N POST /api/composite (format=jpeg, Accept: image/jpeg) at once (or, with
@@ -10,11 +11,32 @@ sends N POST /api/composite (format=jpeg, Accept: image/jpeg) at once (or, with
 still in flight together, but the server's own CPU work is not one burst queued
 on 2 cores), and reads every answer. client_max_inflight proves how many were
 in flight at the same time. Meanwhile samples the server's /proc/PID/status every 50 ms.
+
+--distinct-scenes makes every request's scene bytes unique without re-encoding: a
+JPEG COM segment carrying the request index goes right after SOI, so no cache keyed
+on the bytes (the Files API upload cache) can serve two requests. Only that small
+segment is per request; the large parts of the body are shared bytes objects.
+A server that decodes and re-encodes the scene before uploading it to the model
+produces the same bytes again (the COM segment does not survive), so
+--distinct-pixels goes further: before the clock starts it re-encodes the scene N
+times (Pillow, JPEG q90), each with the request index drawn in the top-left
+corner as 16 black/white 24x24 blocks (coarse enough to survive JPEG and a
+downscale): a different scene per request, as a real pipeline sees.
+
+The client is one asyncio process pushing N full uploads (431 MB for 1,000 x
+(1080p JPEG + 1000x1000 PNG)): it reports its own CPU time over the run and how
+long the writes took, so a reader can tell whether the client was the bottleneck.
 Prints one line:
 
   tool=scenecomp stage=kontext_N completed=… kontext=… fallback=… errors=…
     p50_ms=… p99_ms=… added_p50_ms=… added_p99_ms=… vmhwm_mib=… rss_idle_mib=…
-    threads_max=… threads_idle=… fake_max_inflight=…
+    threads_max=… threads_idle=… fake_max_inflight=… client_max_inflight=…
+    upload_mb=… client_cpu_s=… client_cpu_share=… sent_p50_ms=… sent_p99_ms=…
+    sent_max_ms=…
+
+sent_* = from a request's start until its last byte was handed to the kernel (the
+client's write queue plus the server reading it); client_cpu_share = the client's
+CPU seconds / wall seconds (1.0 = the client saturated one core).
 
 added = response time - the fake's delay (the time a request costs beyond the
 model itself). Exit status 1 when any request did not complete with method kontext.
@@ -23,27 +45,71 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import time
 import urllib.request
 
 BOUNDARY = "scenecompKontextScaleBoundary9f3a"
 
 
-def body(scene, product):
-    def part_file(name, path, mime):
-        with open(path, "rb") as f:
-            data = f.read()
+def body_parts(scene, product):
+    """(head, scene_bytes, tail): the multipart body is head + scene + tail."""
+    def part_head(name, path, mime):
         return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; '
                 f'filename="{os.path.basename(path)}"\r\nContent-Type: {mime}\r\n\r\n'
-                ).encode() + data + b"\r\n"
+                ).encode()
 
     def part_field(name, value):
         return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
                 f"{value}\r\n").encode()
 
-    return (part_file("scene", scene, "image/jpeg") + part_file("product", product, "image/png")
+    with open(scene, "rb") as f:
+        scene_data = f.read()
+    with open(product, "rb") as f:
+        product_data = f.read()
+    tail = (b"\r\n" + part_head("product", product, "image/png") + product_data + b"\r\n"
             + part_field("format", "jpeg") + part_field("prompt", "put the product on the table")
             + f"--{BOUNDARY}--\r\n".encode())
+    return part_head("scene", scene, "image/jpeg"), scene_data, tail
+
+
+def com_segment(i):
+    """A JPEG COM segment (FF FE, big-endian length including itself) naming request i."""
+    text = b"scenecomp bench request %08d" % i
+    return b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
+
+
+def distinct_pixel_scenes(path, n):
+    """n JPEG encodings of the scene at path, request i with its index in the corner."""
+    import io
+    from PIL import Image
+    im = Image.open(path).convert("RGB")
+    out = []
+    for i in range(n):
+        for bit in range(16):
+            v = 255 if (i >> bit) & 1 else 0
+            im.paste((v, v, v), (bit * 24, 0, bit * 24 + 24, 24))
+        b = io.BytesIO()
+        im.save(b, "JPEG", quality=90)
+        out.append(b.getvalue())
+    return out
+
+
+def request(port, head, scene, tail, i=None):
+    """The request as a list of bytes pieces; with i, the scene carries com_segment(i)
+    after SOI (the big pieces stay shared, only the small ones are per request)."""
+    if i is None:
+        scene_pieces = [scene]
+    else:
+        if scene[:2] != b"\xff\xd8":
+            raise SystemExit("--distinct-scenes needs a JPEG scene (no SOI marker)")
+        scene_pieces = [scene[:2], com_segment(i), memoryview(scene)[2:]]
+    n = len(head) + sum(len(x) for x in scene_pieces) + len(tail)
+    hdr = (f"POST /api/composite HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+           f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+           f"Accept: image/jpeg\r\nConnection: close\r\nContent-Length: {n}\r\n\r\n"
+           ).encode()
+    return [hdr, head] + scene_pieces + [tail]
 
 
 def status(pid):
@@ -61,7 +127,7 @@ def status(pid):
 INFLIGHT = {"now": 0, "max": 0}
 
 
-async def one(port, req, results, i, ready, go, ramp_s=0.0, n=1):
+async def one(port, req, results, sent, i, ready, go, ramp_s=0.0, n=1):
     try:
         r, w = await asyncio.open_connection("127.0.0.1", port)
     except OSError as e:
@@ -76,8 +142,9 @@ async def one(port, req, results, i, ready, go, ramp_s=0.0, n=1):
     INFLIGHT["now"] += 1
     INFLIGHT["max"] = max(INFLIGHT["max"], INFLIGHT["now"])
     try:
-        w.write(req)
+        w.writelines(req)
         await w.drain()
+        sent[i] = time.monotonic() - t0
         head = await r.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         code = int(lines[0].split()[1])
@@ -126,28 +193,41 @@ async def main():
     ap.add_argument("--delay-s", type=float, default=5.0)
     ap.add_argument("--fake-port", type=int, default=0)
     ap.add_argument("--ramp-s", type=float, default=0.0)
+    ap.add_argument("--distinct-scenes", action="store_true",
+                    help="a unique JPEG COM segment in every scene (defeats byte-keyed caches)")
+    ap.add_argument("--distinct-pixels", action="store_true",
+                    help="every scene re-encoded with its own pixels (defeats any cache)")
+    ap.add_argument("--stage", default="", help="stage name (default kontext_N[_rampRs])")
     a = ap.parse_args()
 
-    b = body(a.scene, a.product)
-    req = (f"POST /api/composite HTTP/1.1\r\nHost: 127.0.0.1:{a.port}\r\n"
-           f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-           f"Accept: image/jpeg\r\nConnection: close\r\nContent-Length: {len(b)}\r\n\r\n"
-           ).encode() + b
+    head, scene, tail = body_parts(a.scene, a.product)
+    if a.distinct_pixels:
+        reqs = [request(a.port, head, sc, tail) for sc in distinct_pixel_scenes(a.scene, a.n)]
+    elif a.distinct_scenes:
+        reqs = [request(a.port, head, scene, tail, i) for i in range(a.n)]
+    else:
+        reqs = [request(a.port, head, scene, tail)] * a.n
+    upload_bytes = sum(len(x) for r in reqs for x in r)
     idle = status(a.pid)
     acc = {}
     stop = asyncio.Event()
     samp = asyncio.create_task(sampler(a.pid, stop, acc))
     results = [None] * a.n
+    sent = [None] * a.n
     ready = asyncio.Semaphore(0)
     go = asyncio.Event()
-    tasks = [asyncio.create_task(one(a.port, req, results, i, ready, go, a.ramp_s, a.n))
+    tasks = [asyncio.create_task(one(a.port, reqs[i], results, sent, i, ready, go, a.ramp_s, a.n))
              for i in range(a.n)]
     for _ in range(a.n):  # every connection open before the first request is sent
         await ready.acquire()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     go.set()
     await asyncio.gather(*tasks)
     wall = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    sent_ms = [x * 1000 for x in sent if x is not None]
     await asyncio.sleep(0.1)
     stop.set()
     await samp
@@ -166,7 +246,7 @@ async def main():
     errs = [r for r in results if not (r and r[0] == 200)]
     lat = [r[2] * 1000 for r in ok]
     added = [x - a.delay_s * 1000 for x in lat]
-    stage = f"kontext_{a.n}" + (f"_ramp{a.ramp_s:g}s" if a.ramp_s else "")
+    stage = a.stage or (f"kontext_{a.n}" + (f"_ramp{a.ramp_s:g}s" if a.ramp_s else ""))
     print(f"tool=scenecomp stage={stage} completed={len(ok)} kontext={len(ok)} "
           f"fallback={len(fb)} errors={len(errs)} "
           f"p50_ms={pct(lat, 50):.1f} p99_ms={pct(lat, 99):.1f} max_ms={max(lat, default=0):.1f} "
@@ -174,7 +254,10 @@ async def main():
           f"wall_s={wall:.2f} vmhwm_mib={max(acc.get('hwm', 0), final['VmHWM']) / 2**20:.1f} "
           f"rss_idle_mib={idle['VmRSS'] / 2**20:.1f} threads_idle={idle['Threads']} "
           f"threads_max={acc.get('threads_max', 0)} fake_max_inflight={fake_max} "
-          f"client_max_inflight={INFLIGHT['max']}", flush=True)
+          f"client_max_inflight={INFLIGHT['max']} upload_mb={upload_bytes / 1e6:.1f} "
+          f"client_cpu_s={client_cpu:.2f} client_cpu_share={client_cpu / wall if wall else 0:.2f} "
+          f"sent_p50_ms={pct(sent_ms, 50):.1f} sent_p99_ms={pct(sent_ms, 99):.1f} "
+          f"sent_max_ms={max(sent_ms, default=0):.1f}", flush=True)
     if errs or fb:
         kinds = {}
         for r in errs + fb:

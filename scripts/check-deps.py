@@ -19,6 +19,11 @@ knows. A module that does not import and has no such declared package fails
 with a message saying so. A module imported by tests/ or scripts/ must be
 installed here (install-deps.sh ran first), or the check fails.
 
+pytest plugins are not imported but loaded by name: every distribution in
+pytest.ini's `required_plugins` (pytest itself refuses to run without them)
+must be installed, and its modules (its pytest11 entry points) must come from
+a declared package, as a tests/ import must.
+
 Ignored: the standard library (sys.stdlib_module_names), relative imports,
 and the repo's own modules (any *.py file name or folder holding *.py files).
 Only static `import` statements are seen, not __import__ or code in shell
@@ -26,6 +31,7 @@ heredocs. Stdlib only, so it runs before anything is installed.
 """
 import argparse
 import ast
+import importlib.metadata as md
 import importlib.util
 import os
 import re
@@ -183,6 +189,80 @@ def apt_knows(pkg):
     return rc == 0 and out.strip() != ""
 
 
+def required_plugins(ini):
+    """(distribution name, line) for each entry of [pytest] required_plugins."""
+    if not os.path.exists(ini):
+        return []
+    out, section, cont = [], None, False
+    with open(ini) as f:
+        for n, raw in enumerate(f, 1):
+            line = raw.split("#", 1)[0].split(";", 1)[0].rstrip()
+            m = re.match(r"\[(.*)\]$", line.strip())
+            if m:
+                section, cont = m.group(1).strip(), False
+                continue
+            if section != "pytest" or not line.strip():
+                continue
+            kv = re.match(r"(\w+)\s*=\s*(.*)$", line)
+            if kv and not raw[0].isspace():
+                cont = kv.group(1) == "required_plugins"
+                value = kv.group(2)
+            elif cont and raw[0].isspace():
+                value = line
+            else:
+                continue
+            if cont:
+                # "pytest-xdist>=3.0" -> pytest-xdist
+                out += [(re.split(r"[<>=!~\[ ]", v, 1)[0], n) for v in value.split() if v]
+    return out
+
+
+def plugin_modules(dist_name):
+    """The top-level modules of an installed pytest plugin distribution (its
+    pytest11 entry points, else its top_level.txt), or None if not installed."""
+    try:
+        dist = md.distribution(dist_name)
+    except md.PackageNotFoundError:
+        return None
+    mods = {ep.value.split(":")[0].split(".")[0] for ep in dist.entry_points
+            if ep.group == "pytest11"}
+    if not mods:
+        mods = set((dist.read_text("top_level.txt") or "").split())
+    return sorted(mods)
+
+
+def resolve(mod, where, top, allowed, listed, bench_closure, checked, problems):
+    """Checks that module mod comes from an allowed package; records the result."""
+    f = module_file(mod)
+    if f is None:
+        guesses = {"python3-" + mod.lower().replace("_", "-"), "python3-" + mod.lower()}
+        hit = sorted(g for g in guesses if g in listed and apt_knows(g))
+        if top == "bench" and hit:
+            checked[mod] = "%s (by name, not installed here)" % hit[0]
+            return
+        problems.append("%s: module not installed for %s, and no declared package "
+                        "%s provides it; add its Debian package to "
+                        "scripts/install-deps.sh%s" % (
+                            where, sys.executable, " or ".join(sorted(guesses)),
+                            " (bench-only list)" if top == "bench" else ""))
+        return
+    pkgs = owners(f)
+    if not pkgs:
+        problems.append("%s: %s belongs to no Debian package (installed by hand, "
+                        "e.g. pip?); install it from a package declared in "
+                        "scripts/install-deps.sh" % (where, f))
+        return
+    ok = [p for p in pkgs if p in allowed]
+    if not ok:
+        bench_only = top != "bench" and any(p in bench_closure for p in pkgs)
+        problems.append("%s: comes from %s, which scripts/install-deps.sh does not "
+                        "install (directly or as a dependency)%s" % (
+                            where, ", ".join(pkgs),
+                            " outside the bench-only list" if bench_only else ""))
+        return
+    checked[mod] = ok[0]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -210,34 +290,20 @@ def main():
                 if mod in std or mod in own:
                     continue
                 where = "%s:%d: import %s" % (rel, line, mod)
-                f = module_file(mod)
-                if f is None:
-                    guesses = {"python3-" + mod.lower().replace("_", "-"), "python3-" + mod.lower()}
-                    hit = sorted(g for g in guesses if g in listed and apt_knows(g))
-                    if top == "bench" and hit:
-                        checked[mod] = "%s (by name, not installed here)" % hit[0]
-                        continue
-                    problems.append("%s: module not installed for %s, and no declared package "
-                                    "%s provides it; add its Debian package to "
-                                    "scripts/install-deps.sh%s" % (
-                                        where, sys.executable, " or ".join(sorted(guesses)),
-                                        " (bench-only list)" if top == "bench" else ""))
-                    continue
-                pkgs = owners(f)
-                if not pkgs:
-                    problems.append("%s: %s belongs to no Debian package (installed by hand, "
-                                    "e.g. pip?); install it from a package declared in "
-                                    "scripts/install-deps.sh" % (where, f))
-                    continue
-                ok = [p for p in pkgs if p in allowed]
-                if not ok:
-                    bench_only = top != "bench" and any(p in bench_closure for p in pkgs)
-                    problems.append("%s: comes from %s, which scripts/install-deps.sh does not "
-                                    "install (directly or as a dependency)%s" % (
-                                        where, ", ".join(pkgs),
-                                        " outside the bench-only list" if bench_only else ""))
-                    continue
-                checked[mod] = ok[0]
+                resolve(mod, where, top, allowed, listed, bench_closure, checked, problems)
+    # pytest plugins are loaded by name, not imported: pytest.ini's
+    # required_plugins (distribution names) are resolved through their modules.
+    for dist_name, line in required_plugins(os.path.join(root, "pytest.ini")):
+        where = "pytest.ini:%d: required_plugins %s" % (line, dist_name)
+        mods = plugin_modules(dist_name)
+        if mods is None:
+            problems.append("%s: not installed for %s; add its Debian package (e.g. "
+                            "python3-%s) to scripts/install-deps.sh" % (
+                                where, sys.executable, dist_name.lower().replace("_", "-")))
+            continue
+        for mod in mods:
+            resolve(mod, where, "tests", base_closure, set(base), bench_closure,
+                    checked, problems)
     for mod in sorted(checked):
         print("check-deps: %-10s <- %s" % (mod, checked[mod]))
     for p in problems:

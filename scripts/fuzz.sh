@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (tests/fuzz/*_fuzz.c, clang, -DSC_FUZZ=ON) and
-# runs each for SECONDS (default FUZZ_SECONDS or 180).
+# runs each for SECONDS (default FUZZ_SECONDS or 180), FUZZ_JOBS (default nproc)
+# targets at a time.
 #   ./scripts/fuzz.sh [SECONDS] [name ...]     e.g. ./scripts/fuzz.sh 600 policy_load_fuzz
 # Corpus: FUZZ_CORPUS_DIR/<name> (default fuzz-corpus/, ignored by git), kept
 # between runs and seeded from tests/fuzz/seeds/<name>/ plus the example files
@@ -37,14 +38,28 @@ seeds_for() {
 }
 
 mkdir -p "$CORPUS/artifacts"
-failed=()
+# Each target is single-threaded: FUZZ_JOBS (default nproc) of them run at once,
+# each for its full SECONDS; the reports are printed in order afterwards.
+JOBS=${FUZZ_JOBS:-$(nproc)}
+run_one() { # name: fuzzes it, writes $CORPUS/<name>.log and .status
+  local n=$1
+  "$BUILD_DIR/$n" -max_total_time="$SECONDS_EACH" -timeout="$TIMEOUT" -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$CORPUS/artifacts/$n-" "$CORPUS/$n" \
+    >"$CORPUS/$n.log" 2>&1
+  echo $? >"$CORPUS/$n.status"
+}
 for n in "${names[@]}"; do
   mkdir -p "$CORPUS/$n"
+  rm -f "$CORPUS/$n.status"
   seeds_for "$n" | while read -r s; do cp -n "$s" "$CORPUS/$n/" 2>/dev/null; done
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+  run_one "$n" &
+done
+wait
+failed=()
+for n in "${names[@]}"; do
   echo "--- $n: ${SECONDS_EACH}s, corpus $CORPUS/$n ($(ls "$CORPUS/$n" | wc -l) files)"
-  if "$BUILD_DIR/$n" -max_total_time="$SECONDS_EACH" -timeout="$TIMEOUT" -rss_limit_mb=2048 \
-       -print_final_stats=1 -artifact_prefix="$CORPUS/artifacts/$n-" "$CORPUS/$n" \
-       >"$CORPUS/$n.log" 2>&1; then
+  if [ "$(cat "$CORPUS/$n.status" 2>/dev/null)" = 0 ]; then
     grep -E '^stat::number_of_executed_units|^stat::new_units_added' "$CORPUS/$n.log" | tr '\n' ' '
     echo
   else

@@ -9,6 +9,8 @@ PKGS=(
   libmicrohttpd-dev libcurl4-openssl-dev libstb-dev
   libdeflate-dev libturbojpeg0-dev libcjson-dev liblcms2-dev
   python3 python3-pytest python3-pil python3-requests curl clang-format
+  # test.sh runs the integration suites in parallel (pytest -n); see pytest.ini.
+  python3-pytest-xdist
   # Fleet (LIMITS_STORE=redis) and its tests: hiredis, a real redis-server, nginx in front.
   libhiredis-dev redis-server nginx-light
   # Webhook signatures (HMAC-SHA256).

@@ -1,33 +1,21 @@
 /* ICC profile carry-over (icc.h). */
 #include "image/icc.h"
 
+#include "image/png.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include <lcms2.h>
 #include <libdeflate.h>
 
-static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 static const char icc_tag[12] = "ICC_PROFILE"; /* with its NUL */
-
-static uint32_t be32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
 
 static int png_extract(const uint8_t *d, size_t len, uint8_t **out, size_t *out_len)
 {
     size_t pos = 8;
     while (pos + 12 <= len) {
-        uint32_t clen = be32(d + pos);
+        uint32_t clen = sc_png_be32(d + pos);
         if (clen > len - pos - 12)
             return 0;
         const uint8_t *type = d + pos + 4, *body = d + pos + 8;
@@ -135,7 +123,7 @@ int sc_icc_extract(const uint8_t *data, size_t len, uint8_t **out, size_t *out_l
     *out_len = 0;
     if (!data)
         return 0;
-    if (len >= 8 + 25 && memcmp(data, png_sig, 8) == 0)
+    if (len >= 8 + 25 && memcmp(data, sc_png_sig, 8) == 0)
         return png_extract(data, len, out, out_len);
     if (len >= 4 && data[0] == 0xFF && data[1] == 0xD8)
         return jpeg_extract(data, len, out, out_len);
@@ -148,7 +136,7 @@ int sc_icc_png_embed(const uint8_t *png, size_t len, const uint8_t *icc, size_t 
     *out = NULL;
     *out_len = 0;
     const size_t ihdr_end = 8 + 25;
-    if (len < ihdr_end || memcmp(png, png_sig, 8) != 0 || memcmp(png + 12, "IHDR", 4) != 0 ||
+    if (len < ihdr_end || memcmp(png, sc_png_sig, 8) != 0 || memcmp(png + 12, "IHDR", 4) != 0 ||
         !icc || icc_len == 0 || icc_len > SC_ICC_MAX_BYTES)
         return -1;
     struct libdeflate_compressor *c = libdeflate_alloc_compressor(6);
@@ -162,19 +150,18 @@ int sc_icc_png_embed(const uint8_t *png, size_t len, const uint8_t *icc, size_t 
         return -1;
     }
     memcpy(res, png, ihdr_end);
-    uint8_t *ch = res + ihdr_end;
-    memcpy(ch + 4, "iCCP", 4);
-    memcpy(ch + 8, name, sizeof name);
-    ch[8 + sizeof name] = 0;
-    size_t z = libdeflate_zlib_compress(c, icc, icc_len, ch + 8 + head, bound);
+    uint8_t *body = res + ihdr_end + 8;
+    memcpy(body, name, sizeof name);
+    body[sizeof name] = 0;
+    size_t z = libdeflate_zlib_compress(c, icc, icc_len, body + head, bound);
     libdeflate_free_compressor(c);
     if (z == 0) {
         free(res);
         return -1;
     }
     uint32_t clen = (uint32_t)(head + z);
-    put_be32(ch, clen);
-    put_be32(ch + 8 + clen, libdeflate_crc32(0, ch + 4, (size_t)clen + 4));
+    sc_png_put_chunk_header(res + ihdr_end, clen, "iCCP");
+    sc_png_put_chunk_crc(body, clen);
     size_t at = ihdr_end + 12 + clen;
     memcpy(res + at, png + ihdr_end, len - ihdr_end);
     *out = res;

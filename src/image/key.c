@@ -69,6 +69,52 @@ static int border_step(int y, int w, int h)
     return (y == 0 || y == h - 1) ? 1 : (w > 1 ? w - 1 : 1);
 }
 
+/* The 4-neighbours of pixel i in a w-wide image of n pixels; returns how many. */
+static inline int neighbours(uint32_t i, uint32_t w, size_t n, uint32_t nb[4])
+{
+    uint32_t x = i % w;
+    int k = 0;
+    if (x > 0)
+        nb[k++] = i - 1;
+    if (x + 1 < w)
+        nb[k++] = i + 1;
+    if (i >= w)
+        nb[k++] = i - w;
+    if ((size_t)i + w < n)
+        nb[k++] = i + w;
+    return k;
+}
+
+/* Breadth-first fill of the product-labelled pixels 4-connected to
+ * queue[qh..qt): a pixel within maxd of the backdrop takes label; with shadow
+ * set, one that is a shade of the backdrop (raw and its 3x3 mean sh pale
+ * enough) changing gently from its neighbour takes L_SHADOW. Both go on the
+ * queue; returns its new end. */
+static inline size_t flood(uint8_t *lab, const uint8_t *dmap, const uint8_t *raw, const uint8_t *sh,
+                           uint32_t *queue, size_t qh, size_t qt, uint32_t w, size_t n, int maxd,
+                           uint8_t label, int shadow)
+{
+    while (qh < qt) {
+        uint32_t i = queue[qh++];
+        uint32_t nb[4];
+        int k = neighbours(i, w, n, nb);
+        for (int t = 0; t < k; t++) {
+            uint32_t j = nb[t];
+            if (lab[j] != L_PRODUCT)
+                continue;
+            if (dmap[j] <= maxd) {
+                lab[j] = label;
+                queue[qt++] = j;
+            } else if (shadow && raw[j] >= SHADOW_MIN_S && sh[j] >= SHADOW_MIN_S &&
+                       abs((int)sh[j] - (int)sh[i]) <= SHADOW_STEP) {
+                lab[j] = L_SHADOW;
+                queue[qt++] = j;
+            }
+        }
+    }
+    return qt;
+}
+
 /* The backdrop colour, or 0 when the border is not usable. */
 static int find_backdrop(const uint8_t *px, int w, int h, int ch, uint8_t bgc[3])
 {
@@ -149,7 +195,7 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
         }
 
     /* 1. the backdrop (and its soft shadow), filled from the border */
-    size_t qh = 0, qt = 0;
+    size_t qt = 0;
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x += border_step(y, w, h)) {
             size_t i = (size_t)y * (size_t)w + (size_t)x;
@@ -158,35 +204,7 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
                 queue[qt++] = (uint32_t)i;
             }
         }
-    while (qh < qt) {
-        uint32_t i = queue[qh++];
-        uint32_t x = i % (uint32_t)w;
-        uint32_t nb[4];
-        int k = 0;
-        if (x > 0)
-            nb[k++] = i - 1;
-        if (x + 1 < (uint32_t)w)
-            nb[k++] = i + 1;
-        if (i >= (uint32_t)w)
-            nb[k++] = i - (uint32_t)w;
-        if ((size_t)i + (size_t)w < n)
-            nb[k++] = i + (uint32_t)w;
-        for (int t = 0; t < k; t++) {
-            uint32_t j = nb[t];
-            if (lab[j] != L_PRODUCT)
-                continue;
-            if (dmap[j] <= SC_KEY_LO) {
-                lab[j] = L_BACK;
-                queue[qt++] = j;
-                continue;
-            }
-            if (raw[j] >= SHADOW_MIN_S && sh[j] >= SHADOW_MIN_S &&
-                abs((int)sh[j] - (int)sh[i]) <= SHADOW_STEP) {
-                lab[j] = L_SHADOW;
-                queue[qt++] = j;
-            }
-        }
-    }
+    flood(lab, dmap, raw, sh, queue, 0, qt, (uint32_t)w, n, SC_KEY_LO, L_BACK, 1);
 
     /* 2. holes: enclosed near-backdrop regions large enough not to be a highlight */
     size_t min_area = n / SC_KEY_HOLE_MIN_FRAC;
@@ -195,30 +213,10 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
     for (size_t s0 = 0; s0 < n; s0++) {
         if (lab[s0] != L_PRODUCT || dmap[s0] > SC_KEY_HOLE_DIST)
             continue;
-        qh = qt = 0;
+        qt = 0;
         lab[s0] = L_CAND;
         queue[qt++] = (uint32_t)s0;
-        while (qh < qt) {
-            uint32_t i = queue[qh++];
-            uint32_t x = i % (uint32_t)w;
-            uint32_t nb[4];
-            int k = 0;
-            if (x > 0)
-                nb[k++] = i - 1;
-            if (x + 1 < (uint32_t)w)
-                nb[k++] = i + 1;
-            if (i >= (uint32_t)w)
-                nb[k++] = i - (uint32_t)w;
-            if ((size_t)i + (size_t)w < n)
-                nb[k++] = i + (uint32_t)w;
-            for (int t = 0; t < k; t++) {
-                uint32_t j = nb[t];
-                if (lab[j] == L_PRODUCT && dmap[j] <= SC_KEY_HOLE_DIST) {
-                    lab[j] = L_CAND;
-                    queue[qt++] = j;
-                }
-            }
-        }
+        qt = flood(lab, dmap, raw, sh, queue, 0, qt, (uint32_t)w, n, SC_KEY_HOLE_DIST, L_CAND, 0);
         /* L_CAND marks a small component for good: a highlight (relabelled
          * product below) */
         if (qt < min_area) {
@@ -228,28 +226,7 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
          * (the component itself only took the stricter HOLE_DIST) */
         for (size_t q = 0; q < qt; q++)
             lab[queue[q]] = L_BACK;
-        qh = 0;
-        while (qh < qt) {
-            uint32_t i = queue[qh++];
-            uint32_t x = i % (uint32_t)w;
-            uint32_t nb[4];
-            int k = 0;
-            if (x > 0)
-                nb[k++] = i - 1;
-            if (x + 1 < (uint32_t)w)
-                nb[k++] = i + 1;
-            if (i >= (uint32_t)w)
-                nb[k++] = i - (uint32_t)w;
-            if ((size_t)i + (size_t)w < n)
-                nb[k++] = i + (uint32_t)w;
-            for (int t = 0; t < k; t++) {
-                uint32_t j = nb[t];
-                if (lab[j] == L_PRODUCT && dmap[j] <= SC_KEY_LO) {
-                    lab[j] = L_BACK;
-                    queue[qt++] = j;
-                }
-            }
-        }
+        flood(lab, dmap, raw, sh, queue, 0, qt, (uint32_t)w, n, SC_KEY_LO, L_BACK, 0);
     }
     for (size_t i = 0; i < n; i++)
         if (lab[i] == L_CAND)
@@ -263,18 +240,9 @@ int sc_key_background_opts(const sc_image_t *src, const sc_key_opts_t *opts, sc_
         for (size_t i = 0; i < n; i++) {
             if (lab[i] != L_PRODUCT || (pass >= SC_KEY_BAND && dmap[i] >= SC_KEY_HI))
                 continue;
-            size_t x = i % (size_t)w;
             int near = 0;
-            size_t nb[4];
-            int k = 0;
-            if (x > 0)
-                nb[k++] = i - 1;
-            if (x + 1 < (size_t)w)
-                nb[k++] = i + 1;
-            if (i >= (size_t)w)
-                nb[k++] = i - (size_t)w;
-            if (i + (size_t)w < n)
-                nb[k++] = i + (size_t)w;
+            uint32_t nb[4];
+            int k = neighbours((uint32_t)i, (uint32_t)w, n, nb);
             for (int t = 0; t < k && !near; t++) {
                 uint8_t l = lab[nb[t]];
                 near = pass == 0 ? (l == L_BACK || l == L_SHADOW) : (l == L_BAND || l == L_BAND0);

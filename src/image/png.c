@@ -11,19 +11,32 @@
 
 #include <libdeflate.h>
 
-static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+const uint8_t sc_png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
-static uint32_t be32(const uint8_t *p)
+uint32_t sc_png_be32(const uint8_t *p)
 {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-static void put_be32(uint8_t *p, uint32_t v)
+void sc_png_put_be32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
     p[1] = (uint8_t)(v >> 16);
     p[2] = (uint8_t)(v >> 8);
     p[3] = (uint8_t)v;
+}
+
+uint8_t *sc_png_put_chunk_header(uint8_t *p, uint32_t len, const char *type)
+{
+    sc_png_put_be32(p, len);
+    memcpy(p + 4, type, 4);
+    return p + 8;
+}
+
+uint8_t *sc_png_put_chunk_crc(uint8_t *data, uint32_t len)
+{
+    sc_png_put_be32(data + len, libdeflate_crc32(0, data - 4, (size_t)len + 4));
+    return data + len + 4;
 }
 
 static int paeth(int a, int b, int c)
@@ -182,11 +195,11 @@ int sc_png_decode_fast(const uint8_t *data, size_t len, sc_image_t *out)
     struct libdeflate_decompressor *d = NULL;
     int rc = 1;
 
-    if (len < 8 + 25 || memcmp(data, png_sig, 8) != 0)
+    if (len < 8 + 25 || memcmp(data, sc_png_sig, 8) != 0)
         return 1;
-    if (be32(data + 8) != 13 || memcmp(data + 12, "IHDR", 4) != 0)
+    if (sc_png_be32(data + 8) != 13 || memcmp(data + 12, "IHDR", 4) != 0)
         return 1;
-    uint32_t w = be32(data + 16), h = be32(data + 20);
+    uint32_t w = sc_png_be32(data + 16), h = sc_png_be32(data + 20);
     int depth = data[24], ct = data[25];
     if (w == 0 || h == 0 || w > 0x7fffffff || h > 0x7fffffff || depth != 8 ||
         (ct != 2 && ct != 6) || data[26] != 0 || data[27] != 0 || data[28] != 0)
@@ -197,7 +210,7 @@ int sc_png_decode_fast(const uint8_t *data, size_t len, sc_image_t *out)
     const uint8_t *first_idat = NULL;
     size_t idat_len = 0, idat_chunks = 0, pos = 8 + 25;
     while (pos + 12 <= len) {
-        uint32_t clen = be32(data + pos);
+        uint32_t clen = sc_png_be32(data + pos);
         if (clen > 0x7fffffff || clen > len - pos - 12)
             return 1;
         const uint8_t *type = data + pos + 4;
@@ -225,7 +238,7 @@ int sc_png_decode_fast(const uint8_t *data, size_t len, sc_image_t *out)
         }
         size_t off = 0;
         for (pos = 8 + 25; pos + 12 <= len;) {
-            uint32_t clen = be32(data + pos);
+            uint32_t clen = sc_png_be32(data + pos);
             if (memcmp(data + pos + 4, "IDAT", 4) == 0) {
                 memcpy(idat_copy + off, data + pos + 8, clen);
                 off += clen;
@@ -395,20 +408,6 @@ int sc_png_filter_row(const uint8_t *cur, const uint8_t *prev, size_t n, int bpp
 
 /* ==== Encoding ==== */
 
-static uint8_t *put_chunk_header(uint8_t *p, uint32_t len, const char *type)
-{
-    put_be32(p, len);
-    memcpy(p + 4, type, 4);
-    return p + 8;
-}
-
-/* Appends the CRC of type+data (the 4 bytes before data and len bytes of it). */
-static uint8_t *put_chunk_crc(uint8_t *data, uint32_t len)
-{
-    put_be32(data + len, libdeflate_crc32(0, data - 4, (size_t)len + 4));
-    return data + len + 4;
-}
-
 /* One horizontal band of the image: filter rows [y0, y1) into filt, then
  * (level 0) compress them as an independent deflate segment. */
 typedef struct {
@@ -546,7 +545,7 @@ int sc_png_encode_threads(const sc_image_t *img, int level, int threads, uint8_t
             off += bands[i].zlen;
         }
         zlen = off + 4;
-        put_be32(z + zlen - 4, libdeflate_adler32(1, filt, filt_len));
+        sc_png_put_be32(z + zlen - 4, libdeflate_adler32(1, filt, filt_len));
     } else {
         band_t all = {img, filt, 0, h, 1, NULL, 0, 0};
         filter_band(&all);
@@ -564,18 +563,18 @@ int sc_png_encode_threads(const sc_image_t *img, int level, int threads, uint8_t
     if (zlen > 0x7fffffff)
         goto cleanup;
     uint8_t *p = png;
-    memcpy(p, png_sig, 8);
-    p = put_chunk_header(p + 8, 13, "IHDR");
-    put_be32(p, (uint32_t)img->width);
-    put_be32(p + 4, (uint32_t)img->height);
+    memcpy(p, sc_png_sig, 8);
+    p = sc_png_put_chunk_header(p + 8, 13, "IHDR");
+    sc_png_put_be32(p, (uint32_t)img->width);
+    sc_png_put_be32(p + 4, (uint32_t)img->height);
     p[8] = 8;
     p[9] = bpp == 4 ? 6 : 2;
     p[10] = p[11] = p[12] = 0;
-    p = put_chunk_crc(p, 13);
-    p = put_chunk_header(p, (uint32_t)zlen, "IDAT");
-    p = put_chunk_crc(p, (uint32_t)zlen);
-    p = put_chunk_header(p, 0, "IEND");
-    p = put_chunk_crc(p, 0);
+    p = sc_png_put_chunk_crc(p, 13);
+    p = sc_png_put_chunk_header(p, (uint32_t)zlen, "IDAT");
+    p = sc_png_put_chunk_crc(p, (uint32_t)zlen);
+    p = sc_png_put_chunk_header(p, 0, "IEND");
+    p = sc_png_put_chunk_crc(p, 0);
     *out_len = (size_t)(p - png);
     *out = png;
     png = NULL;

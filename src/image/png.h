@@ -41,4 +41,15 @@ int sc_png_unfilter_row(int type, uint8_t *dst, const uint8_t *src, const uint8_
 int sc_png_filter_row(const uint8_t *cur, const uint8_t *prev, size_t n, int bpp, uint8_t *out,
                       uint8_t *scratch, sc_simd_level_t lvl);
 
+/* PNG's byte layout, shared with icc.c (which reads and writes iCCP chunks):
+ * the signature, big-endian 32-bit fields, and a chunk's framing. */
+extern const uint8_t sc_png_sig[8];
+uint32_t sc_png_be32(const uint8_t *p);
+void sc_png_put_be32(uint8_t *p, uint32_t v);
+/* Writes a chunk's length and 4-byte type at p; returns where its data goes. */
+uint8_t *sc_png_put_chunk_header(uint8_t *p, uint32_t len, const char *type);
+/* Appends the CRC of type+data (the 4 bytes before data and len bytes of it);
+ * returns the end of the chunk. */
+uint8_t *sc_png_put_chunk_crc(uint8_t *data, uint32_t len);
+
 #endif

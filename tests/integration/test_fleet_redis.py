@@ -145,10 +145,13 @@ def test_storm_day_cap_exact_and_fleet_views(server, fake, redis_server):
     assert any(b["fallback_reason"] == "daily_limit" for _, b in results)
 
     # GET /api/admin/fleet: every instance, from its heartbeat
-    def all_three():  # (a heartbeat sent while the policy loaded shows version 0)
+    def all_three():  # (a heartbeat sent while the policy loaded shows version 0,
+        # one sent while the storm's last request was in flight shows it: under
+        # load the next heartbeat may lag the answers)
         body = admin(fleet[0], "/api/admin/fleet").json()
         return (len(body["instances"]) == 3
-                and all(i["policy_version"] >= 1 for i in body["instances"]) and body)
+                and all(i["policy_version"] >= 1 and i["in_flight"] == 0
+                        for i in body["instances"]) and body)
     body = eventually(all_three)
     assert body, admin(fleet[0], "/api/admin/fleet").json()
     assert sorted(i["id"] for i in body["instances"]) == ["inst-0", "inst-1", "inst-2"]

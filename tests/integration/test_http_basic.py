@@ -97,8 +97,10 @@ def test_saved_image_served_with_same_bytes(server):
 def test_keep_alive(server):
     """Body-less requests keep the connection open (no 'Connection: close')."""
     srv = server()
-    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
-        f = s.makefile("rb")
+    # The file from makefile() holds the socket open until it is closed too:
+    # left open, the server's shutdown waits on this idle connection (~5 s).
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s, \
+            s.makefile("rb") as f:
         for _ in range(3):
             s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
             status = f.readline()

@@ -10,6 +10,7 @@ import os
 import random
 import re
 import subprocess
+import sys
 import threading
 import time
 
@@ -17,6 +18,9 @@ import requests
 from PIL import Image
 
 from conftest import encode, gradient_scene, post_composite, sample_product
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+import outage_drill  # noqa: E402  (bench/outage_drill.py: the drill bench.sh runs at full length)
 
 TOKEN = "r8_outageSecret_77f0a1"
 SANITIZED = os.environ.get("SC_SANITIZED") == "1"
@@ -276,73 +280,44 @@ def test_pacing_off_by_policy(server, fake):
 
 # ==== outage drill ====
 
-def p99(values):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(math.ceil(0.99 * len(v))) - 1)] if v else float("nan")
-
-
 def test_outage_drill(server, fake):
     """The fake fails 100 % (HTTP 500 everywhere) for OUTAGE_S, then recovers.
     No request fails; once the breaker opened, client latency stays small; after
-    recovery the breaker closes and requests use Kontext again."""
-    OUTAGE_S, AFTER_S, CLIENTS = 15.0, 10.0, 4
-    fake.configure(mode="ok", delay_ms=100)
+    recovery the breaker closes and requests use Kontext again. The drill itself is
+    bench/outage_drill.py (scripts/bench.sh runs it at full length);
+    SC_DRILL_OUTAGE_S lengthens it here (default 15 s)."""
+    outage_s = float(os.environ.get("SC_DRILL_OUTAGE_S", "15"))
+    clients = 4
+    ok = {"mode": "ok", "delay_ms": 100}
+    fake.configure(**ok)
     srv = server(env_for(fake, KONTEXT_TIMEOUT_SECONDS=3, HTTP_THREADS=8),
                  files={"lua/policy.lua": policy(
                      failure_rate=0.5, min_calls=5, window_seconds=10, open_seconds=2,
                      half_open_calls=1)})
     assert compose(srv)["method"] == "kontext"
-    records = []  # (t_start, latency, status, method, reason)
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def client():
-        while not stop.is_set():
-            t = time.time()
-            r = post_composite(srv.base, SCENE, PRODUCT, timeout=60)
-            lat = time.time() - t
-            body = r.json() if r.status_code == 200 else {}
-            with lock:
-                records.append((t, lat, r.status_code, body.get("method"),
-                                body.get("fallback_reason")))
-
-    t_outage = time.time()
-    fake.configure(mode="http500", http500_target="all", http500_count=-1)
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
-    for th in threads:
-        th.start()
-    time.sleep(OUTAGE_S)
-    t_recover = time.time()
-    fake.configure(mode="ok", delay_ms=100)
-    time.sleep(AFTER_S)
-    stop.set()
-    for th in threads:
-        th.join(60)
-
-    assert all(r[2] == 200 for r in records), [r for r in records if r[2] != 200][:5]
-    opened = [r[0] + r[1] for r in records if r[4] == "circuit_open"]
-    assert opened, "the breaker never opened"
-    t_open = min(opened)  # the first circuit_open answer
-    during = [r for r in records if t_open <= r[0] < t_recover]
-    before_open = [r for r in records if t_outage <= r[0] < t_open]
-    after = [r for r in records if r[0] >= t_recover]
-    lat_during = [r[1] for r in during]
-    shed = sum(1 for r in during if r[4] == "circuit_open")
-    print("\ndrill: %d requests; before open: %d (p99 %.3fs); open..recovery: %d "
-          "(p99 %.3fs, max %.3fs, circuit_open %d); after recovery: %d (p99 %.3fs, kontext %d); "
-          "breaker opened %.2fs into the outage"
-          % (len(records), len(before_open), p99([r[1] for r in before_open]), len(during),
-             p99(lat_during), max(lat_during), shed, len(after), p99([r[1] for r in after]),
-             sum(1 for r in after if r[3] == "kontext"), t_open - t_outage))
-    assert shed >= len(during) * 0.8, (shed, len(during))
-    assert p99(lat_during) < (3.0 if SANITIZED else 1.0), sorted(lat_during)[-5:]
+    d = outage_drill.run(srv.base, fake.root_url, SCENE, PRODUCT, outage_s=outage_s,
+                         after_s=10.0, clients=clients, ok_config=ok)
+    # Open means no upstream wait: well under KONTEXT_TIMEOUT_SECONDS (3). The
+    # 1 s bound holds on an idle machine; sanitized builds and the parallel
+    # suite (pytest -n, CPU shared with other workers) get the 3 s bound.
+    loaded = SANITIZED or os.environ.get("PYTEST_XDIST_WORKER")
+    open_p99_s = 3.0 if loaded else 1.0
+    print("\n" + d.line(open_p99_s))
+    assert not d.failed, d.failed[:5]
+    assert d.t_open is not None, "the breaker never opened"
+    assert d.during, "no request while the breaker was open"
+    assert d.shed >= len(d.during) * 0.8, (d.shed, len(d.during))
+    lat_during = [r[1] for r in d.during]
+    assert outage_drill.p99(lat_during) < open_p99_s, sorted(lat_during)[-5:]
     # recovered: the breaker closed and the last requests went to Kontext
-    wait_for(lambda: metrics(srv)["breaker"]["state"] == "closed", timeout=10)
-    tail = sorted(after)[-CLIENTS * 2:]
-    assert all(r[3] == "kontext" for r in tail), tail
+    assert d.final_state == "closed", d.states[-5:]
+    assert d.tail_kontext(), d.after[-clients * 2:]
+    assert d.met(open_p99_s)
     assert "[Breaker] closed" in srv.log_text()
     m = metrics(srv)
-    assert m["fallback_reasons"]["circuit_open"] == sum(1 for r in records if r[4] == "circuit_open")
+    assert m["breaker"]["state"] == "closed"
+    assert m["fallback_reasons"]["circuit_open"] == sum(
+        1 for r in d.records if r[4] == "circuit_open")
 
 
 # ==== Files API ====

@@ -100,3 +100,24 @@ def test_bench_list_counts_for_bench_only(tmp_path):
     make_tree(tmp_path / "none", [], files={"bench/app.py": "import fastapi\n"})
     rc, out = check(tmp_path / "none")
     assert rc == 1 and "import fastapi" in out, out
+
+
+def test_required_pytest_plugin_must_be_declared(tmp_path):
+    # test.sh's -n comes from pytest-xdist, which no file imports: pytest.ini
+    # names it and its package must be declared like an import's.
+    ini = "[pytest]\n# a comment\nrequired_plugins =\n    pytest-xdist>=3.0\n"
+    make_tree(tmp_path / "no", [], files={"pytest.ini": ini, "tests/t.py": "import pytest\n"})
+    rc, out = check(tmp_path / "no")
+    assert rc == 1, out
+    assert "pytest.ini:4: required_plugins pytest-xdist" in out, out
+    assert "python3-pytest-xdist" in out, out
+    make_tree(tmp_path / "yes", ["python3-pytest-xdist"], files={"pytest.ini": ini})
+    rc, out = check(tmp_path / "yes")
+    assert rc == 0, out
+    assert "xdist" in out and "python3-pytest-xdist" in out, out
+
+
+def test_required_pytest_plugin_not_installed_fails(tmp_path):
+    make_tree(tmp_path, [], files={"pytest.ini": "[pytest]\nrequired_plugins = pytest-nosuch-sc\n"})
+    rc, out = check(tmp_path)
+    assert rc == 1 and "required_plugins pytest-nosuch-sc: not installed" in out, out

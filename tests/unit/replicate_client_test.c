@@ -4,18 +4,14 @@
  * confirming what went over the wire. Runs from the repo root (ctest sets it). */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -23,6 +19,7 @@
 #include "core/config.h"
 #include "core/fsutil.h"
 #include "core/log.h"
+#include "fake_replicate.h"
 #include "image/codec.h"
 #include "replicate/base64.h"
 #include "replicate/client.h"
@@ -32,102 +29,11 @@
 #define KONTEXT "flux-kontext-apps/multi-image-kontext-pro"
 #define SCHNELL "black-forest-labs/flux-schnell"
 
-static pid_t g_fake_pid = -1;
-static int g_port;
-static char g_root[64];
 static sc_config_t g_cfg;
-
-/* ==== The fake ==== */
-
-static int fake_start(void)
-{
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execl("/usr/bin/python3", "python3", "tests/fake/fake_replicate.py", "--port", "0",
-              "--token", TOKEN, "--quiet", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    g_fake_pid = pid;
-    FILE *f = fdopen(fds[0], "r");
-    char line[128] = "";
-    if (!f || !fgets(line, sizeof line, f)) {
-        if (f)
-            fclose(f);
-        return -1;
-    }
-    fclose(f);
-    if (sscanf(line, "READY port=%d", &g_port) != 1)
-        return -1;
-    snprintf(g_root, sizeof g_root, "http://127.0.0.1:%d", g_port);
-    return 0;
-}
-
-static void fake_stop(void)
-{
-    if (g_fake_pid > 0) {
-        kill(g_fake_pid, SIGTERM);
-        waitpid(g_fake_pid, NULL, 0);
-        g_fake_pid = -1;
-    }
-}
-
-static size_t collect(char *p, size_t s, size_t n, void *ud)
-{
-    return sc_buf_append(ud, p, s * n) == 0 ? s * n : 0;
-}
-
-/* Control API call; returns the parsed JSON answer (caller deletes) or NULL. */
-static cJSON *control(const char *method, const char *path, const char *body)
-{
-    char url[128];
-    snprintf(url, sizeof url, "%s%s", g_root, path);
-    CURL *e = curl_easy_init();
-    sc_buf_t b = SC_BUF_INIT;
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT, 10L);
-    if (strcmp(method, "POST") == 0)
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
-    CURLcode rc = curl_easy_perform(e);
-    long http = 0;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &http);
-    curl_easy_cleanup(e);
-    cJSON *j = (rc == CURLE_OK && http == 200) ? cJSON_Parse(b.data ? b.data : "") : NULL;
-    if (!j)
-        fprintf(stderr, "control %s %s failed: %d %ld %s\n", method, path, rc, http,
-                b.data ? b.data : "");
-    sc_buf_free(&b);
-    return j;
-}
 
 static void configure(const char *json)
 {
-    cJSON *r = control("POST", "/_control/reset", NULL);
-    CHECK(r != NULL);
-    cJSON_Delete(r);
-    r = control("POST", "/_control/config", json);
-    CHECK(r != NULL);
-    cJSON_Delete(r);
-}
-
-static int stat_int(const char *key)
-{
-    cJSON *s = control("GET", "/_control/stats", NULL);
-    cJSON *v = cJSON_GetObjectItemCaseSensitive(s, key);
-    int n = cJSON_IsNumber(v) ? v->valueint : -1;
-    cJSON_Delete(s);
-    return n;
+    CHECK_EQ_INT(test_fake_configure(json), 0);
 }
 
 /* ==== Running jobs ==== */
@@ -256,9 +162,9 @@ static void test_success(void)
     CHECK_EQ_INT(info.format, SC_FMT_PNG);
     CHECK_EQ_INT(info.width, 40); /* the fake sizes its output like input_image_1 */
     CHECK_EQ_INT(info.height, 30);
-    CHECK_EQ_INT(stat_int("creates"), 1);
-    CHECK_EQ_INT(stat_int("downloads"), 1);
-    CHECK_EQ_INT(stat_int("cancels"), 0);
+    CHECK_EQ_INT(test_fake_stat_int("creates"), 1);
+    CHECK_EQ_INT(test_fake_stat_int("downloads"), 1);
+    CHECK_EQ_INT(test_fake_stat_int("cancels"), 0);
 }
 
 /* Longer than Prefer: wait can hold: the client must poll GET urls.get. */
@@ -267,7 +173,7 @@ static void test_success_by_polling(void)
     configure("{\"mode\":\"ok\",\"delay_ms\":2600}");
     sc_rep_result_t *r = run_one(KONTEXT, kontext_input(16, 16), 3.5);
     CHECK(r && r->status == SC_REP_OK);
-    CHECK(stat_int("gets") >= 1);
+    CHECK(test_fake_stat_int("gets") >= 1);
 }
 
 static void test_scene_array_output(void)
@@ -295,9 +201,9 @@ static void test_slow_times_out_and_cancels(void)
     CHECK(r->cancel_sent);
     CHECK_EQ_INT(strlen(r->prediction_id), 26);
     CHECK(took >= 2.4 && took < 15.0); /* generous: the deadline, not a hang */
-    CHECK_EQ_INT(stat_int("cancels"), 1);
-    CHECK_EQ_INT(stat_int("inflight"), 0); /* the fake saw the cancel: canceled */
-    cJSON *s = control("GET", "/_control/stats", NULL);
+    CHECK_EQ_INT(test_fake_stat_int("cancels"), 1);
+    CHECK_EQ_INT(test_fake_stat_int("inflight"), 0); /* the fake saw the cancel: canceled */
+    cJSON *s = test_fake_control("GET", "/_control/stats", NULL);
     cJSON *p = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(s, "predictions"),
                                                 r->prediction_id);
     CHECK_STR(cJSON_GetStringValue(p), "canceled");
@@ -329,8 +235,8 @@ static void test_short_deadline_still_cancels(void)
     sc_rep_result_t *r = run_one(KONTEXT, kontext_input(16, 16), 1.2);
     CHECK(r && r->status == SC_REP_TIMEOUT);
     CHECK(r && r->cancel_sent);
-    CHECK_EQ_INT(stat_int("cancels"), 1);
-    cJSON *s = control("GET", "/_control/stats", NULL);
+    CHECK_EQ_INT(test_fake_stat_int("cancels"), 1);
+    cJSON *s = test_fake_control("GET", "/_control/stats", NULL);
     cJSON *req = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(s, "requests"), 0);
     cJSON *h = cJSON_GetObjectItemCaseSensitive(req, "headers");
     CHECK(cJSON_GetObjectItemCaseSensitive(h, "Prefer") == NULL);
@@ -356,8 +262,8 @@ static void test_http500_create(void)
     CHECK(r && r->http_status == 500);
     CHECK(r && r->attempts == 2); /* documented: one retry of a 5xx create */
     CHECK(r && contains(r->message, "Internal server error"));
-    CHECK_EQ_INT(stat_int("create_requests"), 2);
-    CHECK_EQ_INT(stat_int("creates"), 0);
+    CHECK_EQ_INT(test_fake_stat_int("create_requests"), 2);
+    CHECK_EQ_INT(test_fake_stat_int("creates"), 0);
 
     /* an HTML 500 page is reported by its <title> */
     configure("{\"mode\":\"http500\",\"http500_target\":\"create\",\"http500_html\":true}");
@@ -380,13 +286,13 @@ static void test_http500_get_retried(void)
               "\"delay_ms\":300,\"honor_prefer\":false}");
     sc_rep_result_t *r = run_one(KONTEXT, kontext_input(16, 16), 20);
     CHECK(r && r->status == SC_REP_OK);
-    CHECK_EQ_INT(stat_int("http500_sent"), 2);
-    CHECK(stat_int("gets") >= 3);
+    CHECK_EQ_INT(test_fake_stat_int("http500_sent"), 2);
+    CHECK(test_fake_stat_int("gets") >= 3);
 
     configure("{\"mode\":\"http500\",\"http500_target\":\"download\",\"http500_count\":1}");
     r = run_one(KONTEXT, kontext_input(16, 16), 20);
     CHECK(r && r->status == SC_REP_OK);
-    CHECK_EQ_INT(stat_int("downloads"), 2);
+    CHECK_EQ_INT(test_fake_stat_int("downloads"), 2);
 }
 
 static void test_rate429(void)
@@ -396,8 +302,8 @@ static void test_rate429(void)
     CHECK(r && r->status == SC_REP_OK);
     CHECK(r && r->attempts == 2);
     CHECK(r && r->seconds >= 0.9); /* waited for Retry-After: 1 */
-    CHECK(stat_int("create_requests") >= 2);
-    CHECK_EQ_INT(stat_int("creates"), 1);
+    CHECK(test_fake_stat_int("create_requests") >= 2);
+    CHECK_EQ_INT(test_fake_stat_int("creates"), 1);
 
     /* no header: body retry_after is honoured as well */
     configure("{\"mode\":\"rate429\",\"rate429_count\":2,\"retry_after\":1,"
@@ -465,11 +371,11 @@ static void test_bad_output_values(void)
     configure(cfg);
     sc_rep_result_t *r = run_one(KONTEXT, kontext_input(16, 16), 20);
     CHECK(r && r->status == SC_REP_INVALID_OUTPUT && contains(r->message, "too large"));
-    CHECK_EQ_INT(stat_int("downloads"), 0);
+    CHECK_EQ_INT(test_fake_stat_int("downloads"), 0);
 
     /* an output URL that 404s (expired delivery file) is an API error */
     snprintf(cfg, sizeof cfg, "{\"mode\":\"ok\",\"output_override\":\"%s/delivery/nope/x.png\"}",
-             g_root);
+             test_fake_root);
     configure(cfg);
     r = run_one(KONTEXT, kontext_input(16, 16), 20);
     CHECK(r && r->status == SC_REP_API_ERROR && contains(r->message, "HTTP 404"));
@@ -488,7 +394,7 @@ static void test_hang(void)
     configure("{\"mode\":\"hang\",\"hang_target\":\"get\",\"honor_prefer\":false}");
     r = run_one(KONTEXT, kontext_input(16, 16), 2.0);
     CHECK(r && r->status == SC_REP_TIMEOUT && r->cancel_sent);
-    CHECK_EQ_INT(stat_int("cancels"), 1);
+    CHECK_EQ_INT(test_fake_stat_int("cancels"), 1);
 
     /* a hung download also ends at the deadline */
     configure("{\"mode\":\"hang\",\"hang_target\":\"download\"}");
@@ -509,7 +415,7 @@ static void test_unknown_model_and_4xx(void)
     CHECK(r && r->status == SC_REP_API_ERROR && r->http_status == 404);
 
     /* a model id that is not owner/name never reaches a URL */
-    int before = stat_int("create_requests");
+    int before = test_fake_stat_int("create_requests");
     static const char *bad[] = {"../../etc", "owner/name/extra", "owner",
                                 "/name",     "owner/",           "own er/name",
                                 "./x",       "owner/..",         "owner/name?x=1"};
@@ -517,7 +423,7 @@ static void test_unknown_model_and_4xx(void)
         r = run_one(bad[i], kontext_input(16, 16), 20);
         CHECK(r && r->status == SC_REP_API_ERROR && contains(r->message, "invalid model id"));
     }
-    CHECK_EQ_INT(stat_int("create_requests"), before);
+    CHECK_EQ_INT(test_fake_stat_int("create_requests"), before);
 
     /* 422: the fake validates the input like Replicate */
     r = run_one(KONTEXT, strdup("{\"input_image_1\":\"data:image/png;base64,AA==\"}"), 20);
@@ -535,7 +441,7 @@ static void test_data_uri_and_quirk(void)
     sc_image_info_t info;
     CHECK(r && sc_codec_probe(r->output, r->output_len, 0, &info) == SC_CODEC_OK &&
           info.width == 24 && info.height == 20);
-    CHECK_EQ_INT(stat_int("downloads"), 0);
+    CHECK_EQ_INT(test_fake_stat_int("downloads"), 0);
 
     configure("{\"mode\":\"processing_with_output\",\"delay_ms\":600}");
     r = run_one(KONTEXT, kontext_input(16, 16), 20);
@@ -559,8 +465,8 @@ static void test_concurrent(int n)
     for (int i = 0; i < g_w.n; i++)
         ok += g_w.results[i] && g_w.results[i]->status == SC_REP_OK;
     CHECK_EQ_INT(ok, n);
-    CHECK_EQ_INT(stat_int("creates"), n);
-    int mx = stat_int("max_inflight");
+    CHECK_EQ_INT(test_fake_stat_int("creates"), n);
+    int mx = test_fake_stat_int("max_inflight");
     CHECK(mx >= 2 && mx <= n); /* really concurrent, never more than submitted */
     clear_results();
 }
@@ -613,7 +519,7 @@ static void test_many_in_flight(int n)
     }
     CHECK_EQ_INT(done_ok, n);
     CHECK(max_threads <= threads0 + 2); /* the one I/O thread, no thread per job */
-    int mx = stat_int("max_inflight");
+    int mx = test_fake_stat_int("max_inflight");
     CHECK(mx >= 20); /* really concurrent at the fake (a Python server: modest bound) */
     double per_job_kb = (double)(max_rss - rss0) / n;
     fprintf(stderr,
@@ -633,7 +539,7 @@ static void test_token_only_in_authorization(void)
     configure("{\"mode\":\"slow\"}");
     sc_rep_result_t *r = run_one(KONTEXT, kontext_input(16, 16), 2.2);
     CHECK(r && r->status == SC_REP_TIMEOUT);
-    cJSON *s = control("GET", "/_control/stats", NULL);
+    cJSON *s = test_fake_control("GET", "/_control/stats", NULL);
     int api = 0, good = 0, leaks = 0;
     cJSON *req;
     cJSON_ArrayForEach(req, cJSON_GetObjectItemCaseSensitive(s, "requests"))
@@ -676,7 +582,7 @@ static void test_no_token(void)
     sc_rep_result_t *r = run_one(KONTEXT, kontext_input(16, 16), 20);
     CHECK(r && r->status == SC_REP_NO_TOKEN);
     CHECK_STR(r ? sc_replicate_status_name(r->status) : NULL, "no_token");
-    CHECK_EQ_INT(stat_int("create_requests"), 0);
+    CHECK_EQ_INT(test_fake_stat_int("create_requests"), 0);
     sc_replicate_shutdown();
     CHECK_EQ_INT(sc_replicate_init(&g_cfg), 0);
 }
@@ -768,8 +674,8 @@ static void test_client_gone(bool sync_create)
     for (int i = 0; i < 200 && atomic_load(&g_upstream_over) == 0; i++)
         usleep(50 * 1000);
     CHECK_EQ_INT(atomic_load(&g_upstream_over), 1);
-    CHECK_EQ_INT(stat_int("cancels"), 1);
-    CHECK_EQ_INT(stat_int("inflight"), 0);
+    CHECK_EQ_INT(test_fake_stat_int("cancels"), 1);
+    CHECK_EQ_INT(test_fake_stat_int("inflight"), 0);
     close(sv[0]);
     clear_results();
 }
@@ -827,9 +733,10 @@ static void test_journal(const char *logdir)
     fclose(f);
     CHECK_EQ_INT(sc_replicate_journal_open(path), 1);
     CHECK_EQ_INT(sc_replicate_journal_open(path), -1); /* once per client */
-    for (int i = 0; i < 100 && stat_int("cancels") < 1; i++)
+    for (int i = 0; i < 100 && test_fake_stat_int("cancels") < 1; i++)
         usleep(50 * 1000);
-    CHECK_EQ_INT(stat_int("cancels"), 1); /* the fake answers 404: it is over either way */
+    CHECK_EQ_INT(test_fake_stat_int("cancels"),
+                 1); /* the fake answers 404: it is over either way */
     for (int i = 0; i < 100 && count_lines(path, "-orphan0000000000000000001\n") < 1; i++)
         usleep(50 * 1000);
     CHECK_EQ_INT(count_lines(path, "-orphan0000000000000000001\n"), 1);
@@ -871,20 +778,11 @@ static void test_log_has_no_token(const char *logdir)
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     char logdir[] = "/tmp/sc_rep_test_XXXXXX";
-    if (!mkdtemp(logdir) || fake_start() != 0) {
-        fprintf(stderr, "cannot start the fake Replicate server\n");
-        fake_stop();
+    if (test_fake_setup(logdir, TOKEN, &g_cfg) != 0)
         return 1;
-    }
-    sc_log_open(logdir);
     sc_log_set_level(SC_LOG_DEBUG);
     setenv("SC_REPLICATE_POLL_MS", "100", 1);
-    sc_config_defaults(&g_cfg);
-    snprintf(g_cfg.replicate_api_token, sizeof g_cfg.replicate_api_token, "%s", TOKEN);
-    snprintf(g_cfg.replicate_api_base, sizeof g_cfg.replicate_api_base, "%s/v1", g_root);
     CHECK_EQ_INT(sc_replicate_init(&g_cfg), 0);
 
     test_success();
@@ -916,12 +814,6 @@ int main(void)
 
     sc_replicate_shutdown();
     test_log_has_no_token(logdir);
-    sc_log_close();
-    fake_stop();
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", logdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", logdir);
-    curl_global_cleanup();
+    test_fake_teardown(logdir);
     return test_report("replicate_client_test");
 }

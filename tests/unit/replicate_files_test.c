@@ -4,125 +4,35 @@
  * before expires_at, failures and hangs end as -2 (api_error). Runs from the
  * repo root (ctest sets it). */
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 #include <openssl/sha.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/config.h"
-#include "core/log.h"
+#include "fake_replicate.h"
 #include "replicate/client.h"
 #include "replicate/files.h"
 #include "test.h"
 
 #define TOKEN "r8_unitTestFilesToken_41c2"
 
-static pid_t g_fake_pid = -1;
-static char g_root[64];
 static sc_config_t g_cfg;
-
-/* ==== The fake (as in replicate_client_test.c) ==== */
-
-static int fake_start(void)
-{
-    int fds[2], port = 0;
-    if (pipe(fds) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execl("/usr/bin/python3", "python3", "tests/fake/fake_replicate.py", "--port", "0",
-              "--token", TOKEN, "--quiet", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    g_fake_pid = pid;
-    FILE *f = fdopen(fds[0], "r");
-    char line[128] = "";
-    if (!f || !fgets(line, sizeof line, f)) {
-        if (f)
-            fclose(f);
-        return -1;
-    }
-    fclose(f);
-    if (sscanf(line, "READY port=%d", &port) != 1)
-        return -1;
-    snprintf(g_root, sizeof g_root, "http://127.0.0.1:%d", port);
-    return 0;
-}
-
-static void fake_stop(void)
-{
-    if (g_fake_pid > 0) {
-        kill(g_fake_pid, SIGTERM);
-        waitpid(g_fake_pid, NULL, 0);
-        g_fake_pid = -1;
-    }
-}
-
-static size_t collect(char *p, size_t s, size_t n, void *ud)
-{
-    return sc_buf_append(ud, p, s * n) == 0 ? s * n : 0;
-}
-
-static cJSON *control(const char *method, const char *path, const char *body)
-{
-    char url[128];
-    snprintf(url, sizeof url, "%s%s", g_root, path);
-    CURL *e = curl_easy_init();
-    sc_buf_t b = SC_BUF_INIT;
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT, 10L);
-    if (strcmp(method, "POST") == 0)
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
-    CURLcode rc = curl_easy_perform(e);
-    long http = 0;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &http);
-    curl_easy_cleanup(e);
-    cJSON *j = (rc == CURLE_OK && http == 200) ? cJSON_Parse(b.data ? b.data : "") : NULL;
-    sc_buf_free(&b);
-    return j;
-}
 
 static void configure(const char *json)
 {
-    cJSON *r = control("POST", "/_control/reset", NULL);
-    CHECK(r != NULL);
-    cJSON_Delete(r);
-    r = control("POST", "/_control/config", json);
-    CHECK(r != NULL);
-    cJSON_Delete(r);
+    CHECK_EQ_INT(test_fake_configure(json), 0);
     sc_files_reset();
-}
-
-static int stat_int(const char *key)
-{
-    cJSON *s = control("GET", "/_control/stats", NULL);
-    cJSON *v = cJSON_GetObjectItemCaseSensitive(s, key);
-    int n = cJSON_IsNumber(v) ? v->valueint : -1;
-    cJSON_Delete(s);
-    return n;
 }
 
 /* POSTs to /v1/files the fake saw. */
 static int file_posts(void)
 {
-    cJSON *s = control("GET", "/_control/stats", NULL);
+    cJSON *s = test_fake_control("GET", "/_control/stats", NULL);
     int n = 0;
     const cJSON *r;
     cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(s, "requests"))
@@ -139,7 +49,7 @@ static int file_posts(void)
 static void only_file(const char *field, char *out, size_t outlen)
 {
     out[0] = '\0';
-    cJSON *s = control("GET", "/_control/stats", NULL);
+    cJSON *s = test_fake_control("GET", "/_control/stats", NULL);
     const cJSON *files = cJSON_GetObjectItemCaseSensitive(s, "files");
     if (cJSON_GetArraySize(files) == 1) {
         const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(files->child, field));
@@ -203,9 +113,9 @@ static void test_large_uploaded_once(void)
     char *out = NULL, *again = NULL, err[256] = "";
     CHECK_EQ_INT(sc_files_input(b, n, "image/png", 10, &out, err, sizeof err), 0);
     char prefix[128];
-    snprintf(prefix, sizeof prefix, "%s/v1/files/", g_root);
+    snprintf(prefix, sizeof prefix, "%s/v1/files/", test_fake_root);
     CHECK(out && strncmp(out, prefix, strlen(prefix)) == 0);
-    CHECK_EQ_INT(stat_int("file_uploads"), 1);
+    CHECK_EQ_INT(test_fake_stat_int("file_uploads"), 1);
     /* the bytes arrived intact: the fake's SHA-256 of the part equals ours */
     uint8_t h[SHA256_DIGEST_LENGTH];
     SHA256(b, n, h);
@@ -321,18 +231,9 @@ static void test_failures_are_api_errors(void)
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     char logdir[] = "/tmp/sc_files_test_XXXXXX";
-    if (!mkdtemp(logdir) || fake_start() != 0) {
-        fprintf(stderr, "cannot start the fake Replicate server\n");
-        fake_stop();
+    if (test_fake_setup(logdir, TOKEN, &g_cfg) != 0)
         return 1;
-    }
-    sc_log_open(logdir);
-    sc_config_defaults(&g_cfg);
-    snprintf(g_cfg.replicate_api_token, sizeof g_cfg.replicate_api_token, "%s", TOKEN);
-    snprintf(g_cfg.replicate_api_base, sizeof g_cfg.replicate_api_base, "%s/v1", g_root);
     CHECK_EQ_INT(sc_replicate_init(&g_cfg), 0);
 
     test_parse_time();
@@ -344,12 +245,6 @@ int main(void)
 
     sc_replicate_shutdown();
     sc_files_reset();
-    sc_log_close();
-    fake_stop();
-    curl_global_cleanup();
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", logdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", logdir);
+    test_fake_teardown(logdir);
     return test_report("replicate_files_test");
 }
