@@ -25,6 +25,7 @@
 #include "compose/compose.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/durable.h"
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/watch.h"
@@ -456,6 +457,7 @@ static int cmd_serve(void)
     signal(SIGPIPE, SIG_IGN);
 
     int rc = 1;
+    sc_durable_t *durable = NULL;
     bool limiter_up = false, metrics_up = false, policy_up = false, alerts_up = false,
          rep_up = false, reload_up = false, records_up = false, policysrc_up = false;
     /* POLICY_SOURCE=redis: the policy follows Redis, not POLICY_FILE's watcher. */
@@ -484,6 +486,14 @@ static int cmd_serve(void)
         goto out;
     }
     sc_limiter_install(sc_limiter_scene(), scene_store);
+    /* The group committer (issue 11): records, the metrics write-ahead and
+     * outputs are made durable in batches off the compute threads. */
+    durable = sc_durable_start(NULL);
+    if (!durable) {
+        sc_log_error("cannot start the durable-write committer");
+        goto out;
+    }
+    sc_durable_set_global(durable);
     if (sc_metrics_init_with_scenes(cfg, sc_limiter_store(),
                                     sc_limiter_store_of(sc_limiter_scene())) != 0) {
         sc_log_error("cannot start metrics in LOGS_DIR '%s'", cfg->logs_dir);
@@ -586,6 +596,7 @@ out:
         sc_replicate_shutdown();
     if (alerts_up)
         sc_alerts_shutdown();
+    sc_durable_stop(durable); /* drains: every queued write is committed */
     if (policysrc_up)
         sc_policysrc_stop();
     if (policy_up)

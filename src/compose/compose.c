@@ -161,8 +161,9 @@ int sc_compose_pil_opts(sc_image_t *scene, const sc_image_t *product, const sc_p
     return 0;
 }
 
-int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, const void *data,
-                    size_t len)
+/* OUTPUT_DIR/<id>.<ext>, the directory made. 0 or -1 with errno. */
+static int output_path(const char *dir, const char *id, sc_image_format_t fmt, char *path,
+                       size_t cap)
 {
     const char *ext = sc_format_ext(fmt);
     if (!ext || !sc_id_valid(id, strlen(id))) {
@@ -171,11 +172,32 @@ int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, cons
     }
     if (sc_fs_mkdirs(dir) != 0)
         return -1;
-    char path[2048];
-    int n = snprintf(path, sizeof path, "%s/%s.%s", dir, id, ext);
-    if (n < 0 || (size_t)n >= sizeof path) {
+    int n = snprintf(path, cap, "%s/%s.%s", dir, id, ext);
+    if (n < 0 || (size_t)n >= cap) {
         errno = ENAMETOOLONG;
         return -1;
     }
+    return 0;
+}
+
+int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, const void *data,
+                    size_t len)
+{
+    char path[2048];
+    if (output_path(dir, id, fmt, path, sizeof path) != 0)
+        return -1;
     return sc_fs_write_atomic(path, data, len);
+}
+
+int sc_compose_save_queued(sc_durable_t *d, const char *dir, const char *id, sc_image_format_t fmt,
+                           const void *data, size_t len, sc_durable_done_fn done, void *ud)
+{
+    char path[2048];
+    if (output_path(dir, id, fmt, path, sizeof path) != 0)
+        return -1;
+    if (sc_durable_write(d, path, data, len, done, ud) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return 0;
 }

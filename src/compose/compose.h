@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/durable.h"
 #include "image/codec.h"
 #include "image/format.h"
 #include "image/image.h"
@@ -91,5 +92,10 @@ int sc_compose_pil_opts(sc_image_t *scene, const sc_image_t *product, const sc_p
  * Returns 0 or -1 with errno set (EINVAL for a bad id or SC_FMT_UNKNOWN). */
 int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, const void *data,
                     size_t len);
+/* As sc_compose_save through the group committer d (core/durable.h): queued,
+ * done(err, ud) once durable or failed. Returns 0 (done will be called) or -1
+ * (nothing queued, errno set). */
+int sc_compose_save_queued(sc_durable_t *d, const char *dir, const char *id, sc_image_format_t fmt,
+                           const void *data, size_t len, sc_durable_done_fn done, void *ud);
 
 #endif

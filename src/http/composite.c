@@ -565,7 +565,7 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
     double t_save = sc_clock_mono();
     if (c->rec)
         c->rec->durations.composite = t_save - t0 - dec_s; /* the encode included */
-    if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
+    if (sc_http__output_save(c, out, len) != 0) {
         free(out);
         sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
         sc_log_error("cannot save composite %s in %s", c->id, c->cfg->output_dir);
@@ -619,7 +619,7 @@ static void prediction_created(const char *prediction_id, void *ud)
         return;
     snprintf(c->rec->prediction_id, sizeof c->rec->prediction_id, "%s", prediction_id);
     c->rec->estimated_cost_usd = c->cfg->kontext_price_usd;
-    (void)sc_http__record_save(c);
+    sc_http__record_save_bg(c); /* issue 11: never an fsync on the I/O thread */
 }
 
 /* ---- Outage protection (issue 11): pacing and the circuit breaker ---- */
@@ -739,9 +739,12 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     /* Write-ahead: the start is counted (take) and must be on disk before the
      * create can leave, or a crash right after the create loses it and a crash
      * loop spends past the daily limit. The metrics file carries the limiter
-     * state; a synchronous flush costs a small write and two fsyncs per
-     * prediction (docs/operations.md). If it cannot be written, nothing is sent. */
-    if (sc_metrics_flush() != 0) {
+     * state. Group commit (issue 11): the Replicate job is queued at once
+     * but sends its create only once a save covering this count is durable
+     * (opts.gate); if it fails, nothing is sent (kontext_done falls back).
+     * Without a committer: a synchronous flush (docs/operations.md). */
+    sc_durable_ticket_t *wal = sc_http__count_gate(); /* issue 11: the job waits, not we */
+    if (!wal && sc_metrics_flush() != 0) {
         sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
         sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
@@ -775,6 +778,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
                   : -1;
     if (irc != 0) {
         free(slot);
+        sc_durable_ticket_unref(wal);
         sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
         if (irc == -2)
@@ -800,10 +804,13 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
                           .upstream_over = release_slot,
                           .upstream_ud = slot,
                           .on_created = prediction_created,
-                          .created_ud = c};
+                          .created_ud = c,
+                          .gate = wal};
     sc_http__hand_off(c);
-    if (sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
-                               on_kontext_done, c) != 0) {
+    int src = sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
+                                     on_kontext_done, c);
+    sc_durable_ticket_unref(wal); /* the job holds its own */
+    if (src != 0) {
         /* Not queued, so no callback will come (upstream_over neither): give
          * the slot back and resume ourselves with a failure. */
         release_slot(slot);
@@ -890,6 +897,11 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
             c->rec->estimated_cost_usd = c->cfg->kontext_price_usd;
         }
     }
+    if (res && res->gate_closed) { /* the write-ahead failed: nothing was sent */
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
+        kontext_finished(c, SC_KONTEXT_FAILURE, 0.0);
+        return fall_back(c, SC_FB_API_ERROR, "cannot persist the start count in LOGS_DIR");
+    }
     if (st == SC_REP_CLIENT_GONE) {
         breaker_finish(c, st); /* no outcome; already given back by the callback */
         record_failed(c, "client_gone", "the client went away while Kontext ran");
@@ -908,7 +920,7 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
             double t_save = sc_clock_mono();
             if (c->rec)
                 c->rec->durations.encode = t_save - t_enc;
-            if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
+            if (sc_http__output_save(c, out, len) != 0) {
                 free(out);
                 kontext_finished(c, SC_KONTEXT_FAILURE, secs);
                 sc_log_error("cannot save composite %s in %s", c->id, c->cfg->output_dir);
@@ -1185,7 +1197,7 @@ static enum MHD_Result process(sc_http_conn_t *c)
     snprintf(rec->format, sizeof rec->format, "%s", sc_format_name(c->format));
     snprintf(rec->webhook_url, sizeof rec->webhook_url, "%s", webhook ? webhook : "");
     rec->respond_async = c->async;
-    if ((c->async && inputs_save(c) != 0) || (sc_http__record_save(c) != 0 && c->async)) {
+    if ((c->async && inputs_save(c) != 0) || sc_http__record_save_start(c) != 0) {
         /* An async client can only learn the outcome from the record. */
         inputs_remove(c);
         free(c->rec);

@@ -356,6 +356,37 @@ int sc_record_save(const char *output_dir, const sc_record_t *r)
     return rc;
 }
 
+int sc_record_save_queued(sc_durable_t *d, const char *output_dir, const sc_record_t *r,
+                          sc_durable_done_fn done, void *ud)
+{
+    char path[PATH_MAX];
+    if (!d || !sc_id_valid(r->id, strlen(r->id))) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (record_path(output_dir, r->id, path, sizeof path) != 0)
+        return -1;
+    sc_buf_t b = SC_BUF_INIT;
+    if (sc_record_to_json(r, true, &b) != 0 || sc_buf_puts(&b, "\n") != 0) {
+        sc_buf_free(&b);
+        errno = ENOMEM;
+        return -1;
+    }
+    if (sc_fs_mkdirs(output_dir) != 0) {
+        int e = errno;
+        sc_buf_free(&b);
+        errno = e;
+        return -1;
+    }
+    size_t len = 0;
+    char *text = sc_buf_steal(&b, &len);
+    if (sc_durable_write_take(d, path, text, len, done, ud) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return 0;
+}
+
 sc_record_load_result_t sc_record_load(const char *output_dir, const char *id, size_t id_len,
                                        sc_record_t *r, char *err, size_t errlen)
 {
