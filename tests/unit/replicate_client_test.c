@@ -820,7 +820,7 @@ static void test_gate(const char *dir)
                  0);
     sc_durable_ticket_unref(t); /* the job holds its own */
     usleep(400 * 1000);
-    CHECK_EQ_INT(stat_int("creates"), 0); /* the count is not on disk: nothing sent */
+    CHECK_EQ_INT(test_fake_stat_int("creates"), 0); /* the count is not on disk: nothing sent */
     pthread_mutex_lock(&g_w.mu);
     CHECK_EQ_INT(g_w.pending, 1);
     pthread_mutex_unlock(&g_w.mu);
@@ -834,7 +834,7 @@ static void test_gate(const char *dir)
         CHECK_STR(sc_replicate_status_name(g_w.results[0]->status), "ok");
         CHECK(!g_w.results[0]->gate_closed);
     }
-    CHECK_EQ_INT(stat_int("creates"), 1);
+    CHECK_EQ_INT(test_fake_stat_int("creates"), 1);
     sc_durable_stop(d);
 
     /* a gate that fails: the job ends api_error, gate_closed, nothing sent */
@@ -855,7 +855,7 @@ static void test_gate(const char *dir)
         CHECK(g_w.results[0]->gate_closed);
         CHECK(!g_w.results[0]->prediction_id[0]);
     }
-    CHECK_EQ_INT(stat_int("creates"), 0);
+    CHECK_EQ_INT(test_fake_stat_int("creates"), 0);
     clear_results();
 }
 
