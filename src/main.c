@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -419,6 +420,25 @@ static sc_limits_store_t *make_store(const sc_config_t *cfg, const char *resourc
     return sc_limits_redis_new(&o, err, errlen);
 }
 
+/* Every request waiting on Kontext holds its socket and up to two spooled
+ * uploads (core/spool.h): a thousand in flight need some three thousand
+ * descriptors, past the usual soft limit of 1024. The hard limit is what the
+ * operator allows, so take all of it. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        sc_log_warn("cannot raise the open-file limit from %llu: %s", (unsigned long long)was,
+                    strerror(errno));
+    else
+        sc_log_info("open-file limit raised from %llu to %llu", (unsigned long long)was,
+                    (unsigned long long)rl.rlim_cur);
+}
+
 static int cmd_serve(void)
 {
     /* Each composite allocates and frees ~15 MB of image buffers. glibc would
@@ -455,6 +475,10 @@ static int cmd_serve(void)
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A write past RLIMIT_FSIZE fails with EFBIG (a spooled upload answers
+     * 503) instead of killing the process. */
+    signal(SIGXFSZ, SIG_IGN);
+    raise_nofile();
 
     int rc = 1;
     sc_durable_t *durable = NULL;

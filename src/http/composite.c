@@ -5,7 +5,9 @@
  * Multipart: http/multipart.c parses the stream; every field is
  * buffered (files up to MAX_UPLOAD_BYTES, which bounds the whole body, text
  * fields up to SC_HTTP_MAX_TEXT_FIELD). Unknown fields are ignored. A repeated
- * field: the last occurrence wins. */
+ * field: the last occurrence wins. A file field over UPLOAD_SPOOL_BYTES moves
+ * to a spool file (core/spool.h) while it streams in; its bytes are mapped
+ * only while something reads them (uploads_map / uploads_unmap). */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -49,6 +51,83 @@ static void refuse(sc_http_conn_t *c, int status, const char *code, const char *
     snprintf(c->refused_msg, sizeof c->refused_msg, "%s", msg);
 }
 
+/* ==== Spooled uploads (issue 11, memory) ==== */
+
+/* The bytes of a file field: its heap buffer, or its spool's mapping. A
+ * spooled field reads as NULL while unmapped, so every reader runs between
+ * uploads_map and uploads_unmap. */
+static const uint8_t *field_bytes(const sc_http_field_t *f)
+{
+    return f->spool ? sc_spool_data(f->spool) : (const uint8_t *)f->data.data;
+}
+
+static size_t field_len(const sc_http_field_t *f)
+{
+    return f->spool ? sc_spool_size(f->spool) : f->data.len;
+}
+
+/* Drops a file field's bytes, wherever they are (closing a spool removes
+ * its file). */
+static void file_drop(sc_http_field_t *f)
+{
+    sc_buf_free(&f->data);
+    sc_spool_free(f->spool);
+    f->spool = NULL;
+}
+
+/* Appends to a field that passed UPLOAD_SPOOL_BYTES: the first time, moves
+ * what the heap buffered to a new spool file in OUTPUT_DIR. Returns 0, or -1
+ * with the field dropped (no file left) and the request refused with a 503:
+ * a full disk fails this upload, never the process. */
+static int spool_append(sc_http_conn_t *c, sc_http_field_t *f, const char *key, const char *data,
+                        size_t size)
+{
+    if (!f->spool) {
+        f->spool = sc_spool_new(c->cfg->output_dir);
+        if (!f->spool || sc_spool_append(f->spool, f->data.data, f->data.len) != 0)
+            goto fail;
+        sc_buf_free(&f->data);
+    }
+    if (sc_spool_append(f->spool, data, size) == 0)
+        return 0;
+fail:;
+    int e = errno;
+    file_drop(f);
+    sc_log_error("http: cannot spool field '%s' in OUTPUT_DIR '%s': %s", key, c->cfg->output_dir,
+                 strerror(e));
+    char msg[192];
+    snprintf(msg, sizeof msg, "cannot store the upload of field '%s': %s", key, strerror(e));
+    refuse(c, 503, "service_unavailable", msg);
+    return -1;
+}
+
+/* Maps the spooled uploads (scene, product, mask) for reading; heap ones need
+ * nothing. Nested calls are counted by the spools. Returns 0, or -1 with
+ * errno and nothing left mapped. */
+static int uploads_map(sc_http_conn_t *c)
+{
+    sc_http_field_t *fs[3] = {&c->f_scene, &c->f_product, &c->f_mask};
+    for (int i = 0; i < 3; i++) {
+        if (fs[i]->spool && sc_spool_map(fs[i]->spool) != 0) {
+            int e = errno;
+            while (i-- > 0)
+                if (fs[i]->spool)
+                    sc_spool_unmap(fs[i]->spool);
+            errno = e;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void uploads_unmap(sc_http_conn_t *c)
+{
+    sc_http_field_t *fs[3] = {&c->f_scene, &c->f_product, &c->f_mask};
+    for (int i = 0; i < 3; i++)
+        if (fs[i]->spool)
+            sc_spool_unmap(fs[i]->spool);
+}
+
 static sc_http_field_t *field_for(sc_http_conn_t *c, const char *key, bool *is_file)
 {
     static const struct {
@@ -89,6 +168,8 @@ static int on_field(void *cls, const char *key, const char *data, size_t size, b
         return 0; /* unknown fields are ignored */
     if (first) {
         sc_buf_reset(&f->data); /* a repeated field: the last one wins */
+        sc_spool_free(f->spool);
+        f->spool = NULL;
         f->present = true;
     }
     if (!is_file && f->data.len + size > SC_HTTP_MAX_TEXT_FIELD) {
@@ -98,6 +179,10 @@ static int on_field(void *cls, const char *key, const char *data, size_t size, b
         refuse(c, 400, "invalid_parameter", msg);
         return 0;
     }
+    long long spool_at = c->cfg->upload_spool_bytes;
+    if (is_file && size > 0 && spool_at > 0 &&
+        (f->spool || (long long)(f->data.len + size) > spool_at))
+        return spool_append(c, f, key, data, size);
     if (size > 0 && sc_buf_append(&f->data, data, size) != 0) {
         refuse(c, 500, "internal_error", "out of memory while reading the upload");
         return -1;
@@ -136,9 +221,9 @@ enum MHD_Result sc_http__composite_data(sc_http_conn_t *c, const char *data, siz
          * little while so a client slightly over the limit still reads a 413,
          * and cut the connection when it keeps sending. */
         if (!c->refused || c->refused_status != 413) {
-            sc_buf_free(&c->f_scene.data);
-            sc_buf_free(&c->f_product.data);
-            sc_buf_free(&c->f_mask.data);
+            file_drop(&c->f_scene);
+            file_drop(&c->f_product);
+            file_drop(&c->f_mask);
             c->refused = false;
             char msg[160];
             snprintf(msg, sizeof msg, "request body is over the limit of %lld bytes", limit);
@@ -209,19 +294,19 @@ typedef struct answer {
 static int keying_inputs(sc_http_conn_t *c)
 {
     size_t icc_len = 0;
-    if (sc_icc_extract((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len, &c->scene_icc,
-                       &icc_len) < 0)
+    if (sc_icc_extract(field_bytes(&c->f_scene), field_len(&c->f_scene), &c->scene_icc, &icc_len) <
+        0)
         return -1;
     c->copts.icc = c->scene_icc;
     c->copts.icc_len = icc_len;
     uint8_t *picc = NULL;
     size_t picc_len = 0;
-    int has = sc_icc_extract((const uint8_t *)c->f_product.data.data, c->f_product.data.len, &picc,
-                             &picc_len);
+    int has =
+        sc_icc_extract(field_bytes(&c->f_product), field_len(&c->f_product), &picc, &picc_len);
     free(picc);
     if (has < 0)
         return -1;
-    if (sc_pcache_enabled() && sc_pcache_hash2(c->f_product.data.data, c->f_product.data.len,
+    if (sc_pcache_enabled() && sc_pcache_hash2(field_bytes(&c->f_product), field_len(&c->f_product),
                                                has == 1 ? c->scene_icc : NULL,
                                                has == 1 ? icc_len : 0, c->product_sha) == 0)
         c->copts.place.product_sha = c->product_sha;
@@ -233,16 +318,14 @@ static int keying_inputs(sc_http_conn_t *c)
 static sc_codec_status_t product_decode(sc_http_conn_t *c)
 {
     sc_image_free(&c->product);
-    sc_codec_status_t st =
-        sc_codec_decode((const uint8_t *)c->f_product.data.data, c->f_product.data.len,
-                        c->cfg->max_image_pixels, &c->product, NULL);
+    sc_codec_status_t st = sc_codec_decode(field_bytes(&c->f_product), field_len(&c->f_product),
+                                           c->cfg->max_image_pixels, &c->product, NULL);
     if (st != SC_CODEC_OK)
         return st;
     uint8_t *picc = NULL;
     size_t picc_len = 0;
     int conv = 1;
-    if (sc_icc_extract((const uint8_t *)c->f_product.data.data, c->f_product.data.len, &picc,
-                       &picc_len) == 1)
+    if (sc_icc_extract(field_bytes(&c->f_product), field_len(&c->f_product), &picc, &picc_len) == 1)
         conv = sc_icc_convert(&c->product, picc, picc_len, c->copts.icc, c->copts.icc_len);
     free(picc);
     return conv < 0 ? SC_CODEC_NOMEM : SC_CODEC_OK;
@@ -253,8 +336,8 @@ static sc_codec_status_t product_decode(sc_http_conn_t *c)
 static int mask_probe(sc_http_conn_t *c, enum MHD_Result *r)
 {
     sc_image_info_t mi;
-    const uint8_t *d = (const uint8_t *)c->f_mask.data.data;
-    size_t n = c->f_mask.data.len;
+    const uint8_t *d = field_bytes(&c->f_mask);
+    size_t n = field_len(&c->f_mask);
     sc_codec_status_t st = sc_codec_probe(d, n, c->cfg->max_image_pixels, &mi);
     if (st == SC_CODEC_OK && sc_check_image(d, n, NULL) != SC_CODEC_OK)
         st = SC_CODEC_INVALID;
@@ -284,7 +367,7 @@ static int mask_probe(sc_http_conn_t *c, enum MHD_Result *r)
 static sc_codec_status_t mask_decode(sc_http_conn_t *c)
 {
     const char *merr = NULL;
-    sc_codec_status_t st = sc_codec_decode((const uint8_t *)c->f_mask.data.data, c->f_mask.data.len,
+    sc_codec_status_t st = sc_codec_decode(field_bytes(&c->f_mask), field_len(&c->f_mask),
                                            c->cfg->max_image_pixels, &c->mask, &merr);
     if (st == SC_CODEC_OK && c->mask.width == c->probe.product.width &&
         c->mask.height == c->probe.product.height)
@@ -300,7 +383,7 @@ static int pil_inputs(sc_http_conn_t *c, sc_codec_status_t *st, const char **wha
 {
     *what = "scene";
     if (!c->scene.pixels) {
-        *st = sc_codec_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
+        *st = sc_codec_decode(field_bytes(&c->f_scene), field_len(&c->f_scene),
                               c->cfg->max_image_pixels, &c->scene, NULL);
         if (*st != SC_CODEC_OK)
             return -1;
@@ -345,8 +428,8 @@ static int inputs_save(sc_http_conn_t *c)
         if (!parts[i].f->present)
             continue; /* only the mask is optional */
         inputs_path(c, parts[i].name, path, sizeof path);
-        if (sc_fs_write_atomic(path, parts[i].f->data.data ? parts[i].f->data.data : "",
-                               parts[i].f->data.len) != 0)
+        const uint8_t *bytes = field_bytes(parts[i].f);
+        if (sc_fs_write_atomic(path, bytes ? (const void *)bytes : "", field_len(parts[i].f)) != 0)
             return -1;
     }
     cJSON *o = cJSON_CreateObject();
@@ -507,9 +590,10 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
 /* ==== PIL ==== */
 
 /* Composites with PIL and answers. fallback_reason is NULL for a request routed
- * to PIL, else the reason it fell back (already counted and logged). */
-static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
-                               const char *fallback_reason)
+ * to PIL, else the reason it fell back (already counted and logged). The
+ * uploads are mapped (run_pil). */
+static enum MHD_Result pil_compose(sc_http_conn_t *c, bool requested_kontext,
+                                   const char *fallback_reason)
 {
     double t0 = sc_clock_mono();
     uint8_t *out = NULL;
@@ -585,6 +669,22 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
     answer_t a = {"pil", requested_kontext,     fallback_reason != NULL, fallback_reason, w,
                   h,     sc_keying_name(keying)};
     return send_answer(c, &a, out, len);
+}
+
+/* pil_compose with the spooled uploads mapped for its decodes. */
+static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
+                               const char *fallback_reason)
+{
+    if (uploads_map(c) != 0) {
+        int e = errno;
+        sc_metrics_pil(sc_clock_wall(), false, 0.0);
+        sc_log_error("PIL composite id=%s: cannot map the spooled upload: %s", c->id, strerror(e));
+        return fail(c, 503, "service_unavailable", "cannot read the spooled upload: %s",
+                    strerror(e));
+    }
+    enum MHD_Result r = pil_compose(c, requested_kontext, fallback_reason);
+    uploads_unmap(c);
+    return r;
 }
 
 /* A Kontext request that ends with PIL: count, log the two phrases ops grep,
@@ -764,18 +864,19 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     sc_inputs_file_t in[2];
     const sc_http_field_t *fs[2] = {&c->f_scene, &c->f_product};
     const sc_image_info_t *is[2] = {&c->probe.scene, &c->probe.product};
+    /* Mapped only while the input is built (a Files API upload included):
+     * the wait that follows holds the spool files, not their pages. */
+    int mrc = uploads_map(c);
     for (int i = 0; i < 2; i++)
-        in[i] = (sc_inputs_file_t){(const uint8_t *)fs[i]->data.data,
-                                   fs[i]->data.len,
-                                   is[i]->format,
-                                   is[i]->width,
-                                   is[i]->height,
-                                   is[i]->orientation};
-    int irc = slot
+        in[i] = (sc_inputs_file_t){field_bytes(fs[i]), field_len(fs[i]), is[i]->format,
+                                   is[i]->width,       is[i]->height,    is[i]->orientation};
+    int irc = slot && mrc == 0
                   ? sc_inputs_kontext_files(&in[0], &in[1], prompt,
                                             c->format == SC_FMT_JPEG ? "jpg" : "png",
                                             c->cfg->max_image_pixels, c->eff.timeout_seconds, &json)
                   : -1;
+    if (mrc == 0)
+        uploads_unmap(c);
     if (irc != 0) {
         free(slot);
         sc_durable_ticket_unref(wal);
@@ -1038,16 +1139,18 @@ static int fingerprint(sc_http_conn_t *c, char out[SC_IDEMPOTENCY_FP_LEN + 1])
     int rc = fp ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < sizeof parts / sizeof parts[0]; i++)
         if (parts[i].f->present)
-            rc = sc_idempotency_fp_add(fp, parts[i].name, parts[i].f->data.data,
-                                       parts[i].f->data.len);
+            rc = sc_idempotency_fp_add(fp, parts[i].name, field_bytes(parts[i].f),
+                                       field_len(parts[i].f));
     if (rc == 0)
         rc = sc_idempotency_fp_final(fp, out);
     sc_idempotency_fp_free(fp);
     return rc;
 }
 
-/* Pool job: everything after the upload. */
-static enum MHD_Result process(sc_http_conn_t *c)
+/* Everything after the upload up to the route: checks, probe, record. Sets
+ * *go (with *route) when the request goes on to PIL or Kontext; otherwise
+ * it was answered. Reads the uploads: runs with them mapped. */
+static enum MHD_Result admit(sc_http_conn_t *c, sc_route_t *route_out, bool *go)
 {
     c->t_job = sc_clock_mono();
     if (!c->f_scene.present)
@@ -1122,8 +1225,8 @@ static enum MHD_Result process(sc_http_conn_t *c)
      * what it needs, Kontext gets the uploads as they came. */
     double t_decode = sc_clock_mono();
     sc_compose_refusal_t why;
-    if (sc_compose_probe((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
-                         (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
+    if (sc_compose_probe(field_bytes(&c->f_scene), field_len(&c->f_scene),
+                         field_bytes(&c->f_product), field_len(&c->f_product),
                          c->cfg->max_image_pixels, &c->params, &c->probe, &why) != 0)
         return image_error(c, &why);
     t_decode = sc_clock_mono() - t_decode;
@@ -1210,6 +1313,26 @@ static enum MHD_Result process(sc_http_conn_t *c)
         (void)sc_http__send_record(c->mhd, rec, 202, false);
         sc_http__detach(c);
     }
+    *route_out = route;
+    *go = true;
+    return MHD_YES;
+}
+
+/* Pool job: everything after the upload. The spooled uploads are mapped
+ * while the request is checked, probed and routed, then unmapped before the
+ * work: PIL and the Kontext input map what they read themselves, so a request
+ * waiting on Kontext holds its spool files but no mapping (issue 11). */
+static enum MHD_Result process(sc_http_conn_t *c)
+{
+    if (uploads_map(c) != 0)
+        return sc_http__send_error(c->mhd, 503, "service_unavailable",
+                                   "cannot read the spooled upload: %s", strerror(errno));
+    sc_route_t route = SC_ROUTE_PIL;
+    bool go = false;
+    enum MHD_Result r = admit(c, &route, &go);
+    uploads_unmap(c);
+    if (!go)
+        return r;
     if (route == SC_ROUTE_KONTEXT)
         return start_kontext(c);
     return run_pil(c, false, NULL);
@@ -1287,8 +1410,8 @@ static int inputs_load(sc_http_conn_t *c)
             return -1;
     }
     sc_compose_refusal_t why;
-    if (sc_compose_probe((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
-                         (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
+    if (sc_compose_probe(field_bytes(&c->f_scene), field_len(&c->f_scene),
+                         field_bytes(&c->f_product), field_len(&c->f_product),
                          c->cfg->max_image_pixels, &c->params, &c->probe, &why) != 0)
         return -1;
     if (keying_inputs(c) != 0)

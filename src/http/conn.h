@@ -27,6 +27,7 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/durable.h"
+#include "core/spool.h"
 #include "image/codec.h"
 #include "image/image.h"
 #include "image/place.h"
@@ -70,9 +71,14 @@ typedef enum {
 
 typedef struct sc_http_edge sc_http_edge_t;
 
-/* One text or file field of the multipart form. */
+/* One text or file field of the multipart form. A file field whose size
+ * passes UPLOAD_SPOOL_BYTES while it streams in moves to spool (issue 11,
+ * memory): data is then empty and the bytes are read by mapping the spool
+ * (composite.c uploads_map / uploads_unmap), so a request waiting on Kontext
+ * holds a file descriptor instead of heap. */
 typedef struct sc_http_field {
     sc_buf_t data;
+    sc_spool_t *spool; /* NULL unless spooled */
     bool present;
 } sc_http_field_t;
 

@@ -44,6 +44,8 @@ static const char k_deferred = 0;
 static void field_free(sc_http_field_t *f)
 {
     sc_buf_free(&f->data);
+    sc_spool_free(f->spool); /* closing it removes the file */
+    f->spool = NULL;
     f->present = false;
 }
 
