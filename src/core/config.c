@@ -135,7 +135,7 @@ void sc_config_defaults(sc_config_t *c)
     snprintf(c->alerts_file, sizeof c->alerts_file, "lua/alerts.lua");
     c->max_upload_bytes = 26214400;
     c->product_cache_bytes = (long long)256 << 20;
-    c->upload_spool_bytes = 65536;
+    c->upload_spool_bytes = 16384;
     c->max_image_pixels = 40000000;
     c->alert_interval_seconds = 5;
     c->kontext_price_usd = 0.08;
