@@ -1147,6 +1147,22 @@ static int fingerprint(sc_http_conn_t *c, char out[SC_IDEMPOTENCY_FP_LEN + 1])
     return rc;
 }
 
+/* What route() sees of the request: the text fields and the uploads' header
+ * facts (no decode before routing). */
+static void policy_request(sc_http_conn_t *c)
+{
+    c->preq = (sc_policy_req_t){
+        .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
+        .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
+        .scene_w = c->probe.scene.width,
+        .scene_h = c->probe.scene.height,
+        .scene_alpha = c->probe.scene_alpha,
+        .product_w = c->probe.product.width,
+        .product_h = c->probe.product.height,
+        .product_alpha = c->probe.product_alpha,
+    };
+}
+
 /* Everything after the upload up to the route: checks, probe, record. Sets
  * *go (with *route) when the request goes on to PIL or Kontext; otherwise
  * it was answered. Reads the uploads: runs with them mapped. */
@@ -1259,16 +1275,7 @@ static enum MHD_Result admit(sc_http_conn_t *c, sc_route_t *route_out, bool *go)
             return sc_http__send_busy(c->mhd, 1, "cannot record the Idempotency-Key now; retry");
         }
     }
-    c->preq = (sc_policy_req_t){
-        .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
-        .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
-        .scene_w = c->probe.scene.width,
-        .scene_h = c->probe.scene.height,
-        .scene_alpha = c->probe.scene_alpha,
-        .product_w = c->probe.product.width,
-        .product_h = c->probe.product.height,
-        .product_alpha = c->probe.product_alpha,
-    };
+    policy_request(c);
     /* Empty strings are absent values for the policy (curl -F user_id= ...). */
     if (c->preq.user_id && !c->preq.user_id[0])
         c->preq.user_id = NULL;
@@ -1427,16 +1434,7 @@ static int inputs_load(sc_http_conn_t *c)
         if (arc != 0 || mask_decode(c) != SC_CODEC_OK || !c->copts.place.mask)
             return -1;
     }
-    c->preq = (sc_policy_req_t){
-        .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
-        .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
-        .scene_w = c->probe.scene.width,
-        .scene_h = c->probe.scene.height,
-        .scene_alpha = c->probe.scene_alpha,
-        .product_w = c->probe.product.width,
-        .product_h = c->probe.product.height,
-        .product_alpha = c->probe.product_alpha,
-    };
+    policy_request(c);
     return 0;
 }
 
