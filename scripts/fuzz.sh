@@ -31,7 +31,7 @@ cmake --build "$BUILD_DIR" -j"$(nproc)" --target "${names[@]}" >/dev/null || {
 # Seeds a target starts from, beyond tests/fuzz/seeds/<name>/.
 seeds_for() {
   case $1 in
-    image_decode_fuzz) ls examples/*.png examples/*.jpg 2>/dev/null ;;
+    image_decode_fuzz | image_check_fuzz) ls examples/*.png examples/*.jpg 2>/dev/null ;;
     policy_load_fuzz) ls lua/policy.lua examples/policies/*.lua 2>/dev/null ;;
   esac
   [ -d "tests/fuzz/seeds/$1" ] && find "tests/fuzz/seeds/$1" -type f

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #include "compose/compose.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/durable.h"
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/watch.h"
@@ -418,6 +420,25 @@ static sc_limits_store_t *make_store(const sc_config_t *cfg, const char *resourc
     return sc_limits_redis_new(&o, err, errlen);
 }
 
+/* Every request waiting on Kontext holds its socket and up to two spooled
+ * uploads (core/spool.h): a thousand in flight need some three thousand
+ * descriptors, past the usual soft limit of 1024. The hard limit is what the
+ * operator allows, so take all of it. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        sc_log_warn("cannot raise the open-file limit from %llu: %s", (unsigned long long)was,
+                    strerror(errno));
+    else
+        sc_log_info("open-file limit raised from %llu to %llu", (unsigned long long)was,
+                    (unsigned long long)rl.rlim_cur);
+}
+
 static int cmd_serve(void)
 {
     /* Each composite allocates and frees ~15 MB of image buffers. glibc would
@@ -454,8 +475,13 @@ static int cmd_serve(void)
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A write past RLIMIT_FSIZE fails with EFBIG (a spooled upload answers
+     * 503) instead of killing the process. */
+    signal(SIGXFSZ, SIG_IGN);
+    raise_nofile();
 
     int rc = 1;
+    sc_durable_t *durable = NULL;
     bool limiter_up = false, metrics_up = false, policy_up = false, alerts_up = false,
          rep_up = false, reload_up = false, records_up = false, policysrc_up = false;
     /* POLICY_SOURCE=redis: the policy follows Redis, not POLICY_FILE's watcher. */
@@ -484,6 +510,14 @@ static int cmd_serve(void)
         goto out;
     }
     sc_limiter_install(sc_limiter_scene(), scene_store);
+    /* The group committer (issue 11): records, the metrics write-ahead and
+     * outputs are made durable in batches off the compute threads. */
+    durable = sc_durable_start(NULL);
+    if (!durable) {
+        sc_log_error("cannot start the durable-write committer");
+        goto out;
+    }
+    sc_durable_set_global(durable);
     if (sc_metrics_init_with_scenes(cfg, sc_limiter_store(),
                                     sc_limiter_store_of(sc_limiter_scene())) != 0) {
         sc_log_error("cannot start metrics in LOGS_DIR '%s'", cfg->logs_dir);
@@ -586,6 +620,7 @@ out:
         sc_replicate_shutdown();
     if (alerts_up)
         sc_alerts_shutdown();
+    sc_durable_stop(durable); /* drains: every queued write is committed */
     if (policysrc_up)
         sc_policysrc_stop();
     if (policy_up)

@@ -9,6 +9,7 @@
 
 #include "core/fsutil.h"
 #include "core/ids.h"
+#include "image/check.h"
 
 int sc_compose_parse_number(const char *s, double *out)
 {
@@ -62,28 +63,47 @@ static int refuse(sc_compose_refusal_t *why, const char *field, sc_codec_status_
     return -1;
 }
 
+int sc_compose_probe(const uint8_t *scene, size_t scene_len, const uint8_t *product,
+                     size_t product_len, long long max_pixels, const sc_place_params_t *p,
+                     sc_compose_probe_t *out, sc_compose_refusal_t *why)
+{
+    const char *err = NULL;
+    memset(out, 0, sizeof *out);
+    sc_codec_status_t st = sc_codec_probe(scene, scene_len, max_pixels, &out->scene);
+    if (st != SC_CODEC_OK)
+        return refuse(why, "scene", st, max_pixels);
+    st = sc_codec_probe(product, product_len, max_pixels, &out->product);
+    if (st != SC_CODEC_OK)
+        return refuse(why, "product", st, max_pixels);
+    const sc_image_info_t *si = &out->scene, *pi = &out->product;
+    if (sc_place_check(si->width, si->height, pi->width, pi->height, p, &err) != 0) {
+        why->field = "product";
+        why->status = SC_CODEC_TOO_LARGE;
+        snprintf(why->message, sizeof why->message, "field 'product' (%dx%d on a %dx%d scene): %s",
+                 pi->width, pi->height, si->width, si->height, err ? err : "cannot be placed");
+        return -1;
+    }
+    sc_check_info_t ck;
+    if (sc_check_image(scene, scene_len, &ck) != SC_CODEC_OK)
+        return refuse(why, "scene", SC_CODEC_INVALID, max_pixels);
+    out->scene_alpha = ck.alpha;
+    if (sc_check_image(product, product_len, &ck) != SC_CODEC_OK)
+        return refuse(why, "product", SC_CODEC_INVALID, max_pixels);
+    out->product_alpha = ck.alpha;
+    return 0;
+}
+
 int sc_compose_decode(const uint8_t *scene, size_t scene_len, const uint8_t *product,
                       size_t product_len, long long max_pixels, const sc_place_params_t *p,
                       sc_image_t *scene_out, sc_image_t *product_out, sc_compose_refusal_t *why)
 {
-    sc_image_info_t si, pi;
     const char *err = NULL;
     sc_image_t empty = SC_IMAGE_INIT;
     *scene_out = *product_out = empty;
-    sc_codec_status_t st = sc_codec_probe(scene, scene_len, max_pixels, &si);
-    if (st != SC_CODEC_OK)
-        return refuse(why, "scene", st, max_pixels);
-    st = sc_codec_probe(product, product_len, max_pixels, &pi);
-    if (st != SC_CODEC_OK)
-        return refuse(why, "product", st, max_pixels);
-    if (sc_place_check(si.width, si.height, pi.width, pi.height, p, &err) != 0) {
-        why->field = "product";
-        why->status = SC_CODEC_TOO_LARGE;
-        snprintf(why->message, sizeof why->message, "field 'product' (%dx%d on a %dx%d scene): %s",
-                 pi.width, pi.height, si.width, si.height, err ? err : "cannot be placed");
+    sc_compose_probe_t pr;
+    if (sc_compose_probe(scene, scene_len, product, product_len, max_pixels, p, &pr, why) != 0)
         return -1;
-    }
-    st = sc_codec_decode(scene, scene_len, max_pixels, scene_out, &err);
+    sc_codec_status_t st = sc_codec_decode(scene, scene_len, max_pixels, scene_out, &err);
     if (st != SC_CODEC_OK)
         return refuse(why, "scene", st, max_pixels);
     st = sc_codec_decode(product, product_len, max_pixels, product_out, &err);
@@ -141,8 +161,9 @@ int sc_compose_pil_opts(sc_image_t *scene, const sc_image_t *product, const sc_p
     return 0;
 }
 
-int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, const void *data,
-                    size_t len)
+/* OUTPUT_DIR/<id>.<ext>, the directory made. 0 or -1 with errno. */
+static int output_path(const char *dir, const char *id, sc_image_format_t fmt, char *path,
+                       size_t cap)
 {
     const char *ext = sc_format_ext(fmt);
     if (!ext || !sc_id_valid(id, strlen(id))) {
@@ -151,11 +172,32 @@ int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, cons
     }
     if (sc_fs_mkdirs(dir) != 0)
         return -1;
-    char path[2048];
-    int n = snprintf(path, sizeof path, "%s/%s.%s", dir, id, ext);
-    if (n < 0 || (size_t)n >= sizeof path) {
+    int n = snprintf(path, cap, "%s/%s.%s", dir, id, ext);
+    if (n < 0 || (size_t)n >= cap) {
         errno = ENAMETOOLONG;
         return -1;
     }
+    return 0;
+}
+
+int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, const void *data,
+                    size_t len)
+{
+    char path[2048];
+    if (output_path(dir, id, fmt, path, sizeof path) != 0)
+        return -1;
     return sc_fs_write_atomic(path, data, len);
+}
+
+int sc_compose_save_queued(sc_durable_t *d, const char *dir, const char *id, sc_image_format_t fmt,
+                           const void *data, size_t len, sc_durable_done_fn done, void *ud)
+{
+    char path[2048];
+    if (output_path(dir, id, fmt, path, sizeof path) != 0)
+        return -1;
+    if (sc_durable_write(d, path, data, len, done, ud) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return 0;
 }

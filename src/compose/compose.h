@@ -8,9 +8,11 @@
 #ifndef SCENECOMP_COMPOSE_COMPOSE_H
 #define SCENECOMP_COMPOSE_COMPOSE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/durable.h"
 #include "image/codec.h"
 #include "image/format.h"
 #include "image/image.h"
@@ -34,11 +36,29 @@ typedef struct sc_compose_refusal {
     char message[256];        /* for the client, names the field */
 } sc_compose_refusal_t;
 
+/* What sc_compose_probe learnt from the headers and the structural check. */
+typedef struct sc_compose_probe {
+    sc_image_info_t scene, product;  /* sizes as displayed, format, EXIF orientation */
+    bool scene_alpha, product_alpha; /* the decoded image would have alpha */
+} sc_compose_probe_t;
+
+/* Everything sc_compose_decode decides before it decodes a pixel (issue 11:
+ * the server routes from this and decodes only when PIL runs): both headers
+ * (MAX_IMAGE_PIXELS, a too large product refused without looking further),
+ * the placement's working limits from the header sizes, then a structural
+ * check of both whole files (image/check.h), so a truncated upload is refused
+ * before any prediction is paid for. Returns 0 with *out filled, or -1 with
+ * *why filled. */
+int sc_compose_probe(const uint8_t *scene, size_t scene_len, const uint8_t *product,
+                     size_t product_len, long long max_pixels, const sc_place_params_t *p,
+                     sc_compose_probe_t *out, sc_compose_refusal_t *why);
+
 /* The server's steps from uploaded bytes to decoded images, shared with the
  * bench so it measures exactly them: both headers first (a too large product
  * is refused without decoding the scene), then the placement's working limits
  * from the header sizes (sc_place_check: an extreme aspect ratio is a 413, not
- * an out-of-memory 500 later), then both decodes (EXIF orientation applied).
+ * an out-of-memory 500 later), the structural check (sc_compose_probe), then
+ * both decodes (EXIF orientation applied).
  * p must have passed sc_compose_check_params. Returns 0 with both images
  * filled (caller frees), or -1 with both empty and *why filled. */
 int sc_compose_decode(const uint8_t *scene, size_t scene_len, const uint8_t *product,
@@ -72,5 +92,10 @@ int sc_compose_pil_opts(sc_image_t *scene, const sc_image_t *product, const sc_p
  * Returns 0 or -1 with errno set (EINVAL for a bad id or SC_FMT_UNKNOWN). */
 int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, const void *data,
                     size_t len);
+/* As sc_compose_save through the group committer d (core/durable.h): queued,
+ * done(err, ud) once durable or failed. Returns 0 (done will be called) or -1
+ * (nothing queued, errno set). */
+int sc_compose_save_queued(sc_durable_t *d, const char *dir, const char *id, sc_image_format_t fmt,
+                           const void *data, size_t len, sc_durable_done_fn done, void *ud);
 
 #endif

@@ -135,6 +135,7 @@ void sc_config_defaults(sc_config_t *c)
     snprintf(c->alerts_file, sizeof c->alerts_file, "lua/alerts.lua");
     c->max_upload_bytes = 26214400;
     c->product_cache_bytes = (long long)256 << 20;
+    c->upload_spool_bytes = 16384;
     c->max_image_pixels = 40000000;
     c->alert_interval_seconds = 5;
     c->kontext_price_usd = 0.08;
@@ -310,6 +311,9 @@ int sc_config_load(sc_config_t *c, const char *dotenv_path, char *err, size_t er
         return -1;
     /* The product cache (image/pcache.h): bytes of cached layers, 0 = off */
     if (get_ll("PRODUCT_CACHE_BYTES", &c->product_cache_bytes, 0, (long long)1 << 40, err, errlen))
+        return -1;
+    /* Uploaded files over this many bytes wait in a spool file (core/spool.h), 0 = off */
+    if (get_ll("UPLOAD_SPOOL_BYTES", &c->upload_spool_bytes, 0, (long long)1 << 40, err, errlen))
         return -1;
     /* Webhooks (issue 10) */
     if (S("WEBHOOK_SECRET", webhook_secret) || S("WEBHOOK_ALLOWED_HOSTS", webhook_allowed_hosts))

@@ -34,6 +34,7 @@ typedef struct sc_config {
     long long max_upload_bytes;           /* MAX_UPLOAD_BYTES, 26214400 */
     long long max_image_pixels;           /* MAX_IMAGE_PIXELS, 40000000 */
     long long product_cache_bytes;        /* PRODUCT_CACHE_BYTES, 256 MiB, 0 = off */
+    long long upload_spool_bytes;         /* UPLOAD_SPOOL_BYTES, 16384, 0 = never spool */
     char alert_webhook_url[SC_CFG_PATH];  /* ALERT_WEBHOOK_URL, "" = none */
     double alert_interval_seconds;        /* ALERT_EVAL_INTERVAL_SECONDS, 5 */
     double kontext_price_usd;             /* KONTEXT_PRICE_USD, 0.08 per prediction */

@@ -5,7 +5,9 @@
  * Multipart: http/multipart.c parses the stream; every field is
  * buffered (files up to MAX_UPLOAD_BYTES, which bounds the whole body, text
  * fields up to SC_HTTP_MAX_TEXT_FIELD). Unknown fields are ignored. A repeated
- * field: the last occurrence wins. */
+ * field: the last occurrence wins. A file field over UPLOAD_SPOOL_BYTES moves
+ * to a spool file (core/spool.h) while it streams in; its bytes are mapped
+ * only while something reads them (uploads_map / uploads_unmap). */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -25,6 +27,7 @@
 #include "core/log.h"
 #include "http/conn.h"
 #include "http/multipart.h"
+#include "image/check.h"
 #include "image/icc.h"
 #include "image/pcache.h"
 #include "image/resize.h"
@@ -46,6 +49,83 @@ static void refuse(sc_http_conn_t *c, int status, const char *code, const char *
     c->refused_status = status;
     c->refused_code = code;
     snprintf(c->refused_msg, sizeof c->refused_msg, "%s", msg);
+}
+
+/* ==== Spooled uploads (issue 11, memory) ==== */
+
+/* The bytes of a file field: its heap buffer, or its spool's mapping. A
+ * spooled field reads as NULL while unmapped, so every reader runs between
+ * uploads_map and uploads_unmap. */
+static const uint8_t *field_bytes(const sc_http_field_t *f)
+{
+    return f->spool ? sc_spool_data(f->spool) : (const uint8_t *)f->data.data;
+}
+
+static size_t field_len(const sc_http_field_t *f)
+{
+    return f->spool ? sc_spool_size(f->spool) : f->data.len;
+}
+
+/* Drops a file field's bytes, wherever they are (closing a spool removes
+ * its file). */
+static void file_drop(sc_http_field_t *f)
+{
+    sc_buf_free(&f->data);
+    sc_spool_free(f->spool);
+    f->spool = NULL;
+}
+
+/* Appends to a field that passed UPLOAD_SPOOL_BYTES: the first time, moves
+ * what the heap buffered to a new spool file in OUTPUT_DIR. Returns 0, or -1
+ * with the field dropped (no file left) and the request refused with a 503:
+ * a full disk fails this upload, never the process. */
+static int spool_append(sc_http_conn_t *c, sc_http_field_t *f, const char *key, const char *data,
+                        size_t size)
+{
+    if (!f->spool) {
+        f->spool = sc_spool_new(c->cfg->output_dir);
+        if (!f->spool || sc_spool_append(f->spool, f->data.data, f->data.len) != 0)
+            goto fail;
+        sc_buf_free(&f->data);
+    }
+    if (sc_spool_append(f->spool, data, size) == 0)
+        return 0;
+fail:;
+    int e = errno;
+    file_drop(f);
+    sc_log_error("http: cannot spool field '%s' in OUTPUT_DIR '%s': %s", key, c->cfg->output_dir,
+                 strerror(e));
+    char msg[192];
+    snprintf(msg, sizeof msg, "cannot store the upload of field '%s': %s", key, strerror(e));
+    refuse(c, 503, "service_unavailable", msg);
+    return -1;
+}
+
+/* Maps the spooled uploads (scene, product, mask) for reading; heap ones need
+ * nothing. Nested calls are counted by the spools. Returns 0, or -1 with
+ * errno and nothing left mapped. */
+static int uploads_map(sc_http_conn_t *c)
+{
+    sc_http_field_t *fs[3] = {&c->f_scene, &c->f_product, &c->f_mask};
+    for (int i = 0; i < 3; i++) {
+        if (fs[i]->spool && sc_spool_map(fs[i]->spool) != 0) {
+            int e = errno;
+            while (i-- > 0)
+                if (fs[i]->spool)
+                    sc_spool_unmap(fs[i]->spool);
+            errno = e;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void uploads_unmap(sc_http_conn_t *c)
+{
+    sc_http_field_t *fs[3] = {&c->f_scene, &c->f_product, &c->f_mask};
+    for (int i = 0; i < 3; i++)
+        if (fs[i]->spool)
+            sc_spool_unmap(fs[i]->spool);
 }
 
 static sc_http_field_t *field_for(sc_http_conn_t *c, const char *key, bool *is_file)
@@ -88,6 +168,8 @@ static int on_field(void *cls, const char *key, const char *data, size_t size, b
         return 0; /* unknown fields are ignored */
     if (first) {
         sc_buf_reset(&f->data); /* a repeated field: the last one wins */
+        sc_spool_free(f->spool);
+        f->spool = NULL;
         f->present = true;
     }
     if (!is_file && f->data.len + size > SC_HTTP_MAX_TEXT_FIELD) {
@@ -97,6 +179,10 @@ static int on_field(void *cls, const char *key, const char *data, size_t size, b
         refuse(c, 400, "invalid_parameter", msg);
         return 0;
     }
+    long long spool_at = c->cfg->upload_spool_bytes;
+    if (is_file && size > 0 && spool_at > 0 &&
+        (f->spool || (long long)(f->data.len + size) > spool_at))
+        return spool_append(c, f, key, data, size);
     if (size > 0 && sc_buf_append(&f->data, data, size) != 0) {
         refuse(c, 500, "internal_error", "out of memory while reading the upload");
         return -1;
@@ -135,9 +221,9 @@ enum MHD_Result sc_http__composite_data(sc_http_conn_t *c, const char *data, siz
          * little while so a client slightly over the limit still reads a 413,
          * and cut the connection when it keeps sending. */
         if (!c->refused || c->refused_status != 413) {
-            sc_buf_free(&c->f_scene.data);
-            sc_buf_free(&c->f_product.data);
-            sc_buf_free(&c->f_mask.data);
+            file_drop(&c->f_scene);
+            file_drop(&c->f_product);
+            file_drop(&c->f_mask);
             c->refused = false;
             char msg[160];
             snprintf(msg, sizeof msg, "request body is over the limit of %lld bytes", limit);
@@ -200,32 +286,79 @@ typedef struct answer {
 
 /* ==== Keying inputs (issue 12) ==== */
 
-/* The scene's colour profile (kept for the encode), the product converted into
- * the scene's space when its own profile differs, and the product cache's key.
- * Reads the encoded uploads, so runs before they are freed. Returns 0, or -1
- * out of memory. */
+/* The scene's colour profile (kept for the encode) and the product cache's
+ * key, from the encoded uploads (no decode: issue 11). The key is the SHA-256
+ * of the product's bytes, followed by the scene's profile when the product has
+ * its own (then PIL converts it into the scene's space), so it names the
+ * product's pixels exactly. Returns 0, or -1 out of memory. */
 static int keying_inputs(sc_http_conn_t *c)
 {
     size_t icc_len = 0;
-    if (sc_icc_extract((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len, &c->scene_icc,
-                       &icc_len) < 0)
+    if (sc_icc_extract(field_bytes(&c->f_scene), field_len(&c->f_scene), &c->scene_icc, &icc_len) <
+        0)
         return -1;
     c->copts.icc = c->scene_icc;
     c->copts.icc_len = icc_len;
-    /* a product with another profile than the scene's: into the scene's space */
+    uint8_t *picc = NULL;
+    size_t picc_len = 0;
+    int has =
+        sc_icc_extract(field_bytes(&c->f_product), field_len(&c->f_product), &picc, &picc_len);
+    free(picc);
+    if (has < 0)
+        return -1;
+    if (sc_pcache_enabled() && sc_pcache_hash2(field_bytes(&c->f_product), field_len(&c->f_product),
+                                               has == 1 ? c->scene_icc : NULL,
+                                               has == 1 ? icc_len : 0, c->product_sha) == 0)
+        c->copts.place.product_sha = c->product_sha;
+    return 0;
+}
+
+/* Decodes the product for PIL and converts it into the scene's colour space
+ * when its own profile differs. */
+static sc_codec_status_t product_decode(sc_http_conn_t *c)
+{
+    sc_image_free(&c->product);
+    sc_codec_status_t st = sc_codec_decode(field_bytes(&c->f_product), field_len(&c->f_product),
+                                           c->cfg->max_image_pixels, &c->product, NULL);
+    if (st != SC_CODEC_OK)
+        return st;
     uint8_t *picc = NULL;
     size_t picc_len = 0;
     int conv = 1;
-    if (sc_icc_extract((const uint8_t *)c->f_product.data.data, c->f_product.data.len, &picc,
-                       &picc_len) == 1)
-        conv = sc_icc_convert(&c->product, picc, picc_len, c->scene_icc, icc_len);
+    if (sc_icc_extract(field_bytes(&c->f_product), field_len(&c->f_product), &picc, &picc_len) == 1)
+        conv = sc_icc_convert(&c->product, picc, picc_len, c->copts.icc, c->copts.icc_len);
     free(picc);
-    if (conv < 0)
+    return conv < 0 ? SC_CODEC_NOMEM : SC_CODEC_OK;
+}
+
+/* Checks the `mask` upload from its header and structure: 0, or an error
+ * answered (returns via *r). */
+static int mask_probe(sc_http_conn_t *c, enum MHD_Result *r)
+{
+    sc_image_info_t mi;
+    const uint8_t *d = field_bytes(&c->f_mask);
+    size_t n = field_len(&c->f_mask);
+    sc_codec_status_t st = sc_codec_probe(d, n, c->cfg->max_image_pixels, &mi);
+    if (st == SC_CODEC_OK && sc_check_image(d, n, NULL) != SC_CODEC_OK)
+        st = SC_CODEC_INVALID;
+    if (st == SC_CODEC_TOO_LARGE) {
+        *r =
+            sc_http__send_error(c->mhd, 413, "image_too_large",
+                                "field 'mask' has more than %lld pixels", c->cfg->max_image_pixels);
         return -1;
-    if (sc_pcache_enabled() &&
-        sc_pcache_hash2(c->f_product.data.data, c->f_product.data.len,
-                        conv == 0 ? c->scene_icc : NULL, icc_len, c->product_sha) == 0)
-        c->copts.place.product_sha = c->product_sha;
+    }
+    if (st != SC_CODEC_OK) {
+        *r = sc_http__send_error(c->mhd, 400, "invalid_image",
+                                 "field 'mask' is not a valid PNG or JPEG image");
+        return -1;
+    }
+    const sc_image_info_t *pi = &c->probe.product;
+    if (mi.width != pi->width || mi.height != pi->height) {
+        *r = sc_http__send_error(c->mhd, 400, "invalid_parameter",
+                                 "field 'mask' (%dx%d) must have the product's size (%dx%d)",
+                                 mi.width, mi.height, pi->width, pi->height);
+        return -1;
+    }
     return 0;
 }
 
@@ -234,12 +367,40 @@ static int keying_inputs(sc_http_conn_t *c)
 static sc_codec_status_t mask_decode(sc_http_conn_t *c)
 {
     const char *merr = NULL;
-    sc_codec_status_t st = sc_codec_decode((const uint8_t *)c->f_mask.data.data, c->f_mask.data.len,
+    sc_codec_status_t st = sc_codec_decode(field_bytes(&c->f_mask), field_len(&c->f_mask),
                                            c->cfg->max_image_pixels, &c->mask, &merr);
-    if (st == SC_CODEC_OK && c->mask.width == c->product.width &&
-        c->mask.height == c->product.height)
+    if (st == SC_CODEC_OK && c->mask.width == c->probe.product.width &&
+        c->mask.height == c->probe.product.height)
         c->copts.place.mask = &c->mask;
     return st;
+}
+
+/* The images PIL needs, from the kept uploads: the scene, the mask, and the
+ * product as its header only (image/place.h SC_PLACE_NEED_PIXELS: decoded
+ * only when its placed layer is not in the product cache, issue 12). 0, or
+ * -1 with *st and *what (the field) set. */
+static int pil_inputs(sc_http_conn_t *c, sc_codec_status_t *st, const char **what)
+{
+    *what = "scene";
+    if (!c->scene.pixels) {
+        *st = sc_codec_decode(field_bytes(&c->f_scene), field_len(&c->f_scene),
+                              c->cfg->max_image_pixels, &c->scene, NULL);
+        if (*st != SC_CODEC_OK)
+            return -1;
+    }
+    *what = "mask";
+    if (c->f_mask.present && !c->mask.pixels) {
+        *st = mask_decode(c);
+        if (*st != SC_CODEC_OK)
+            return -1;
+    }
+    if (!c->product.pixels) {
+        c->product.width = c->probe.product.width;
+        c->product.height = c->probe.product.height;
+        c->product.channels = c->probe.product_alpha ? 4 : 3;
+    }
+    *st = SC_CODEC_OK;
+    return 0;
 }
 
 /* ==== The record (API.md "Asynchronous composites, records, webhooks") ==== */
@@ -267,8 +428,8 @@ static int inputs_save(sc_http_conn_t *c)
         if (!parts[i].f->present)
             continue; /* only the mask is optional */
         inputs_path(c, parts[i].name, path, sizeof path);
-        if (sc_fs_write_atomic(path, parts[i].f->data.data ? parts[i].f->data.data : "",
-                               parts[i].f->data.len) != 0)
+        const uint8_t *bytes = field_bytes(parts[i].f);
+        if (sc_fs_write_atomic(path, bytes ? (const void *)bytes : "", field_len(parts[i].f)) != 0)
             return -1;
     }
     cJSON *o = cJSON_CreateObject();
@@ -328,6 +489,7 @@ static void record_succeeded(sc_http_conn_t *c, const answer_t *a)
              a->fallback_reason ? a->fallback_reason : "");
     r->width = a->width;
     r->height = a->height;
+    snprintf(r->keying, sizeof r->keying, "%s", a->keying ? a->keying : "");
     snprintf(r->image_url, sizeof r->image_url, "/api/composites/%s.%s", c->id,
              sc_format_ext(c->format));
     record_end(c);
@@ -428,15 +590,16 @@ static enum MHD_Result send_answer(sc_http_conn_t *c, const answer_t *a, uint8_t
 /* ==== PIL ==== */
 
 /* Composites with PIL and answers. fallback_reason is NULL for a request routed
- * to PIL, else the reason it fell back (already counted and logged). */
-static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
-                               const char *fallback_reason)
+ * to PIL, else the reason it fell back (already counted and logged). The
+ * uploads are mapped (run_pil). */
+static enum MHD_Result pil_compose(sc_http_conn_t *c, bool requested_kontext,
+                                   const char *fallback_reason)
 {
     double t0 = sc_clock_mono();
     uint8_t *out = NULL;
     size_t len = 0;
     const char *err = NULL;
-    int w = c->scene.width, h = c->scene.height;
+    int w = c->probe.scene.width, h = c->probe.scene.height;
     if (w == 0) {
         /* A composite resumed after a restart without its inputs (a sync one). */
         record_failed(c, "interrupted", "the service restarted and the inputs were not kept");
@@ -449,16 +612,44 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
         c->rec->fallback = fallback_reason != NULL;
     }
     sc_keying_t keying = SC_KEYING_NONE;
-    if (sc_compose_pil_opts(&c->scene, &c->product, &c->params, c->format, &c->copts, &out, &len,
-                            &keying, &err) != 0) {
+    sc_codec_status_t dst = SC_CODEC_OK;
+    const char *what = NULL;
+    double t_dec = sc_clock_mono();
+    int prc = pil_inputs(c, &dst, &what);
+    double dec_s = sc_clock_mono() - t_dec;
+    if (prc == 0) {
+        prc = sc_compose_pil_opts(&c->scene, &c->product, &c->params, c->format, &c->copts, &out,
+                                  &len, &keying, &err);
+        if (prc != 0 && err && strcmp(err, SC_PLACE_NEED_PIXELS) == 0) {
+            what = "product"; /* not in the product cache: decode it now */
+            t_dec = sc_clock_mono();
+            dst = product_decode(c);
+            dec_s += sc_clock_mono() - t_dec;
+            prc = dst == SC_CODEC_OK
+                      ? sc_compose_pil_opts(&c->scene, &c->product, &c->params, c->format,
+                                            &c->copts, &out, &len, &keying, &err)
+                      : -1;
+        }
+    }
+    if (dst != SC_CODEC_OK) {
+        /* The structural check passed but the pixels do not decode. */
+        sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
+        sc_log_error("PIL composite id=%s: field '%s' does not decode", c->id, what);
+        if (dst == SC_CODEC_NOMEM)
+            return fail(c, 503, "service_unavailable", "out of memory decoding field '%s'", what);
+        return fail(c, 400, "invalid_image", "field '%s' is not a valid PNG or JPEG image", what);
+    }
+    if (c->rec)
+        c->rec->durations.decode += dec_s; /* the decode runs with PIL now */
+    if (prc != 0) {
         sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
         sc_log_error("PIL composite failed id=%s: %s", c->id, err ? err : "unknown error");
         return fail(c, 500, "internal_error", "composite failed: %s", err ? err : "unknown error");
     }
     double t_save = sc_clock_mono();
     if (c->rec)
-        c->rec->durations.composite = t_save - t0; /* the encode included */
-    if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
+        c->rec->durations.composite = t_save - t0 - dec_s; /* the encode included */
+    if (sc_http__output_save(c, out, len) != 0) {
         free(out);
         sc_metrics_pil(sc_clock_wall(), false, sc_clock_mono() - t0);
         sc_log_error("cannot save composite %s in %s", c->id, c->cfg->output_dir);
@@ -478,6 +669,22 @@ static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
     answer_t a = {"pil", requested_kontext,     fallback_reason != NULL, fallback_reason, w,
                   h,     sc_keying_name(keying)};
     return send_answer(c, &a, out, len);
+}
+
+/* pil_compose with the spooled uploads mapped for its decodes. */
+static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
+                               const char *fallback_reason)
+{
+    if (uploads_map(c) != 0) {
+        int e = errno;
+        sc_metrics_pil(sc_clock_wall(), false, 0.0);
+        sc_log_error("PIL composite id=%s: cannot map the spooled upload: %s", c->id, strerror(e));
+        return fail(c, 503, "service_unavailable", "cannot read the spooled upload: %s",
+                    strerror(e));
+    }
+    enum MHD_Result r = pil_compose(c, requested_kontext, fallback_reason);
+    uploads_unmap(c);
+    return r;
 }
 
 /* A Kontext request that ends with PIL: count, log the two phrases ops grep,
@@ -512,7 +719,7 @@ static void prediction_created(const char *prediction_id, void *ud)
         return;
     snprintf(c->rec->prediction_id, sizeof c->rec->prediction_id, "%s", prediction_id);
     c->rec->estimated_cost_usd = c->cfg->kontext_price_usd;
-    (void)sc_http__record_save(c);
+    sc_http__record_save_bg(c); /* issue 11: never an fsync on the I/O thread */
 }
 
 /* ---- Outage protection (issue 11): pacing and the circuit breaker ---- */
@@ -632,9 +839,12 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     /* Write-ahead: the start is counted (take) and must be on disk before the
      * create can leave, or a crash right after the create loses it and a crash
      * loop spends past the daily limit. The metrics file carries the limiter
-     * state; a synchronous flush costs a small write and two fsyncs per
-     * prediction (docs/operations.md). If it cannot be written, nothing is sent. */
-    if (sc_metrics_flush() != 0) {
+     * state. Group commit (issue 11): the Replicate job is queued at once
+     * but sends its create only once a save covering this count is durable
+     * (opts.gate); if it fails, nothing is sent (kontext_done falls back).
+     * Without a committer: a synchronous flush (docs/operations.md). */
+    sc_durable_ticket_t *wal = sc_http__count_gate(); /* issue 11: the job waits, not we */
+    if (!wal && sc_metrics_flush() != 0) {
         sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
         sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
@@ -647,12 +857,29 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     sc_limits_token_t *slot = malloc(sizeof *slot);
     char *json = NULL;
     const char *prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL;
-    /* issue 11: large images go through the Files API (an upload failure is an api_error) */
-    int irc =
-        slot ? sc_inputs_kontext_ex(&c->scene, &c->product, prompt, c->eff.timeout_seconds, &json)
-             : -1;
+    /* issue 11: the uploads as they came when they can (replicate/inputs.h);
+     * large ones go through the Files API (an upload failure is an api_error).
+     * Kontext answers in the client's format, so its output can be served as
+     * it is (kontext_output). */
+    sc_inputs_file_t in[2];
+    const sc_http_field_t *fs[2] = {&c->f_scene, &c->f_product};
+    const sc_image_info_t *is[2] = {&c->probe.scene, &c->probe.product};
+    /* Mapped only while the input is built (a Files API upload included):
+     * the wait that follows holds the spool files, not their pages. */
+    int mrc = uploads_map(c);
+    for (int i = 0; i < 2; i++)
+        in[i] = (sc_inputs_file_t){field_bytes(fs[i]), field_len(fs[i]), is[i]->format,
+                                   is[i]->width,       is[i]->height,    is[i]->orientation};
+    int irc = slot && mrc == 0
+                  ? sc_inputs_kontext_files(&in[0], &in[1], prompt,
+                                            c->format == SC_FMT_JPEG ? "jpg" : "png",
+                                            c->cfg->max_image_pixels, c->eff.timeout_seconds, &json)
+                  : -1;
+    if (mrc == 0)
+        uploads_unmap(c);
     if (irc != 0) {
         free(slot);
+        sc_durable_ticket_unref(wal);
         sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
         if (irc == -2)
@@ -678,10 +905,13 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
                           .upstream_over = release_slot,
                           .upstream_ud = slot,
                           .on_created = prediction_created,
-                          .created_ud = c};
+                          .created_ud = c,
+                          .gate = wal};
     sc_http__hand_off(c);
-    if (sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
-                               on_kontext_done, c) != 0) {
+    int src = sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
+                                     on_kontext_done, c);
+    sc_durable_ticket_unref(wal); /* the job holds its own */
+    if (src != 0) {
         /* Not queued, so no callback will come (upstream_over neither): give
          * the slot back and resume ourselves with a failure. */
         release_slot(slot);
@@ -700,20 +930,41 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     return MHD_YES;
 }
 
-/* The Kontext output as the final image: decoded, at the scene's size, encoded.
- * Returns 0, or -1 with a message (the output counts as invalid). */
-static int kontext_output(sc_http_conn_t *c, const sc_rep_result_t *res, uint8_t **out, size_t *len,
+/* The Kontext output as the final image. Served as it came when its header
+ * says the requested format at the scene's size and it passes the structural
+ * check (issue 11: *out then takes res->output); otherwise decoded, resized
+ * to the scene's size and encoded. Returns 0, or -1 with a message (the
+ * output counts as invalid). */
+static int kontext_output(sc_http_conn_t *c, sc_rep_result_t *res, uint8_t **out, size_t *len,
                           const char **err)
 {
     sc_image_t img = SC_IMAGE_INIT, sized = SC_IMAGE_INIT;
     int rc = -1;
+    int sw = c->probe.scene.width, sh = c->probe.scene.height;
+    sc_image_info_t oi;
+    if (sc_codec_probe(res->output, res->output_len, c->cfg->max_image_pixels, &oi) ==
+            SC_CODEC_OK &&
+        oi.format == c->format && oi.width == sw && oi.height == sh && oi.orientation == 1 &&
+        sc_check_image(res->output, res->output_len, NULL) == SC_CODEC_OK) {
+        *out = res->output;
+        *len = res->output_len;
+        res->output = NULL;
+        res->output_len = 0;
+        return 0;
+    }
+    if (sc_codec_probe(res->output, res->output_len, c->cfg->max_image_pixels, &oi) !=
+            SC_CODEC_OK ||
+        sc_check_image(res->output, res->output_len, NULL) != SC_CODEC_OK) {
+        *err = "output is not a valid PNG or JPEG image";
+        goto cleanup;
+    }
     if (sc_codec_decode(res->output, res->output_len, c->cfg->max_image_pixels, &img, err) !=
         SC_CODEC_OK) {
         goto cleanup;
     }
     const sc_image_t *final = &img;
-    if (c->scene.width > 0 && (img.width != c->scene.width || img.height != c->scene.height)) {
-        if (sc_resize_lanczos(&img, c->scene.width, c->scene.height, &sized) != 0) {
+    if (sw > 0 && (img.width != sw || img.height != sh)) {
+        if (sc_resize_lanczos(&img, sw, sh, &sized) != 0) {
             *err = "cannot resize the output to the scene size";
             goto cleanup;
         }
@@ -747,6 +998,11 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
             c->rec->estimated_cost_usd = c->cfg->kontext_price_usd;
         }
     }
+    if (res && res->gate_closed) { /* the write-ahead failed: nothing was sent */
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
+        kontext_finished(c, SC_KONTEXT_FAILURE, 0.0);
+        return fall_back(c, SC_FB_API_ERROR, "cannot persist the start count in LOGS_DIR");
+    }
     if (st == SC_REP_CLIENT_GONE) {
         breaker_finish(c, st); /* no outcome; already given back by the callback */
         record_failed(c, "client_gone", "the client went away while Kontext ran");
@@ -765,7 +1021,7 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
             double t_save = sc_clock_mono();
             if (c->rec)
                 c->rec->durations.encode = t_save - t_enc;
-            if (sc_compose_save(c->cfg->output_dir, c->id, c->format, out, len) != 0) {
+            if (sc_http__output_save(c, out, len) != 0) {
                 free(out);
                 kontext_finished(c, SC_KONTEXT_FAILURE, secs);
                 sc_log_error("cannot save composite %s in %s", c->id, c->cfg->output_dir);
@@ -776,7 +1032,8 @@ static enum MHD_Result kontext_done(sc_http_conn_t *c)
             kontext_finished(c, SC_KONTEXT_SUCCESS, secs);
             sc_log_info("[Kontext Composite] Composite saved id=%s seconds=%.2f prediction=%s",
                         c->id, secs, res->prediction_id);
-            answer_t a = {"kontext", true, false, NULL, c->scene.width, c->scene.height, NULL};
+            answer_t a = {"kontext", true, false, NULL, c->probe.scene.width, c->probe.scene.height,
+                          NULL};
             return send_answer(c, &a, out, len);
         }
         st = SC_REP_INVALID_OUTPUT;
@@ -882,16 +1139,34 @@ static int fingerprint(sc_http_conn_t *c, char out[SC_IDEMPOTENCY_FP_LEN + 1])
     int rc = fp ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < sizeof parts / sizeof parts[0]; i++)
         if (parts[i].f->present)
-            rc = sc_idempotency_fp_add(fp, parts[i].name, parts[i].f->data.data,
-                                       parts[i].f->data.len);
+            rc = sc_idempotency_fp_add(fp, parts[i].name, field_bytes(parts[i].f),
+                                       field_len(parts[i].f));
     if (rc == 0)
         rc = sc_idempotency_fp_final(fp, out);
     sc_idempotency_fp_free(fp);
     return rc;
 }
 
-/* Pool job: everything after the upload. */
-static enum MHD_Result process(sc_http_conn_t *c)
+/* What route() sees of the request: the text fields and the uploads' header
+ * facts (no decode before routing). */
+static void policy_request(sc_http_conn_t *c)
+{
+    c->preq = (sc_policy_req_t){
+        .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
+        .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
+        .scene_w = c->probe.scene.width,
+        .scene_h = c->probe.scene.height,
+        .scene_alpha = c->probe.scene_alpha,
+        .product_w = c->probe.product.width,
+        .product_h = c->probe.product.height,
+        .product_alpha = c->probe.product_alpha,
+    };
+}
+
+/* Everything after the upload up to the route: checks, probe, record. Sets
+ * *go (with *route) when the request goes on to PIL or Kontext; otherwise
+ * it was answered. Reads the uploads: runs with them mapped. */
+static enum MHD_Result admit(sc_http_conn_t *c, sc_route_t *route_out, bool *go)
 {
     c->t_job = sc_clock_mono();
     if (!c->f_scene.present)
@@ -961,35 +1236,22 @@ static enum MHD_Result process(sc_http_conn_t *c)
     }
     c->async = prefers_async(c->mhd);
 
-    /* Headers, the placement's working limits, then the decodes (compose.h). */
+    /* Headers, the placement's working limits and the structural check
+     * (compose.h); no pixel is decoded before routing (issue 11): PIL decodes
+     * what it needs, Kontext gets the uploads as they came. */
     double t_decode = sc_clock_mono();
     sc_compose_refusal_t why;
-    if (sc_compose_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
-                          (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
-                          c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
+    if (sc_compose_probe(field_bytes(&c->f_scene), field_len(&c->f_scene),
+                         field_bytes(&c->f_product), field_len(&c->f_product),
+                         c->cfg->max_image_pixels, &c->params, &c->probe, &why) != 0)
         return image_error(c, &why);
     t_decode = sc_clock_mono() - t_decode;
     if (keying_inputs(c) != 0)
         return sc_http__send_error(c->mhd, 503, "service_unavailable",
                                    "out of memory reading the colour profiles");
-    if (c->f_mask.present) {
-        sc_codec_status_t st = mask_decode(c);
-        if (st == SC_CODEC_NOMEM)
-            return sc_http__send_error(c->mhd, 503, "service_unavailable",
-                                       "out of memory decoding field 'mask'");
-        if (st == SC_CODEC_TOO_LARGE)
-            return sc_http__send_error(c->mhd, 413, "image_too_large",
-                                       "field 'mask' has more than %lld pixels",
-                                       c->cfg->max_image_pixels);
-        if (st != SC_CODEC_OK)
-            return sc_http__send_error(c->mhd, 400, "invalid_image",
-                                       "field 'mask' is not a valid PNG or JPEG image");
-        if (c->mask.width != c->product.width || c->mask.height != c->product.height)
-            return sc_http__send_error(c->mhd, 400, "invalid_parameter",
-                                       "field 'mask' (%dx%d) must have the product's size (%dx%d)",
-                                       c->mask.width, c->mask.height, c->product.width,
-                                       c->product.height);
-    }
+    enum MHD_Result mr = MHD_YES;
+    if (c->f_mask.present && mask_probe(c, &mr) != 0)
+        return mr;
 
     sc_id_new(c->id);
     if (key) {
@@ -1013,16 +1275,7 @@ static enum MHD_Result process(sc_http_conn_t *c)
             return sc_http__send_busy(c->mhd, 1, "cannot record the Idempotency-Key now; retry");
         }
     }
-    c->preq = (sc_policy_req_t){
-        .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
-        .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
-        .scene_w = c->scene.width,
-        .scene_h = c->scene.height,
-        .scene_alpha = c->scene.channels == 4,
-        .product_w = c->product.width,
-        .product_h = c->product.height,
-        .product_alpha = c->product.channels == 4,
-    };
+    policy_request(c);
     /* Empty strings are absent values for the policy (curl -F user_id= ...). */
     if (c->preq.user_id && !c->preq.user_id[0])
         c->preq.user_id = NULL;
@@ -1054,7 +1307,7 @@ static enum MHD_Result process(sc_http_conn_t *c)
     snprintf(rec->format, sizeof rec->format, "%s", sc_format_name(c->format));
     snprintf(rec->webhook_url, sizeof rec->webhook_url, "%s", webhook ? webhook : "");
     rec->respond_async = c->async;
-    if ((c->async && inputs_save(c) != 0) || (sc_http__record_save(c) != 0 && c->async)) {
+    if ((c->async && inputs_save(c) != 0) || sc_http__record_save_start(c) != 0) {
         /* An async client can only learn the outcome from the record. */
         inputs_remove(c);
         free(c->rec);
@@ -1063,13 +1316,30 @@ static enum MHD_Result process(sc_http_conn_t *c)
             sc_http__idem_forget(key);
         return sc_http__send_error(c->mhd, 500, "internal_error", "cannot save the record");
     }
-    sc_buf_free(&c->f_scene.data); /* the encoded uploads are not needed any more */
-    sc_buf_free(&c->f_product.data);
-    sc_buf_free(&c->f_mask.data);
     if (c->async) {
         (void)sc_http__send_record(c->mhd, rec, 202, false);
         sc_http__detach(c);
     }
+    *route_out = route;
+    *go = true;
+    return MHD_YES;
+}
+
+/* Pool job: everything after the upload. The spooled uploads are mapped
+ * while the request is checked, probed and routed, then unmapped before the
+ * work: PIL and the Kontext input map what they read themselves, so a request
+ * waiting on Kontext holds its spool files but no mapping (issue 11). */
+static enum MHD_Result process(sc_http_conn_t *c)
+{
+    if (uploads_map(c) != 0)
+        return sc_http__send_error(c->mhd, 503, "service_unavailable",
+                                   "cannot read the spooled upload: %s", strerror(errno));
+    sc_route_t route = SC_ROUTE_PIL;
+    bool go = false;
+    enum MHD_Result r = admit(c, &route, &go);
+    uploads_unmap(c);
+    if (!go)
+        return r;
     if (route == SC_ROUTE_KONTEXT)
         return start_kontext(c);
     return run_pil(c, false, NULL);
@@ -1092,8 +1362,8 @@ static void kontext_done_job(sc_http_conn_t *c)
 
 /* ==== Resuming after a restart ==== */
 
-/* Reads the kept inputs of c->id into c (decoded images, params, format,
- * policy request). Returns 0, or -1 when there are none or they do not decode. */
+/* Reads the kept inputs of c->id into c (the uploads and their probe, params, format,
+ * policy request). Returns 0, or -1 when there are none or they are refused. */
 static int inputs_load(sc_http_conn_t *c)
 {
     char path[SC_CFG_PATH + 96];
@@ -1147,9 +1417,9 @@ static int inputs_load(sc_http_conn_t *c)
             return -1;
     }
     sc_compose_refusal_t why;
-    if (sc_compose_decode((const uint8_t *)c->f_scene.data.data, c->f_scene.data.len,
-                          (const uint8_t *)c->f_product.data.data, c->f_product.data.len,
-                          c->cfg->max_image_pixels, &c->params, &c->scene, &c->product, &why) != 0)
+    if (sc_compose_probe(field_bytes(&c->f_scene), field_len(&c->f_scene),
+                         field_bytes(&c->f_product), field_len(&c->f_product),
+                         c->cfg->max_image_pixels, &c->params, &c->probe, &why) != 0)
         return -1;
     if (keying_inputs(c) != 0)
         return -1;
@@ -1164,25 +1434,13 @@ static int inputs_load(sc_http_conn_t *c)
         if (arc != 0 || mask_decode(c) != SC_CODEC_OK || !c->copts.place.mask)
             return -1;
     }
-    sc_buf_free(&c->f_scene.data);
-    sc_buf_free(&c->f_product.data);
-    sc_buf_free(&c->f_mask.data);
-    c->preq = (sc_policy_req_t){
-        .user_id = c->f_user_id.present ? c->f_user_id.data.data : NULL,
-        .prompt = c->f_prompt.present ? c->f_prompt.data.data : NULL,
-        .scene_w = c->scene.width,
-        .scene_h = c->scene.height,
-        .scene_alpha = c->scene.channels == 4,
-        .product_w = c->product.width,
-        .product_h = c->product.height,
-        .product_alpha = c->product.channels == 4,
-    };
+    policy_request(c);
     return 0;
 }
 
 static void resume_pil_job(sc_http_conn_t *c)
 {
-    if (c->scene.width)
+    if (c->probe.scene.width)
         sc_log_warn("[Kontext Composite] resuming id=%s after a restart: compositing by PIL "
                     "(reason interrupted)",
                     c->id);
@@ -1212,7 +1470,7 @@ int sc_http__composite_resume(const sc_config_t *cfg, const sc_record_t *rec)
     snprintf(c->id, sizeof c->id, "%s", rec->id);
     sc_policy_current(&c->eff);
     c->async = inputs_load(c) == 0 || rec->respond_async;
-    if (!c->scene.width) {
+    if (!c->probe.scene.width) {
         const sc_format_t *f = sc_format_by_name(rec->format);
         c->format = f ? f->id : SC_FMT_PNG;
     }

@@ -26,6 +26,8 @@
 #include "compose/compose.h"
 #include "core/buf.h"
 #include "core/config.h"
+#include "core/durable.h"
+#include "core/spool.h"
 #include "image/codec.h"
 #include "image/image.h"
 #include "image/place.h"
@@ -69,9 +71,14 @@ typedef enum {
 
 typedef struct sc_http_edge sc_http_edge_t;
 
-/* One text or file field of the multipart form. */
+/* One text or file field of the multipart form. A file field whose size
+ * passes UPLOAD_SPOOL_BYTES while it streams in moves to spool (issue 11,
+ * memory): data is then empty and the bytes are read by mapping the spool
+ * (composite.c uploads_map / uploads_unmap), so a request waiting on Kontext
+ * holds a file descriptor instead of heap. */
 typedef struct sc_http_field {
     sc_buf_t data;
+    sc_spool_t *spool; /* NULL unless spooled */
     bool present;
 } sc_http_field_t;
 
@@ -100,12 +107,15 @@ typedef struct sc_http_conn {
     /* POST /api/scenes and other bodies */
     sc_buf_t body;
 
-    /* Kept across the suspension of a Kontext / scene request. */
-    sc_image_t scene, product;
-    sc_image_t mask;         /* the `mask` upload, decoded (empty when absent) */
-    sc_compose_opts_t copts; /* quality, mask, shadow for the PIL path */
-    uint8_t product_sha[32]; /* the product cache's key (image/pcache.h) */
-    uint8_t *scene_icc;      /* the scene's ICC profile (image/icc.h), NULL if none */
+    /* Kept across the suspension of a Kontext / scene request. The uploads
+     * stay encoded (f_scene, f_product, f_mask) with their header facts in
+     * probe; they are decoded only when PIL runs (issue 11). */
+    sc_compose_probe_t probe;
+    sc_image_t scene, product; /* decoded for PIL (product: header only on a cache hit) */
+    sc_image_t mask;           /* the `mask` upload, decoded for PIL (empty when absent) */
+    sc_compose_opts_t copts;   /* quality, mask, shadow for the PIL path */
+    uint8_t product_sha[32];   /* the product cache's key (image/pcache.h) */
+    uint8_t *scene_icc;        /* the scene's ICC profile (image/icc.h), NULL if none */
     sc_place_params_t params;
     sc_image_format_t format;
     bool want_image; /* Accept: image/... */
@@ -136,6 +146,12 @@ typedef struct sc_http_conn {
     /* issue 11: the circuit breaker's ticket of a Kontext start, handed back
      * when the prediction ends (record) or without an outcome (release) */
     sc_breaker_ticket_t breaker_ticket;
+    /* issue 11: a sync answer waits for its output and final record to be
+     * durable without holding a compute thread. dur_hold counts the running
+     * job (1) plus its queued writes; the last to finish resumes the
+     * connection. dur_err: a write failed (errno): the answer becomes a 500. */
+    atomic_int dur_hold;
+    atomic_int dur_err;
 } sc_http_conn_t;
 
 void sc_http__conn_ref(sc_http_conn_t *c);
@@ -169,6 +185,21 @@ void sc_http__detached_new(sc_http_conn_t *c);
 /* Runs job on the compute pool for a detached c (its work's reference passes
  * to the job; a detached Replicate callback uses it instead of resuming). */
 void sc_http__run_detached(sc_http_conn_t *c, void (*job)(sc_http_conn_t *c));
+
+/* issue 11, group commit (core/durable.h). Inside c's own pool job for a
+ * connection (not detached): the answer the job stashes is sent only once
+ * every write tracked here is durable; the job's thread does not wait (the
+ * connection stays suspended, the committer resumes it). Returns true when
+ * the write may be tracked (then sc_http__durable_done(err, c) must be its
+ * done callback), false when the caller writes untracked (detached work,
+ * another thread, no committer). */
+bool sc_http__durable_track(sc_http_conn_t *c);
+void sc_http__durable_done(int err, void *c);
+/* The write-ahead gate of a Kontext start (records.c): a ticket that
+ * completes once a metrics save covering the start just counted is durable
+ * (sc_metrics_flush_ticket), for the Replicate job's opts.gate; NULL when
+ * there is no committer (the caller then flushes synchronously). */
+sc_durable_ticket_t *sc_http__count_gate(void);
 
 /* Compute pool (pool.c): nthreads threads running queued fn(arg), FIFO. */
 int sc_http__pool_start(int nthreads);
@@ -266,6 +297,17 @@ enum MHD_Result sc_http__serve_output(sc_http_conn_t *c, const char *subdir, con
  * end completes it (completed_at, total), saves it, appends the decision line
  * and queues the webhook. */
 int sc_http__record_save(const sc_http_conn_t *c);
+/* The same through the group committer, not waited for: the start record of
+ * a sync composite (an async one's is written before its 202), the
+ * prediction id (Replicate I/O thread). Failures are logged. */
+void sc_http__record_save_bg(const sc_http_conn_t *c);
+/* The start record: an async composite's synchronously (its 202 follows),
+ * a sync one's queued (sc_http__record_save_bg, 0). 0 or -1. */
+int sc_http__record_save_start(const sc_http_conn_t *c);
+/* The output image: tracked (answered once durable) in c's own pool job,
+ * queued untracked for detached work, written synchronously with no
+ * committer. 0 or -1 (nothing written or queued). */
+int sc_http__output_save(sc_http_conn_t *c, const void *data, size_t len);
 void sc_http__record_end(sc_http_conn_t *c);
 /* The record as the answer (202 adds Location; replayed adds
  * Idempotent-Replayed: true). */

@@ -9,13 +9,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "compose/compose.h"
 #include "core/clock.h"
+#include "core/durable.h"
 #include "core/fsutil.h"
 #include "core/ids.h"
 #include "core/log.h"
 #include "http/conn.h"
 #include "limits/limiter.h"
 #include "lua/replay.h"
+#include "metrics/metrics.h"
 #include "records/decisions.h"
 #include "records/idempotency.h"
 #include "webhooks/delivery.h"
@@ -141,6 +144,57 @@ int sc_http__record_save(const sc_http_conn_t *c)
     return 0;
 }
 
+void sc_http__record_save_bg(const sc_http_conn_t *c)
+{
+    sc_durable_t *d = sc_durable_global();
+    if (!d || sc_record_save_queued(d, c->cfg->output_dir, c->rec, NULL, NULL) != 0)
+        (void)sc_http__record_save(c); /* no committer (or out of memory): as before */
+}
+
+int sc_http__record_save_start(const sc_http_conn_t *c)
+{
+    if (c->async)
+        return sc_http__record_save(c);
+    sc_http__record_save_bg(c);
+    return 0;
+}
+
+int sc_http__output_save(sc_http_conn_t *c, const void *data, size_t len)
+{
+    sc_durable_t *d = sc_durable_global();
+    if (!d)
+        return sc_compose_save(c->cfg->output_dir, c->id, c->format, data, len);
+    bool tracked = sc_http__durable_track(c);
+    if (sc_compose_save_queued(d, c->cfg->output_dir, c->id, c->format, data, len,
+                               tracked ? sc_http__durable_done : NULL, tracked ? c : NULL) == 0)
+        return 0;
+    if (tracked)
+        atomic_fetch_sub(&c->dur_hold, 1); /* not queued: no callback will drop it */
+    return -1;
+}
+
+sc_durable_ticket_t *sc_http__count_gate(void)
+{
+    sc_durable_ticket_t *t = sc_durable_ticket_new(sc_replicate_wake);
+    if (t && sc_metrics_flush_ticket(t) == 0)
+        return t;
+    sc_durable_ticket_unref(t);
+    return NULL;
+}
+
+/* The final record: the sync answer waits for it (tracked) like the output. */
+static void record_save_final(sc_http_conn_t *c)
+{
+    sc_durable_t *d = sc_durable_global();
+    bool tracked = d && sc_http__durable_track(c);
+    if (d && sc_record_save_queued(d, c->cfg->output_dir, c->rec,
+                                   tracked ? sc_http__durable_done : NULL, tracked ? c : NULL) == 0)
+        return;
+    if (tracked)
+        atomic_fetch_sub(&c->dur_hold, 1);
+    (void)sc_http__record_save(c);
+}
+
 void sc_http__record_end(sc_http_conn_t *c)
 {
     sc_record_t *r = c->rec;
@@ -148,7 +202,7 @@ void sc_http__record_end(sc_http_conn_t *c)
         return;
     r->completed_at = sc_clock_wall();
     r->durations.total = sc_clock_mono() - c->t_start;
-    (void)sc_http__record_save(c);
+    record_save_final(c);
 
     if (g_decisions) {
         sc_decision_entry_t e = {

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/durable.h"
 #include "core/log.h"
 #include "http/conn.h"
 #include "http/dashboard.h"
@@ -43,6 +44,8 @@ static const char k_deferred = 0;
 static void field_free(sc_http_field_t *f)
 {
     sc_buf_free(&f->data);
+    sc_spool_free(f->spool); /* closing it removes the file */
+    f->spool = NULL;
     f->present = false;
 }
 
@@ -133,6 +136,48 @@ void sc_http__resume_from_callback(sc_http_conn_t *c, sc_rep_result_t *res)
 static _Thread_local sc_http_conn_t *tl_job;
 static _Thread_local bool tl_handed_off;
 
+/* Drops one hold on a job's connection (the job's own, or a tracked write's);
+ * the last resumes it with the stashed answer, or with a 500 when a tracked
+ * write failed: the answer must not point at a file a crash could lose. */
+static void durable_release(sc_http_conn_t *c)
+{
+    if (atomic_fetch_sub(&c->dur_hold, 1) != 1)
+        return;
+    int err = atomic_load(&c->dur_err);
+    if (err && c->pending) {
+        MHD_destroy_response(c->pending);
+        c->pending = NULL;
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "{\"error\": {\"code\": \"internal_error\", \"message\": "
+                 "\"cannot save the composite (%s)\"}}\n",
+                 strerror(err));
+        size_t n = strlen(msg);
+        char *body = malloc(n);
+        if (body) {
+            memcpy(body, msg, n);
+            c->pending = MHD_create_response_from_buffer(n, body, MHD_RESPMEM_MUST_FREE);
+            if (!c->pending)
+                free(body);
+            else
+                MHD_add_response_header(c->pending, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                        "application/json");
+        }
+        c->pending_status = 500;
+    }
+    if (err && c->rec && c->rec->status == SC_RECORD_SUCCEEDED) {
+        /* its queued "succeeded" landed, the image did not: the record says so
+         * (written here, on the committer, after every tracked write) */
+        c->rec->status = SC_RECORD_FAILED;
+        c->rec->image_url[0] = '\0';
+        snprintf(c->rec->error_code, sizeof c->rec->error_code, "internal_error");
+        snprintf(c->rec->error_message, sizeof c->rec->error_message, "cannot save the composite");
+        if (sc_record_save(c->cfg->output_dir, c->rec) != 0)
+            sc_log_error("cannot save the record of %s", c->rec->id);
+    }
+    sc_http__resume(c);
+}
+
 static void job_trampoline(void *arg)
 {
     sc_http_conn_t *c = arg;
@@ -142,6 +187,7 @@ static void job_trampoline(void *arg)
     bool outer_handed = tl_handed_off;
     tl_job = c;
     tl_handed_off = false;
+    atomic_store(&c->dur_hold, 1); /* this job; its tracked writes add theirs */
     c->job(c);
     bool handed = tl_handed_off;
     tl_job = outer_job;
@@ -154,7 +200,25 @@ static void job_trampoline(void *arg)
         atomic_fetch_sub(&g_detached, 1); /* this detached work is over */
         sc_http__conn_unref(c);
     } else
-        sc_http__resume(c);
+        durable_release(c);
+}
+
+bool sc_http__durable_track(sc_http_conn_t *c)
+{
+    if (tl_job != c || c->detached || tl_handed_off || !sc_durable_global())
+        return false;
+    atomic_fetch_add(&c->dur_hold, 1);
+    return true;
+}
+
+void sc_http__durable_done(int err, void *ud)
+{
+    sc_http_conn_t *c = ud;
+    if (err) {
+        int none = 0;
+        atomic_compare_exchange_strong(&c->dur_err, &none, err);
+    }
+    durable_release(c);
 }
 
 void sc_http__detach(sc_http_conn_t *c)

@@ -8,6 +8,7 @@
 #include "image/codec.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -293,6 +294,9 @@ cleanup:
     return rc;
 }
 
+/* Successful decodes since start (sc_codec_decodes). */
+static atomic_llong n_decodes;
+
 sc_codec_status_t sc_codec_decode(const uint8_t *data, size_t len, long long max_pixels,
                                   sc_image_t *out, const char **err)
 {
@@ -380,10 +384,16 @@ sc_codec_status_t sc_codec_decode(const uint8_t *data, size_t len, long long max
     }
     *out = tmp;
     st = SC_CODEC_OK;
+    atomic_fetch_add_explicit(&n_decodes, 1, memory_order_relaxed);
 done:
     if (err)
         *err = e;
     return st;
+}
+
+long long sc_codec_decodes(void)
+{
+    return atomic_load_explicit(&n_decodes, memory_order_relaxed);
 }
 
 /* ==== Encoding ==== */

@@ -38,6 +38,11 @@ sc_codec_status_t sc_codec_probe(const uint8_t *data, size_t len, long long max_
 sc_codec_status_t sc_codec_decode(const uint8_t *data, size_t len, long long max_pixels,
                                   sc_image_t *out, const char **err);
 
+/* Successful sc_codec_decode calls since the process started (the metric
+ * scenecomp_image_decodes_total: the request path decodes only for PIL and a
+ * product cache hit decodes no product, issue 11/12). */
+long long sc_codec_decodes(void);
+
 /* Encodes PNG (zlib level-6 equivalent, adaptive row filter). *out is malloc'd
  * (caller frees). Returns 0 or -1. */
 int sc_codec_encode_png(const sc_image_t *img, uint8_t **out, size_t *out_len);

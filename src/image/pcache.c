@@ -124,6 +124,14 @@ int sc_pcache_get(const sc_pcache_key_t *k, sc_image_t *img, int *keying)
     return rc;
 }
 
+int sc_pcache_has(const sc_pcache_key_t *k)
+{
+    pthread_mutex_lock(&mu);
+    int rc = max_bytes > 0 && find(k) ? 1 : 0;
+    pthread_mutex_unlock(&mu);
+    return rc;
+}
+
 void sc_pcache_put(const sc_pcache_key_t *k, const sc_image_t *img, int keying)
 {
     size_t bytes = img_bytes(img) + sizeof(entry_t);

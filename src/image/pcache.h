@@ -42,6 +42,10 @@ int sc_pcache_enabled(void);
  * and the keying it had in *keying; 0 on a miss; -1 out of memory. */
 int sc_pcache_get(const sc_pcache_key_t *k, sc_image_t *img, int *keying);
 
+/* 1 when k is cached, else 0; counts nothing, copies nothing (the request
+ * path asks before it decodes a product only a miss needs, issue 12). */
+int sc_pcache_has(const sc_pcache_key_t *k);
+
 /* Stores a copy of img (evicting least recently used entries to stay within
  * the bound; an image larger than the bound is not stored). */
 void sc_pcache_put(const sc_pcache_key_t *k, const sc_image_t *img, int keying);

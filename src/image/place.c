@@ -112,7 +112,7 @@ int sc_place_prepare_opts(const sc_image_t *product, int scene_w, int scene_h,
     if (layer) {
         memset(layer, 0, sizeof(*layer));
     }
-    if (!layer || scene_w <= 0 || scene_h <= 0 || !product || !product->pixels ||
+    if (!layer || scene_w <= 0 || scene_h <= 0 || !product ||
         (product->channels != 3 && product->channels != 4) || product->width <= 0 ||
         product->height <= 0 || !p) {
         e = "bad image";
@@ -144,6 +144,10 @@ int sc_place_prepare_opts(const sc_image_t *product, int scene_w, int scene_h,
         ck.rw = (int)(x1 - x0);
         ck.rh = (int)(y1 - y0);
         ck.shadow = (int)opts->shadow;
+        if (!product->pixels && !sc_pcache_has(&ck)) {
+            e = SC_PLACE_NEED_PIXELS;
+            goto done;
+        }
         int kk = 0, hit = sc_pcache_get(&ck, &layer->img, &kk);
         if (hit < 0) {
             e = "out of memory";
@@ -156,6 +160,10 @@ int sc_place_prepare_opts(const sc_image_t *product, int scene_w, int scene_h,
             rc = 0;
             goto done;
         }
+    }
+    if (!product->pixels) { /* header only: not cacheable, or evicted since */
+        e = SC_PLACE_NEED_PIXELS;
+        goto done;
     }
     const sc_image_t *prod = product;
     if (opts && opts->mask) {

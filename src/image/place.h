@@ -88,6 +88,13 @@ int sc_place_prepare(const sc_image_t *product, int scene_w, int scene_h,
  * (also when nothing is visible). A mask of another size is refused (-1,
  * *err = SC_PLACE_MASK_SIZE_MSG). */
 #define SC_PLACE_MASK_SIZE_MSG "the mask must have the product's size"
+/* A product given by its header only (pixels NULL: its size and channels from
+ * sc_codec_probe) is placed from the product cache when its layer is cached;
+ * otherwise the placement fails with *err = SC_PLACE_NEED_PIXELS, nothing
+ * done (compare with strcmp: literals are not merged across files), and the
+ * caller decodes the product and calls again (issue 12: a cache
+ * hit does not decode the product). */
+#define SC_PLACE_NEED_PIXELS "the product must be decoded"
 int sc_place_prepare_opts(const sc_image_t *product, int scene_w, int scene_h,
                           const sc_place_params_t *p, const sc_place_opts_t *opts,
                           sc_place_layer_t *layer, const char **err);

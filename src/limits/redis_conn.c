@@ -325,7 +325,9 @@ redisReply *sc_redis_eval(sc_redis_t *r, redisContext *c, double deadline,
     if (!sha[0]) {
         if (script_load(r, c, deadline, script) != 0)
             return NULL;
+        pthread_mutex_lock(&r->mu); /* another thread may be loading it too */
         memcpy(sha, script->sha, sizeof sha);
+        pthread_mutex_unlock(&r->mu);
     }
     snprintf(nk, sizeof nk, "%d", nkeys);
     v[0] = "EVALSHA";

@@ -13,6 +13,7 @@
 
 #include "core/buf.h"
 #include "core/config.h"
+#include "core/durable.h"
 #include "limits/store.h"
 #include "metrics/reasons.h"
 
@@ -83,5 +84,11 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
 void sc_metrics_reset(double now);
 /* Writes the file now (used by tests and shutdown). Returns 0 or -1. */
 int sc_metrics_flush(void);
+/* Group commit (issue 11): t completes (0 durable, else failed) once a save
+ * that covers every count made before this call is on disk, written by the
+ * process's committer (sc_durable_global) in a batch shared with the other
+ * waiters; the caller does not wait. Returns 0 (t will complete), or -1 when
+ * there is no committer or metrics are not initialised (then sc_metrics_flush). */
+int sc_metrics_flush_ticket(sc_durable_ticket_t *t);
 
 #endif

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/durable.h"
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "metrics/metrics_internal.h"
@@ -143,18 +144,15 @@ done:
     return text;
 }
 
-/* Writes the file from a copy of the state. Holds g_io_mu for the whole save
- * so saves land in order; sc_metrics__mu only for the copy. On failure the state stays
- * dirty so the writer retries. Returns 0 or -1. */
-int sc_metrics__save_now(double now)
+/* The file's text from a copy of the state (caller holds g_io_mu; clears
+ * g_dirty, which save_done sets again on failure). NULL when out of memory
+ * or before init. */
+static char *snapshot_locked(double now)
 {
     metrics_state_t *copy = malloc(sizeof *copy);
     sc_limits_store_t *store, *scene_store;
     cJSON *limiter = NULL, *scene_limiter = NULL;
     char *text = NULL;
-    int rc = -1;
-
-    pthread_mutex_lock(&g_io_mu);
     if (!copy || !g_path[0])
         goto done;
     pthread_mutex_lock(&sc_metrics__mu);
@@ -166,44 +164,153 @@ int sc_metrics__save_now(double now)
     if (store && store->export_state) {
         limiter = store->export_state(store, now);
         if (!limiter)
-            goto fail_dirty;
+            goto done;
     }
     if (scene_store && scene_store->export_state) {
         scene_limiter = scene_store->export_state(scene_store, now);
         if (!scene_limiter)
-            goto fail_dirty;
+            goto done;
     }
     text = state_to_json(copy, limiter, scene_limiter, now); /* takes both */
     limiter = scene_limiter = NULL;
-    if (!text)
-        goto fail_dirty;
-    if (sc_fs_write_atomic(g_path, text, strlen(text)) != 0) {
+done:
+    cJSON_Delete(limiter);
+    cJSON_Delete(scene_limiter);
+    free(copy);
+    return text;
+}
+
+/* After a save (g_io_mu held): the failure flags; a failed save stays dirty
+ * so the writer retries. */
+static void save_done(int err)
+{
+    if (err) {
         if (!g_write_failing)
-            sc_log_warn("[Metrics] cannot write %s: %s (will retry)", g_path, strerror(errno));
+            sc_log_warn("[Metrics] cannot write %s: %s (will retry)", g_path, strerror(err));
         g_write_failing = 1;
-        goto fail_dirty;
+        pthread_mutex_lock(&sc_metrics__mu);
+        g_dirty = 1;
+        pthread_mutex_unlock(&sc_metrics__mu);
+        return;
     }
     if (g_write_failing)
         sc_log_info("[Metrics] %s written again", g_path);
     g_write_failing = 0;
-    rc = 0;
-    goto done;
-fail_dirty:
-    pthread_mutex_lock(&sc_metrics__mu);
-    g_dirty = 1;
-    pthread_mutex_unlock(&sc_metrics__mu);
-done:
+}
+
+/* Writes the file from a copy of the state. Holds g_io_mu for the whole save
+ * so saves land in order; sc_metrics__mu only for the copy. Returns 0 or -1. */
+int sc_metrics__save_now(double now)
+{
+    pthread_mutex_lock(&g_io_mu);
+    if (!g_path[0]) {
+        pthread_mutex_unlock(&g_io_mu);
+        return -1;
+    }
+    char *text = snapshot_locked(now);
+    int err = !text ? ENOMEM : sc_fs_write_atomic(g_path, text, strlen(text)) != 0 ? errno : 0;
+    save_done(err);
     pthread_mutex_unlock(&g_io_mu);
-    cJSON_Delete(limiter);
-    cJSON_Delete(scene_limiter);
     free(text);
-    free(copy);
-    return rc;
+    return err ? -1 : 0;
 }
 
 int sc_metrics_flush(void)
 {
     return sc_metrics__save_now(sc_clock_wall());
+}
+
+/* ==== Group-committed flushes (issue 11) ====
+ * Callers of sc_metrics_flush_ticket wait in g_waiters; at most one produced
+ * write is queued in the committer. When its batch starts, produce takes the
+ * waiters (their counts were made before they registered, so the snapshot
+ * taken next covers them) and g_io_mu, which save_done releases on the same
+ * (committer) thread after the commit: no older copy can land after it. */
+
+typedef struct waiter {
+    struct waiter *next;
+    sc_durable_ticket_t *t;
+} waiter_t;
+
+typedef struct flush_job {
+    waiter_t *covered;
+    bool io_locked;
+} flush_job_t;
+
+static pthread_mutex_t g_flush_mu = PTHREAD_MUTEX_INITIALIZER;
+static waiter_t *g_waiters;
+static bool g_flush_queued;
+
+static void complete_waiters(waiter_t *w, int err)
+{
+    while (w) {
+        waiter_t *next = w->next;
+        sc_durable_ticket_complete(w->t, err);
+        sc_durable_ticket_unref(w->t);
+        free(w);
+        w = next;
+    }
+}
+
+static int flush_produce(void *ud, char **data, size_t *len)
+{
+    flush_job_t *fj = ud;
+    pthread_mutex_lock(&g_flush_mu);
+    fj->covered = g_waiters;
+    g_waiters = NULL;
+    g_flush_queued = false;
+    pthread_mutex_unlock(&g_flush_mu);
+    pthread_mutex_lock(&g_io_mu);
+    fj->io_locked = true;
+    *data = snapshot_locked(sc_clock_wall());
+    if (!*data)
+        return ENOMEM;
+    *len = strlen(*data);
+    return 0;
+}
+
+static void flush_done(int err, void *ud)
+{
+    flush_job_t *fj = ud;
+    if (fj->io_locked) {
+        save_done(err);
+        pthread_mutex_unlock(&g_io_mu);
+    }
+    complete_waiters(fj->covered, err);
+    free(fj);
+}
+
+int sc_metrics_flush_ticket(sc_durable_ticket_t *t)
+{
+    sc_durable_t *d = sc_durable_global();
+    if (!d || !g_path[0])
+        return -1;
+    waiter_t *w = malloc(sizeof *w);
+    if (!w)
+        return -1;
+    sc_durable_ticket_ref(t);
+    w->t = t;
+    pthread_mutex_lock(&g_flush_mu);
+    w->next = g_waiters;
+    g_waiters = w;
+    bool queue = !g_flush_queued;
+    g_flush_queued = true;
+    pthread_mutex_unlock(&g_flush_mu);
+    if (!queue)
+        return 0; /* the queued write's snapshot is taken later: it covers this count */
+    flush_job_t *fj = calloc(1, sizeof *fj);
+    if (fj && sc_durable_write_produced(d, g_path, flush_produce, flush_done, fj) == 0)
+        return 0;
+    free(fj);
+    /* Not queued (out of memory, stopping): write here, complete everyone waiting. */
+    pthread_mutex_lock(&g_flush_mu);
+    waiter_t *all = g_waiters;
+    g_waiters = NULL;
+    g_flush_queued = false;
+    pthread_mutex_unlock(&g_flush_mu);
+    int rc = sc_metrics_flush();
+    complete_waiters(all, rc == 0 ? 0 : EIO);
+    return 0;
 }
 
 /* Reads a non-negative integer count (at most 2^53). Returns 0 or -1. */

@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include "core/clock.h"
+#include "core/spool.h"
+#include "image/codec.h"
 #include "image/pcache.h"
 #include "metrics/metrics_internal.h"
 #include "replicate/breaker.h"
@@ -221,6 +223,7 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
     static const char *const outcomes[] = {"success", "failure", "timeout"};
     sc_metrics_snapshot_t s;
     sc_pcache_stats_t pc;
+    sc_spool_stats_t sp;
     double ksum, psum;
     size_t mark = out->len;
     int rc = 0;
@@ -232,7 +235,7 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
     pthread_mutex_unlock(&sc_metrics__mu);
     /* the product cache keeps its own counters (process lifetime, not persisted) */
     sc_pcache_stats(&pc);
-
+    sc_spool_stats(&sp);
     const prom_row_t requests[] = {
         {"scenecomp_composite_requests_total", "counter",
          "Composite requests decided (any method).", (double)s.total_requests},
@@ -308,6 +311,20 @@ int sc_metrics_prometheus(double now, const sc_limits_caps_t *caps, sc_buf_t *ou
          "Product cache lookups that missed (cache on, no mask).", (double)pc.misses},
         {"scenecomp_product_cache_bytes", "gauge",
          "Bytes held by the product cache (bound: PRODUCT_CACHE_BYTES).", (double)pc.bytes},
+        {"scenecomp_image_decodes_total", "counter",
+         "Images decoded to pixels (uploads for PIL, masks, Kontext outputs).",
+         (double)sc_codec_decodes()},
+        /* issue 11, memory: uploads over UPLOAD_SPOOL_BYTES (core/spool.h) */
+        {"scenecomp_upload_spooled_total", "counter",
+         "Uploaded files moved to a spool file (over UPLOAD_SPOOL_BYTES).",
+         (double)sp.spooled_total},
+        {"scenecomp_upload_spool_files", "gauge", "Spool files open now (deleted, held by fd).",
+         (double)sp.files},
+        {"scenecomp_upload_spool_bytes", "gauge", "Bytes in the open spool files.",
+         (double)sp.bytes},
+        {"scenecomp_upload_spool_errors_total", "counter",
+         "Spool files that could not be created or written (the upload got a 503).",
+         (double)sp.errors_total},
     };
     rc |= prom_metrics(out, rest, sizeof rest / sizeof rest[0]);
     return finish(out, mark, rc);

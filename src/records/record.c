@@ -81,7 +81,7 @@ int sc_record_to_json(const sc_record_t *r, bool for_file, sc_buf_t *out)
               add_time(o, "completed_at", r->completed_at) && add_str(o, "method", r->method) &&
               add_str(o, "requested_method", r->requested_method) &&
               cJSON_AddBoolToObject(o, "fallback", r->fallback) &&
-              add_str(o, "fallback_reason", r->fallback_reason);
+              add_str(o, "fallback_reason", r->fallback_reason) && add_str(o, "keying", r->keying);
     cJSON *d = ok ? cJSON_AddObjectToObject(o, "decision") : NULL;
     ok = d &&
          add_num(d, "policy_version",
@@ -240,6 +240,7 @@ int sc_record_from_json(const char *json, size_t len, sc_record_t *r, char *err,
         get_str(&d, o, "method", r->method, sizeof r->method) ||
         get_str(&d, o, "requested_method", r->requested_method, sizeof r->requested_method) ||
         get_str(&d, o, "fallback_reason", r->fallback_reason, sizeof r->fallback_reason) ||
+        get_str(&d, o, "keying", r->keying, sizeof r->keying) ||
         get_str(&d, o, "prediction_id", r->prediction_id, sizeof r->prediction_id) ||
         get_num(&d, o, "estimated_cost_usd", &r->estimated_cost_usd) ||
         get_str(&d, o, "format", r->format, sizeof r->format) ||
@@ -329,30 +330,62 @@ static int record_path(const char *output_dir, const char *id, char *path, size_
     return 0;
 }
 
-int sc_record_save(const char *output_dir, const sc_record_t *r)
+/* The record's file path and its JSON text (b), the directory created: what
+ * both saves need first. 0, or -1 with errno set and b empty. */
+static int record_prepare(const char *output_dir, const sc_record_t *r, char *path, size_t n,
+                          sc_buf_t *b)
 {
-    char path[PATH_MAX];
     if (!sc_id_valid(r->id, strlen(r->id))) {
         errno = EINVAL;
         return -1;
     }
-    if (record_path(output_dir, r->id, path, sizeof path) != 0)
+    if (record_path(output_dir, r->id, path, n) != 0)
         return -1;
-    sc_buf_t b = SC_BUF_INIT;
-    if (sc_record_to_json(r, true, &b) != 0 || sc_buf_puts(&b, "\n") != 0) {
-        sc_buf_free(&b);
+    if (sc_record_to_json(r, true, b) != 0 || sc_buf_puts(b, "\n") != 0) {
+        sc_buf_free(b);
         errno = ENOMEM;
         return -1;
     }
     if (sc_fs_mkdirs(output_dir) != 0) {
-        sc_buf_free(&b);
+        int e = errno;
+        sc_buf_free(b);
+        errno = e;
         return -1;
     }
+    return 0;
+}
+
+int sc_record_save(const char *output_dir, const sc_record_t *r)
+{
+    char path[PATH_MAX];
+    sc_buf_t b = SC_BUF_INIT;
+    if (record_prepare(output_dir, r, path, sizeof path, &b) != 0)
+        return -1;
     int rc = sc_fs_write_atomic(path, b.data, b.len);
     int e = errno;
     sc_buf_free(&b);
     errno = e;
     return rc;
+}
+
+int sc_record_save_queued(sc_durable_t *d, const char *output_dir, const sc_record_t *r,
+                          sc_durable_done_fn done, void *ud)
+{
+    char path[PATH_MAX];
+    sc_buf_t b = SC_BUF_INIT;
+    if (!d) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (record_prepare(output_dir, r, path, sizeof path, &b) != 0)
+        return -1;
+    size_t len = 0;
+    char *text = sc_buf_steal(&b, &len);
+    if (sc_durable_write_take(d, path, text, len, done, ud) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return 0;
 }
 
 sc_record_load_result_t sc_record_load(const char *output_dir, const char *id, size_t id_len,

@@ -18,6 +18,7 @@
 #include <stddef.h>
 
 #include "core/buf.h"
+#include "core/durable.h"
 #include "core/ids.h"
 
 /* A stored record file is never larger than this (its strings are bounded). */
@@ -54,6 +55,7 @@ typedef struct sc_record {
     char method[16], requested_method[16];
     bool fallback;
     char fallback_reason[32];
+    char keying[16]; /* issue 12: the PIL path's sc_keying_name; "" (null) for Kontext */
     sc_record_decision_t decision;
     char prediction_id[128];
     sc_record_durations_t durations;
@@ -92,6 +94,11 @@ int sc_record_from_json(const char *json, size_t len, sc_record_t *r, char *err,
  * and a crash see the old record or the new one, never a part. Returns 0, or
  * -1 with errno set (EINVAL for a bad id). */
 int sc_record_save(const char *output_dir, const sc_record_t *r);
+/* As sc_record_save through the group committer d (core/durable.h): the JSON
+ * is made now, the write queued; done (may be NULL) once durable or failed.
+ * Returns 0 (queued) or -1 with errno (nothing queued, done not called). */
+int sc_record_save_queued(sc_durable_t *d, const char *output_dir, const sc_record_t *r,
+                          sc_durable_done_fn done, void *ud);
 
 typedef enum {
     SC_RECORD_OK = 0,

@@ -111,6 +111,7 @@ typedef struct rep_job {
     void *upstream_ud;
     void (*on_created)(const char *prediction_id, void *ud);
     void *created_ud;
+    sc_durable_ticket_t *gate; /* the create waits until it is durable (NULL: open) */
 } rep_job_t;
 
 static struct {
@@ -294,6 +295,7 @@ static void job_free(rep_job_t *j)
     free(j->up_data);
     free(j->up_name);
     free(j->up_type);
+    sc_durable_ticket_unref(j->gate);
     free(j);
 }
 
@@ -1069,6 +1071,24 @@ static size_t watch_list(void)
     return n;
 }
 
+/* A gated create: sent once the gate is durable; a failed gate ends the job
+ * with nothing sent (the write-ahead rule: no create before its count is on
+ * disk). Pending: nothing to do, the completer wakes the loop. */
+static void gate_check(rep_job_t *j)
+{
+    int s = sc_durable_ticket_state(j->gate);
+    if (s == 0)
+        return;
+    sc_durable_ticket_unref(j->gate);
+    j->gate = NULL;
+    if (s > 0) {
+        start_create(j);
+        return;
+    }
+    j->res->gate_closed = true;
+    job_finish(j, SC_REP_API_ERROR, "the create's write-ahead did not reach the disk");
+}
+
 static void *io_main(void *arg)
 {
     (void)arg;
@@ -1100,8 +1120,9 @@ static void *io_main(void *arg)
                 job_finish(j, SC_REP_TIMEOUT, "replicate client shut down");
             else if (j->phase == PH_POLL)
                 start_poll(j); /* adopted (sc_replicate_adopt): never created again */
-            else
+            else if (!j->gate)
                 (j->is_upload ? start_upload : start_create)(j);
+            /* else: gated, the sweep below sends the create once it opens */
         }
         int running = 0;
         curl_multi_perform(g.multi, &running);
@@ -1128,6 +1149,8 @@ static void *io_main(void *arg)
             else if (j->phase != PH_DONE && j->phase != PH_CANCEL && now >= j->deadline &&
                      (!j->easy || now >= j->deadline + 0.25))
                 job_timeout(j); /* curl's own timeout normally fires first */
+            else if (j->gate && j->phase == PH_CREATE && !j->easy)
+                gate_check(j);
             else if (j->phase != PH_DONE && !j->easy && j->wake_at > 0 && now >= j->wake_at)
                 start_phase(j);
             if (j->phase == PH_DONE && !j->easy) {
@@ -1283,6 +1306,9 @@ int sc_replicate_submit_ex(const char *model, char *input_json, double timeout_s
     j->upstream_ud = opts ? opts->upstream_ud : NULL;
     j->on_created = opts ? opts->on_created : NULL;
     j->created_ud = opts ? opts->created_ud : NULL;
+    j->gate = opts ? opts->gate : NULL;
+    if (j->gate)
+        sc_durable_ticket_ref(j->gate);
 
     pthread_mutex_lock(&g.mu);
     if (!g.running || g.stopping) {
@@ -1304,6 +1330,7 @@ fail:
         free(j->body);
         free(j->model);
         free(j->res);
+        sc_durable_ticket_unref(j->gate);
         free(j);
     }
     return -1;
@@ -1527,6 +1554,14 @@ done:
     free(ids);
     free(text);
     return rc;
+}
+
+void sc_replicate_wake(void)
+{
+    pthread_mutex_lock(&g.mu);
+    if (g.running && g.multi)
+        curl_multi_wakeup(g.multi);
+    pthread_mutex_unlock(&g.mu);
 }
 
 void sc_replicate_shutdown(void)

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "core/durable.h"
 
 typedef enum {
     SC_REP_OK = 0,
@@ -46,6 +47,7 @@ typedef struct sc_rep_result {
     int http_status;  /* last HTTP status seen from the API (0 = none) */
     int attempts;     /* HTTP requests made for the create (retries included) */
     bool cancel_sent; /* POST .../cancel was sent */
+    bool gate_closed; /* the job's gate failed: nothing was sent (SC_REP_API_ERROR) */
     double seconds;   /* submit to done */
 } sc_rep_result_t;
 
@@ -82,7 +84,16 @@ typedef struct sc_rep_opts {
      * creating again). Must be short. */
     void (*on_created)(const char *prediction_id, void *ud);
     void *created_ud;
+    /* When not NULL (issue 11, write-ahead): the create is not sent before
+     * this ticket is durable; the job is queued at once and its deadline runs.
+     * A failed ticket ends the job as SC_REP_API_ERROR with gate_closed set
+     * and nothing sent. The job takes its own reference. Whoever completes the
+     * ticket must wake the client: create it with sc_replicate_wake. */
+    sc_durable_ticket_t *gate;
 } sc_rep_opts_t;
+
+/* Wakes the I/O thread (a gate opened). Any thread; no-op when stopped. */
+void sc_replicate_wake(void);
 
 /* sc_replicate_submit with options (opts may be NULL). On -1 neither callback
  * is called. */

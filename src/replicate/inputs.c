@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "image/codec.h"
+#include "image/format.h"
 #include "image/resize.h"
 #include "replicate/base64.h"
 #include "replicate/files.h"
@@ -87,21 +88,12 @@ int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const 
     return sc_inputs_kontext_ex(scene, product, prompt, SC_INPUTS_UPLOAD_TIMEOUT, json);
 }
 
-int sc_inputs_kontext_ex(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
-                         double upload_timeout, char **json)
+/* The input object from the two image strings (consumed). */
+static int kontext_json(char *scene_uri, char *product_uri, const char *prompt,
+                        const char *output_format, char **json)
 {
-    char *scene_uri = NULL, *product_uri = NULL;
-    cJSON *o = NULL;
-    int rc = -1, urc = -1;
-    *json = NULL;
-    scene_uri = image_data_uri(scene, false, upload_timeout, &urc);
-    if (scene_uri)
-        product_uri = image_data_uri(product, true, upload_timeout, &urc);
-    if (!scene_uri || !product_uri) {
-        rc = urc == -2 ? -2 : -1;
-        goto cleanup;
-    }
-    o = cJSON_CreateObject();
+    int rc = -1;
+    cJSON *o = cJSON_CreateObject();
     if (!o || !cJSON_AddStringToObject(o, "prompt", prompt && *prompt ? prompt : k_default_prompt))
         goto cleanup;
     /* cJSON_CreateStringReference would avoid a copy, but the object must own
@@ -115,7 +107,7 @@ int sc_inputs_kontext_ex(const sc_image_t *scene, const sc_image_t *product, con
     free(product_uri);
     product_uri = NULL;
     if (!cJSON_AddStringToObject(o, "aspect_ratio", "match_input_image") ||
-        !cJSON_AddStringToObject(o, "output_format", "png") ||
+        !cJSON_AddStringToObject(o, "output_format", output_format ? output_format : "png") ||
         !cJSON_AddNumberToObject(o, "safety_tolerance", 2))
         goto cleanup;
     rc = finish_json(o, json);
@@ -125,6 +117,75 @@ cleanup:
     free(scene_uri);
     free(product_uri);
     return rc;
+}
+
+int sc_inputs_kontext_ex(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
+                         double upload_timeout, char **json)
+{
+    char *scene_uri = NULL, *product_uri = NULL;
+    int urc = -1;
+    *json = NULL;
+    scene_uri = image_data_uri(scene, false, upload_timeout, &urc);
+    if (scene_uri)
+        product_uri = image_data_uri(product, true, upload_timeout, &urc);
+    if (!scene_uri || !product_uri) {
+        free(scene_uri);
+        free(product_uri);
+        return urc == -2 ? -2 : -1;
+    }
+    return kontext_json(scene_uri, product_uri, prompt, "png", json);
+}
+
+int sc_inputs_passes(const sc_inputs_file_t *f)
+{
+    int longest = f->width > f->height ? f->width : f->height;
+    return (f->format == SC_FMT_PNG || f->format == SC_FMT_JPEG) &&
+           (f->orientation == 1 || f->orientation == 0) && longest >= 1 &&
+           longest <= SC_INPUTS_PASS_MAX_SIDE;
+}
+
+/* The input string of one upload (the rule in inputs.h); NULL with *rc. */
+static char *file_uri(const sc_inputs_file_t *f, bool png, long long max_pixels,
+                      double upload_timeout, int *rc)
+{
+    *rc = -1;
+    if (!f->bytes || f->len == 0)
+        return NULL;
+    if (sc_inputs_passes(f)) {
+        char *uri = NULL, err[256];
+        int r = sc_files_input(f->bytes, f->len, sc_format_mime(f->format), upload_timeout, &uri,
+                               err, sizeof err);
+        if (r != 0) {
+            sc_log_warn("replicate: input image (%zu bytes) not usable: %s", f->len, err);
+            *rc = r;
+        } else {
+            *rc = 0;
+        }
+        return uri;
+    }
+    sc_image_t img = SC_IMAGE_INIT;
+    if (sc_codec_decode(f->bytes, f->len, max_pixels, &img, NULL) != SC_CODEC_OK)
+        return NULL;
+    char *uri = image_data_uri(&img, png, upload_timeout, rc);
+    sc_image_free(&img);
+    return uri;
+}
+
+int sc_inputs_kontext_files(const sc_inputs_file_t *scene, const sc_inputs_file_t *product,
+                            const char *prompt, const char *output_format, long long max_pixels,
+                            double upload_timeout, char **json)
+{
+    int urc = -1;
+    *json = NULL;
+    char *scene_uri = file_uri(scene, false, max_pixels, upload_timeout, &urc);
+    char *product_uri =
+        scene_uri ? file_uri(product, true, max_pixels, upload_timeout, &urc) : NULL;
+    if (!scene_uri || !product_uri) {
+        free(scene_uri);
+        free(product_uri);
+        return urc == -2 ? -2 : -1;
+    }
+    return kontext_json(scene_uri, product_uri, prompt, output_format, json);
 }
 
 int sc_inputs_scene(const char *prompt, const char *aspect_ratio, int has_seed, long long seed,

@@ -6,6 +6,10 @@
 #ifndef SCENECOMP_REPLICATE_INPUTS_H
 #define SCENECOMP_REPLICATE_INPUTS_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image/format.h"
 #include "image/image.h"
 
 #define SC_INPUTS_MAX_SIDE 1024
@@ -25,6 +29,33 @@ int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const 
 #define SC_INPUTS_UPLOAD_TIMEOUT 60.0
 int sc_inputs_kontext_ex(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
                          double upload_timeout, char **json);
+
+/* issue 11: the Kontext inputs from the uploaded files themselves. An upload
+ * goes as it came (its bytes in a data URI, or through the Files API above
+ * 256 KB, which caches by SHA-256 so a product used in many scenes is
+ * uploaded once) when it is a PNG or JPEG with EXIF orientation 1 (or none)
+ * and its long side is at most SC_INPUTS_PASS_MAX_SIDE. Otherwise it is
+ * decoded (orientation applied, max_pixels checked), downscaled when its long
+ * side exceeds SC_INPUTS_MAX_SIDE and re-encoded as sc_inputs_kontext does
+ * (scene JPEG q90, product PNG). output_format is Kontext's "jpg" or "png"
+ * (NULL: "png"). Returns 0, -1 (out of memory / decode or encode failure) or
+ * -2 (an upload failed: an api_error). */
+#define SC_INPUTS_PASS_MAX_SIDE 2048
+
+typedef struct sc_inputs_file {
+    const uint8_t *bytes;
+    size_t len;
+    sc_image_format_t format; /* from sc_codec_probe */
+    int width, height;        /* as displayed */
+    int orientation;          /* EXIF 1..8 */
+} sc_inputs_file_t;
+
+/* 1 when f goes to Kontext as it is (the rule above), else 0. */
+int sc_inputs_passes(const sc_inputs_file_t *f);
+
+int sc_inputs_kontext_files(const sc_inputs_file_t *scene, const sc_inputs_file_t *product,
+                            const char *prompt, const char *output_format, long long max_pixels,
+                            double upload_timeout, char **json);
 
 /* Scene generation (flux-schnell): prompt, aspect_ratio, optional seed
  * (has_seed), num_outputs 1, output_format "png" (our decoders do not read

@@ -16,7 +16,6 @@ ASan/UBSan report) fails the test.
 import io
 import os
 import signal
-import socket
 import struct
 import subprocess
 import time
@@ -25,6 +24,8 @@ import zlib
 import pytest
 import requests
 from PIL import Image
+
+from ports import free_port  # noqa: F401 (tests import it from here)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.abspath(os.environ.get("SCENECOMP_BIN", os.path.join(ROOT, "build", "scenecomp")))
@@ -45,13 +46,8 @@ _CONTRACT_VARS = [
     "LIMITS_STORE", "REDIS_URL", "REDIS_KEY_PREFIX", "INSTANCE_ID", "POLICY_SOURCE",
     "BREAKER_ENABLED", "KONTEXT_BUDGET_PACING",  # issue 11
     "PRODUCT_CACHE_BYTES",  # issue 12
+    "UPLOAD_SPOOL_BYTES",  # issue 11, memory
 ]
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def base_env(overrides=None):

@@ -10,18 +10,14 @@ import subprocess
 import tempfile
 import time
 
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port
 
 
 class RedisServer:
     def __init__(self, workdir=None):
         self.dir = workdir or tempfile.mkdtemp(prefix="sc_redis_")
         self._own_dir = workdir is None
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = None
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is missing: run ./scripts/install-deps.sh")

@@ -20,7 +20,7 @@ from conftest import assert_error, encode, gradient_scene, post_composite, sampl
 TOKEN = "r8_asyncRecords_7c1e"
 SECRET = "test-webhook-secret-1"
 RECORD_KEYS = {"id", "status", "created_at", "completed_at", "method", "requested_method",
-               "fallback", "fallback_reason", "decision", "prediction_id", "durations",
+               "fallback", "fallback_reason", "keying", "decision", "prediction_id", "durations",
                "estimated_cost_usd", "width", "height", "format", "image_url", "error"}
 
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 
 import pytest
+import requests
 from PIL import Image, ImageChops, ImageFilter
 
 from conftest import BIN, ROOT, base_env
@@ -137,6 +138,27 @@ def test_http_answer_says_what_keying_did(server, name, want):
     srv.wait_log("keying=" + want)
     if want == "skipped":
         srv.wait_log("keying skipped")
+    # issue 12: the record says it too
+    rec = requests.get(srv.url("/api/composites/" + r.json()["id"]), timeout=10).json()
+    assert rec["keying"] == want and rec["method"] == "pil"
+
+
+@pytest.mark.parametrize("name", ["touching", "noise"])
+def test_record_keying_of_a_product_touching_the_frame(server, name):
+    """A product shot touching the frame, through HTTP: keyed (touching) or
+    skipped (noise); the record's keying field says which."""
+    import io
+    from conftest import post_composite
+    shot, _, _ = gen.make(name)
+    buf, sbuf = io.BytesIO(), io.BytesIO()
+    shot.save(buf, "PNG")
+    gen.scene().save(sbuf, "PNG")
+    srv = server()
+    r = post_composite(srv.url(""), sbuf.getvalue(), buf.getvalue(), format="png")
+    assert r.status_code == 200, r.text
+    want = "keyed" if name == "touching" else "skipped"
+    rec = requests.get(srv.url("/api/composites/" + r.json()["id"]), timeout=10).json()
+    assert rec["keying"] == want
 
 
 def _bytes(img, fmt, **kw):

@@ -360,15 +360,25 @@ def test_large_input_uploaded_once_and_passed_by_url(server, fake):
 
 
 def test_large_input_uploaded_again_after_expiry(server, fake):
-    fake.configure(mode="ok", delay_ms=50, file_lifetime_s=2)
+    """Reused while it lives, uploaded again once it expired. Each half is
+    deterministic on a loaded host: the reuse runs with a lifetime no test
+    outlasts, the expiry with a product uploaded under a 1 s lifetime and a
+    sleep past it (the server stops reusing a tenth of the lifetime early)."""
+    fake.configure(mode="ok", delay_ms=50, file_lifetime_s=3600)
     srv = server(env_for(fake), files={"lua/policy.lua": policy()})
     product = noisy_product(seed=11)
     assert compose(srv, product=product)["method"] == "kontext"
     assert compose(srv, product=product)["method"] == "kontext"
     assert fake.stats()["file_uploads"] == 1
-    time.sleep(2.1)  # past expires_at: the cached URL would fail the prediction
-    assert compose(srv, product=product)["method"] == "kontext"
+    fake.configure(mode="ok", delay_ms=50, file_lifetime_s=1)
+    short = noisy_product(seed=12)
+    assert compose(srv, product=short)["method"] == "kontext"
     assert fake.stats()["file_uploads"] == 2
+    time.sleep(1.1)  # past expires_at: the cached URL would fail the prediction
+    assert compose(srv, product=short)["method"] == "kontext"
+    assert fake.stats()["file_uploads"] == 3
+    assert compose(srv, product=product)["method"] == "kontext"  # the long-lived one still reused
+    assert fake.stats()["file_uploads"] == 3
 
 
 def test_upload_failure_is_api_error_without_prediction(server, fake):

@@ -48,9 +48,12 @@ def test_cache_hits_and_same_pixels(server):
     assert metric(m, "scenecomp_product_cache_misses_total") == 1
     assert metric(m, "scenecomp_product_cache_hits_total") == 2
     assert metric(m, "scenecomp_product_cache_bytes") > 0
+    # issue 12: a hit decodes no product, so 3 scenes + only the first product
+    assert metric(m, "scenecomp_image_decodes_total") == 4
     off = server({"PRODUCT_CACHE_BYTES": "0"})
     got_off = run(off, prod, scenes)
     assert got_on == got_off
     m = requests.get(off.url("/metrics"), timeout=10).text
     assert metric(m, "scenecomp_product_cache_hits_total") == 0
     assert metric(m, "scenecomp_product_cache_misses_total") == 0
+    assert metric(m, "scenecomp_image_decodes_total") == 6  # every product decoded

@@ -4,7 +4,9 @@
  * the service starts with zero counters). Uses real wall time: the file is
  * written with the writer's clock. */
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -13,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/clock.h"
+#include "core/durable.h"
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "limits_tokens.h"
@@ -528,6 +531,105 @@ static void test_unwritable(void)
     unlink(blocker);
 }
 
+/* ==== Group-committed flushes (issue 11) ==== */
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool block, blocked, fail;
+} g_hk = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, false};
+
+static int hook_fsync(int fd, const char *path, bool is_dir, void *ud)
+{
+    (void)path, (void)is_dir, (void)ud;
+    pthread_mutex_lock(&g_hk.mu);
+    if (g_hk.block) {
+        g_hk.blocked = true;
+        pthread_cond_broadcast(&g_hk.cv);
+        while (g_hk.block)
+            pthread_cond_wait(&g_hk.cv, &g_hk.mu);
+    }
+    bool fail = g_hk.fail;
+    pthread_mutex_unlock(&g_hk.mu);
+    if (fail) {
+        errno = EIO;
+        return -1;
+    }
+    return fsync(fd);
+}
+
+static long long file_started(void)
+{
+    char *t = slurp(g_file);
+    cJSON *j = t ? cJSON_Parse(t) : NULL;
+    cJSON *c = cJSON_GetObjectItem(j, "counters");
+    cJSON *v = cJSON_GetObjectItem(c, "kontext_started");
+    long long n = cJSON_IsNumber(v) ? (long long)v->valuedouble : -1;
+    cJSON_Delete(j);
+    free(t);
+    return n;
+}
+
+/* A ticket completes only once a save covering its count is durable; the
+ * callers that arrive while a save is in its fsync share the next one. */
+static void test_flush_ticket(void)
+{
+    unlink(g_file);
+    sc_limits_store_t *st = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
+    sc_durable_ticket_t *t0 = sc_durable_ticket_new(NULL);
+    CHECK_EQ_INT(sc_metrics_flush_ticket(t0), -1); /* no committer: the caller flushes */
+    sc_durable_ticket_unref(t0);
+
+    sc_durable_opts_t o = {.fsync_hook = hook_fsync};
+    sc_durable_t *d = sc_durable_start(&o);
+    sc_durable_set_global(d);
+    double now = sc_clock_wall();
+    g_hk.block = true;
+    sc_metrics_kontext_started(now);
+    sc_durable_ticket_t *t1 = sc_durable_ticket_new(NULL);
+    CHECK_EQ_INT(sc_metrics_flush_ticket(t1), 0);
+    pthread_mutex_lock(&g_hk.mu);
+    while (!g_hk.blocked)
+        pthread_cond_wait(&g_hk.cv, &g_hk.mu);
+    pthread_mutex_unlock(&g_hk.mu);
+    sc_metrics_kontext_started(now); /* counted after t1's snapshot */
+    sc_durable_ticket_t *t2 = sc_durable_ticket_new(NULL), *t3 = sc_durable_ticket_new(NULL);
+    CHECK_EQ_INT(sc_metrics_flush_ticket(t2), 0);
+    CHECK_EQ_INT(sc_metrics_flush_ticket(t3), 0);
+    usleep(50 * 1000);
+    CHECK_EQ_INT(sc_durable_ticket_state(t1), 0); /* its save sits in the fsync */
+    CHECK_EQ_INT(sc_durable_ticket_state(t2), 0);
+    pthread_mutex_lock(&g_hk.mu);
+    g_hk.block = false;
+    pthread_cond_broadcast(&g_hk.cv);
+    pthread_mutex_unlock(&g_hk.mu);
+    CHECK_EQ_INT(sc_durable_ticket_wait(t1), 0);
+    CHECK_EQ_INT(sc_durable_ticket_wait(t2), 0);
+    CHECK_EQ_INT(sc_durable_ticket_wait(t3), 0);
+    CHECK_EQ_INT(file_started(), 2); /* t2's save covers its count */
+    sc_durable_stats_t ds;
+    sc_durable_stats(d, &ds);
+    CHECK_EQ_INT(ds.writes, 2); /* t2 and t3 shared one write */
+
+    /* a failed save fails its tickets (the create must not leave) */
+    g_hk.fail = true;
+    sc_metrics_kontext_started(now);
+    sc_durable_ticket_t *t4 = sc_durable_ticket_new(NULL);
+    CHECK_EQ_INT(sc_metrics_flush_ticket(t4), 0);
+    CHECK_EQ_INT(sc_durable_ticket_wait(t4), -1);
+    CHECK_EQ_INT(sc_durable_ticket_state(t4), -1);
+    g_hk.fail = false;
+    sc_durable_ticket_unref(t1);
+    sc_durable_ticket_unref(t2);
+    sc_durable_ticket_unref(t3);
+    sc_durable_ticket_unref(t4);
+    sc_durable_stop(d);
+    CHECK(sc_durable_global() == NULL);
+    sc_metrics_shutdown();
+    st->destroy(st);
+}
+
 int main(void)
 {
     snprintf(g_dir, sizeof g_dir, "/tmp/sc_metrics_persist_XXXXXX");
@@ -544,6 +646,7 @@ int main(void)
     test_file_without_new_reasons();
     test_scene_store();
     test_unwritable();
+    test_flush_ticket();
 
     sc_log_close();
     char log[256];

@@ -26,6 +26,7 @@ static void full_record(sc_record_t *r)
     snprintf(r->requested_method, sizeof r->requested_method, "kontext");
     r->fallback = true;
     snprintf(r->fallback_reason, sizeof r->fallback_reason, "timeout");
+    snprintf(r->keying, sizeof r->keying, "skipped");
     r->decision.policy_version = 7;
     snprintf(r->decision.phase, sizeof r->decision.phase, "limited");
     snprintf(r->decision.rule, sizeof r->decision.rule, "percent_bucket");
@@ -60,6 +61,7 @@ static bool same_record(const sc_record_t *a, const sc_record_t *b)
            strcmp(a->method, b->method) == 0 &&
            strcmp(a->requested_method, b->requested_method) == 0 && a->fallback == b->fallback &&
            strcmp(a->fallback_reason, b->fallback_reason) == 0 &&
+           strcmp(a->keying, b->keying) == 0 &&
            a->decision.policy_version == b->decision.policy_version &&
            strcmp(a->decision.phase, b->decision.phase) == 0 &&
            strcmp(a->decision.rule, b->decision.rule) == 0 &&

@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/durable.h"
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "fake_replicate.h"
@@ -776,6 +777,88 @@ static void test_log_has_no_token(const char *logdir)
     sc_buf_free(&b);
 }
 
+/* ==== The write-ahead gate (issue 11) ==== */
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool block, blocked;
+} g_gate_hook = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+
+/* The committer's fsync, held while block is set. */
+static int blocking_fsync(int fd, const char *path, bool is_dir, void *ud)
+{
+    (void)path, (void)is_dir, (void)ud;
+    pthread_mutex_lock(&g_gate_hook.mu);
+    g_gate_hook.blocked = g_gate_hook.block;
+    pthread_cond_broadcast(&g_gate_hook.cv);
+    while (g_gate_hook.block)
+        pthread_cond_wait(&g_gate_hook.cv, &g_gate_hook.mu);
+    pthread_mutex_unlock(&g_gate_hook.mu);
+    return fsync(fd);
+}
+
+/* A gated job is queued at once but sends no create while its write is held
+ * in a blocked committer; once it commits, the create goes. A failed gate
+ * sends nothing. */
+static void test_gate(const char *dir)
+{
+    configure("{\"mode\":\"ok\",\"delay_ms\":50}");
+    sc_durable_opts_t o = {.fsync_hook = blocking_fsync};
+    sc_durable_t *d = sc_durable_start(&o);
+    CHECK(d != NULL);
+    g_gate_hook.block = true;
+    char path[128];
+    snprintf(path, sizeof path, "%s/gate_count.json", dir);
+    sc_durable_ticket_t *t = sc_durable_ticket_new(sc_replicate_wake);
+    sc_durable_ticket_ref(t); /* the write's */
+    CHECK_EQ_INT(sc_durable_write(d, path, "{}", 2, sc_durable_ticket_done, t), 0);
+    clear_results();
+    g_w.pending = 1;
+    sc_rep_opts_t opts = {.client_fd = -1, .gate = t};
+    CHECK_EQ_INT(sc_replicate_submit_ex(KONTEXT, kontext_input(20, 20), 20, &opts, on_done, NULL),
+                 0);
+    sc_durable_ticket_unref(t); /* the job holds its own */
+    usleep(400 * 1000);
+    CHECK_EQ_INT(test_fake_stat_int("creates"), 0); /* the count is not on disk: nothing sent */
+    pthread_mutex_lock(&g_w.mu);
+    CHECK_EQ_INT(g_w.pending, 1);
+    pthread_mutex_unlock(&g_w.mu);
+    pthread_mutex_lock(&g_gate_hook.mu);
+    g_gate_hook.block = false;
+    pthread_cond_broadcast(&g_gate_hook.cv);
+    pthread_mutex_unlock(&g_gate_hook.mu);
+    wait_all();
+    CHECK_EQ_INT(g_w.n, 1);
+    if (g_w.n == 1) {
+        CHECK_STR(sc_replicate_status_name(g_w.results[0]->status), "ok");
+        CHECK(!g_w.results[0]->gate_closed);
+    }
+    CHECK_EQ_INT(test_fake_stat_int("creates"), 1);
+    sc_durable_stop(d);
+
+    /* a gate that fails: the job ends api_error, gate_closed, nothing sent */
+    configure("{\"mode\":\"ok\"}");
+    t = sc_durable_ticket_new(sc_replicate_wake);
+    clear_results();
+    g_w.pending = 1;
+    opts.gate = t;
+    CHECK_EQ_INT(sc_replicate_submit_ex(KONTEXT, kontext_input(20, 20), 20, &opts, on_done, NULL),
+                 0);
+    usleep(100 * 1000);
+    sc_durable_ticket_complete(t, EIO);
+    sc_durable_ticket_unref(t);
+    wait_all();
+    CHECK_EQ_INT(g_w.n, 1);
+    if (g_w.n == 1) {
+        CHECK_STR(sc_replicate_status_name(g_w.results[0]->status), "api_error");
+        CHECK(g_w.results[0]->gate_closed);
+        CHECK(!g_w.results[0]->prediction_id[0]);
+    }
+    CHECK_EQ_INT(test_fake_stat_int("creates"), 0);
+    clear_results();
+}
+
 int main(void)
 {
     char logdir[] = "/tmp/sc_rep_test_XXXXXX";
@@ -810,6 +893,7 @@ int main(void)
     test_client_gone(true);
     test_client_pipelined_is_not_gone();
     test_journal(logdir);
+    test_gate(logdir);
     clear_results();
 
     sc_replicate_shutdown();

@@ -167,8 +167,71 @@ static void test_base64(void)
     free(d);
 }
 
+/* issue 11: sc_inputs_kontext_files sends an upload as it came when the rule
+ * lets it (inputs.h), and decodes + downscales + re-encodes otherwise. */
+static void test_kontext_files(void)
+{
+    sc_image_t scene, product, big;
+    fill(&scene, 320, 200, 3);
+    fill(&product, 100, 80, 4);
+    fill(&big, SC_INPUTS_PASS_MAX_SIDE + 100, 60, 3);
+    uint8_t *sj = NULL, *pp = NULL, *bj = NULL;
+    size_t sl = 0, pl = 0, bl = 0;
+    CHECK_EQ_INT(sc_codec_encode_jpeg(&scene, 80, &sj, &sl), 0);
+    CHECK_EQ_INT(sc_codec_encode_png(&product, &pp, &pl), 0);
+    CHECK_EQ_INT(sc_codec_encode_jpeg(&big, 80, &bj, &bl), 0);
+    sc_inputs_file_t fs = {sj, sl, SC_FMT_JPEG, 320, 200, 1};
+    sc_inputs_file_t fp = {pp, pl, SC_FMT_PNG, 100, 80, 1};
+    sc_inputs_file_t fb = {bj, bl, SC_FMT_JPEG, SC_INPUTS_PASS_MAX_SIDE + 100, 60, 1};
+    CHECK(sc_inputs_passes(&fs));
+    CHECK(!sc_inputs_passes(&fb));
+    sc_inputs_file_t rot = fs;
+    rot.orientation = 6;
+    CHECK(!sc_inputs_passes(&rot));
+    char *json = NULL;
+    CHECK_EQ_INT(sc_inputs_kontext_files(&fs, &fp, NULL, "jpg", 0, 5.0, &json), 0);
+    cJSON *o = cJSON_Parse(json);
+    CHECK_STR(str(o, "output_format"), "jpg");
+    /* the bytes themselves, not a re-encode */
+    const char *u1 = str(o, "input_image_1"), *u2 = str(o, "input_image_2");
+    const char *p1 = "data:image/jpeg;base64,", *p2 = "data:image/png;base64,";
+    uint8_t *raw = NULL;
+    size_t rl = 0;
+    CHECK(u1 && strncmp(u1, p1, strlen(p1)) == 0);
+    if (u1 && sc_base64_decode(u1 + strlen(p1), strlen(u1 + strlen(p1)), &raw, &rl) == 0) {
+        CHECK(rl == sl && memcmp(raw, sj, sl) == 0);
+        free(raw);
+    }
+    CHECK(u2 && strncmp(u2, p2, strlen(p2)) == 0);
+    if (u2 && sc_base64_decode(u2 + strlen(p2), strlen(u2 + strlen(p2)), &raw, &rl) == 0) {
+        CHECK(rl == pl && memcmp(raw, pp, pl) == 0);
+        free(raw);
+    }
+    cJSON_Delete(o);
+    free(json);
+    /* over SC_INPUTS_PASS_MAX_SIDE: decoded, downscaled to SC_INPUTS_MAX_SIDE, re-encoded */
+    CHECK_EQ_INT(sc_inputs_kontext_files(&fb, &fp, NULL, "png", 0, 5.0, &json), 0);
+    o = cJSON_Parse(json);
+    CHECK_STR(str(o, "output_format"), "png");
+    sc_image_info_t info;
+    CHECK_EQ_INT(probe_uri(str(o, "input_image_1"), p1, &info), 0);
+    CHECK_EQ_INT(info.width, SC_INPUTS_MAX_SIDE);
+    cJSON_Delete(o);
+    free(json);
+    /* bytes that do not decode cannot be re-encoded */
+    sc_inputs_file_t junk = {(const uint8_t *)"junk", 4, SC_FMT_JPEG, 3000, 10, 1};
+    CHECK_EQ_INT(sc_inputs_kontext_files(&junk, &fp, NULL, "png", 0, 5.0, &json), -1);
+    free(sj);
+    free(pp);
+    free(bj);
+    sc_image_free(&scene);
+    sc_image_free(&product);
+    sc_image_free(&big);
+}
+
 int main(void)
 {
+    test_kontext_files();
     test_kontext_shape_and_downscale();
     test_scene_shape();
     test_base64();

@@ -1,0 +1,441 @@
+/* Group commit (see core/durable.h). One committer thread; the queue is a
+ * FIFO list under mu. A batch: produce -> write temps -> fsync each file ->
+ * rename in order -> fsync each distinct directory once -> done callbacks. */
+#include "core/durable.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/fsutil.h"
+#include "core/ids.h"
+#include "core/log.h"
+
+#define DURABLE_DEFAULT_BATCH 256
+
+typedef struct entry {
+    struct entry *next;
+    char *path;
+    char *data;
+    size_t len;
+    sc_durable_produce_fn produce;
+    sc_durable_done_fn done;
+    void *ud;
+    /* committer only */
+    char tmp[PATH_MAX];
+    int fd;
+    int err;
+    bool renamed;
+    size_t dir; /* index in the batch's directory table */
+} entry_t;
+
+struct sc_durable {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    entry_t *head, *tail;
+    bool stopping;
+    pthread_t thread;
+    int max_batch;
+    int (*fsync_hook)(int fd, const char *path, bool is_dir, void *ud);
+    void *hook_ud;
+    sc_durable_stats_t st; /* under mu */
+};
+
+static _Atomic(sc_durable_t *) g_global;
+
+sc_durable_t *sc_durable_global(void)
+{
+    return atomic_load(&g_global);
+}
+
+void sc_durable_set_global(sc_durable_t *d)
+{
+    atomic_store(&g_global, d);
+}
+
+static int do_fsync(sc_durable_t *d, int fd, const char *path, bool is_dir)
+{
+    if (d->fsync_hook)
+        return d->fsync_hook(fd, path, is_dir, d->hook_ud);
+    return fsync(fd);
+}
+
+/* The directory part of path ("." when none) into out. */
+static void dir_of(const char *path, char *out, size_t n)
+{
+    snprintf(out, n, "%s", path);
+    char *slash = strrchr(out, '/');
+    if (slash)
+        *(slash == out ? slash + 1 : slash) = '\0';
+    else
+        snprintf(out, n, ".");
+}
+
+static void entry_free(entry_t *e)
+{
+    free(e->path);
+    free(e->data);
+    free(e);
+}
+
+/* Opens and fills e's temp file; sets e->err on failure. */
+static void write_temp(entry_t *e)
+{
+    char rnd[SC_ID_LEN + 1];
+    sc_id_new(rnd);
+    e->fd = -1;
+    /* the name sc_fs_remove_stale_temps recognises */
+    if (snprintf(e->tmp, sizeof e->tmp, "%s" SC_FS_TEMP_INFIX "%.8s", e->path, rnd) >=
+        (int)sizeof e->tmp) {
+        e->err = ENAMETOOLONG;
+        return;
+    }
+    e->fd = open(e->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (e->fd < 0) {
+        e->err = errno;
+        return;
+    }
+    if (sc_fs_write_all(e->fd, e->data ? e->data : "", e->len) != 0)
+        e->err = errno;
+}
+
+static void commit(sc_durable_t *d, entry_t *batch)
+{
+    size_t n = 0;
+    for (entry_t *e = batch; e; e = e->next)
+        n++;
+    char(*dirs)[PATH_MAX] = malloc(n * sizeof *dirs);
+    int *dir_err = calloc(n, sizeof *dir_err);
+    size_t ndirs = 0;
+    long long file_fsyncs = 0, errors = 0;
+
+    /* 1. bytes and temp files */
+    for (entry_t *e = batch; e; e = e->next) {
+        e->fd = -1;
+        if (e->produce) {
+            e->err = e->produce(e->ud, &e->data, &e->len);
+            if (e->err)
+                continue;
+        }
+        write_temp(e);
+    }
+    /* 2. each file to disk (its data before its name) */
+    for (entry_t *e = batch; e; e = e->next) {
+        if (e->fd < 0)
+            continue;
+        if (!e->err) {
+            file_fsyncs++;
+            if (do_fsync(d, e->fd, e->path, false) != 0)
+                e->err = errno ? errno : EIO;
+        }
+        if (close(e->fd) != 0 && !e->err)
+            e->err = errno;
+        e->fd = -1;
+        if (e->err)
+            unlink(e->tmp);
+    }
+    /* 3. renames in queue order, so the last write of a path wins */
+    for (entry_t *e = batch; e; e = e->next) {
+        if (e->err)
+            continue;
+        if (rename(e->tmp, e->path) != 0) {
+            e->err = errno;
+            unlink(e->tmp);
+            continue;
+        }
+        e->renamed = true;
+        char dir[PATH_MAX];
+        dir_of(e->path, dir, sizeof dir);
+        size_t k = 0;
+        while (dirs && k < ndirs && strcmp(dirs[k], dir) != 0)
+            k++;
+        if (dirs && k == ndirs)
+            memcpy(dirs[ndirs++], dir, sizeof dir);
+        e->dir = k;
+    }
+    /* 4. each directory once: the renames survive a crash */
+    for (size_t k = 0; k < ndirs; k++) {
+        int dfd = open(dirs[k], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+            dir_err[k] = errno;
+            continue;
+        }
+        if (do_fsync(d, dfd, dirs[k], true) != 0)
+            dir_err[k] = errno ? errno : EIO;
+        close(dfd);
+    }
+    for (entry_t *e = batch; e; e = e->next) {
+        if (e->renamed && !dirs)
+            e->err = ENOMEM; /* no table: the directories could not be synced */
+        else if (e->renamed && dir_err[e->dir])
+            e->err = dir_err[e->dir];
+        if (e->err)
+            errors++;
+    }
+    pthread_mutex_lock(&d->mu);
+    d->st.batches++;
+    d->st.writes += (long long)n;
+    d->st.dir_fsyncs += (long long)ndirs;
+    d->st.file_fsyncs += file_fsyncs;
+    d->st.errors += errors;
+    pthread_mutex_unlock(&d->mu);
+    free(dirs);
+    free(dir_err);
+    /* 5. the callers, outside the lock (a callback may queue more) */
+    while (batch) {
+        entry_t *e = batch;
+        batch = e->next;
+        if (e->done)
+            e->done(e->err, e->ud);
+        else if (e->err)
+            sc_log_error("durable: cannot write %s: %s", e->path, strerror(e->err));
+        entry_free(e);
+    }
+}
+
+static void *committer_main(void *arg)
+{
+    sc_durable_t *d = arg;
+    for (;;) {
+        pthread_mutex_lock(&d->mu);
+        while (!d->head && !d->stopping)
+            pthread_cond_wait(&d->cv, &d->mu);
+        if (!d->head) { /* stopping and drained */
+            pthread_mutex_unlock(&d->mu);
+            break;
+        }
+        entry_t *batch = d->head, *last = batch;
+        for (int i = 1; i < d->max_batch && last->next; i++)
+            last = last->next;
+        d->head = last->next;
+        if (!d->head)
+            d->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&d->mu);
+        commit(d, batch);
+    }
+    return NULL;
+}
+
+sc_durable_t *sc_durable_start(const sc_durable_opts_t *opts)
+{
+    sc_durable_t *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
+    d->max_batch = opts && opts->max_batch > 0 ? opts->max_batch : DURABLE_DEFAULT_BATCH;
+    d->fsync_hook = opts ? opts->fsync_hook : NULL;
+    d->hook_ud = opts ? opts->hook_ud : NULL;
+    if (pthread_create(&d->thread, NULL, committer_main, d) != 0) {
+        pthread_cond_destroy(&d->cv);
+        pthread_mutex_destroy(&d->mu);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void sc_durable_stop(sc_durable_t *d)
+{
+    if (!d)
+        return;
+    pthread_mutex_lock(&d->mu);
+    d->stopping = true;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    pthread_join(d->thread, NULL);
+    sc_durable_t *expected = d;
+    atomic_compare_exchange_strong(&g_global, &expected, NULL);
+    pthread_cond_destroy(&d->cv);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}
+
+static int enqueue(sc_durable_t *d, entry_t *e)
+{
+    pthread_mutex_lock(&d->mu);
+    if (d->stopping) {
+        pthread_mutex_unlock(&d->mu);
+        return -1;
+    }
+    if (d->tail)
+        d->tail->next = e;
+    else
+        d->head = e;
+    d->tail = e;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    return 0;
+}
+
+static entry_t *entry_new(const char *path, sc_durable_done_fn done, void *ud)
+{
+    entry_t *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->path = strdup(path);
+    if (!e->path) {
+        free(e);
+        return NULL;
+    }
+    e->done = done;
+    e->ud = ud;
+    return e;
+}
+
+int sc_durable_write_take(sc_durable_t *d, const char *path, void *data, size_t len,
+                          sc_durable_done_fn done, void *ud)
+{
+    entry_t *e = d && path ? entry_new(path, done, ud) : NULL;
+    if (!e) {
+        free(data);
+        return -1;
+    }
+    e->data = data;
+    e->len = len;
+    if (enqueue(d, e) != 0) {
+        entry_free(e);
+        return -1;
+    }
+    return 0;
+}
+
+int sc_durable_write(sc_durable_t *d, const char *path, const void *data, size_t len,
+                     sc_durable_done_fn done, void *ud)
+{
+    char *copy = malloc(len ? len : 1);
+    if (!copy)
+        return -1;
+    if (len)
+        memcpy(copy, data, len);
+    return sc_durable_write_take(d, path, copy, len, done, ud);
+}
+
+int sc_durable_write_produced(sc_durable_t *d, const char *path, sc_durable_produce_fn produce,
+                              sc_durable_done_fn done, void *ud)
+{
+    entry_t *e = d && path && produce ? entry_new(path, done, ud) : NULL;
+    if (!e)
+        return -1;
+    e->produce = produce;
+    if (enqueue(d, e) != 0) {
+        entry_free(e);
+        return -1;
+    }
+    return 0;
+}
+
+int sc_durable_write_wait(sc_durable_t *d, const char *path, const void *data, size_t len)
+{
+    if (!d)
+        return sc_fs_write_atomic(path, data, len);
+    sc_durable_ticket_t *t = sc_durable_ticket_new(NULL);
+    if (!t) {
+        errno = ENOMEM;
+        return -1;
+    }
+    sc_durable_ticket_ref(t); /* the write's */
+    if (sc_durable_write(d, path, data, len, sc_durable_ticket_done, t) != 0) {
+        sc_durable_ticket_unref(t);
+        sc_durable_ticket_unref(t);
+        errno = ECANCELED;
+        return -1;
+    }
+    int rc = sc_durable_ticket_wait(t);
+    int e = errno;
+    sc_durable_ticket_unref(t);
+    errno = e;
+    return rc;
+}
+
+void sc_durable_stats(sc_durable_t *d, sc_durable_stats_t *out)
+{
+    pthread_mutex_lock(&d->mu);
+    *out = d->st;
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* ==== Tickets ==== */
+
+struct sc_durable_ticket {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_int state; /* 0 pending, 1 durable, -1 failed */
+    int err;
+    atomic_int refs;
+    void (*wake)(void);
+};
+
+sc_durable_ticket_t *sc_durable_ticket_new(void (*wake)(void))
+{
+    sc_durable_ticket_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    atomic_init(&t->state, 0);
+    atomic_init(&t->refs, 1);
+    t->wake = wake;
+    return t;
+}
+
+void sc_durable_ticket_ref(sc_durable_ticket_t *t)
+{
+    atomic_fetch_add(&t->refs, 1);
+}
+
+void sc_durable_ticket_unref(sc_durable_ticket_t *t)
+{
+    if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
+        return;
+    pthread_cond_destroy(&t->cv);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+int sc_durable_ticket_state(sc_durable_ticket_t *t)
+{
+    return atomic_load(&t->state);
+}
+
+void sc_durable_ticket_complete(sc_durable_ticket_t *t, int err)
+{
+    pthread_mutex_lock(&t->mu);
+    bool first = atomic_load(&t->state) == 0;
+    if (first) {
+        t->err = err;
+        atomic_store(&t->state, err ? -1 : 1);
+        pthread_cond_broadcast(&t->cv);
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (first && t->wake)
+        t->wake();
+}
+
+int sc_durable_ticket_wait(sc_durable_ticket_t *t)
+{
+    pthread_mutex_lock(&t->mu);
+    while (atomic_load(&t->state) == 0)
+        pthread_cond_wait(&t->cv, &t->mu);
+    int err = t->err;
+    pthread_mutex_unlock(&t->mu);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
+void sc_durable_ticket_done(int err, void *ud)
+{
+    sc_durable_ticket_t *t = ud;
+    sc_durable_ticket_complete(t, err);
+    sc_durable_ticket_unref(t);
+}

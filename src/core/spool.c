@@ -1,0 +1,184 @@
+#include "core/spool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/fsutil.h"
+#include "core/ids.h"
+
+struct sc_spool {
+    int fd;
+    size_t size;    /* bytes appended */
+    void *map;      /* the read-only mapping while maps > 0 (k_empty for size 0) */
+    int maps;       /* nested sc_spool_map calls */
+    bool write_err; /* an append failed: size may not match the file */
+};
+
+/* What an empty spool maps to: mmap refuses a zero length. */
+static const uint8_t k_empty[1];
+
+static atomic_llong g_spooled_total;
+static atomic_llong g_files;
+static atomic_llong g_bytes;
+static atomic_llong g_errors_total;
+
+/* ==== Creation ==== */
+
+/* The anonymous file: never has a name, so there is nothing to clean up. -1
+ * with errno when the kernel or the filesystem lacks O_TMPFILE (EOPNOTSUPP,
+ * EISDIR on kernels before 3.11, EINVAL on some filesystems) or on a real
+ * error. */
+static int open_tmpfile(const char *dir)
+{
+    return open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+}
+
+/* The fallback: a name sc_fs_remove_stale_temps knows (".tmp." + 8 hex), made
+ * exclusively and unlinked at once, so only a crash between the two calls can
+ * leave it (and the next start sweeps it). */
+static int open_named(const char *dir)
+{
+    char path[PATH_MAX];
+    for (int attempt = 0; attempt < 8; attempt++) {
+        char rnd[SC_ID_LEN + 1];
+        sc_id_new(rnd);
+        if (snprintf(path, sizeof path, "%s/upload" SC_FS_TEMP_INFIX "%.8s", dir, rnd) >=
+            (int)sizeof path) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            if (errno == EEXIST)
+                continue;
+            return -1;
+        }
+        if (unlink(path) != 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
+sc_spool_t *sc_spool_new(const char *dir)
+{
+    sc_spool_t *s = calloc(1, sizeof *s);
+    if (!s)
+        goto fail;
+    s->fd = open_tmpfile(dir);
+    if (s->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
+        s->fd = open_named(dir);
+    if (s->fd < 0)
+        goto fail;
+    atomic_fetch_add(&g_spooled_total, 1);
+    atomic_fetch_add(&g_files, 1);
+    return s;
+fail:;
+    int e = errno;
+    free(s);
+    atomic_fetch_add(&g_errors_total, 1);
+    errno = e;
+    return NULL;
+}
+
+/* ==== Bytes ==== */
+
+int sc_spool_append(sc_spool_t *s, const void *data, size_t len)
+{
+    if (s->maps > 0) { /* a mapping would not see the new bytes: a caller bug */
+        errno = EBUSY;
+        return -1;
+    }
+    if (s->write_err) {
+        errno = EIO;
+        return -1;
+    }
+    /* sc_fs_write_all retries EINTR and short writes; a write that can put no
+     * byte at all (disk full, RLIMIT_FSIZE) fails with ENOSPC / EFBIG. */
+    if (sc_fs_write_all(s->fd, data, len) != 0) {
+        int e = errno;
+        s->write_err = true;
+        atomic_fetch_add(&g_errors_total, 1);
+        errno = e;
+        return -1;
+    }
+    s->size += len;
+    atomic_fetch_add(&g_bytes, (long long)len);
+    return 0;
+}
+
+size_t sc_spool_size(const sc_spool_t *s)
+{
+    return s->size;
+}
+
+int sc_spool_map(sc_spool_t *s)
+{
+    if (s->maps == 0) {
+        if (s->size == 0) {
+            s->map = (void *)k_empty;
+        } else {
+            void *p = mmap(NULL, s->size, PROT_READ, MAP_SHARED, s->fd, 0);
+            if (p == MAP_FAILED)
+                return -1;
+            s->map = p;
+        }
+    }
+    s->maps++;
+    return 0;
+}
+
+const uint8_t *sc_spool_data(const sc_spool_t *s)
+{
+    return s->maps > 0 ? s->map : NULL;
+}
+
+void sc_spool_unmap(sc_spool_t *s)
+{
+    if (s->maps == 0)
+        return;
+    if (--s->maps > 0)
+        return;
+    if (s->map != (void *)k_empty)
+        (void)munmap(s->map, s->size);
+    s->map = NULL;
+}
+
+int sc_spool_fd(const sc_spool_t *s)
+{
+    return s->fd;
+}
+
+void sc_spool_free(sc_spool_t *s)
+{
+    if (!s)
+        return;
+    if (s->maps > 0) {
+        s->maps = 1;
+        sc_spool_unmap(s);
+    }
+    (void)close(s->fd);
+    atomic_fetch_sub(&g_files, 1);
+    atomic_fetch_sub(&g_bytes, (long long)s->size);
+    free(s);
+}
+
+void sc_spool_stats(sc_spool_stats_t *out)
+{
+    out->spooled_total = atomic_load(&g_spooled_total);
+    out->files = atomic_load(&g_files);
+    out->bytes = atomic_load(&g_bytes);
+    out->errors_total = atomic_load(&g_errors_total);
+}
