@@ -63,6 +63,10 @@ typedef struct limits_redis {
     double budget, lease_ttl, renew_every;
     double started_at;
 
+    /* One tick at a time (the thread's and sc_limits_redis__tick's callers):
+     * two interleaved refreshes could store the older reply over the newer
+     * view. Taken before flush_mu and mu. */
+    pthread_mutex_t tick_mu;
     pthread_mutex_t flush_mu; /* one flusher of unsent at a time (taken before mu) */
     pthread_mutex_t mu;       /* guards everything below */
     sc_limits_token_t *held;  /* this instance's slots, renewed by the thread */
@@ -622,11 +626,12 @@ static void views_refresh(limits_redis_t *m, redisContext *c, double now)
 void sc_limits_redis__tick(sc_limits_store_t *s)
 {
     limits_redis_t *m = (limits_redis_t *)s;
+    pthread_mutex_lock(&m->tick_mu);
     if (!sc_redis_probe(m->r))
-        return;
+        goto out;
     redisContext *c = sc_redis_take(m->r, 1.0);
     if (!c)
-        return;
+        goto out;
     double now = sc_clock_wall();
     flush_unsent(m, c);
     if (!c->err && (now - m->last_renew >= m->renew_every || now < m->last_renew)) {
@@ -638,6 +643,8 @@ void sc_limits_redis__tick(sc_limits_store_t *s)
     if (!c->err && m->heartbeat)
         fleet_refresh(m, c, now);
     sc_redis_give(m->r, c);
+out:
+    pthread_mutex_unlock(&m->tick_mu);
 }
 
 static void *bg_main(void *arg)
@@ -706,6 +713,7 @@ static void rs_destroy(sc_limits_store_t *s)
     pthread_cond_destroy(&m->cv);
     pthread_mutex_destroy(&m->mu);
     pthread_mutex_destroy(&m->flush_mu);
+    pthread_mutex_destroy(&m->tick_mu);
     free(m->held);
     free(m->unsent);
     free(m->fleet);
@@ -726,7 +734,8 @@ sc_limits_store_t *sc_limits_redis_new(const sc_limits_redis_opts_t *o, char *er
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (pthread_mutex_init(&m->mu, NULL) != 0 || pthread_mutex_init(&m->flush_mu, NULL) != 0) {
+    if (pthread_mutex_init(&m->mu, NULL) != 0 || pthread_mutex_init(&m->flush_mu, NULL) != 0 ||
+        pthread_mutex_init(&m->tick_mu, NULL) != 0) {
         free(m);
         snprintf(err, errlen, "cannot create a mutex");
         return NULL;
