@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "core/fsutil.h"
-#include "core/ids.h"
 #include "core/log.h"
 
 #define DURABLE_DEFAULT_BATCH 256
@@ -87,16 +86,7 @@ static void entry_free(entry_t *e)
 /* Opens and fills e's temp file; sets e->err on failure. */
 static void write_temp(entry_t *e)
 {
-    char rnd[SC_ID_LEN + 1];
-    sc_id_new(rnd);
-    e->fd = -1;
-    /* the name sc_fs_remove_stale_temps recognises */
-    if (snprintf(e->tmp, sizeof e->tmp, "%s" SC_FS_TEMP_INFIX "%.8s", e->path, rnd) >=
-        (int)sizeof e->tmp) {
-        e->err = ENAMETOOLONG;
-        return;
-    }
-    e->fd = open(e->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    e->fd = sc_fs_open_temp(e->path, O_WRONLY, 0644, e->tmp, sizeof e->tmp);
     if (e->fd < 0) {
         e->err = errno;
         return;

@@ -29,18 +29,23 @@ int sc_fs_write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
-int sc_fs_write_atomic(const char *path, const void *data, size_t len)
+int sc_fs_open_temp(const char *base, int flags, unsigned mode, char *tmp, size_t cap)
 {
-    char tmp[PATH_MAX];
     char rnd[SC_ID_LEN + 1];
     sc_id_new(rnd);
     /* The name is SC_FS_TEMP_INFIX + 8 hex digits: sc_fs_remove_stale_temps
      * removes exactly that pattern. */
-    if (snprintf(tmp, sizeof tmp, "%s" SC_FS_TEMP_INFIX "%.8s", path, rnd) >= (int)sizeof tmp) {
+    if (snprintf(tmp, cap, "%s" SC_FS_TEMP_INFIX "%.8s", base, rnd) >= (int)cap) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    return open(tmp, O_CREAT | O_EXCL | O_CLOEXEC | flags, (mode_t)mode);
+}
+
+int sc_fs_write_atomic(const char *path, const void *data, size_t len)
+{
+    char tmp[PATH_MAX];
+    int fd = sc_fs_open_temp(path, O_WRONLY, 0644, tmp, sizeof tmp);
     if (fd < 0)
         return -1;
     if (sc_fs_write_all(fd, data, len) != 0 || fsync(fd) != 0) {

@@ -10,6 +10,13 @@
 /* sc_fs_write_atomic writes "<path>.tmp.<8 hex digits>" and renames it to path. */
 #define SC_FS_TEMP_INFIX ".tmp."
 
+/* Creates "<base>.tmp.<8 hex digits>" exclusively (O_CREAT | O_EXCL |
+ * O_CLOEXEC | flags, mode) and writes its name to tmp (cap bytes): the one
+ * temp-file name sc_fs_remove_stale_temps sweeps. Returns the descriptor, or
+ * -1 with errno (ENAMETOOLONG when the name does not fit; EEXIST on the rare
+ * name collision). */
+int sc_fs_open_temp(const char *base, int flags, unsigned mode, char *tmp, size_t cap);
+
 /* Writes all len bytes to fd, retrying on EINTR and short writes. 0, or -1 with errno. */
 int sc_fs_write_all(int fd, const void *data, size_t len);
 

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "core/fsutil.h"
-#include "core/ids.h"
 
 struct sc_spool {
     int fd;
@@ -45,16 +44,13 @@ static int open_tmpfile(const char *dir)
  * leave it (and the next start sweeps it). */
 static int open_named(const char *dir)
 {
-    char path[PATH_MAX];
+    char base[PATH_MAX], path[PATH_MAX];
+    if (snprintf(base, sizeof base, "%s/upload", dir) >= (int)sizeof base) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     for (int attempt = 0; attempt < 8; attempt++) {
-        char rnd[SC_ID_LEN + 1];
-        sc_id_new(rnd);
-        if (snprintf(path, sizeof path, "%s/upload" SC_FS_TEMP_INFIX "%.8s", dir, rnd) >=
-            (int)sizeof path) {
-            errno = ENAMETOOLONG;
-            return -1;
-        }
-        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int fd = sc_fs_open_temp(base, O_RDWR, 0600, path, sizeof path);
         if (fd < 0) {
             if (errno == EEXIST)
                 continue;
