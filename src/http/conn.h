@@ -274,6 +274,10 @@ enum MHD_Result sc_http__send_error(struct MHD_Connection *conn, unsigned status
 /* 405 with an Allow header. */
 enum MHD_Result sc_http__send_405(struct MHD_Connection *conn, const char *allow);
 enum MHD_Result sc_http__send_oom(struct MHD_Connection *conn);
+/* A JSON error answer ({"error": {"code", "message"}} and a newline,
+ * application/json), not yet delivered, for callers that add headers or
+ * stash it: the one body every error path sends. NULL out of memory. */
+struct MHD_Response *sc_http__error_response(const char *code, const char *msg);
 
 /* ==== Handlers ==== */
 

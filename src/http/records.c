@@ -265,24 +265,11 @@ enum MHD_Result sc_http__send_record(struct MHD_Connection *conn, const sc_recor
 enum MHD_Result sc_http__send_retry(struct MHD_Connection *conn, unsigned status, const char *code,
                                     int retry_after, const char *msg)
 {
-    sc_buf_t b = SC_BUF_INIT;
-    int rc = sc_buf_printf(&b, "{\"error\": {\"code\": \"%s\", \"message\": ", code);
-    rc |= sc_buf_json_str(&b, msg);
-    rc |= sc_buf_puts(&b, "}}\n");
-    if (rc != 0) {
-        sc_buf_free(&b);
+    struct MHD_Response *r = sc_http__error_response(code, msg);
+    if (!r)
         return sc_http__send_oom(conn);
-    }
-    size_t len = 0;
-    char *body = sc_buf_steal(&b, &len);
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(body);
-        return sc_http__send_oom(conn);
-    }
     char ra[16];
     snprintf(ra, sizeof ra, "%d", retry_after);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     return sc_http__deliver(conn, status, r);
 }

@@ -136,6 +136,29 @@ void sc_http__resume_from_callback(sc_http_conn_t *c, sc_rep_result_t *res)
 static _Thread_local sc_http_conn_t *tl_job;
 static _Thread_local bool tl_handed_off;
 
+struct MHD_Response *sc_http__error_response(const char *code, const char *msg)
+{
+    sc_buf_t b = SC_BUF_INIT;
+    int rc = sc_buf_puts(&b, "{\"error\": {\"code\": ");
+    rc |= sc_buf_json_str(&b, code);
+    rc |= sc_buf_puts(&b, ", \"message\": ");
+    rc |= sc_buf_json_str(&b, msg);
+    rc |= sc_buf_puts(&b, "}}\n");
+    if (rc != 0) {
+        sc_buf_free(&b);
+        return NULL;
+    }
+    size_t len = 0;
+    char *data = sc_buf_steal(&b, &len);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(data);
+        return NULL;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    return r;
+}
+
 /* Drops one hold on a job's connection (the job's own, or a tracked write's);
  * the last resumes it with the stashed answer, or with a 500 when a tracked
  * write failed: the answer must not point at a file a crash could lose. */
@@ -148,21 +171,8 @@ static void durable_release(sc_http_conn_t *c)
         MHD_destroy_response(c->pending);
         c->pending = NULL;
         char msg[160];
-        snprintf(msg, sizeof msg,
-                 "{\"error\": {\"code\": \"internal_error\", \"message\": "
-                 "\"cannot save the composite (%s)\"}}\n",
-                 strerror(err));
-        size_t n = strlen(msg);
-        char *body = malloc(n);
-        if (body) {
-            memcpy(body, msg, n);
-            c->pending = MHD_create_response_from_buffer(n, body, MHD_RESPMEM_MUST_FREE);
-            if (!c->pending)
-                free(body);
-            else
-                MHD_add_response_header(c->pending, MHD_HTTP_HEADER_CONTENT_TYPE,
-                                        "application/json");
-        }
+        snprintf(msg, sizeof msg, "cannot save the composite (%s)", strerror(err));
+        c->pending = sc_http__error_response("internal_error", msg);
         c->pending_status = 500;
     }
     if (err && c->rec && c->rec->status == SC_RECORD_SUCCEEDED) {
@@ -308,24 +318,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 static enum MHD_Result send_error_close(struct MHD_Connection *conn, unsigned status,
                                         const char *code, const char *retry_after, const char *msg)
 {
-    sc_buf_t b = SC_BUF_INIT;
-    int rc = sc_buf_puts(&b, "{\"error\": {\"code\": ");
-    rc |= sc_buf_json_str(&b, code);
-    rc |= sc_buf_puts(&b, ", \"message\": ");
-    rc |= sc_buf_json_str(&b, msg);
-    rc |= sc_buf_puts(&b, "}}\n");
-    if (rc != 0) {
-        sc_buf_free(&b);
+    struct MHD_Response *r = sc_http__error_response(code, msg);
+    if (!r)
         return sc_http__send_oom(conn);
-    }
-    size_t len = 0;
-    char *data = sc_buf_steal(&b, &len);
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(data);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     if (retry_after)
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, retry_after);
@@ -365,17 +360,10 @@ enum MHD_Result sc_http__send_error(struct MHD_Connection *conn, unsigned status
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    sc_buf_t b = SC_BUF_INIT;
-    int rc = sc_buf_puts(&b, "{\"error\": {\"code\": ");
-    rc |= sc_buf_json_str(&b, code);
-    rc |= sc_buf_puts(&b, ", \"message\": ");
-    rc |= sc_buf_json_str(&b, msg);
-    rc |= sc_buf_puts(&b, "}}");
-    if (rc != 0) {
-        sc_buf_free(&b);
+    struct MHD_Response *r = sc_http__error_response(code, msg);
+    if (!r)
         return sc_http__send_oom(conn);
-    }
-    return sc_http__send_json(conn, status, &b);
+    return sc_http__deliver(conn, status, r);
 }
 
 enum MHD_Result sc_http__send_oom(struct MHD_Connection *conn)
