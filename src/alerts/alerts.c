@@ -356,6 +356,7 @@ void sc_alerts__evaluate_at(double now)
 
 static void *alerts_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sc-alerts"); /* top -H, perf */
     (void)arg;
     pthread_mutex_lock(&A.mu);
     while (!A.stop) {

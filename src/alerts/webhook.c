@@ -182,6 +182,7 @@ static bool webhook_pause_locked(double seconds)
 
 static void *webhook_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sc-alert-hook"); /* top -H, perf */
     (void)arg;
     CURL *c = curl_easy_init();
     char err[CURL_ERROR_SIZE + 64];

@@ -191,6 +191,7 @@ static void commit(sc_durable_t *d, entry_t *batch)
 
 static void *committer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sc-durable"); /* top -H, perf */
     sc_durable_t *d = arg;
     for (;;) {
         pthread_mutex_lock(&d->mu);

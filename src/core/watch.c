@@ -96,6 +96,7 @@ static void read_events(void)
 
 static void *watch_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sc-watch"); /* top -H, perf */
     (void)arg;
     double next_poll = sc_clock_mono() + POLL_INTERVAL_MS / 1000.0;
     while (!atomic_load(&g_w.stop)) {

@@ -407,6 +407,7 @@ static void sweep(void)
 
 static void *door_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sc-door"); /* top -H, perf */
     (void)arg;
     struct epoll_event evs[64];
     while (!atomic_load(&g.stop)) {

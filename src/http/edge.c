@@ -242,6 +242,7 @@ static void sweep(void)
 
 static void *watchdog(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sc-watchdog"); /* top -H, perf */
     (void)arg;
     pthread_mutex_lock(&g_mu);
     while (!g_stop) {

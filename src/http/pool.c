@@ -30,6 +30,7 @@ static struct {
 
 static void *pool_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sc-compute"); /* top -H, perf */
     (void)arg;
     for (;;) {
         pthread_mutex_lock(&g_pool.mu);

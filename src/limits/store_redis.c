@@ -649,6 +649,7 @@ out:
 
 static void *bg_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sc-redis-tick"); /* top -H, perf */
     limits_redis_t *m = arg;
     double next_tick = 0; /* monotonic */
     pthread_mutex_lock(&m->mu);

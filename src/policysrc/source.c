@@ -167,6 +167,7 @@ static int reload_from_redis(const char *trigger, long long *version, char *err,
 
 static void *follow(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sc-policy-src"); /* top -H, perf */
     (void)arg;
     char err[1024];
     sc_polc_t *sub = NULL;

@@ -1091,6 +1091,7 @@ static void gate_check(rep_job_t *j)
 
 static void *io_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sc-replicate"); /* top -H, perf */
     (void)arg;
     bool stopping = false;
     for (;;) {

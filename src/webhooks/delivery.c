@@ -327,6 +327,7 @@ static void wait_until_wall(sc_webhooks_t *w, double at)
 
 static void *sender(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sc-webhooks"); /* top -H, perf */
     sc_webhooks_t *w = arg;
     char why[256], host[256], scheme[16], err[256];
     pthread_mutex_lock(&w->mu);
