@@ -6,9 +6,13 @@
  *      \--succeeded--> DOWNLOAD        \--deadline--> CANCEL (POST urls.cancel) --> done
  *
  * Nothing here blocks: waits (poll interval, backoff, Retry-After) are per-job
- * wake-up times folded into the curl_multi_poll timeout. Only the I/O thread
+ * wake-up times folded into the epoll_wait timeout. The loop is libcurl's
+ * event-driven API (curl_multi_socket_action, docs/examples/ephiperfifo.c): one
+ * epoll set holds curl's sockets, an eventfd for wake-ups and a second epoll
+ * set with the watched client sockets, so one answer costs O(1), not a poll()
+ * over every connection of a 1,000-prediction burst. Only the I/O thread
  * touches jobs once they are queued; other threads only append to the incoming
- * list under g.mu and wake the loop with curl_multi_wakeup.
+ * list under g.mu and wake the loop (loop_wake).
  *
  * Retry policy (documented in docs/replicate-client.md):
  *   - create: 429 retried (Retry-After header seconds or HTTP date, else body
@@ -34,6 +38,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
@@ -103,6 +109,7 @@ typedef struct rep_job {
     char *up_name, *up_type;
     curl_mime *mime;    /* of the transfer in flight */
     int watch_fd;       /* client socket to watch, -1 = none (or not any more) */
+    bool watching;      /* watch_fd is in g.watch_ep (I/O thread only) */
     bool client_gone;   /* the client left while the create waited: cancel on its answer */
     bool orphan;        /* only cancels a prediction a dead process left running */
     bool journaled;     /* "+id" is in the journal: write "-id" when over */
@@ -126,15 +133,18 @@ static struct {
     rep_job_t *active;
     int poll_ms;
     uint64_t rng;
-    struct curl_waitfd *wfds; /* the client sockets watched in this round... */
-    rep_job_t **wjobs;        /* ...and their jobs */
-    size_t wcap;
+    int ep;        /* epoll: curl's sockets (data.fd), wake_fd, watch_ep */
+    int wake_fd;   /* eventfd: submit, gate tickets, shutdown */
+    int watch_ep;  /* epoll: watched client sockets (data.ptr = the job) */
+    double timer_at; /* curl's timer (CURLMOPT_TIMERFUNCTION), 0 = none */
+    double sweep_at; /* the earliest job wake-up or deadline the last sweep saw */
+    bool dirty;      /* a job may have changed state: sweep now */
     /* The journal: published once by sc_replicate_journal_open (before any
      * job that uses it), then written by the I/O thread only. */
     atomic_int jfd;
     char jpath[SC_CFG_PATH + 64];
     size_t jbytes; /* written since the last compaction */
-} g = {.mu = PTHREAD_MUTEX_INITIALIZER, .jfd = -1};
+} g = {.mu = PTHREAD_MUTEX_INITIALIZER, .jfd = -1, .ep = -1, .wake_fd = -1, .watch_ep = -1};
 
 /* ==== Small helpers ==== */
 
@@ -277,8 +287,41 @@ static void job_finish(rep_job_t *j, sc_rep_status_t st, const char *fmt, ...)
     j->wake_at = 0;
 }
 
+/* ==== The loop's wake-ups and watched client sockets ==== */
+
+/* Any thread, with g.mu held (g.wake_fd lives as long as g.running). */
+static void loop_wake(void)
+{
+    uint64_t one = 1;
+    if (g.wake_fd >= 0)
+        (void)!write(g.wake_fd, &one, sizeof one);
+}
+
+/* Watch the job's client socket for its peer leaving. */
+static void watch_start(rep_job_t *j)
+{
+    if (j->watch_fd < 0 || j->watching)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = j};
+    if (epoll_ctl(g.watch_ep, EPOLL_CTL_ADD, j->watch_fd, &ev) == 0)
+        j->watching = true;
+    else
+        j->watch_fd = -1; /* not watchable: the job runs to its end unwatched */
+}
+
+/* Stop watching. Always before the job's done callback: after it the
+ * connection may close and its fd number go to another client. */
+static void watch_stop(rep_job_t *j)
+{
+    if (j->watching)
+        (void)epoll_ctl(g.watch_ep, EPOLL_CTL_DEL, j->watch_fd, NULL);
+    j->watching = false;
+    j->watch_fd = -1;
+}
+
 static void job_free(rep_job_t *j)
 {
+    watch_stop(j);
     if (j->easy) {
         curl_multi_remove_handle(g.multi, j->easy);
         curl_easy_cleanup(j->easy);
@@ -1017,7 +1060,7 @@ static bool peer_gone(int fd, bool *readable)
  * answers with it. */
 static void job_client_gone(rep_job_t *j)
 {
-    j->watch_fd = -1;
+    watch_stop(j);
     if (j->phase == PH_DONE || j->phase == PH_CANCEL || !j->done)
         return; /* already decided; done comes with the sweep */
     rep_phase_t was = j->phase;
@@ -1046,31 +1089,6 @@ static void job_client_gone(rep_job_t *j)
     done(early, j->ud);
 }
 
-/* Fills g.wfds/g.wjobs with the client sockets of running jobs; returns how many. */
-static size_t watch_list(void)
-{
-    size_t n = 0;
-    for (rep_job_t *j = g.active; j; j = j->next) {
-        if (j->watch_fd < 0 || j->phase == PH_DONE || j->phase == PH_CANCEL)
-            continue;
-        if (n == g.wcap) {
-            size_t ncap = g.wcap ? g.wcap * 2 : 16;
-            struct curl_waitfd *w = realloc(g.wfds, ncap * sizeof *w);
-            if (w)
-                g.wfds = w;
-            rep_job_t **jj = w ? realloc(g.wjobs, ncap * sizeof *jj) : NULL;
-            if (!jj)
-                break; /* out of memory: these are watched next round */
-            g.wjobs = jj;
-            g.wcap = ncap;
-        }
-        g.wfds[n] = (struct curl_waitfd){.fd = j->watch_fd, .events = CURL_WAIT_POLLIN};
-        g.wjobs[n] = j;
-        n++;
-    }
-    return n;
-}
-
 /* A gated create: sent once the gate is durable; a failed gate ends the job
  * with nothing sent (the write-ahead rule: no create before its count is on
  * disk). Pending: nothing to do, the completer wakes the loop. */
@@ -1089,11 +1107,124 @@ static void gate_check(rep_job_t *j)
     job_finish(j, SC_REP_API_ERROR, "the create's write-ahead did not reach the disk");
 }
 
+/* CURLMOPT_SOCKETFUNCTION: mirror what curl wants to hear of a socket in g.ep.
+ * socketp marks a socket already in the set (curl_multi_assign). */
+static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)e;
+    (void)userp;
+    if (what == CURL_POLL_REMOVE) {
+        if (socketp)
+            (void)epoll_ctl(g.ep, EPOLL_CTL_DEL, fd, NULL);
+        curl_multi_assign(g.multi, fd, NULL);
+        return 0;
+    }
+    struct epoll_event ev = {.data.fd = fd};
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+        ev.events |= EPOLLIN;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+        ev.events |= EPOLLOUT;
+    if (epoll_ctl(g.ep, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0 &&
+        epoll_ctl(g.ep, socketp ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) != 0) {
+        sc_log_error("replicate: cannot watch a connection: %s", strerror(errno));
+        return -1; /* curl fails that transfer */
+    }
+    if (!socketp)
+        curl_multi_assign(g.multi, fd, (void *)&g);
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: -1 deletes the timer, 0 means "call me at once". */
+static int on_curl_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    (void)m;
+    (void)userp;
+    g.timer_at = timeout_ms < 0 ? 0 : sc_clock_mono() + (double)timeout_ms / 1000.0;
+    return 0;
+}
+
+/* Finished transfers: each job's handler moves it on. */
+static void drain_curl_messages(void)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(g.multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        char *priv = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+        rep_job_t *j = (rep_job_t *)priv;
+        if (j && j->easy == msg->easy_handle)
+            on_transfer_done(j, msg->data.result);
+        g.dirty = true;
+    }
+}
+
+/* Watched client sockets that woke: gone (cancel), or a pipelined request
+ * (stop watching: level-triggered, it would wake us forever). */
+static void check_watched(void)
+{
+    struct epoll_event evs[64];
+    int n;
+    while ((n = epoll_wait(g.watch_ep, evs, 64, 0)) > 0) {
+        for (int i = 0; i < n; i++) {
+            rep_job_t *j = evs[i].data.ptr;
+            bool readable = false;
+            if (j->phase != PH_DONE && j->phase != PH_CANCEL && peer_gone(j->watch_fd, &readable))
+                job_client_gone(j);
+            else
+                watch_stop(j); /* readable, or nobody left to tell */
+            g.dirty = true;
+        }
+        if (n < 64)
+            break;
+    }
+}
+
+/* Timers, deadlines, gates and completions: a walk over every job. Only when
+ * something happened or a wake-up time came, so a burst's socket traffic does
+ * not walk 1,000 jobs per answer. Returns false once stopping and idle. */
+static bool sweep(bool stopping)
+{
+    double now = sc_clock_mono();
+    if (!g.dirty && !stopping && now < g.sweep_at)
+        return true;
+    g.dirty = false;
+    double next = now + 1.0;
+    rep_job_t **pp = &g.active;
+    while (*pp) {
+        rep_job_t *j = *pp;
+        if (stopping && j->phase != PH_DONE && j->phase != PH_CANCEL)
+            job_abort(j, SC_REP_TIMEOUT, "replicate client shut down",
+                      REP_SHUTDOWN_CANCEL_TIMEOUT_MS);
+        else if (j->phase != PH_DONE && j->phase != PH_CANCEL && now >= j->deadline &&
+                 (!j->easy || now >= j->deadline + 0.25))
+            job_timeout(j); /* curl's own timeout normally fires first */
+        else if (j->gate && j->phase == PH_CREATE && !j->easy)
+            gate_check(j);
+        else if (j->phase != PH_DONE && !j->easy && j->wake_at > 0 && now >= j->wake_at)
+            start_phase(j);
+        if (j->phase == PH_DONE && !j->easy) {
+            *pp = j->next;
+            complete(j);
+            continue;
+        }
+        if (!j->easy && j->wake_at > 0 && j->wake_at < next)
+            next = j->wake_at;
+        if (j->phase != PH_CANCEL && j->deadline < next)
+            next = j->deadline;
+        pp = &j->next;
+    }
+    g.sweep_at = next;
+    return !(stopping && !g.active);
+}
+
 static void *io_main(void *arg)
 {
     pthread_setname_np(pthread_self(), "sc-replicate"); /* top -H, perf */
     (void)arg;
     bool stopping = false;
+    int running = 0;
     for (;;) {
         /* take newly submitted jobs */
         pthread_mutex_lock(&g.mu);
@@ -1101,6 +1232,8 @@ static void *io_main(void *arg)
         g.in_head = g.in_tail = NULL;
         stopping = g.stopping;
         pthread_mutex_unlock(&g.mu);
+        if (in)
+            g.dirty = true;
         while (in) {
             rep_job_t *j = in;
             in = in->next;
@@ -1119,84 +1252,92 @@ static void *io_main(void *arg)
                 job_finish(j, SC_REP_API_ERROR, "invalid model id (expected owner/name)");
             else if (stopping)
                 job_finish(j, SC_REP_TIMEOUT, "replicate client shut down");
-            else if (j->phase == PH_POLL)
-                start_poll(j); /* adopted (sc_replicate_adopt): never created again */
-            else if (!j->gate)
-                (j->is_upload ? start_upload : start_create)(j);
-            /* else: gated, the sweep below sends the create once it opens */
-        }
-        int running = 0;
-        curl_multi_perform(g.multi, &running);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(g.multi, &left)) != NULL) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            char *priv = NULL;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-            rep_job_t *j = (rep_job_t *)priv;
-            if (j && j->easy == msg->easy_handle)
-                on_transfer_done(j, msg->data.result);
-        }
-        /* timers: deadlines, wake-ups, shutdown; then completions */
-        double now = sc_clock_mono();
-        double next = now + 1.0;
-        rep_job_t **pp = &g.active;
-        while (*pp) {
-            rep_job_t *j = *pp;
-            if (stopping && j->phase != PH_DONE && j->phase != PH_CANCEL)
-                job_abort(j, SC_REP_TIMEOUT, "replicate client shut down",
-                          REP_SHUTDOWN_CANCEL_TIMEOUT_MS);
-            else if (j->phase != PH_DONE && j->phase != PH_CANCEL && now >= j->deadline &&
-                     (!j->easy || now >= j->deadline + 0.25))
-                job_timeout(j); /* curl's own timeout normally fires first */
-            else if (j->gate && j->phase == PH_CREATE && !j->easy)
-                gate_check(j);
-            else if (j->phase != PH_DONE && !j->easy && j->wake_at > 0 && now >= j->wake_at)
-                start_phase(j);
-            if (j->phase == PH_DONE && !j->easy) {
-                *pp = j->next;
-                complete(j);
-                continue;
+            else {
+                watch_start(j);
+                if (j->phase == PH_POLL)
+                    start_poll(j); /* adopted (sc_replicate_adopt): never created again */
+                else if (!j->gate)
+                    (j->is_upload ? start_upload : start_create)(j);
+                /* else: gated, the sweep below sends the create once it opens */
             }
-            if (!j->easy && j->wake_at > 0 && j->wake_at < next)
-                next = j->wake_at;
-            if (j->phase != PH_CANCEL && j->deadline < next)
-                next = j->deadline;
-            pp = &j->next;
         }
-        if (stopping && !g.active)
+        if (g.timer_at > 0 && sc_clock_mono() >= g.timer_at) {
+            g.timer_at = 0;
+            curl_multi_socket_action(g.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
+        drain_curl_messages();
+        if (!sweep(stopping))
             break;
-        int wait_ms = (int)ceil((next - sc_clock_mono()) * 1000.0);
+        drain_curl_messages(); /* what the sweep started may have failed at once */
+
+        double now = sc_clock_mono();
+        double until = g.sweep_at;
+        if (g.dirty)
+            until = now;
+        if (g.timer_at > 0 && g.timer_at < until)
+            until = g.timer_at;
+        int wait_ms = (int)ceil((until - now) * 1000.0);
         if (wait_ms < 0)
             wait_ms = 0;
         if (wait_ms > 1000)
             wait_ms = 1000;
-        /* curl shortens this wait itself when a transfer needs attention sooner;
-         * the client sockets wake it when a peer closes */
-        size_t nw = watch_list();
-        for (size_t i = 0; i < nw; i++)
-            g.wfds[i].revents = 0;
-        curl_multi_poll(g.multi, nw ? g.wfds : NULL, (unsigned)nw, wait_ms, NULL);
-        for (size_t i = 0; i < nw; i++) {
-            if (!g.wfds[i].revents)
-                continue;
-            bool readable = false;
-            if (peer_gone(g.wfds[i].fd, &readable))
-                job_client_gone(g.wjobs[i]);
-            else if (readable)
-                g.wjobs[i]->watch_fd = -1; /* pipelined bytes: stop watching, never spin */
+        struct epoll_event evs[256];
+        int n = epoll_wait(g.ep, evs, 256, wait_ms);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == g.wake_fd) {
+                uint64_t v;
+                (void)!read(g.wake_fd, &v, sizeof v);
+                g.dirty = true; /* a submit, a gate ticket or the shutdown */
+            } else if (fd == g.watch_ep) {
+                check_watched();
+            } else {
+                int ev = 0;
+                if (evs[i].events & EPOLLIN)
+                    ev |= CURL_CSELECT_IN;
+                if (evs[i].events & EPOLLOUT)
+                    ev |= CURL_CSELECT_OUT;
+                if (evs[i].events & (EPOLLERR | EPOLLHUP))
+                    ev |= CURL_CSELECT_ERR;
+                curl_multi_socket_action(g.multi, fd, ev, &running);
+            }
         }
+        drain_curl_messages();
     }
-    free(g.wfds);
-    free(g.wjobs);
-    g.wfds = NULL;
-    g.wjobs = NULL;
-    g.wcap = 0;
     return NULL;
 }
 
 /* ==== Public API ==== */
+
+static void loop_fds_close(void)
+{
+    int *fds[] = {&g.ep, &g.wake_fd, &g.watch_ep};
+    for (size_t i = 0; i < sizeof fds / sizeof *fds; i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+    g.timer_at = g.sweep_at = 0;
+    g.dirty = false;
+}
+
+/* The loop's epoll set with the wake-up eventfd and the watch set in it. */
+static int loop_fds_open(void)
+{
+    g.ep = epoll_create1(EPOLL_CLOEXEC);
+    g.watch_ep = epoll_create1(EPOLL_CLOEXEC);
+    g.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event w = {.events = EPOLLIN, .data.fd = g.wake_fd};
+    struct epoll_event c = {.events = EPOLLIN, .data.fd = g.watch_ep};
+    if (g.ep < 0 || g.watch_ep < 0 || g.wake_fd < 0 ||
+        epoll_ctl(g.ep, EPOLL_CTL_ADD, g.wake_fd, &w) != 0 ||
+        epoll_ctl(g.ep, EPOLL_CTL_ADD, g.watch_ep, &c) != 0) {
+        sc_log_error("replicate: cannot set up the I/O loop: %s", strerror(errno));
+        loop_fds_close();
+        return -1;
+    }
+    return 0;
+}
 
 int sc_replicate_init(const sc_config_t *cfg)
 {
@@ -1216,6 +1357,14 @@ int sc_replicate_init(const sc_config_t *cfg)
      * creates must not queue behind each other. Connections are reused. */
     curl_multi_setopt(g.multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
     curl_multi_setopt(g.multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(g.multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(g.multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    if (loop_fds_open() != 0) {
+        curl_multi_cleanup(g.multi);
+        g.multi = NULL;
+        curl_global_cleanup();
+        goto fail_unlocked;
+    }
     g.cfg = cfg;
     g.poll_ms = REP_DEFAULT_POLL_MS;
     const char *pm = getenv("SC_REPLICATE_POLL_MS");
@@ -1235,6 +1384,7 @@ int sc_replicate_init(const sc_config_t *cfg)
     if (pthread_create(&g.thread, NULL, io_main, NULL) != 0) {
         curl_multi_cleanup(g.multi);
         g.multi = NULL;
+        loop_fds_close();
         curl_global_cleanup();
         goto fail_unlocked;
     }
@@ -1322,7 +1472,7 @@ int sc_replicate_submit_ex(const char *model, char *input_json, double timeout_s
     else
         g.in_head = j;
     g.in_tail = j;
-    curl_multi_wakeup(g.multi);
+    loop_wake();
     pthread_mutex_unlock(&g.mu);
     return 0;
 fail:
@@ -1386,7 +1536,7 @@ int sc_replicate_adopt(const char *prediction_id, double timeout_seconds, const 
     else
         g.in_head = j;
     g.in_tail = j;
-    curl_multi_wakeup(g.multi);
+    loop_wake();
     pthread_mutex_unlock(&g.mu);
     return 0;
 fail:
@@ -1547,7 +1697,7 @@ int sc_replicate_journal_open_keep(const char *path, const char *const *keep_ids
         else
             g.in_head = j;
         g.in_tail = j;
-        curl_multi_wakeup(g.multi);
+        loop_wake();
         pthread_mutex_unlock(&g.mu);
     }
 done:
@@ -1561,7 +1711,7 @@ void sc_replicate_wake(void)
 {
     pthread_mutex_lock(&g.mu);
     if (g.running && g.multi)
-        curl_multi_wakeup(g.multi);
+        loop_wake();
     pthread_mutex_unlock(&g.mu);
 }
 
@@ -1573,12 +1723,13 @@ void sc_replicate_shutdown(void)
         return;
     }
     g.stopping = true;
-    curl_multi_wakeup(g.multi);
+    loop_wake();
     pthread_mutex_unlock(&g.mu);
     pthread_join(g.thread, NULL);
     pthread_mutex_lock(&g.mu);
     curl_multi_cleanup(g.multi);
     g.multi = NULL;
+    loop_fds_close(); /* after the cleanup: it reports its sockets' removal */
     g.running = false;
     int jfd = atomic_exchange(&g.jfd, -1);
     if (jfd >= 0)
@@ -1686,7 +1837,7 @@ int sc_replicate_upload(const char *filename, const char *content_type, const ui
     else
         g.in_head = j;
     g.in_tail = j;
-    curl_multi_wakeup(g.multi);
+    loop_wake();
     pthread_mutex_unlock(&g.mu);
     return 0;
 fail:
