@@ -133,9 +133,9 @@ static struct {
     rep_job_t *active;
     int poll_ms;
     uint64_t rng;
-    int ep;        /* epoll: curl's sockets (data.fd), wake_fd, watch_ep */
-    int wake_fd;   /* eventfd: submit, gate tickets, shutdown */
-    int watch_ep;  /* epoll: watched client sockets (data.ptr = the job) */
+    int ep;          /* epoll: curl's sockets (data.fd), wake_fd, watch_ep */
+    int wake_fd;     /* eventfd: submit, gate tickets, shutdown */
+    int watch_ep;    /* epoll: watched client sockets (data.ptr = the job) */
     double timer_at; /* curl's timer (CURLMOPT_TIMERFUNCTION), 0 = none */
     double sweep_at; /* the earliest job wake-up or deadline the last sweep saw */
     bool dirty;      /* a job may have changed state: sweep now */
