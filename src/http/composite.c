@@ -805,6 +805,77 @@ static void on_kontext_done(sc_rep_result_t *res, void *ud)
     sc_http__resume_from_callback(c, res);
 }
 
+/* Ends a Kontext start that never reached Replicate (an input upload failed,
+ * or the job could not be queued) the way a failed prediction ends: the
+ * handler's kontext_done falls back and counts it. */
+static void kontext_start_failed(sc_http_conn_t *c, sc_rep_status_t st, const char *why)
+{
+    free(c->k_slot);
+    c->k_slot = NULL;
+    sc_durable_ticket_unref(c->k_wal);
+    c->k_wal = NULL;
+    sc_rep_result_t *res = calloc(1, sizeof *res);
+    if (res) {
+        res->status = st;
+        snprintf(res->message, sizeof res->message, "%s", why);
+    }
+    if (c->detached) { /* no connection to resume: finish on the pool */
+        c->result = res;
+        sc_http__run_detached(c, kontext_done_job);
+    } else {
+        sc_http__resume_from_callback(c, res);
+    }
+}
+
+/* Submits the prediction (json consumed). The limiter slot passes to the job
+ * (upstream_over), which also watches the client's socket fd: MHD does not
+ * while the connection is suspended. Any thread. */
+static void kontext_submit(sc_http_conn_t *c, char *json, int fd)
+{
+    sc_log_info("[Kontext Composite] submitting id=%s model=%s timeout=%.0fs", c->id,
+                c->eff.model_id, c->eff.timeout_seconds);
+    sc_limits_token_t *slot = c->k_slot;
+    sc_durable_ticket_t *wal = c->k_wal;
+    c->k_slot = NULL;
+    c->k_wal = NULL;
+    *slot = c->limiter_slot;
+    c->limiter_slot.s[0] = '\0';
+    c->limiter_held = false;
+    sc_rep_opts_t opts = {.client_fd = fd,
+                          .upstream_over = release_slot,
+                          .upstream_ud = slot,
+                          .on_created = prediction_created,
+                          .created_ud = c,
+                          .gate = wal};
+    int src = sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
+                                     on_kontext_done, c);
+    sc_durable_ticket_unref(wal); /* the job holds its own */
+    if (src != 0) {
+        /* Not queued, so no callback will come (upstream_over neither): the
+         * slot goes back to c for kontext_done to release. */
+        c->limiter_slot = *slot;
+        c->limiter_held = true;
+        free(slot);
+        kontext_start_failed(c, SC_REP_API_ERROR, "cannot queue the prediction");
+    }
+}
+
+/* sc_inputs_job_run's answer: on the I/O thread (or the pool thread that
+ * started the uploads, when they were done meanwhile). */
+static void kontext_inputs_ready(int rc, char *json, const char *err, void *ud)
+{
+    sc_http_conn_t *c = ud;
+    if (rc == 0) {
+        kontext_submit(c, json, c->k_fd);
+        return;
+    }
+    char why[300];
+    snprintf(why, sizeof why, "%s: %s",
+             rc == -2 ? "input upload to the Files API failed" : "cannot build the model input",
+             err ? err : "unknown error");
+    kontext_start_failed(c, SC_REP_API_ERROR, why);
+}
+
 static enum MHD_Result start_kontext(sc_http_conn_t *c)
 {
     if (c->cfg->replicate_api_token[0] == '\0')
@@ -864,69 +935,51 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     sc_inputs_file_t in[2];
     const sc_http_field_t *fs[2] = {&c->f_scene, &c->f_product};
     const sc_image_info_t *is[2] = {&c->probe.scene, &c->probe.product};
-    /* Mapped only while the input is built (a Files API upload included):
-     * the wait that follows holds the spool files, not their pages. */
+    /* Mapped only while the inputs are prepared: an upload they need reads
+     * the spool file itself, and the wait that follows holds the spool
+     * files, not their pages. */
     int mrc = uploads_map(c);
     for (int i = 0; i < 2; i++)
-        in[i] = (sc_inputs_file_t){field_bytes(fs[i]), field_len(fs[i]), is[i]->format,
-                                   is[i]->width,       is[i]->height,    is[i]->orientation};
-    int irc = slot && mrc == 0
-                  ? sc_inputs_kontext_files(&in[0], &in[1], prompt,
-                                            c->format == SC_FMT_JPEG ? "jpg" : "png",
-                                            c->cfg->max_image_pixels, c->eff.timeout_seconds, &json)
-                  : -1;
+        in[i] = (sc_inputs_file_t){.bytes = field_bytes(fs[i]),
+                                   .len = field_len(fs[i]),
+                                   .format = is[i]->format,
+                                   .width = is[i]->width,
+                                   .height = is[i]->height,
+                                   .orientation = is[i]->orientation,
+                                   .fd = fs[i]->spool ? sc_spool_fd(fs[i]->spool) : -1};
+    sc_inputs_job_t *ij = NULL;
+    int irc = slot && mrc == 0 ? sc_inputs_kontext_prepare(&in[0], &in[1], prompt,
+                                                           c->format == SC_FMT_JPEG ? "jpg" : "png",
+                                                           c->cfg->max_image_pixels, &ij)
+                               : -1;
     if (mrc == 0)
         uploads_unmap(c);
+    if (irc == 0 && !sc_inputs_job_pending(ij)) {
+        irc = sc_inputs_job_json(ij, &json); /* frees ij */
+        ij = NULL;
+    }
     if (irc != 0) {
         free(slot);
         sc_durable_ticket_unref(wal);
         sc_limiter_release(&c->limiter_slot);
         c->limiter_held = false;
-        if (irc == -2)
-            breaker_finish(c, SC_REP_API_ERROR);
-        else
-            sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
+        sc_breaker_release(sc_breaker_global(), &c->breaker_ticket, sc_clock_wall());
         kontext_finished(c, SC_KONTEXT_FAILURE, 0.0);
-        return fall_back(c, SC_FB_API_ERROR,
-                         irc == -2 ? "input upload to the Files API failed"
-                                   : "cannot build the model input");
+        return fall_back(c, SC_FB_API_ERROR, "cannot build the model input");
     }
     c->t_kontext = sc_clock_mono();
-    sc_log_info("[Kontext Composite] submitting id=%s model=%s timeout=%.0fs", c->id,
-                c->eff.model_id, c->eff.timeout_seconds);
-    /* The suspension of this pool job passes to the Replicate job; from the
-     * successful submit on, c belongs to the done callback and the slot to the
-     * job (upstream_over). The job watches the client's socket: MHD does not
-     * while the connection is suspended. */
-    *slot = c->limiter_slot;
-    c->limiter_slot.s[0] = '\0';
-    c->limiter_held = false;
-    sc_rep_opts_t opts = {.client_fd = fd,
-                          .upstream_over = release_slot,
-                          .upstream_ud = slot,
-                          .on_created = prediction_created,
-                          .created_ud = c,
-                          .gate = wal};
+    c->k_slot = slot;
+    c->k_wal = wal;
+    c->k_fd = fd;
+    /* The suspension of this pool job passes to what comes next: the
+     * Replicate job, or first the Files API uploads whose end submits it
+     * (kontext_inputs_ready, on the I/O thread). From here on c belongs to
+     * that chain, and may be gone once it is started. */
     sc_http__hand_off(c);
-    int src = sc_replicate_submit_ex(c->eff.model_id, json, c->eff.timeout_seconds, &opts,
-                                     on_kontext_done, c);
-    sc_durable_ticket_unref(wal); /* the job holds its own */
-    if (src != 0) {
-        /* Not queued, so no callback will come (upstream_over neither): give
-         * the slot back and resume ourselves with a failure. */
-        release_slot(slot);
-        sc_rep_result_t *res = calloc(1, sizeof *res);
-        if (res) {
-            res->status = SC_REP_API_ERROR;
-            snprintf(res->message, sizeof res->message, "cannot queue the prediction");
-        }
-        if (c->detached) { /* no connection to resume: finish on the pool */
-            c->result = res;
-            sc_http__run_detached(c, kontext_done_job);
-        } else {
-            sc_http__resume_from_callback(c, res);
-        }
-    }
+    if (ij)
+        sc_inputs_job_run(ij, c->eff.timeout_seconds, kontext_inputs_ready, c);
+    else
+        kontext_submit(c, json, fd);
     return MHD_YES;
 }
 

@@ -123,6 +123,12 @@ typedef struct sc_http_conn {
     sc_policy_effective_t eff;
     char id[33];
     double t_kontext; /* monotonic, submit */
+    /* A Kontext start between its inputs and its submit (issue 11: the Files
+     * API uploads run first): the limiter token's copy for the job, the
+     * write-ahead gate, and the client socket the job will watch. */
+    sc_limits_token_t *k_slot;
+    sc_durable_ticket_t *k_wal;
+    int k_fd;
     bool limiter_held;
     sc_limits_token_t limiter_slot; /* the slot held while limiter_held */
     sc_rep_result_t *result;        /* set by the done callback before resuming */

@@ -104,8 +104,10 @@ typedef struct rep_job {
     sc_rep_result_t *res;
     /* issue 11: a Files API upload job (sc_replicate_upload) */
     bool is_upload;
-    uint8_t *up_data;
+    uint8_t *up_data; /* owned bytes, or NULL when they are read from up_fd */
+    int up_fd;        /* upload jobs: owned descriptor, the bytes at offset 0 (-1: up_data) */
     size_t up_len;
+    size_t up_pos; /* curl's read position in the bytes */
     char *up_name, *up_type;
     curl_mime *mime;    /* of the transfer in flight */
     int watch_fd;       /* client socket to watch, -1 = none (or not any more) */
@@ -336,6 +338,8 @@ static void job_free(rep_job_t *j)
     sc_replicate_result_free(j->res);
     curl_mime_free(j->mime);
     free(j->up_data);
+    if (j->is_upload && j->up_fd >= 0) /* calloc'd jobs of other kinds hold 0 here */
+        close(j->up_fd);
     free(j->up_name);
     free(j->up_type);
     sc_durable_ticket_unref(j->gate);
@@ -430,6 +434,40 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/* curl_mime_data_cb: the upload's bytes, streamed from its descriptor (a
+ * spooled upload: nothing copied into memory) or from its own buffer. */
+static size_t upload_read(char *buf, size_t size, size_t nitems, void *arg)
+{
+    rep_job_t *j = arg;
+    size_t want = size * nitems, left = j->up_len - j->up_pos;
+    if (want > left)
+        want = left;
+    if (want == 0)
+        return 0;
+    if (j->up_fd < 0) {
+        memcpy(buf, j->up_data + j->up_pos, want);
+    } else {
+        ssize_t n;
+        do
+            n = pread(j->up_fd, buf, want, (off_t)j->up_pos);
+        while (n < 0 && errno == EINTR);
+        if (n <= 0)
+            return CURL_READFUNC_ABORT; /* the file is shorter than it said: fail the upload */
+        want = (size_t)n;
+    }
+    j->up_pos += want;
+    return want;
+}
+
+static int upload_seek(void *arg, curl_off_t offset, int origin)
+{
+    rep_job_t *j = arg;
+    if (origin != SEEK_SET || offset < 0 || (size_t)offset > j->up_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    j->up_pos = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
 /* Starts one HTTP request for j. api: adds the Authorization/JSON headers (never
  * sent to output hosts). extra_hdr: up to two more header lines (may be NULL).
  * Returns 0, or -1 when the handle could not be set up (j is then finished). */
@@ -456,7 +494,7 @@ static int job_request(rep_job_t *j, const char *method, const char *url, bool a
         j->hdrs = h;
         if (!curl_slist_append(h, "Accept: application/json"))
             goto fail;
-        if (strcmp(method, "POST") == 0 && !j->up_data &&
+        if (strcmp(method, "POST") == 0 && !j->is_upload &&
             !curl_slist_append(h, "Content-Type: application/json"))
             goto fail;
         /* large JSON bodies: do not stall a second waiting for 100-continue */
@@ -487,13 +525,15 @@ static int job_request(rep_job_t *j, const char *method, const char *url, bool a
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     if (j->hdrs)
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->hdrs);
-    if (strcmp(method, "POST") == 0 && j->up_data && j->phase == PH_UPLOAD) {
+    if (strcmp(method, "POST") == 0 && j->is_upload && j->phase == PH_UPLOAD) {
         /* issue 11: multipart/form-data, part `content` with the bytes */
         curl_mime_free(j->mime);
+        j->up_pos = 0; /* a retry sends the bytes again from the start */
         j->mime = curl_mime_init(e);
         curl_mimepart *part = j->mime ? curl_mime_addpart(j->mime) : NULL;
         if (!part || curl_mime_name(part, "content") != CURLE_OK ||
-            curl_mime_data(part, (const char *)j->up_data, j->up_len) != CURLE_OK ||
+            curl_mime_data_cb(part, (curl_off_t)j->up_len, upload_read, upload_seek, NULL, j) !=
+                CURLE_OK ||
             curl_mime_filename(part, j->up_name) != CURLE_OK ||
             curl_mime_type(part, j->up_type) != CURLE_OK)
             goto fail;
@@ -1800,22 +1840,25 @@ static void on_upload_done(rep_job_t *j, CURLcode code, long http)
     job_finish(j, SC_REP_API_ERROR, "file upload: HTTP %ld: %s", http, reason);
 }
 
-int sc_replicate_upload(const char *filename, const char *content_type, const uint8_t *data,
-                        size_t len, double timeout_seconds, sc_rep_done_fn done, void *ud)
+int sc_replicate_upload_src(const char *filename, const char *content_type, int fd, uint8_t *data,
+                            size_t len, double timeout_seconds, sc_rep_done_fn done, void *ud)
 {
     rep_job_t *j = NULL;
-    if (!filename || !content_type || !data || len == 0 || len > REP_MAX_UPLOAD_BYTES || !done)
-        return -1;
+    if (!filename || !content_type || (fd < 0) == !data || len == 0 || len > REP_MAX_UPLOAD_BYTES ||
+        !done)
+        goto fail;
     j = calloc(1, sizeof *j);
     if (!j)
-        return -1;
+        goto fail;
+    j->up_fd = fd;
+    j->up_data = data;
+    fd = -1;
+    data = NULL;
     j->res = calloc(1, sizeof *j->res);
-    j->up_data = malloc(len);
     j->up_name = strdup(filename);
     j->up_type = strdup(content_type);
-    if (!j->res || !j->up_data || !j->up_name || !j->up_type)
+    if (!j->res || !j->up_name || !j->up_type)
         goto fail;
-    memcpy(j->up_data, data, len);
     j->up_len = len;
     j->is_upload = true;
     j->watch_fd = -1; /* not watched: one upload serves every request of its content */
@@ -1841,10 +1884,28 @@ int sc_replicate_upload(const char *filename, const char *content_type, const ui
     pthread_mutex_unlock(&g.mu);
     return 0;
 fail:
-    free(j->up_data);
-    free(j->up_name);
-    free(j->up_type);
-    free(j->res);
-    free(j);
+    if (fd >= 0)
+        close(fd);
+    free(data);
+    if (j) {
+        if (j->up_fd >= 0)
+            close(j->up_fd);
+        free(j->up_data);
+        free(j->up_name);
+        free(j->up_type);
+        free(j->res);
+        free(j);
+    }
     return -1;
+}
+
+int sc_replicate_upload(const char *filename, const char *content_type, const uint8_t *data,
+                        size_t len, double timeout_seconds, sc_rep_done_fn done, void *ud)
+{
+    uint8_t *copy = data && len ? malloc(len) : NULL;
+    if (!copy)
+        return -1;
+    memcpy(copy, data, len);
+    return sc_replicate_upload_src(filename, content_type, -1, copy, len, timeout_seconds, done,
+                                   ud);
 }

@@ -127,6 +127,12 @@ const char *sc_replicate_status_name(sc_rep_status_t s); /* "ok","timeout","api_
  * or -1 (not queued, done will not be called). */
 int sc_replicate_upload(const char *filename, const char *content_type, const uint8_t *data,
                         size_t len, double timeout_seconds, sc_rep_done_fn done, void *ud);
+/* As sc_replicate_upload, reading the len bytes from exactly one source it takes
+ * over (closed / freed when the job ends, and on -1): offset 0 of the file fd
+ * (read with pread while the request is sent, so a spooled upload is never
+ * copied into memory), or the malloc'd buffer data (fd -1). */
+int sc_replicate_upload_src(const char *filename, const char *content_type, int fd, uint8_t *data,
+                            size_t len, double timeout_seconds, sc_rep_done_fn done, void *ud);
 
 /* Stops the I/O thread: pending jobs complete with SC_REP_TIMEOUT after their
  * upstream predictions are cancelled (best effort). */

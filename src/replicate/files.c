@@ -1,6 +1,7 @@
 /* Files API inputs (see files.h). The cache is a small array under one mutex;
- * an entry is either ready (url, reuse_until) or being uploaded by one thread
- * (the others wait on the condition variable and then look again). */
+ * an entry is either ready (url, reuse_until) or being uploaded by one job on
+ * the client's I/O thread, with the callers that want the same bytes queued on
+ * it (waiters): the job's end answers them all. */
 #include "replicate/files.h"
 
 #include <cjson/cJSON.h>
@@ -12,11 +13,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/log.h"
 #include "replicate/base64.h"
 #include "replicate/client.h"
+
+typedef struct files_waiter {
+    struct files_waiter *next;
+    sc_files_done_fn done;
+    void *ud;
+    bool joined; /* came while another caller's upload ran: a cache hit if it works */
+} files_waiter_t;
 
 typedef struct files_entry {
     uint8_t hash[SHA256_DIGEST_LENGTH];
@@ -24,15 +33,15 @@ typedef struct files_entry {
     double reuse_until; /* wall time */
     double added;       /* wall time, for eviction */
     bool uploading;
+    files_waiter_t *waiters; /* while uploading */
 } files_entry_t;
 
 static struct {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
     files_entry_t ent[SC_FILES_CACHE_MAX];
     int n;
     long uploads, hits;
-} g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+} g = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* ==== Time ==== */
 
@@ -112,62 +121,34 @@ static files_entry_t *take_slot(double now)
     return victim;
 }
 
-/* ==== Upload (blocking wrapper over the I/O thread's job) ==== */
+/* ==== Upload (a job on the client's I/O thread) ==== */
 
-typedef struct upload_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    sc_rep_result_t *res;
-} upload_wait_t;
+typedef struct upload_ctx {
+    uint8_t hash[SHA256_DIGEST_LENGTH];
+    bool cached;         /* an entry holds the waiters, else own does */
+    files_waiter_t *own; /* the one waiter of an upload the full cache could not hold */
+    size_t len;
+} upload_ctx_t;
 
-static void on_uploaded(sc_rep_result_t *res, void *ud)
+/* The file object's urls.get and when to stop reusing it. Returns 0, or -2
+ * with err. */
+static int read_file_object(const sc_rep_result_t *res, char **url, double *reuse_until, char *err,
+                            size_t errlen)
 {
-    upload_wait_t *w = ud;
-    pthread_mutex_lock(&w->mu);
-    w->res = res;
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-/* Uploads and reads the file object. Returns 0 with *url (malloc'd) and
- * *reuse_until, -1 out of memory, -2 upload failure (err set). */
-static int upload(const uint8_t *bytes, size_t len, const char *mime, const uint8_t *hash,
-                  double timeout_s, char **url, double *reuse_until, char *err, size_t errlen)
-{
-    char name[48];
-    snprintf(name, sizeof name, "input-%02x%02x%02x%02x%02x%02x%02x%02x.%s", hash[0], hash[1],
-             hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
-             strcmp(mime, "image/png") == 0 ? "png" : "jpg");
-    upload_wait_t w = {.done = false, .res = NULL};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    int rc = -2;
-    cJSON *obj = NULL;
-    if (sc_replicate_upload(name, mime, bytes, len, timeout_s, on_uploaded, &w) != 0) {
-        snprintf(err, errlen, "file upload could not be queued");
-        goto cleanup;
-    }
-    /* the job always ends (its deadline is timeout_s), so this wait is bounded */
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    sc_rep_result_t *res = w.res;
     if (!res) {
         snprintf(err, errlen, "file upload failed (out of memory)");
-        goto cleanup;
+        return -2;
     }
     if (res->status != SC_REP_OK) {
         snprintf(err, errlen, "%s", res->message[0] ? res->message : "file upload failed");
-        goto cleanup;
+        return -2;
     }
-    obj = cJSON_ParseWithLength((const char *)res->output, res->output_len);
+    cJSON *obj = cJSON_ParseWithLength((const char *)res->output, res->output_len);
     const cJSON *urls = cJSON_GetObjectItemCaseSensitive(obj, "urls");
     const char *get = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(urls, "get"));
     const char *exp = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(obj, "expires_at"));
     const char *created = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(obj, "created_at"));
+    int rc = -2;
     if (!get || (strncmp(get, "https://", 8) != 0 && strncmp(get, "http://", 7) != 0)) {
         snprintf(err, errlen, "file upload answered without an http(s) urls.get");
         goto cleanup;
@@ -187,16 +168,61 @@ static int upload(const uint8_t *bytes, size_t len, const char *mime, const uint
         margin = 0;
     *reuse_until = t_exp - margin;
     *url = strdup(get);
-    rc = *url ? 0 : -1;
-    if (rc == -1)
+    rc = *url ? 0 : -2;
+    if (rc != 0)
         snprintf(err, errlen, "out of memory");
 cleanup:
     cJSON_Delete(obj);
-    if (w.res)
-        sc_replicate_result_free(w.res);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
     return rc;
+}
+
+/* Answers every waiter (outside the lock: a done may start the next step). */
+static void answer(files_waiter_t *w, int rc, const char *url, const char *err)
+{
+    while (w) {
+        files_waiter_t *next = w->next;
+        w->done(rc, rc == 0 ? url : NULL, rc == 0 ? NULL : err, w->ud);
+        free(w);
+        w = next;
+    }
+}
+
+static void on_uploaded(sc_rep_result_t *res, void *ud)
+{
+    upload_ctx_t *u = ud;
+    char *url = NULL, err[640] = "";
+    double reuse_until = 0;
+    int rc = read_file_object(res, &url, &reuse_until, err, sizeof err);
+    sc_replicate_result_free(res);
+    files_waiter_t *ws = u->own;
+    pthread_mutex_lock(&g.mu);
+    if (u->cached) {
+        /* e may have moved (remove_at swaps the last entry in), so look it up again */
+        files_entry_t *mine = NULL;
+        for (int i = 0; i < g.n && !mine; i++)
+            if (g.ent[i].uploading && memcmp(g.ent[i].hash, u->hash, sizeof u->hash) == 0)
+                mine = &g.ent[i];
+        if (mine) {
+            ws = mine->waiters;
+            mine->waiters = NULL;
+            mine->uploading = false;
+            if (rc == 0 && (mine->url = strdup(url)) != NULL)
+                mine->reuse_until = reuse_until;
+            else
+                remove_at(mine);
+        }
+    }
+    if (rc == 0) {
+        g.uploads++;
+        for (files_waiter_t *w = ws; w; w = w->next)
+            g.hits += w->joined;
+    }
+    pthread_mutex_unlock(&g.mu);
+    if (rc == 0)
+        sc_log_info("replicate: uploaded an input of %zu bytes to the Files API (%s)", u->len, url);
+    answer(ws, rc, url, err);
+    free(url);
+    free(u);
 }
 
 /* ==== Public API ==== */
@@ -213,102 +239,157 @@ static char *data_uri(const uint8_t *bytes, size_t len, const char *mime)
     return uri;
 }
 
-int sc_files_input(const uint8_t *bytes, size_t len, const char *mime, double timeout_s, char **out,
-                   char *err, size_t errlen)
+int sc_files_resolve(const uint8_t *bytes, size_t len, const char *mime,
+                     uint8_t hash[SC_FILES_HASH_LEN], char **out)
 {
     *out = NULL;
     size_t uri_len = strlen("data:;base64,") + strlen(mime) + sc_base64_encoded_len(len);
     if (uri_len <= SC_FILES_DATA_URI_MAX) {
         *out = data_uri(bytes, len, mime);
-        if (!*out) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        return 0;
+        return *out ? 0 : -1;
     }
-    uint8_t hash[SHA256_DIGEST_LENGTH];
     SHA256(bytes, len, hash);
-    double deadline = sc_clock_mono() + timeout_s;
-
     pthread_mutex_lock(&g.mu);
-    files_entry_t *e;
-    for (;;) {
-        double now = sc_clock_wall();
-        e = find(hash);
-        if (e && e->uploading) {
-            /* someone uploads these bytes right now: wait for it, bounded by our deadline */
-            double left = deadline - sc_clock_mono();
-            if (left <= 0) {
-                pthread_mutex_unlock(&g.mu);
-                snprintf(err, errlen, "file upload: deadline passed waiting for an upload");
-                return -2;
-            }
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            double at = (double)ts.tv_sec + ts.tv_nsec / 1e9 + (left < 1.0 ? left : 1.0);
-            ts.tv_sec = (time_t)at;
-            ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
-            pthread_cond_timedwait(&g.cv, &g.mu, &ts);
-            continue;
-        }
-        if (e && e->reuse_until > now) {
-            *out = strdup(e->url);
-            g.hits += *out != NULL;
-            pthread_mutex_unlock(&g.mu);
-            if (!*out) {
-                snprintf(err, errlen, "out of memory");
-                return -1;
-            }
-            return 0;
-        }
-        if (e)
-            remove_at(e); /* expired */
-        e = take_slot(now);
-        break;
-    }
-    if (e) {
-        memcpy(e->hash, hash, sizeof hash);
-        e->url = NULL;
-        e->uploading = true;
-        e->added = sc_clock_wall();
-        e->reuse_until = 0;
+    files_entry_t *e = find(hash);
+    if (e && !e->uploading && e->reuse_until > sc_clock_wall()) {
+        *out = strdup(e->url);
+        g.hits += *out != NULL;
     }
     pthread_mutex_unlock(&g.mu);
+    return *out ? 0 : 1;
+}
 
-    char *url = NULL;
-    double reuse_until = 0;
-    double left = deadline - sc_clock_mono();
-    int rc = upload(bytes, len, mime, hash, left > 0.001 ? left : 0.001, &url, &reuse_until, err,
-                    errlen);
-
+void sc_files_upload_start(const uint8_t hash[SC_FILES_HASH_LEN], const char *mime, int fd,
+                           uint8_t *data, size_t len, double timeout_s, sc_files_done_fn done,
+                           void *ud)
+{
+    files_waiter_t *w = calloc(1, sizeof *w);
+    upload_ctx_t *u = NULL;
+    char *hit = NULL;
+    if (!w)
+        goto fail;
+    w->done = done;
+    w->ud = ud;
     pthread_mutex_lock(&g.mu);
+    double now = sc_clock_wall();
+    files_entry_t *e = find(hash);
+    if (e && e->uploading) { /* someone uploads these bytes right now: wait for it */
+        w->joined = true;
+        w->next = e->waiters;
+        e->waiters = w;
+        pthread_mutex_unlock(&g.mu);
+        goto drop_source;
+    }
+    if (e && e->reuse_until > now) { /* uploaded meanwhile */
+        hit = strdup(e->url);
+        g.hits += hit != NULL;
+        pthread_mutex_unlock(&g.mu);
+        free(w);
+        w = NULL;
+        if (hit)
+            done(0, hit, NULL, ud);
+        else
+            done(-1, NULL, "out of memory", ud);
+        free(hit);
+        goto drop_source;
+    }
+    if (e)
+        remove_at(e); /* expired */
+    u = calloc(1, sizeof *u);
+    e = u ? take_slot(now) : NULL;
     if (e) {
-        /* e may have moved (remove_at swaps the last entry in), so look it up again */
-        files_entry_t *mine = NULL;
-        for (int i = 0; i < g.n; i++)
-            if (g.ent[i].uploading && memcmp(g.ent[i].hash, hash, sizeof hash) == 0)
-                mine = &g.ent[i];
-        if (mine) {
-            if (rc == 0 && (mine->url = strdup(url)) != NULL) {
-                mine->uploading = false;
-                mine->reuse_until = reuse_until;
-            } else {
-                mine->uploading = false;
-                remove_at(mine);
-            }
-        }
-        pthread_cond_broadcast(&g.cv);
+        *e = (files_entry_t){.uploading = true, .added = now, .waiters = w};
+        memcpy(e->hash, hash, sizeof e->hash);
     }
-    if (rc == 0)
-        g.uploads++;
     pthread_mutex_unlock(&g.mu);
-    if (rc == 0) {
-        sc_log_info("replicate: uploaded an input of %zu bytes to the Files API (%s)", len, url);
-        *out = url;
-    } else {
-        free(url);
+    if (!u)
+        goto fail;
+    memcpy(u->hash, hash, sizeof u->hash);
+    u->cached = e != NULL;
+    u->own = e ? NULL : w; /* every slot is an upload in flight: this one goes uncached */
+    u->len = len;
+    w = NULL;
+    char name[48];
+    snprintf(name, sizeof name, "input-%02x%02x%02x%02x%02x%02x%02x%02x.%s", hash[0], hash[1],
+             hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
+             strcmp(mime, "image/png") == 0 ? "png" : "jpg");
+    if (sc_replicate_upload_src(name, mime, fd, data, len, timeout_s, on_uploaded, u) != 0) {
+        /* the source is closed / freed by the refused call */
+        sc_rep_result_t *res = calloc(1, sizeof *res);
+        if (res) {
+            res->status = SC_REP_API_ERROR;
+            snprintf(res->message, sizeof res->message, "file upload could not be queued");
+        }
+        on_uploaded(res, u); /* answers the waiters that joined meanwhile too */
     }
-    return rc;
+    return;
+fail:
+    free(w);
+    done(-1, NULL, "out of memory", ud);
+drop_source:
+    if (fd >= 0)
+        close(fd);
+    free(data);
+}
+
+/* sc_files_input's wait for its upload's answer. */
+typedef struct input_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+    char *url;
+    char err[640];
+} input_wait_t;
+
+static void on_input_done(int rc, const char *url, const char *err, void *ud)
+{
+    input_wait_t *w = ud;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    w->url = url ? strdup(url) : NULL;
+    if (rc == 0 && !w->url)
+        w->rc = -1;
+    snprintf(w->err, sizeof w->err, "%s", err ? err : (w->rc ? "out of memory" : ""));
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int sc_files_input(const uint8_t *bytes, size_t len, const char *mime, double timeout_s, char **out,
+                   char *err, size_t errlen)
+{
+    uint8_t hash[SC_FILES_HASH_LEN];
+    int r = sc_files_resolve(bytes, len, mime, hash, out);
+    if (r <= 0) {
+        if (r < 0)
+            snprintf(err, errlen, "out of memory");
+        return r;
+    }
+    uint8_t *copy = malloc(len);
+    if (!copy) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    memcpy(copy, bytes, len);
+    input_wait_t w = {.done = false, .rc = -2};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    sc_files_upload_start(hash, mime, -1, copy, len, timeout_s, on_input_done, &w);
+    /* every upload job ends (its deadline is timeout_s), so this wait is bounded */
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    if (w.rc != 0) {
+        snprintf(err, errlen, "%s", w.err);
+        free(w.url);
+        return w.rc == -1 ? -1 : -2;
+    }
+    *out = w.url;
+    return 0;
 }
 
 void sc_files_stats(long *uploads, long *cache_hits)

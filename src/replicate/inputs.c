@@ -5,9 +5,13 @@
 #include "replicate/inputs.h"
 
 #include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "image/codec.h"
@@ -22,20 +26,16 @@ static const char k_default_prompt[] =
     "Place the product from the second image naturally into the scene of the first image, "
     "keeping the scene unchanged";
 
-/* Encodes img (downscaled first when needed) as a data URI, or as the URL of
- * an uploaded file when that data URI would exceed 256 KB (files.h); png
- * selects PNG over JPEG. Returns a malloc'd string, or NULL with *rc -1 (out
- * of memory / encode failure) or -2 (the upload failed: an api_error). */
-static char *image_data_uri(const sc_image_t *img, bool png, double upload_timeout, int *rc_out)
+/* Encodes img for the model (downscaled first when needed): PNG when png, else
+ * JPEG q90. Returns 0 with *enc (malloc'd), or -1. */
+static int model_encode(const sc_image_t *img, bool png, uint8_t **enc, size_t *enc_len)
 {
     sc_image_t small = SC_IMAGE_INIT;
     const sc_image_t *src = img;
-    uint8_t *enc = NULL;
-    size_t enc_len = 0;
-    char *uri = NULL;
-    *rc_out = -1;
+    int rc = -1;
+    *enc = NULL;
     if (!img || !img->pixels || img->width < 1 || img->height < 1)
-        return NULL;
+        return -1;
     int w = img->width, h = img->height;
     int longest = w > h ? w : h;
     if (longest > SC_INPUTS_MAX_SIDE) {
@@ -55,11 +55,27 @@ static char *image_data_uri(const sc_image_t *img, bool png, double upload_timeo
             goto cleanup;
         src = &small;
     }
-    int rc = png ? sc_codec_encode_png(src, &enc, &enc_len)
-                 : sc_codec_encode_jpeg(src, SC_INPUTS_SCENE_JPEG_QUALITY, &enc, &enc_len);
-    if (rc != 0)
-        goto cleanup;
+    rc = png ? sc_codec_encode_png(src, enc, enc_len)
+             : sc_codec_encode_jpeg(src, SC_INPUTS_SCENE_JPEG_QUALITY, enc, enc_len);
+cleanup:
+    sc_image_free(&small);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Encodes img (model_encode) as a data URI, or as the URL of an uploaded file
+ * when that data URI would exceed 256 KB (files.h); png selects PNG over JPEG.
+ * Blocks while an upload runs. Returns a malloc'd string, or NULL with *rc -1
+ * (out of memory / encode failure) or -2 (the upload failed: an api_error). */
+static char *image_data_uri(const sc_image_t *img, bool png, double upload_timeout, int *rc_out)
+{
+    uint8_t *enc = NULL;
+    size_t enc_len = 0;
+    char *uri = NULL;
+    *rc_out = -1;
+    if (model_encode(img, png, &enc, &enc_len) != 0)
+        return NULL;
     char err[256];
+    int rc;
     rc = sc_files_input(enc, enc_len, png ? "image/png" : "image/jpeg", upload_timeout, &uri, err,
                         sizeof err);
     if (rc != 0) {
@@ -70,7 +86,6 @@ static char *image_data_uri(const sc_image_t *img, bool png, double upload_timeo
     *rc_out = 0;
 cleanup:
     free(enc);
-    sc_image_free(&small);
     return uri;
 }
 
@@ -186,6 +201,199 @@ int sc_inputs_kontext_files(const sc_inputs_file_t *scene, const sc_inputs_file_
         return urc == -2 ? -2 : -1;
     }
     return kontext_json(scene_uri, product_uri, prompt, output_format, json);
+}
+
+/* ==== Kontext inputs in two steps (no request thread waits on an upload) ==== */
+
+struct sc_inputs_job {
+    char *uri[2]; /* scene, product: the input strings known so far */
+    struct {
+        bool pending;
+        uint8_t hash[SC_FILES_HASH_LEN];
+        const char *mime;
+        int fd;        /* owned: the upload's bytes at offset 0, or -1 */
+        uint8_t *data; /* owned: the bytes when there is no file */
+        size_t len;
+    } up[2];
+    char *prompt;
+    char output_format[8];
+    /* while running: the uploads not answered yet, plus one for the starter */
+    atomic_int left;
+    atomic_int failed; /* the first failure's rc (0: none) */
+    char err[256];     /* written by the first failure only */
+    sc_inputs_ready_fn ready;
+    void *ud;
+};
+
+/* Input i of the job from its file: a string now, or an upload to run. */
+static int prepare_one(sc_inputs_job_t *j, int i, const sc_inputs_file_t *f, bool png,
+                       long long max_pixels)
+{
+    const uint8_t *bytes = f->bytes;
+    size_t len = f->len;
+    const char *mime = png ? "image/png" : "image/jpeg";
+    uint8_t *enc = NULL;
+    if (!bytes || len == 0)
+        return -1;
+    if (sc_inputs_passes(f)) {
+        mime = sc_format_mime(f->format);
+    } else {
+        sc_image_t img = SC_IMAGE_INIT;
+        int rc = sc_codec_decode(bytes, len, max_pixels, &img, NULL) == SC_CODEC_OK
+                     ? model_encode(&img, png, &enc, &len)
+                     : -1;
+        sc_image_free(&img);
+        if (rc != 0)
+            return -1;
+        bytes = enc;
+    }
+    int r = sc_files_resolve(bytes, len, mime, j->up[i].hash, &j->uri[i]);
+    if (r != 1) {
+        free(enc);
+        return r;
+    }
+    /* to upload: from the caller's file when the bytes are its own, else a copy */
+    j->up[i].pending = true;
+    j->up[i].mime = mime;
+    j->up[i].len = len;
+    j->up[i].fd = enc || f->fd < 0 ? -1 : fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
+    if (enc) {
+        j->up[i].data = enc;
+    } else if (j->up[i].fd < 0) {
+        j->up[i].data = malloc(len);
+        if (!j->up[i].data)
+            return -1;
+        memcpy(j->up[i].data, bytes, len);
+    }
+    return 0;
+}
+
+void sc_inputs_job_free(sc_inputs_job_t *j)
+{
+    if (!j)
+        return;
+    for (int i = 0; i < 2; i++) {
+        free(j->uri[i]);
+        if (j->up[i].fd >= 0)
+            close(j->up[i].fd);
+        free(j->up[i].data);
+    }
+    free(j->prompt);
+    free(j);
+}
+
+int sc_inputs_kontext_prepare(const sc_inputs_file_t *scene, const sc_inputs_file_t *product,
+                              const char *prompt, const char *output_format, long long max_pixels,
+                              sc_inputs_job_t **out)
+{
+    *out = NULL;
+    sc_inputs_job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return -1;
+    j->up[0].fd = j->up[1].fd = -1;
+    snprintf(j->output_format, sizeof j->output_format, "%s",
+             output_format ? output_format : "png");
+    if ((prompt && !(j->prompt = strdup(prompt))) || prepare_one(j, 0, scene, false, max_pixels) ||
+        prepare_one(j, 1, product, true, max_pixels)) {
+        sc_inputs_job_free(j);
+        return -1;
+    }
+    *out = j;
+    return 0;
+}
+
+int sc_inputs_job_pending(const sc_inputs_job_t *j)
+{
+    return j->up[0].pending || j->up[1].pending;
+}
+
+int sc_inputs_job_json(sc_inputs_job_t *j, char **json)
+{
+    *json = NULL;
+    int rc = -1;
+    if (!sc_inputs_job_pending(j) && j->uri[0] && j->uri[1]) {
+        rc = kontext_json(j->uri[0], j->uri[1], j->prompt, j->output_format, json);
+        j->uri[0] = j->uri[1] = NULL; /* consumed */
+    }
+    sc_inputs_job_free(j);
+    return rc;
+}
+
+/* One answer less; the last one builds the JSON and calls ready. */
+static void job_step_done(sc_inputs_job_t *j)
+{
+    if (atomic_fetch_sub(&j->left, 1) != 1)
+        return;
+    sc_inputs_ready_fn ready = j->ready;
+    void *ud = j->ud;
+    int failed = atomic_load(&j->failed);
+    if (failed) {
+        char err[256];
+        snprintf(err, sizeof err, "%s", j->err);
+        sc_inputs_job_free(j);
+        ready(failed, NULL, err, ud);
+        return;
+    }
+    j->up[0].pending = j->up[1].pending = false;
+    char *json = NULL;
+    if (sc_inputs_job_json(j, &json) != 0)
+        ready(-1, NULL, "out of memory", ud);
+    else
+        ready(0, json, NULL, ud);
+}
+
+typedef struct job_part {
+    sc_inputs_job_t *j;
+    int i;
+} job_part_t;
+
+static void on_part_uploaded(int rc, const char *url, const char *err, void *ud)
+{
+    job_part_t *p = ud;
+    sc_inputs_job_t *j = p->j;
+    int i = p->i;
+    free(p);
+    if (rc == 0 && !(j->uri[i] = strdup(url))) {
+        rc = -1;
+        err = "out of memory";
+    }
+    if (rc != 0) {
+        int none = 0;
+        if (atomic_compare_exchange_strong(&j->failed, &none, rc)) {
+            snprintf(j->err, sizeof j->err, "%s", err ? err : "file upload failed");
+            sc_log_warn("replicate: input image (%zu bytes) not usable: %s", j->up[i].len, j->err);
+        }
+    }
+    job_step_done(j);
+}
+
+void sc_inputs_job_run(sc_inputs_job_t *j, double upload_timeout, sc_inputs_ready_fn ready,
+                       void *ud)
+{
+    j->ready = ready;
+    j->ud = ud;
+    atomic_store(&j->left, 1); /* the starter's own, dropped last */
+    atomic_store(&j->failed, 0);
+    for (int i = 0; i < 2; i++) {
+        if (!j->up[i].pending)
+            continue;
+        job_part_t *p = malloc(sizeof *p);
+        if (!p) {
+            int none = 0;
+            if (atomic_compare_exchange_strong(&j->failed, &none, -1))
+                snprintf(j->err, sizeof j->err, "out of memory");
+            break;
+        }
+        *p = (job_part_t){j, i};
+        atomic_fetch_add(&j->left, 1);
+        int fd = j->up[i].fd;
+        uint8_t *data = j->up[i].data;
+        j->up[i].fd = -1; /* the upload owns its source now */
+        j->up[i].data = NULL;
+        sc_files_upload_start(j->up[i].hash, j->up[i].mime, fd, data, j->up[i].len, upload_timeout,
+                              on_part_uploaded, p);
+    }
+    job_step_done(j);
 }
 
 int sc_inputs_scene(const char *prompt, const char *aspect_ratio, int has_seed, long long seed,

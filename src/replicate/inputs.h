@@ -48,6 +48,7 @@ typedef struct sc_inputs_file {
     sc_image_format_t format; /* from sc_codec_probe */
     int width, height;        /* as displayed */
     int orientation;          /* EXIF 1..8 */
+    int fd; /* the same bytes at offset 0 of this file (a spooled upload), or -1 */
 } sc_inputs_file_t;
 
 /* 1 when f goes to Kontext as it is (the rule above), else 0. */
@@ -56,6 +57,30 @@ int sc_inputs_passes(const sc_inputs_file_t *f);
 int sc_inputs_kontext_files(const sc_inputs_file_t *scene, const sc_inputs_file_t *product,
                             const char *prompt, const char *output_format, long long max_pixels,
                             double upload_timeout, char **json);
+
+/* issue 11: the same inputs in two steps, so a request thread never waits on
+ * a Files API upload (it would hold a compute thread for a round trip).
+ * sc_inputs_kontext_prepare (the upload bytes readable): every input that
+ * needs no upload gets its string; one that does is hashed and its bytes are
+ * kept as a duplicate of f->fd (so the caller may unmap and close its own) or
+ * a copy. Returns 0 with *job, or -1 (out of memory / decode or encode). */
+typedef struct sc_inputs_job sc_inputs_job_t;
+int sc_inputs_kontext_prepare(const sc_inputs_file_t *scene, const sc_inputs_file_t *product,
+                              const char *prompt, const char *output_format, long long max_pixels,
+                              sc_inputs_job_t **job);
+/* 1 while the job still needs an upload, else 0. */
+int sc_inputs_job_pending(const sc_inputs_job_t *job);
+/* Without pending uploads: the JSON (*json malloc'd). Returns 0 or -1; frees job. */
+int sc_inputs_job_json(sc_inputs_job_t *job, char **json);
+/* rc 0: json (malloc'd, the callee's now); rc -1 / -2 as sc_inputs_kontext_files, err why. */
+typedef void (*sc_inputs_ready_fn)(int rc, char *json, const char *err, void *ud);
+/* Runs the pending uploads (replicate/files.h: on the client's I/O thread,
+ * joined with any upload in flight of the same bytes) and frees job. ready is
+ * called exactly once, from the I/O thread or before this returns. */
+void sc_inputs_job_run(sc_inputs_job_t *job, double upload_timeout, sc_inputs_ready_fn ready,
+                       void *ud);
+/* Frees a job that will not run. NULL-safe. */
+void sc_inputs_job_free(sc_inputs_job_t *job);
 
 /* Scene generation (flux-schnell): prompt, aspect_ratio, optional seed
  * (has_seed), num_outputs 1, output_format "png" (our decoders do not read

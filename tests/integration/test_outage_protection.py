@@ -391,6 +391,37 @@ def test_upload_failure_is_api_error_without_prediction(server, fake):
     assert metrics(srv)["breaker"]["calls"] == 1  # counted as a failure by the breaker
 
 
+def test_uploads_in_flight_hold_no_compute_thread(server, fake):
+    """Files API uploads run on the client's I/O thread: while more of them hang
+    than there are compute threads, a request that needs no upload still gets its
+    prediction created and answered; the hanging ones fall back with api_error
+    once their timeout passes, and no prediction was created for them."""
+    fake.configure(mode="ok", delay_ms=50, files_mode="hang")
+    srv = server(env_for(fake, KONTEXT_TIMEOUT_SECONDS="6"),
+                 files={"lua/policy.lua": policy(min_calls=100)})
+    n = 2 * (os.cpu_count() or 2) + 2  # more than the compute threads (one per core)
+    results = [None] * n
+
+    def big(i):
+        results[i] = compose(srv, product=noisy_product(seed=40 + i))
+
+    threads = [threading.Thread(target=big, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(file_requests(fake)) >= n)  # every upload is in flight
+    t0 = time.monotonic()
+    body = compose(srv)  # small inputs: data URIs, no upload
+    took = time.monotonic() - t0
+    assert body["method"] == "kontext", body
+    assert took < 5.0, took  # well before the hanging uploads time out (6 s)
+    assert creates(fake) == 1
+    for t in threads:
+        t.join(60)
+    for r in results:
+        assert r and r["method"] == "pil" and r["fallback_reason"] == "api_error", r
+    assert creates(fake) == 1
+
+
 def test_trial_of_a_client_that_went_away_frees_its_slot(server, fake):
     """A half-open trial whose client disconnects is no outcome: the request ends
     as client gone, its ticket goes back at once (the trial slot is free) and the

@@ -180,9 +180,9 @@ static void test_kontext_files(void)
     CHECK_EQ_INT(sc_codec_encode_jpeg(&scene, 80, &sj, &sl), 0);
     CHECK_EQ_INT(sc_codec_encode_png(&product, &pp, &pl), 0);
     CHECK_EQ_INT(sc_codec_encode_jpeg(&big, 80, &bj, &bl), 0);
-    sc_inputs_file_t fs = {sj, sl, SC_FMT_JPEG, 320, 200, 1};
-    sc_inputs_file_t fp = {pp, pl, SC_FMT_PNG, 100, 80, 1};
-    sc_inputs_file_t fb = {bj, bl, SC_FMT_JPEG, SC_INPUTS_PASS_MAX_SIDE + 100, 60, 1};
+    sc_inputs_file_t fs = {sj, sl, SC_FMT_JPEG, 320, 200, 1, -1};
+    sc_inputs_file_t fp = {pp, pl, SC_FMT_PNG, 100, 80, 1, -1};
+    sc_inputs_file_t fb = {bj, bl, SC_FMT_JPEG, SC_INPUTS_PASS_MAX_SIDE + 100, 60, 1, -1};
     CHECK(sc_inputs_passes(&fs));
     CHECK(!sc_inputs_passes(&fb));
     sc_inputs_file_t rot = fs;
@@ -219,7 +219,7 @@ static void test_kontext_files(void)
     cJSON_Delete(o);
     free(json);
     /* bytes that do not decode cannot be re-encoded */
-    sc_inputs_file_t junk = {(const uint8_t *)"junk", 4, SC_FMT_JPEG, 3000, 10, 1};
+    sc_inputs_file_t junk = {(const uint8_t *)"junk", 4, SC_FMT_JPEG, 3000, 10, 1, -1};
     CHECK_EQ_INT(sc_inputs_kontext_files(&junk, &fp, NULL, "png", 0, 5.0, &json), -1);
     free(sj);
     free(pp);
