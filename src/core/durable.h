@@ -59,6 +59,13 @@ int sc_durable_write(sc_durable_t *d, const char *path, const void *data, size_t
 /* As sc_durable_write, taking ownership of data (malloc'd; freed also on -1). */
 int sc_durable_write_take(sc_durable_t *d, const char *path, void *data, size_t len,
                           sc_durable_done_fn done, void *ud);
+/* As sc_durable_write_take, for an interim state nobody waits for: the write
+ * may wait up to delay seconds for a newer write of path, which then replaces
+ * it (it is coalesced: not written, done called once the newer one is
+ * durable). Without one it is committed once delay has passed, or at stop.
+ * Other writes never wait for it. delay <= 0 is sc_durable_write_take. */
+int sc_durable_write_deferred(sc_durable_t *d, const char *path, void *data, size_t len,
+                              double delay, sc_durable_done_fn done, void *ud);
 /* As sc_durable_write with the bytes made by produce(ud) when the batch
  * starts. done(err, ud) is called even when produce fails. */
 int sc_durable_write_produced(sc_durable_t *d, const char *path, sc_durable_produce_fn produce,

@@ -366,8 +366,9 @@ int sc_record_save(const char *output_dir, const sc_record_t *r)
     return rc;
 }
 
-int sc_record_save_queued(sc_durable_t *d, const char *output_dir, const sc_record_t *r,
-                          sc_durable_done_fn done, void *ud)
+/* Both queued saves: delay 0 commits with the next batch. */
+static int save_queued(sc_durable_t *d, const char *output_dir, const sc_record_t *r, double delay,
+                       sc_durable_done_fn done, void *ud)
 {
     char path[PATH_MAX];
     sc_buf_t b = SC_BUF_INIT;
@@ -379,11 +380,23 @@ int sc_record_save_queued(sc_durable_t *d, const char *output_dir, const sc_reco
         return -1;
     size_t len = 0;
     char *text = sc_buf_steal(&b, &len);
-    if (sc_durable_write_take(d, path, text, len, done, ud) != 0) {
+    if (sc_durable_write_deferred(d, path, text, len, delay, done, ud) != 0) {
         errno = ENOMEM;
         return -1;
     }
     return 0;
+}
+
+int sc_record_save_queued(sc_durable_t *d, const char *output_dir, const sc_record_t *r,
+                          sc_durable_done_fn done, void *ud)
+{
+    return save_queued(d, output_dir, r, 0, done, ud);
+}
+
+int sc_record_save_deferred(sc_durable_t *d, const char *output_dir, const sc_record_t *r,
+                            double delay)
+{
+    return save_queued(d, output_dir, r, delay, NULL, NULL);
 }
 
 sc_record_load_result_t sc_record_load(const char *output_dir, const char *id, size_t id_len,

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/durable.h"
 #include "core/fsutil.h"
 #include "test.h"
@@ -405,6 +406,76 @@ static void test_missing_dir(void)
     sc_durable_stop(d);
 }
 
+/* A deferred write (an interim state): replaced by a newer write of its path
+ * it is never written and completes with it; alone it lands once its delay
+ * passed; other writes never wait for it; stop commits it. */
+static void test_deferred(void)
+{
+    hook_reset();
+    sc_durable_opts_t o = {.fsync_hook = hook};
+    sc_durable_t *d = sc_durable_start(&o);
+    done_t a[4];
+    memset(a, 0, sizeof a);
+    char pa[128], pb[128], pc[128];
+    path_of(95, pa, sizeof pa);
+    path_of(96, pb, sizeof pb);
+    path_of(97, pc, sizeof pc);
+    /* 1. replaced: one file written, both callers done, the newest bytes */
+    double t0 = sc_clock_mono();
+    CHECK(sc_durable_write_deferred(d, pa, strdup("created"), 7, 30.0, on_done, &a[0]) == 0);
+    usleep(50 * 1000); /* the committer has taken it and holds it back */
+    CHECK(access(pa, F_OK) != 0);
+    CHECK_EQ_INT(atomic_load(&a[0].calls), 0);
+    CHECK_EQ_INT(sc_durable_write_wait(d, pa, "succeeded", 9), 0);
+    CHECK(sc_clock_mono() - t0 < 10.0);
+    CHECK_EQ_INT(atomic_load(&a[0].calls), 1);
+    CHECK_EQ_INT(atomic_load(&a[0].err), 0);
+    CHECK(file_is(pa, "succeeded"));
+    CHECK_EQ_INT(atomic_load(&h.files), 1);
+    /* 2. alone: lands after its delay */
+    CHECK(sc_durable_write_deferred(d, pb, strdup("interim"), 7, 0.3, on_done, &a[1]) == 0);
+    usleep(100 * 1000);
+    CHECK(access(pb, F_OK) != 0);
+    for (int i = 0; i < 200 && atomic_load(&a[1].calls) == 0; i++)
+        usleep(10 * 1000);
+    CHECK_EQ_INT(atomic_load(&a[1].calls), 1);
+    CHECK(file_is(pb, "interim"));
+    /* 3. others do not wait for it; stop commits it */
+    CHECK(sc_durable_write_deferred(d, pc, strdup("late"), 4, 30.0, on_done, &a[2]) == 0);
+    t0 = sc_clock_mono();
+    CHECK_EQ_INT(sc_durable_write_wait(d, pb, "other", 5), 0);
+    CHECK(sc_clock_mono() - t0 < 10.0);
+    CHECK(access(pc, F_OK) != 0);
+    sc_durable_stats_t st;
+    sc_durable_stats(d, &st);
+    CHECK_EQ_INT(st.coalesced, 1);
+    sc_durable_stop(d);
+    CHECK_EQ_INT(atomic_load(&a[2].calls), 1);
+    CHECK_EQ_INT(atomic_load(&a[2].err), 0);
+    CHECK(file_is(pc, "late"));
+    CHECK_EQ_INT(temps_left(), 0);
+}
+
+/* Writes of one path stay in queue order around a deferred one: an older
+ * deferred write goes with (before) a newer write of its path, never after. */
+static void test_deferred_order(void)
+{
+    hook_reset();
+    sc_durable_opts_t o = {.fsync_hook = hook};
+    sc_durable_t *d = sc_durable_start(&o);
+    char pa[128];
+    path_of(98, pa, sizeof pa);
+    CHECK(sc_durable_write_deferred(d, pa, strdup("1"), 1, 30.0, NULL, NULL) == 0);
+    usleep(20 * 1000);
+    CHECK(sc_durable_write_deferred(d, pa, strdup("2"), 1, 0.05, NULL, NULL) == 0);
+    /* "2" is due first: "1" must go with it (replaced), not land later */
+    usleep(300 * 1000);
+    CHECK(file_is(pa, "2"));
+    sc_durable_stop(d);
+    CHECK(file_is(pa, "2"));
+    CHECK_EQ_INT(atomic_load(&h.files), 1);
+}
+
 static int produce(void *ud, char **data, size_t *len)
 {
     (void)ud;
@@ -463,6 +534,8 @@ int main(void)
     test_coalesce();
     test_coalesce_errors_produced();
     test_missing_dir();
+    test_deferred();
+    test_deferred_order();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     if (system(cmd) != 0)
