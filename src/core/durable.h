@@ -14,7 +14,9 @@
  * the entries it concerns: a file's own write/fsync/rename (and the writes
  * coalesced into it), or the fsync of its directory. done is called exactly
  * once per accepted write, on the committer thread, never with the queue's
- * lock held (it may queue more writes). Stop drains the queue. A missing
+ * lock held (it may queue more writes). A deferred write (an interim state)
+ * may wait a while for a newer write of its path to replace it; other writes
+ * never wait for it. Stop drains the queue, deferred writes included. A missing
  * directory is created (and its parent synced) when a temp file cannot be
  * opened in it: callers need no mkdir before each write.
  *
