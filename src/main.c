@@ -620,6 +620,13 @@ out:
         sc_replicate_shutdown();
     if (alerts_up)
         sc_alerts_shutdown();
+    if (durable) { /* the group commit's work over the run, for ops and benchmarks */
+        sc_durable_stats_t st;
+        sc_durable_stats(durable, &st);
+        sc_log_info("durable: %lld writes (%lld coalesced into newer ones) in %lld batches, "
+                    "%lld file and %lld directory fsyncs, %lld errors",
+                    st.writes, st.coalesced, st.batches, st.file_fsyncs, st.dir_fsyncs, st.errors);
+    }
     sc_durable_stop(durable); /* drains: every queued write is committed */
     if (policysrc_up)
         sc_policysrc_stop();

@@ -161,7 +161,9 @@ int sc_compose_pil_opts(sc_image_t *scene, const sc_image_t *product, const sc_p
     return 0;
 }
 
-/* OUTPUT_DIR/<id>.<ext>, the directory made. 0 or -1 with errno. */
+/* OUTPUT_DIR/<id>.<ext>. No mkdir: the directory exists from start-up, and
+ * a save that finds it gone creates it (sc_compose_save, the committer).
+ * 0 or -1 with errno. */
 static int output_path(const char *dir, const char *id, sc_image_format_t fmt, char *path,
                        size_t cap)
 {
@@ -170,8 +172,6 @@ static int output_path(const char *dir, const char *id, sc_image_format_t fmt, c
         errno = EINVAL;
         return -1;
     }
-    if (sc_fs_mkdirs(dir) != 0)
-        return -1;
     int n = snprintf(path, cap, "%s/%s.%s", dir, id, ext);
     if (n < 0 || (size_t)n >= cap) {
         errno = ENAMETOOLONG;
@@ -186,7 +186,11 @@ int sc_compose_save(const char *dir, const char *id, sc_image_format_t fmt, cons
     char path[2048];
     if (output_path(dir, id, fmt, path, sizeof path) != 0)
         return -1;
-    return sc_fs_write_atomic(path, data, len);
+    if (sc_fs_write_atomic(path, data, len) == 0)
+        return 0;
+    if (errno != ENOENT || sc_fs_mkdirs(dir) != 0)
+        return -1;
+    return sc_fs_write_atomic(path, data, len); /* the directory was removed */
 }
 
 int sc_compose_save_queued(sc_durable_t *d, const char *dir, const char *id, sc_image_format_t fmt,

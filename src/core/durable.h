@@ -7,10 +7,18 @@
  *
  * Guarantees: a write is durable (as sc_fs_write_atomic's) when its done is
  * called with 0. Writes to one path land in queue order (the last one queued
- * wins). A failure reaches only the callers of the entries it concerns: a
- * file's own write/fsync/rename, or the fsync of its directory. done is called
- * exactly once per accepted write, on the committer thread, never with the
- * queue's lock held (it may queue more writes). Stop drains the queue.
+ * wins). Several writes of one path in one batch are coalesced: only the
+ * newest bytes are written, and the older writes complete with it, once it is
+ * durable (what they promised: their path holds their bytes or newer ones);
+ * produced writes are never coalesced. A failure reaches only the callers of
+ * the entries it concerns: a file's own write/fsync/rename (and the writes
+ * coalesced into it), or the fsync of its directory. done is called exactly
+ * once per accepted write, on the committer thread, never with the queue's
+ * lock held (it may queue more writes). A deferred write (an interim state)
+ * may wait a while for a newer write of its path to replace it; other writes
+ * never wait for it. Stop drains the queue, deferred writes included. A missing
+ * directory is created (and its parent synced) when a temp file cannot be
+ * opened in it: callers need no mkdir before each write.
  *
  * Tickets: a waitable/pollable completion for callers that need one (a
  * Replicate job's gate, a thread that may block). */
@@ -53,6 +61,13 @@ int sc_durable_write(sc_durable_t *d, const char *path, const void *data, size_t
 /* As sc_durable_write, taking ownership of data (malloc'd; freed also on -1). */
 int sc_durable_write_take(sc_durable_t *d, const char *path, void *data, size_t len,
                           sc_durable_done_fn done, void *ud);
+/* As sc_durable_write_take, for an interim state nobody waits for: the write
+ * may wait up to delay seconds for a newer write of path, which then replaces
+ * it (it is coalesced: not written, done called once the newer one is
+ * durable). Without one it is committed once delay has passed, or at stop.
+ * Other writes never wait for it. delay <= 0 is sc_durable_write_take. */
+int sc_durable_write_deferred(sc_durable_t *d, const char *path, void *data, size_t len,
+                              double delay, sc_durable_done_fn done, void *ud);
 /* As sc_durable_write with the bytes made by produce(ud) when the batch
  * starts. done(err, ud) is called even when produce fails. */
 int sc_durable_write_produced(sc_durable_t *d, const char *path, sc_durable_produce_fn produce,
@@ -61,9 +76,10 @@ int sc_durable_write_produced(sc_durable_t *d, const char *path, sc_durable_prod
  * (never the compute pool). With d NULL, sc_fs_write_atomic. 0 or -1 + errno. */
 int sc_durable_write_wait(sc_durable_t *d, const char *path, const void *data, size_t len);
 
-/* Statistics since start: batches committed, writes, directory fsyncs. */
+/* Statistics since start: batches committed, writes accepted, directory and
+ * file fsyncs, writes coalesced into a newer one (not written), failures. */
 typedef struct sc_durable_stats {
-    long long batches, writes, dir_fsyncs, file_fsyncs, errors;
+    long long batches, writes, dir_fsyncs, file_fsyncs, coalesced, errors;
 } sc_durable_stats_t;
 void sc_durable_stats(sc_durable_t *d, sc_durable_stats_t *out);
 

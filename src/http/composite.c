@@ -709,9 +709,10 @@ static void kontext_finished(const sc_http_conn_t *c, sc_kontext_outcome_t o, do
         sc_metrics_kontext_finished(sc_clock_wall(), o, secs);
 }
 
-/* The Replicate job's on_created (I/O thread): the prediction id is made
- * durable at once, so a restart polls this prediction instead of paying for
- * another (API.md: a restart never pays twice). */
+/* The Replicate job's on_created (I/O thread): an async composite's
+ * prediction id is made durable at once, so a restart polls this prediction
+ * instead of paying for another (API.md: a restart never pays twice); a sync
+ * one's is an interim state, deferred (sc_http__record_save_interim). */
 static void prediction_created(const char *prediction_id, void *ud)
 {
     sc_http_conn_t *c = ud;
@@ -719,7 +720,7 @@ static void prediction_created(const char *prediction_id, void *ud)
         return;
     snprintf(c->rec->prediction_id, sizeof c->rec->prediction_id, "%s", prediction_id);
     c->rec->estimated_cost_usd = c->cfg->kontext_price_usd;
-    sc_http__record_save_bg(c); /* issue 11: never an fsync on the I/O thread */
+    sc_http__record_save_interim(c); /* issue 11: never an fsync on the I/O thread */
 }
 
 /* ---- Outage protection (issue 11): pacing and the circuit breaker ---- */

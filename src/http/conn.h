@@ -308,9 +308,19 @@ enum MHD_Result sc_http__serve_output(sc_http_conn_t *c, const char *subdir, con
  * and queues the webhook. */
 int sc_http__record_save(const sc_http_conn_t *c);
 /* The same through the group committer, not waited for: the start record of
- * a sync composite (an async one's is written before its 202), the
- * prediction id (Replicate I/O thread). Failures are logged. */
+ * a sync composite (an async one's is written before its 202), an async
+ * one's prediction id (sc_http__record_save_interim). Failures are logged. */
 void sc_http__record_save_bg(const sc_http_conn_t *c);
+/* An interim state of the record (the prediction id, on the Replicate I/O
+ * thread). An async composite's is queued at once: a restart resumes its
+ * prediction from it (API.md: a restart never pays twice). A sync one's only
+ * shows the story so far (a restart cancels a sync prediction through the
+ * journal, whatever its record says), so it is deferred up to
+ * SC_HTTP_INTERIM_DELAY_S: with Prefer: wait the create answers when the
+ * prediction is over, the final record follows within moments and replaces
+ * it unwritten (one file write and one replaced file less per request). */
+#define SC_HTTP_INTERIM_DELAY_S 5.0
+void sc_http__record_save_interim(const sc_http_conn_t *c);
 /* The start record: an async composite's synchronously (its 202 follows),
  * a sync one's queued (sc_http__record_save_bg, 0). 0 or -1. */
 int sc_http__record_save_start(const sc_http_conn_t *c);

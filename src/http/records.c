@@ -151,6 +151,15 @@ void sc_http__record_save_bg(const sc_http_conn_t *c)
         (void)sc_http__record_save(c); /* no committer (or out of memory): as before */
 }
 
+void sc_http__record_save_interim(const sc_http_conn_t *c)
+{
+    sc_durable_t *d = sc_durable_global();
+    if (!c->async && d &&
+        sc_record_save_deferred(d, c->cfg->output_dir, c->rec, SC_HTTP_INTERIM_DELAY_S) == 0)
+        return;
+    sc_http__record_save_bg(c);
+}
+
 int sc_http__record_save_start(const sc_http_conn_t *c)
 {
     if (c->async)
@@ -192,6 +201,8 @@ static void record_save_final(sc_http_conn_t *c)
         return;
     if (tracked)
         atomic_fetch_sub(&c->dur_hold, 1);
+    /* Out of memory (the committer refuses only at stop, after every request):
+     * written here; a deferred interim state could still land over it. */
     (void)sc_http__record_save(c);
 }
 

@@ -330,8 +330,10 @@ static int record_path(const char *output_dir, const char *id, char *path, size_
     return 0;
 }
 
-/* The record's file path and its JSON text (b), the directory created: what
- * both saves need first. 0, or -1 with errno set and b empty. */
+/* The record's file path and its JSON text (b): what both saves need first.
+ * No mkdir here: OUTPUT_DIR exists from start-up, and a save that finds it
+ * gone creates it (sc_record_save below, the committer for queued saves).
+ * 0, or -1 with errno set and b empty. */
 static int record_prepare(const char *output_dir, const sc_record_t *r, char *path, size_t n,
                           sc_buf_t *b)
 {
@@ -346,12 +348,6 @@ static int record_prepare(const char *output_dir, const sc_record_t *r, char *pa
         errno = ENOMEM;
         return -1;
     }
-    if (sc_fs_mkdirs(output_dir) != 0) {
-        int e = errno;
-        sc_buf_free(b);
-        errno = e;
-        return -1;
-    }
     return 0;
 }
 
@@ -362,14 +358,17 @@ int sc_record_save(const char *output_dir, const sc_record_t *r)
     if (record_prepare(output_dir, r, path, sizeof path, &b) != 0)
         return -1;
     int rc = sc_fs_write_atomic(path, b.data, b.len);
+    if (rc != 0 && errno == ENOENT && sc_fs_mkdirs(output_dir) == 0)
+        rc = sc_fs_write_atomic(path, b.data, b.len); /* OUTPUT_DIR was removed */
     int e = errno;
     sc_buf_free(&b);
     errno = e;
     return rc;
 }
 
-int sc_record_save_queued(sc_durable_t *d, const char *output_dir, const sc_record_t *r,
-                          sc_durable_done_fn done, void *ud)
+/* Both queued saves: delay 0 commits with the next batch. */
+static int save_queued(sc_durable_t *d, const char *output_dir, const sc_record_t *r, double delay,
+                       sc_durable_done_fn done, void *ud)
 {
     char path[PATH_MAX];
     sc_buf_t b = SC_BUF_INIT;
@@ -381,11 +380,23 @@ int sc_record_save_queued(sc_durable_t *d, const char *output_dir, const sc_reco
         return -1;
     size_t len = 0;
     char *text = sc_buf_steal(&b, &len);
-    if (sc_durable_write_take(d, path, text, len, done, ud) != 0) {
+    if (sc_durable_write_deferred(d, path, text, len, delay, done, ud) != 0) {
         errno = ENOMEM;
         return -1;
     }
     return 0;
+}
+
+int sc_record_save_queued(sc_durable_t *d, const char *output_dir, const sc_record_t *r,
+                          sc_durable_done_fn done, void *ud)
+{
+    return save_queued(d, output_dir, r, 0, done, ud);
+}
+
+int sc_record_save_deferred(sc_durable_t *d, const char *output_dir, const sc_record_t *r,
+                            double delay)
+{
+    return save_queued(d, output_dir, r, delay, NULL, NULL);
 }
 
 sc_record_load_result_t sc_record_load(const char *output_dir, const char *id, size_t id_len,

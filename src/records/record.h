@@ -99,6 +99,12 @@ int sc_record_save(const char *output_dir, const sc_record_t *r);
  * Returns 0 (queued) or -1 with errno (nothing queued, done not called). */
 int sc_record_save_queued(sc_durable_t *d, const char *output_dir, const sc_record_t *r,
                           sc_durable_done_fn done, void *ud);
+/* As sc_record_save_queued for an interim state that nobody waits for
+ * (sc_durable_write_deferred): a newer save of the record within delay
+ * seconds replaces it unwritten; otherwise it is written after delay. A
+ * failure is logged. Returns 0 (queued) or -1 with errno. */
+int sc_record_save_deferred(sc_durable_t *d, const char *output_dir, const sc_record_t *r,
+                            double delay);
 
 typedef enum {
     SC_RECORD_OK = 0,

@@ -1,5 +1,7 @@
 /* core/durable: group commit (batches, one directory fsync per batch, every
- * caller completed once, errors to their own callers, drain on stop, tickets). */
+ * caller completed once, errors to their own callers, drain on stop, tickets,
+ * writes of one path coalesced, a missing directory created). */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -7,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/durable.h"
 #include "core/fsutil.h"
 #include "test.h"
@@ -284,7 +287,195 @@ static void test_drain(void)
     CHECK(atomic_load(&h.dirs) >= 4); /* max_batch 3: 10 writes are 4 batches at least */
 }
 
+/* Temp files left in g_dir (a coalesced write must not leave its own). */
+static int temps_left(void)
+{
+    DIR *dir = opendir(g_dir);
+    int n = 0;
+    struct dirent *de;
+    while (dir && (de = readdir(dir)) != NULL)
+        n += strstr(de->d_name, SC_FS_TEMP_INFIX) != NULL;
+    if (dir)
+        closedir(dir);
+    return n;
+}
+
+/* Three writes of one path in one batch: one file is written (one fsync),
+ * the newest bytes land, and every caller is completed once, after it. */
+static void test_coalesce(void)
+{
+    hook_reset();
+    sc_durable_opts_t o = {.fsync_hook = hook};
+    sc_durable_t *d = sc_durable_start(&o);
+    done_t a[5];
+    memset(a, 0, sizeof a);
+    char p0[128], pa[128], pb[128];
+    path_of(90, p0, sizeof p0);
+    path_of(91, pa, sizeof pa);
+    path_of(92, pb, sizeof pb);
+    block_committer();
+    CHECK(sc_durable_write(d, p0, "zero", 4, on_done, &a[0]) == 0);
+    wait_blocked(); /* batch 1 = p0; the rest queue up as batch 2 */
+    CHECK(sc_durable_write(d, pa, "processing", 10, on_done, &a[1]) == 0);
+    CHECK(sc_durable_write(d, pb, "other", 5, on_done, &a[2]) == 0);
+    CHECK(sc_durable_write(d, pa, "created", 7, NULL, NULL) == 0);
+    CHECK(sc_durable_write(d, pa, "succeeded", 9, on_done, &a[3]) == 0);
+    release_committer();
+    sc_durable_stop(d);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ_INT(atomic_load(&a[i].calls), 1);
+        CHECK_EQ_INT(atomic_load(&a[i].err), 0);
+    }
+    CHECK(file_is(pa, "succeeded"));
+    CHECK(file_is(pb, "other"));
+    CHECK(file_is(p0, "zero"));
+    CHECK_EQ_INT(atomic_load(&h.files), 3); /* p0, then pa once and pb */
+    CHECK_EQ_INT(atomic_load(&h.dirs), 2);  /* one per batch */
+    CHECK_EQ_INT(temps_left(), 0);
+}
+
+/* The stats count coalesced writes; a coalesced write shares its winner's
+ * failure; produced writes are never coalesced (each producer runs). */
 static int g_produced;
+static int produce(void *ud, char **data, size_t *len);
+
+static void test_coalesce_errors_produced(void)
+{
+    hook_reset();
+    sc_durable_opts_t o = {.fsync_hook = hook};
+    sc_durable_t *d = sc_durable_start(&o);
+    done_t a[6];
+    memset(a, 0, sizeof a);
+    char p0[128], bad[160], pp[128];
+    path_of(93, p0, sizeof p0);
+    path_of(94, pp, sizeof pp);
+    snprintf(bad, sizeof bad, "%s/badc", g_dir);
+    block_committer();
+    CHECK(sc_durable_write(d, p0, "zero", 4, on_done, &a[0]) == 0);
+    wait_blocked();
+    h.fail_substr = "badc";
+    CHECK(sc_durable_write(d, bad, "1", 1, on_done, &a[1]) == 0);
+    CHECK(sc_durable_write(d, bad, "2", 1, on_done, &a[2]) == 0);
+    g_produced = 0;
+    CHECK(sc_durable_write_produced(d, pp, produce, on_done, &a[3]) == 0);
+    CHECK(sc_durable_write_produced(d, pp, produce, on_done, &a[4]) == 0);
+    release_committer();
+    sc_durable_stats_t st;
+    sc_durable_stop(d);                        /* drains; stats read before would race the commit */
+    CHECK_EQ_INT(atomic_load(&a[1].err), EIO); /* the winner's failure */
+    CHECK_EQ_INT(atomic_load(&a[2].err), EIO);
+    CHECK(access(bad, F_OK) != 0);
+    CHECK_EQ_INT(g_produced, 2);
+    CHECK_EQ_INT(atomic_load(&a[3].err), 0);
+    CHECK_EQ_INT(atomic_load(&a[4].err), 0);
+    CHECK(file_is(pp, "produced late"));
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ_INT(atomic_load(&a[i].calls), 1);
+    CHECK_EQ_INT(temps_left(), 0);
+    /* the counter, on a fresh committer: two writes of one path, one coalesced */
+    hook_reset();
+    d = sc_durable_start(&o);
+    block_committer();
+    CHECK(sc_durable_write(d, p0, "a", 1, NULL, NULL) == 0);
+    wait_blocked();
+    CHECK(sc_durable_write(d, pp, "b", 1, NULL, NULL) == 0);
+    CHECK(sc_durable_write(d, pp, "c", 1, NULL, NULL) == 0);
+    release_committer();
+    sc_durable_ticket_t *t = sc_durable_ticket_new(NULL);
+    sc_durable_ticket_ref(t);
+    CHECK(sc_durable_write(d, p0, "d", 1, sc_durable_ticket_done, t) == 0);
+    CHECK_EQ_INT(sc_durable_ticket_wait(t), 0);
+    sc_durable_ticket_unref(t);
+    sc_durable_stats(d, &st);
+    CHECK_EQ_INT(st.writes, 4);
+    CHECK_EQ_INT(st.coalesced, 1);
+    CHECK_EQ_INT(st.file_fsyncs, 3);
+    CHECK(file_is(pp, "c"));
+    sc_durable_stop(d);
+}
+
+/* A write into a directory that does not exist (any more) creates it. */
+static void test_missing_dir(void)
+{
+    hook_reset();
+    sc_durable_t *d = sc_durable_start(NULL);
+    char path[192];
+    snprintf(path, sizeof path, "%s/gone/deeper/f.json", g_dir);
+    CHECK_EQ_INT(sc_durable_write_wait(d, path, "{}", 2), 0);
+    CHECK(file_is(path, "{}"));
+    sc_durable_stop(d);
+}
+
+/* A deferred write (an interim state): replaced by a newer write of its path
+ * it is never written and completes with it; alone it lands once its delay
+ * passed; other writes never wait for it; stop commits it. */
+static void test_deferred(void)
+{
+    hook_reset();
+    sc_durable_opts_t o = {.fsync_hook = hook};
+    sc_durable_t *d = sc_durable_start(&o);
+    done_t a[4];
+    memset(a, 0, sizeof a);
+    char pa[128], pb[128], pc[128];
+    path_of(95, pa, sizeof pa);
+    path_of(96, pb, sizeof pb);
+    path_of(97, pc, sizeof pc);
+    /* 1. replaced: one file written, both callers done, the newest bytes */
+    double t0 = sc_clock_mono();
+    CHECK(sc_durable_write_deferred(d, pa, strdup("created"), 7, 30.0, on_done, &a[0]) == 0);
+    usleep(50 * 1000); /* the committer has taken it and holds it back */
+    CHECK(access(pa, F_OK) != 0);
+    CHECK_EQ_INT(atomic_load(&a[0].calls), 0);
+    CHECK_EQ_INT(sc_durable_write_wait(d, pa, "succeeded", 9), 0);
+    CHECK(sc_clock_mono() - t0 < 10.0);
+    CHECK_EQ_INT(atomic_load(&a[0].calls), 1);
+    CHECK_EQ_INT(atomic_load(&a[0].err), 0);
+    CHECK(file_is(pa, "succeeded"));
+    CHECK_EQ_INT(atomic_load(&h.files), 1);
+    /* 2. alone: lands after its delay */
+    CHECK(sc_durable_write_deferred(d, pb, strdup("interim"), 7, 0.3, on_done, &a[1]) == 0);
+    usleep(100 * 1000);
+    CHECK(access(pb, F_OK) != 0);
+    for (int i = 0; i < 200 && atomic_load(&a[1].calls) == 0; i++)
+        usleep(10 * 1000);
+    CHECK_EQ_INT(atomic_load(&a[1].calls), 1);
+    CHECK(file_is(pb, "interim"));
+    /* 3. others do not wait for it; stop commits it */
+    CHECK(sc_durable_write_deferred(d, pc, strdup("late"), 4, 30.0, on_done, &a[2]) == 0);
+    t0 = sc_clock_mono();
+    CHECK_EQ_INT(sc_durable_write_wait(d, pb, "other", 5), 0);
+    CHECK(sc_clock_mono() - t0 < 10.0);
+    CHECK(access(pc, F_OK) != 0);
+    sc_durable_stats_t st;
+    sc_durable_stats(d, &st);
+    CHECK_EQ_INT(st.coalesced, 1);
+    sc_durable_stop(d);
+    CHECK_EQ_INT(atomic_load(&a[2].calls), 1);
+    CHECK_EQ_INT(atomic_load(&a[2].err), 0);
+    CHECK(file_is(pc, "late"));
+    CHECK_EQ_INT(temps_left(), 0);
+}
+
+/* Writes of one path stay in queue order around a deferred one: an older
+ * deferred write goes with (before) a newer write of its path, never after. */
+static void test_deferred_order(void)
+{
+    hook_reset();
+    sc_durable_opts_t o = {.fsync_hook = hook};
+    sc_durable_t *d = sc_durable_start(&o);
+    char pa[128];
+    path_of(98, pa, sizeof pa);
+    CHECK(sc_durable_write_deferred(d, pa, strdup("1"), 1, 30.0, NULL, NULL) == 0);
+    usleep(20 * 1000);
+    CHECK(sc_durable_write_deferred(d, pa, strdup("2"), 1, 0.05, NULL, NULL) == 0);
+    /* "2" is due first: "1" must go with it (replaced), not land later */
+    usleep(300 * 1000);
+    CHECK(file_is(pa, "2"));
+    sc_durable_stop(d);
+    CHECK(file_is(pa, "2"));
+    CHECK_EQ_INT(atomic_load(&h.files), 1);
+}
+
 static int produce(void *ud, char **data, size_t *len)
 {
     (void)ud;
@@ -340,6 +531,11 @@ int main(void)
     test_dir_error();
     test_drain();
     test_order_produce_ticket();
+    test_coalesce();
+    test_coalesce_errors_produced();
+    test_missing_dir();
+    test_deferred();
+    test_deferred_order();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     if (system(cmd) != 0)
