@@ -523,6 +523,9 @@ static int job_request(rep_job_t *j, const char *method, const char *url, bool a
      * request behind the first answer, i.e. a whole Prefer: wait */
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncmp(url, "https:", 6) == 0 ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* curl's smallest upload buffer (64 KB by default): a burst of 1,000 Files API
+     * uploads holds one each */
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
     if (j->hdrs)
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->hdrs);
     if (strcmp(method, "POST") == 0 && j->is_upload && j->phase == PH_UPLOAD) {
