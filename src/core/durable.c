@@ -499,18 +499,7 @@ static entry_t *entry_new(const char *path, sc_durable_done_fn done, void *ud)
 int sc_durable_write_take(sc_durable_t *d, const char *path, void *data, size_t len,
                           sc_durable_done_fn done, void *ud)
 {
-    entry_t *e = d && path ? entry_new(path, done, ud) : NULL;
-    if (!e) {
-        free(data);
-        return -1;
-    }
-    e->data = data;
-    e->len = len;
-    if (enqueue(d, e) != 0) {
-        entry_free(e);
-        return -1;
-    }
-    return 0;
+    return sc_durable_write_deferred(d, path, data, len, 0, done, ud); /* delay 0: not deferred */
 }
 
 int sc_durable_write_deferred(sc_durable_t *d, const char *path, void *data, size_t len,
