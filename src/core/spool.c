@@ -15,8 +15,9 @@
 struct sc_spool {
     int fd;
     size_t size;    /* bytes appended */
-    void *map;      /* the read-only mapping while maps > 0 (k_empty for size 0) */
+    void *map;      /* the bytes while maps > 0 (k_empty for size 0) */
     int maps;       /* nested sc_spool_map calls */
+    bool heap;      /* map is a heap copy (read), not a mapping */
     bool write_err; /* an append failed: size may not match the file */
 };
 
@@ -120,11 +121,41 @@ size_t sc_spool_size(const sc_spool_t *s)
     return s->size;
 }
 
+/* The bytes into a heap buffer: one copy, where a mapping costs a page fault
+ * per few pages and, at munmap, a TLB flush on every CPU the process runs on
+ * (most of a spooled request's reading time in a Kontext burst). Returns
+ * 0 or -1 with errno. */
+static int read_all(sc_spool_t *s)
+{
+    uint8_t *b = malloc(s->size);
+    if (!b)
+        return -1;
+    size_t got = 0;
+    while (got < s->size) {
+        ssize_t n = pread(s->fd, b + got, s->size - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO; /* shorter than appended: not ours */
+            free(b);
+            errno = e;
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    s->map = b;
+    s->heap = true;
+    return 0;
+}
+
 int sc_spool_map(sc_spool_t *s)
 {
     if (s->maps == 0) {
         if (s->size == 0) {
             s->map = (void *)k_empty;
+        } else if (s->size <= SC_SPOOL_READ_MAX) {
+            if (read_all(s) != 0)
+                return -1;
         } else {
             void *p = mmap(NULL, s->size, PROT_READ, MAP_SHARED, s->fd, 0);
             if (p == MAP_FAILED)
@@ -147,9 +178,12 @@ void sc_spool_unmap(sc_spool_t *s)
         return;
     if (--s->maps > 0)
         return;
-    if (s->map != (void *)k_empty)
+    if (s->heap)
+        free(s->map);
+    else if (s->map != (void *)k_empty)
         (void)munmap(s->map, s->size);
     s->map = NULL;
+    s->heap = false;
 }
 
 int sc_spool_fd(const sc_spool_t *s)

@@ -8,10 +8,12 @@
  * leaves a name that sc_fs_remove_stale_temps sweeps). Either way nothing is
  * left in the directory once the descriptor is closed.
  *
- * The bytes are read through a read-only mapping that exists only while a
- * caller reads them (sc_spool_map / sc_spool_unmap, counted so nested readers
- * share one mapping): unmapped, the pages are page cache the kernel may drop,
- * not part of the process's heap.
+ * The bytes are readable only while a caller reads them (sc_spool_map /
+ * sc_spool_unmap, counted so nested readers share one copy): up to
+ * SC_SPOOL_READ_MAX they are read into the heap (one copy is cheaper than a
+ * mapping's page faults and its munmap's TLB flush on every CPU), above it
+ * mapped read-only. Either way, between readers the bytes are page cache the
+ * kernel may drop, not part of the process's heap.
  *
  * Not a cache and no durability: nothing is fsynced, the file dies with its
  * descriptor. A spool belongs to one thread at a time (the request's); the
@@ -38,9 +40,13 @@ int sc_spool_append(sc_spool_t *s, const void *data, size_t len);
 /* Bytes appended so far. */
 size_t sc_spool_size(const sc_spool_t *s);
 
-/* Maps the file read-only; a nested call shares the mapping and must be
- * matched by its own sc_spool_unmap. Returns 0, or -1 with errno (the mapping
- * count is unchanged). An empty file maps to an empty, non-NULL buffer. */
+/* Larger spools are mapped rather than copied. */
+#define SC_SPOOL_READ_MAX (4u * 1024 * 1024)
+
+/* Makes the bytes readable (a heap copy up to SC_SPOOL_READ_MAX, else a
+ * read-only mapping); a nested call shares them and must be matched by its
+ * own sc_spool_unmap. Returns 0, or -1 with errno (the count is unchanged).
+ * An empty file gives an empty, non-NULL buffer. */
 int sc_spool_map(sc_spool_t *s);
 /* The mapped bytes (sc_spool_size long), borrowed until the matching
  * sc_spool_unmap; NULL while not mapped. */

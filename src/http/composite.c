@@ -7,7 +7,7 @@
  * fields up to SC_HTTP_MAX_TEXT_FIELD). Unknown fields are ignored. A repeated
  * field: the last occurrence wins. A file field over UPLOAD_SPOOL_BYTES moves
  * to a spool file (core/spool.h) while it streams in; its bytes are mapped
- * only while something reads them (uploads_map / uploads_unmap). */
+ * only while a pool job reads them (uploads_hold / uploads_release). */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -54,8 +54,8 @@ static void refuse(sc_http_conn_t *c, int status, const char *code, const char *
 /* ==== Spooled uploads (issue 11, memory) ==== */
 
 /* The bytes of a file field: its heap buffer, or its spool's mapping. A
- * spooled field reads as NULL while unmapped, so every reader runs between
- * uploads_map and uploads_unmap. */
+ * spooled field reads as NULL while not held, so every reader runs between
+ * uploads_hold and uploads_release. */
 static const uint8_t *field_bytes(const sc_http_field_t *f)
 {
     return f->spool ? sc_spool_data(f->spool) : (const uint8_t *)f->data.data;
@@ -101,11 +101,15 @@ fail:;
     return -1;
 }
 
-/* Maps the spooled uploads (scene, product, mask) for reading; heap ones need
- * nothing. Nested calls are counted by the spools. Returns 0, or -1 with
- * errno and nothing left mapped. */
-static int uploads_map(sc_http_conn_t *c)
+/* Makes the spooled uploads (scene, product, mask) readable for the rest of
+ * this pool job; heap ones need nothing. Held at most once: a second call is
+ * a no-op, so the job reads each spool file once whichever way it goes
+ * (route, then PIL or the Kontext input). Returns 0, or -1 with errno and
+ * nothing held. */
+static int uploads_hold(sc_http_conn_t *c)
 {
+    if (c->uploads_held)
+        return 0;
     sc_http_field_t *fs[3] = {&c->f_scene, &c->f_product, &c->f_mask};
     for (int i = 0; i < 3; i++) {
         if (fs[i]->spool && sc_spool_map(fs[i]->spool) != 0) {
@@ -117,15 +121,21 @@ static int uploads_map(sc_http_conn_t *c)
             return -1;
         }
     }
+    c->uploads_held = true;
     return 0;
 }
 
-static void uploads_unmap(sc_http_conn_t *c)
+/* Ends the hold: the bytes are needed no more (PIL is done, or the Kontext
+ * input is built and the request will wait holding files, not pages). */
+static void uploads_release(sc_http_conn_t *c)
 {
+    if (!c->uploads_held)
+        return;
     sc_http_field_t *fs[3] = {&c->f_scene, &c->f_product, &c->f_mask};
     for (int i = 0; i < 3; i++)
         if (fs[i]->spool)
             sc_spool_unmap(fs[i]->spool);
+    c->uploads_held = false;
 }
 
 static sc_http_field_t *field_for(sc_http_conn_t *c, const char *key, bool *is_file)
@@ -286,11 +296,8 @@ typedef struct answer {
 
 /* ==== Keying inputs (issue 12) ==== */
 
-/* The scene's colour profile (kept for the encode) and the product cache's
- * key, from the encoded uploads (no decode: issue 11). The key is the SHA-256
- * of the product's bytes, followed by the scene's profile when the product has
- * its own (then PIL converts it into the scene's space), so it names the
- * product's pixels exactly. Returns 0, or -1 out of memory. */
+/* The scene's colour profile (kept for the encode), from the encoded upload
+ * (no decode: issue 11). Returns 0, or -1 out of memory. */
 static int keying_inputs(sc_http_conn_t *c)
 {
     size_t icc_len = 0;
@@ -299,18 +306,28 @@ static int keying_inputs(sc_http_conn_t *c)
         return -1;
     c->copts.icc = c->scene_icc;
     c->copts.icc_len = icc_len;
+    return 0;
+}
+
+/* The product cache's key, computed only when PIL runs (a Kontext request
+ * never reads the cache): the SHA-256 of the product's bytes, followed by the
+ * scene's profile when the product has its own (then PIL converts it into the
+ * scene's space), so it names the product's pixels exactly. Without a key the
+ * product is decoded (a miss), so a failure here costs time, not
+ * correctness. */
+static void pcache_key(sc_http_conn_t *c)
+{
+    if (c->copts.place.product_sha || !sc_pcache_enabled())
+        return;
     uint8_t *picc = NULL;
     size_t picc_len = 0;
     int has =
         sc_icc_extract(field_bytes(&c->f_product), field_len(&c->f_product), &picc, &picc_len);
     free(picc);
-    if (has < 0)
-        return -1;
-    if (sc_pcache_enabled() && sc_pcache_hash2(field_bytes(&c->f_product), field_len(&c->f_product),
-                                               has == 1 ? c->scene_icc : NULL,
-                                               has == 1 ? icc_len : 0, c->product_sha) == 0)
+    if (has >= 0 && sc_pcache_hash2(field_bytes(&c->f_product), field_len(&c->f_product),
+                                    has == 1 ? c->copts.icc : NULL, has == 1 ? c->copts.icc_len : 0,
+                                    c->product_sha) == 0)
         c->copts.place.product_sha = c->product_sha;
-    return 0;
 }
 
 /* Decodes the product for PIL and converts it into the scene's colour space
@@ -395,6 +412,7 @@ static int pil_inputs(sc_http_conn_t *c, sc_codec_status_t *st, const char **wha
             return -1;
     }
     if (!c->product.pixels) {
+        pcache_key(c);
         c->product.width = c->probe.product.width;
         c->product.height = c->probe.product.height;
         c->product.channels = c->probe.product_alpha ? 4 : 3;
@@ -671,19 +689,20 @@ static enum MHD_Result pil_compose(sc_http_conn_t *c, bool requested_kontext,
     return send_answer(c, &a, out, len);
 }
 
-/* pil_compose with the spooled uploads mapped for its decodes. */
+/* pil_compose with the uploads held for its decodes; the bytes are released
+ * after it (PIL is the end of every path that reads them). */
 static enum MHD_Result run_pil(sc_http_conn_t *c, bool requested_kontext,
                                const char *fallback_reason)
 {
-    if (uploads_map(c) != 0) {
+    if (uploads_hold(c) != 0) {
         int e = errno;
         sc_metrics_pil(sc_clock_wall(), false, 0.0);
-        sc_log_error("PIL composite id=%s: cannot map the spooled upload: %s", c->id, strerror(e));
+        sc_log_error("PIL composite id=%s: cannot read the spooled upload: %s", c->id, strerror(e));
         return fail(c, 503, "service_unavailable", "cannot read the spooled upload: %s",
                     strerror(e));
     }
     enum MHD_Result r = pil_compose(c, requested_kontext, fallback_reason);
-    uploads_unmap(c);
+    uploads_release(c);
     return r;
 }
 
@@ -889,6 +908,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
                     "request dropped",
                     c->id);
         record_failed(c, "client_gone", "the client went away before Kontext started");
+        uploads_release(c);
         return MHD_NO;
     }
 
@@ -936,10 +956,10 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     sc_inputs_file_t in[2];
     const sc_http_field_t *fs[2] = {&c->f_scene, &c->f_product};
     const sc_image_info_t *is[2] = {&c->probe.scene, &c->probe.product};
-    /* Mapped only while the inputs are prepared: an upload they need reads
+    /* Held only until the inputs are prepared: an upload they need reads
      * the spool file itself, and the wait that follows holds the spool
-     * files, not their pages. */
-    int mrc = uploads_map(c);
+     * files, not their bytes. */
+    int mrc = uploads_hold(c);
     for (int i = 0; i < 2; i++)
         in[i] = (sc_inputs_file_t){.bytes = field_bytes(fs[i]),
                                    .len = field_len(fs[i]),
@@ -953,8 +973,7 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
                                                            c->format == SC_FMT_JPEG ? "jpg" : "png",
                                                            c->cfg->max_image_pixels, &ij)
                                : -1;
-    if (mrc == 0)
-        uploads_unmap(c);
+    uploads_release(c);
     if (irc == 0 && !sc_inputs_job_pending(ij)) {
         irc = sc_inputs_job_json(ij, &json); /* frees ij */
         ij = NULL;
@@ -1379,23 +1398,24 @@ static enum MHD_Result admit(sc_http_conn_t *c, sc_route_t *route_out, bool *go)
     return MHD_YES;
 }
 
-/* Pool job: everything after the upload. The spooled uploads are mapped
- * while the request is checked, probed and routed, then unmapped before the
- * work: PIL and the Kontext input map what they read themselves, so a request
- * waiting on Kontext holds its spool files but no mapping (issue 11). */
+/* Pool job: everything after the upload. The spooled uploads are read once
+ * (uploads_hold) for the check, the probe, the route and the work; PIL
+ * releases them when done, Kontext once its input is built, so a request
+ * waiting on Kontext holds its spool files but none of their bytes (issue 11). */
 static enum MHD_Result process(sc_http_conn_t *c)
 {
-    if (uploads_map(c) != 0)
+    if (uploads_hold(c) != 0)
         return sc_http__send_error(c->mhd, 503, "service_unavailable",
                                    "cannot read the spooled upload: %s", strerror(errno));
     sc_route_t route = SC_ROUTE_PIL;
     bool go = false;
     enum MHD_Result r = admit(c, &route, &go);
-    uploads_unmap(c);
-    if (!go)
+    if (!go) {
+        uploads_release(c);
         return r;
+    }
     if (route == SC_ROUTE_KONTEXT)
-        return start_kontext(c);
+        return start_kontext(c); /* releases them before c passes on */
     return run_pil(c, false, NULL);
 }
 

@@ -73,9 +73,9 @@ typedef struct sc_http_edge sc_http_edge_t;
 
 /* One text or file field of the multipart form. A file field whose size
  * passes UPLOAD_SPOOL_BYTES while it streams in moves to spool (issue 11,
- * memory): data is then empty and the bytes are read by mapping the spool
- * (composite.c uploads_map / uploads_unmap), so a request waiting on Kontext
- * holds a file descriptor instead of heap. */
+ * memory): data is then empty and the bytes are read from the spool while a
+ * pool job works on them (composite.c uploads_hold / uploads_release), so a
+ * request waiting on Kontext holds a file descriptor instead of heap. */
 typedef struct sc_http_field {
     sc_buf_t data;
     sc_spool_t *spool; /* NULL unless spooled */
@@ -103,6 +103,7 @@ typedef struct sc_http_conn {
     sc_http_field_t f_scene, f_product, f_prompt, f_user_id, f_x, f_y, f_scale, f_format;
     sc_http_field_t f_mask, f_quality, f_shadow; /* PIL options (issue 12) */
     sc_http_field_t f_webhook;
+    bool uploads_held; /* the spooled file fields are readable (composite.c) */
 
     /* POST /api/scenes and other bodies */
     sc_buf_t body;

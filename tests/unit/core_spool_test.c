@@ -1,6 +1,6 @@
-/* core/spool.h: bytes appended in many chunks map back unchanged (nested maps
- * share one mapping), an empty spool maps, a disk error (RLIMIT_FSIZE in a
- * child: EFBIG) is reported and counted, no file is ever left in the
+/* core/spool.h: bytes appended in many chunks read back unchanged, as a heap
+ * copy up to SC_SPOOL_READ_MAX and a mapping above (nested maps share one), an empty spool maps, a
+ * disk error (RLIMIT_FSIZE in a child: EFBIG) is reported and counted, no file is ever left in the
  * directory (O_TMPFILE and the named fallback), the descriptor is closed on
  * free, and the gauges follow. The .c is included to reach open_named. */
 #include <dirent.h>
@@ -41,9 +41,9 @@ static void fill(uint8_t *p, size_t n, unsigned seed)
     }
 }
 
-static void test_chunks(const char *dir)
+/* total bytes in chunks; heap: read into the heap (else mapped) */
+static void test_chunks(const char *dir, size_t total, bool heap)
 {
-    const size_t total = 300 * 1024 + 17;
     uint8_t *want = malloc(total);
     CHECK(want != NULL);
     if (!want)
@@ -60,8 +60,8 @@ static void test_chunks(const char *dir)
     }
     size_t off = 0;
     int chunks = 0;
-    while (off < total) { /* chunk sizes 1..4099, as a socket would hand them */
-        size_t n = 1 + (size_t)(chunks * 37 % 4099);
+    while (off < total) { /* chunk sizes 1..4099 (x16 when large), as a socket hands them */
+        size_t n = (1 + (size_t)(chunks * 37 % 4099)) * (total > 1000000 ? 16 : 1);
         if (n > total - off)
             n = total - off;
         CHECK_EQ_INT(sc_spool_append(s, want + off, n), 0);
@@ -75,6 +75,7 @@ static void test_chunks(const char *dir)
     CHECK_EQ_INT(sc_spool_map(s), 0);
     const uint8_t *p = sc_spool_data(s);
     CHECK(p != NULL && memcmp(p, want, total) == 0);
+    CHECK(s->heap == heap);
     CHECK_EQ_INT(sc_spool_map(s), 0); /* nested: the same mapping */
     CHECK(sc_spool_data(s) == p);
     CHECK_EQ_INT(sc_spool_append(s, "x", 1), -1); /* never behind a mapping's back */
@@ -204,7 +205,9 @@ int main(void)
         return 1;
     }
     CHECK_EQ_INT(count_entries(dir), 0);
-    test_chunks(dir);
+    test_chunks(dir, 300 * 1024 + 17, true);
+    test_chunks(dir, SC_SPOOL_READ_MAX, true);
+    test_chunks(dir, SC_SPOOL_READ_MAX + 4097, false);
     test_empty(dir);
     test_named(dir);
     test_bad_dir(dir);
