@@ -1,8 +1,9 @@
 /* core/spool.h: bytes appended in many chunks read back unchanged, as a heap
- * copy up to SC_SPOOL_READ_MAX and a mapping above (nested maps share one), an empty spool maps, a
- * disk error (RLIMIT_FSIZE in a child: EFBIG) is reported and counted, no file is ever left in the
- * directory (O_TMPFILE and the named fallback), the descriptor is closed on
- * free, and the gauges follow. The .c is included to reach open_named. */
+ * copy up to SC_SPOOL_READ_MAX and a mapping above (nested maps share one),
+ * an empty spool maps, a disk error (RLIMIT_FSIZE in a child: EFBIG) is
+ * reported and counted, no file is ever left in the directory (O_TMPFILE and
+ * the named fallback), the descriptor is closed on free, and the gauges
+ * follow. The .c is included to reach open_named. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
