@@ -1,6 +1,7 @@
 /* Unit tests for src/http/multipart.c: parts and names, any split of the
  * stream, boundaries inside content, malformed and truncated bodies, generated
- * bodies (binary content full of near-delimiters) against their known parts. */
+ * bodies (binary content full of near-delimiters) against their known parts,
+ * content handed from the caller's chunk rather than copied. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -14,6 +15,8 @@ typedef struct {
     sc_buf_t log;
     int stop_after; /* stop at this many calls (0 = never) */
     int calls;
+    const char *lo, *hi; /* the chunk being fed */
+    size_t copied;       /* content bytes handed from outside it */
 } collect_t;
 
 static int collect(void *ud, const char *name, const char *data, size_t len, bool first)
@@ -28,6 +31,8 @@ static int collect(void *ud, const char *name, const char *data, size_t len, boo
     } else {
         CHECK(len > 0);
         sc_buf_append(&c->log, data, len);
+        if (data < c->lo || data + len > c->hi)
+            c->copied += len;
     }
     return c->stop_after && c->calls >= c->stop_after ? 1 : 0;
 }
@@ -36,7 +41,7 @@ static int collect(void *ud, const char *name, const char *data, size_t len, boo
  * status (0 = complete) and the log in out (caller frees). */
 static int parse(const char *boundary, const char *body, size_t len, size_t step, char **out)
 {
-    collect_t c = {SC_BUF_INIT, 0, 0};
+    collect_t c = {SC_BUF_INIT, 0, 0, NULL, NULL, 0};
     sc_multipart_t *m = sc_multipart_new(boundary, collect, &c);
     CHECK(m != NULL);
     int rc = 0;
@@ -86,7 +91,7 @@ static void test_parts_and_splits(void)
     }
     /* Every two-piece split gives the same parts. */
     for (size_t cut = 1; cut < len; cut++) {
-        collect_t c = {SC_BUF_INIT, 0, 0};
+        collect_t c = {SC_BUF_INIT, 0, 0, NULL, NULL, 0};
         sc_multipart_t *m = sc_multipart_new("XyZ", collect, &c);
         int rc = sc_multipart_feed(m, k_body, cut);
         rc |= sc_multipart_feed(m, k_body + cut, len - cut);
@@ -134,7 +139,7 @@ static void test_malformed(void)
     free(got);
     free(big);
     /* the callback stops the parse; later feeds refuse too */
-    collect_t c = {SC_BUF_INIT, 1, 0};
+    collect_t c = {SC_BUF_INIT, 1, 0, NULL, NULL, 0};
     sc_multipart_t *m = sc_multipart_new("b", collect, &c);
     static const char ok[] = "--b\r\n\r\nv\r\n--b--";
     CHECK(sc_multipart_feed(m, ok, sizeof ok - 1) != 0);
@@ -325,7 +330,7 @@ static void gen_body(uint64_t *s, const char *boundary, sc_buf_t *body, sc_buf_t
 static int parse_cuts(const char *boundary, const char *body, size_t len, const size_t *cuts,
                       size_t n, sc_buf_t *log)
 {
-    collect_t c = {SC_BUF_INIT, 0, 0};
+    collect_t c = {SC_BUF_INIT, 0, 0, NULL, NULL, 0};
     sc_multipart_t *m = sc_multipart_new(boundary, collect, &c);
     CHECK(m != NULL);
     int rc = 0;
@@ -408,6 +413,44 @@ static void test_generated_bodies(void)
     sc_buf_free(&want);
 }
 
+/* Content comes straight from the caller's chunk: only what might have begun a
+ * delimiter at a chunk's end, with the few bytes of the next chunk that settle
+ * it, is handed from the parser's own copy. */
+static void test_content_in_place(void)
+{
+    static const char head[] = "--b\r\nContent-Disposition: form-data; name=f\r\n\r\n";
+    size_t n = 256 * 1024, len = sizeof head - 1 + n + 7;
+    char *body = malloc(len);
+    CHECK(body != NULL);
+    if (!body)
+        return;
+    memcpy(body, head, sizeof head - 1);
+    uint64_t seed = 0x13198a2e03707344u;
+    for (size_t i = 0; i < n; i++)
+        body[sizeof head - 1 + i] = (char)rng_next(&seed);
+    /* every chunk ends in what looks like a delimiter's start */
+    for (size_t at = 4096; at + 3 < sizeof head - 1 + n; at += 4096)
+        memcpy(body + at - 3, "\r\n-", 3);
+    memcpy(body + len - 7, "\r\n--b--", 7);
+    collect_t c = {SC_BUF_INIT, 0, 0, NULL, NULL, 0};
+    sc_multipart_t *m = sc_multipart_new("b", collect, &c);
+    int rc = 0;
+    size_t chunks = 0;
+    for (size_t at = 0; at < len && rc == 0; at += 4096, chunks++) {
+        size_t k = len - at < 4096 ? len - at : 4096;
+        c.lo = body + at;
+        c.hi = body + at + k;
+        rc = sc_multipart_feed(m, body + at, k);
+    }
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_INT(sc_multipart_finish(m), 0);
+    CHECK_EQ_INT(c.log.len, 3 + n);
+    CHECK(c.copied <= chunks * (3 + 5)); /* the held "\r\n-" + a delimiter's length */
+    sc_multipart_free(m);
+    sc_buf_free(&c.log);
+    free(body);
+}
+
 /* A header block of exactly the bound is taken, one byte more is refused,
  * however the body is split (also right around the block's end). */
 static void test_header_bound_splits(void)
@@ -468,6 +511,7 @@ int main(void)
     test_malformed();
     test_boundary_param();
     test_generated_bodies();
+    test_content_in_place();
     test_header_bound_splits();
     test_padding_splits();
     return test_report("http_multipart_test");
