@@ -1,7 +1,8 @@
 /* Model inputs for Replicate: images become data URIs (scene JPEG q90, product PNG
  * to keep its alpha), downscaled with Lanczos when the long side exceeds
- * SC_INPUTS_MAX_SIDE, and the JSON is assembled with cJSON. Runs on request
- * threads; no shared state. */
+ * SC_INPUTS_MAX_SIDE. The Kontext JSON is written directly (its image strings
+ * are hundreds of KB, copied once); the scene JSON is assembled with cJSON.
+ * Runs on request threads; no shared state. */
 #include "replicate/inputs.h"
 
 #include <cjson/cJSON.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/log.h"
 #include "image/codec.h"
 #include "image/format.h"
@@ -103,32 +105,54 @@ int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const 
     return sc_inputs_kontext_ex(scene, product, prompt, SC_INPUTS_UPLOAD_TIMEOUT, json);
 }
 
+/* The Kontext input, written in one buffer sized first: the image strings
+ * (data URIs of up to ~350 KB) are scanned once and copied once, instead of
+ * into a cJSON object and again by its printer. Same keys, order and escaping as
+ * cJSON_PrintUnformatted gave, except \b and \f (\u0008 and \u000c here). */
+int sc_inputs_kontext_json(const char *scene_uri, const char *product_uri, const char *prompt,
+                           const char *output_format, char **json)
+{
+    static const char *const keys[] = {
+        "{\"prompt\":",
+        ",\"input_image_1\":",
+        ",\"input_image_2\":",
+        ",\"aspect_ratio\":\"match_input_image\",\"output_format\":",
+        ",\"safety_tolerance\":2}",
+    };
+    const char *vals[4] = {prompt && *prompt ? prompt : k_default_prompt, scene_uri, product_uri,
+                           output_format ? output_format : "png"};
+    size_t vlen[4], elen[4], klen[5], total = 1; /* the NUL */
+    *json = NULL;
+    if (!scene_uri || !product_uri)
+        return -1;
+    for (int i = 0; i < 5; i++) {
+        klen[i] = strlen(keys[i]);
+        total += klen[i];
+        if (i < 4) {
+            vlen[i] = strlen(vals[i]);
+            elen[i] = sc_buf_json_str_len(vals[i], vlen[i]);
+            total += elen[i];
+        }
+    }
+    char *out = malloc(total), *p = out;
+    if (!out)
+        return -1;
+    for (int i = 0; i < 5; i++) {
+        memcpy(p, keys[i], klen[i]);
+        p += klen[i];
+        if (i < 4)
+            p = sc_buf_json_str_write(p, vals[i], vlen[i], elen[i]);
+    }
+    *p = '\0';
+    *json = out;
+    return 0;
+}
+
 /* The input object from the two image strings (consumed). */
 static int kontext_json(char *scene_uri, char *product_uri, const char *prompt,
                         const char *output_format, char **json)
 {
-    int rc = -1;
-    cJSON *o = cJSON_CreateObject();
-    if (!o || !cJSON_AddStringToObject(o, "prompt", prompt && *prompt ? prompt : k_default_prompt))
-        goto cleanup;
-    /* cJSON_CreateStringReference would avoid a copy, but the object must own
-     * its strings once we free the URIs below; one transient copy is fine */
-    if (!cJSON_AddStringToObject(o, "input_image_1", scene_uri))
-        goto cleanup;
-    free(scene_uri);
-    scene_uri = NULL;
-    if (!cJSON_AddStringToObject(o, "input_image_2", product_uri))
-        goto cleanup;
-    free(product_uri);
-    product_uri = NULL;
-    if (!cJSON_AddStringToObject(o, "aspect_ratio", "match_input_image") ||
-        !cJSON_AddStringToObject(o, "output_format", output_format ? output_format : "png") ||
-        !cJSON_AddNumberToObject(o, "safety_tolerance", 2))
-        goto cleanup;
-    rc = finish_json(o, json);
-    o = NULL;
-cleanup:
-    cJSON_Delete(o);
+    int rc = sc_inputs_kontext_json(scene_uri, product_uri, prompt, output_format, json);
     free(scene_uri);
     free(product_uri);
     return rc;
@@ -311,10 +335,8 @@ int sc_inputs_job_json(sc_inputs_job_t *j, char **json)
 {
     *json = NULL;
     int rc = -1;
-    if (!sc_inputs_job_pending(j) && j->uri[0] && j->uri[1]) {
-        rc = kontext_json(j->uri[0], j->uri[1], j->prompt, j->output_format, json);
-        j->uri[0] = j->uri[1] = NULL; /* consumed */
-    }
+    if (!sc_inputs_job_pending(j))
+        rc = sc_inputs_kontext_json(j->uri[0], j->uri[1], j->prompt, j->output_format, json);
     sc_inputs_job_free(j);
     return rc;
 }

@@ -58,6 +58,16 @@ int sc_inputs_kontext_files(const sc_inputs_file_t *scene, const sc_inputs_file_
                             const char *prompt, const char *output_format, long long max_pixels,
                             double upload_timeout, char **json);
 
+/* The Kontext input JSON from its two image strings (borrowed): {"prompt",
+ * "input_image_1", "input_image_2", "aspect_ratio": "match_input_image",
+ * "output_format" (NULL: "png"), "safety_tolerance": 2} in that order; prompt
+ * NULL/empty is the default one. Strings are escaped as sc_buf_json_str does
+ * (core/buf.h: bytes >= 0x80 go as they are, invalid UTF-8 included, as with
+ * cJSON). *json is malloc'd. Returns 0, or -1 (out of memory, or an image
+ * string is NULL). */
+int sc_inputs_kontext_json(const char *scene_uri, const char *product_uri, const char *prompt,
+                           const char *output_format, char **json);
+
 /* issue 11: the same inputs in two steps, so a request thread never waits on
  * a Files API upload (it would hold a compute thread for a round trip).
  * sc_inputs_kontext_prepare (the upload bytes readable): every input that
