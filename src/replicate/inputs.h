@@ -17,7 +17,11 @@
 /* Kontext (multi-image-kontext-pro): input_image_1 = scene, input_image_2 =
  * product, prompt (a default placement prompt when NULL/empty),
  * aspect_ratio "match_input_image", output_format "png". *json is malloc'd
- * (caller frees). Returns 0 or -1 (out of memory / encode failure). */
+ * (caller frees). Returns 0, -1 (out of memory / encode failure) or -2 (as
+ * sc_inputs_kontext_ex: an upload failed). sc_inputs_kontext,
+ * sc_inputs_kontext_ex and sc_inputs_kontext_files block while an upload runs
+ * (they are the two steps below plus a wait): for tests and callers off the
+ * request path, never on the client's I/O thread. */
 int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
                       char **json);
 
