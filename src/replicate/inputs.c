@@ -1,11 +1,13 @@
 /* Model inputs for Replicate: images become data URIs (scene JPEG q90, product PNG
  * to keep its alpha), downscaled with Lanczos when the long side exceeds
- * SC_INPUTS_MAX_SIDE, and the JSON is assembled with cJSON. Runs on request
- * threads; no shared state. */
+ * SC_INPUTS_MAX_SIDE. The Kontext JSON is written directly (its image strings
+ * are hundreds of KB, copied once); the scene JSON is assembled with cJSON.
+ * Runs on request threads; no shared state. */
 #include "replicate/inputs.h"
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/log.h"
 #include "image/codec.h"
 #include "image/format.h"
@@ -62,93 +65,47 @@ cleanup:
     return rc == 0 ? 0 : -1;
 }
 
-/* Encodes img (model_encode) as a data URI, or as the URL of an uploaded file
- * when that data URI would exceed 256 KB (files.h); png selects PNG over JPEG.
- * Blocks while an upload runs. Returns a malloc'd string, or NULL with *rc -1
- * (out of memory / encode failure) or -2 (the upload failed: an api_error). */
-static char *image_data_uri(const sc_image_t *img, bool png, double upload_timeout, int *rc_out)
+/* The Kontext input, written in one buffer sized first: the image strings
+ * (data URIs of up to ~350 KB) are scanned once and copied once, instead of
+ * into a cJSON object and again by its printer. Same keys, order and escaping as
+ * cJSON_PrintUnformatted gave, except \b and \f (\u0008 and \u000c here). */
+int sc_inputs_kontext_json(const char *scene_uri, const char *product_uri, const char *prompt,
+                           const char *output_format, char **json)
 {
-    uint8_t *enc = NULL;
-    size_t enc_len = 0;
-    char *uri = NULL;
-    *rc_out = -1;
-    if (model_encode(img, png, &enc, &enc_len) != 0)
-        return NULL;
-    char err[256];
-    int rc;
-    rc = sc_files_input(enc, enc_len, png ? "image/png" : "image/jpeg", upload_timeout, &uri, err,
-                        sizeof err);
-    if (rc != 0) {
-        sc_log_warn("replicate: input image (%zu bytes) not usable: %s", enc_len, err);
-        *rc_out = rc;
-        goto cleanup;
-    }
-    *rc_out = 0;
-cleanup:
-    free(enc);
-    return uri;
-}
-
-/* Serialises obj (consumed) into *json. Returns 0 or -1. */
-static int finish_json(cJSON *obj, char **json)
-{
-    *json = obj ? cJSON_PrintUnformatted(obj) : NULL;
-    cJSON_Delete(obj);
-    return *json ? 0 : -1;
-}
-
-int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
-                      char **json)
-{
-    return sc_inputs_kontext_ex(scene, product, prompt, SC_INPUTS_UPLOAD_TIMEOUT, json);
-}
-
-/* The input object from the two image strings (consumed). */
-static int kontext_json(char *scene_uri, char *product_uri, const char *prompt,
-                        const char *output_format, char **json)
-{
-    int rc = -1;
-    cJSON *o = cJSON_CreateObject();
-    if (!o || !cJSON_AddStringToObject(o, "prompt", prompt && *prompt ? prompt : k_default_prompt))
-        goto cleanup;
-    /* cJSON_CreateStringReference would avoid a copy, but the object must own
-     * its strings once we free the URIs below; one transient copy is fine */
-    if (!cJSON_AddStringToObject(o, "input_image_1", scene_uri))
-        goto cleanup;
-    free(scene_uri);
-    scene_uri = NULL;
-    if (!cJSON_AddStringToObject(o, "input_image_2", product_uri))
-        goto cleanup;
-    free(product_uri);
-    product_uri = NULL;
-    if (!cJSON_AddStringToObject(o, "aspect_ratio", "match_input_image") ||
-        !cJSON_AddStringToObject(o, "output_format", output_format ? output_format : "png") ||
-        !cJSON_AddNumberToObject(o, "safety_tolerance", 2))
-        goto cleanup;
-    rc = finish_json(o, json);
-    o = NULL;
-cleanup:
-    cJSON_Delete(o);
-    free(scene_uri);
-    free(product_uri);
-    return rc;
-}
-
-int sc_inputs_kontext_ex(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
-                         double upload_timeout, char **json)
-{
-    char *scene_uri = NULL, *product_uri = NULL;
-    int urc = -1;
+    static const char *const keys[] = {
+        "{\"prompt\":",
+        ",\"input_image_1\":",
+        ",\"input_image_2\":",
+        ",\"aspect_ratio\":\"match_input_image\",\"output_format\":",
+        ",\"safety_tolerance\":2}",
+    };
+    const char *vals[4] = {prompt && *prompt ? prompt : k_default_prompt, scene_uri, product_uri,
+                           output_format ? output_format : "png"};
+    size_t vlen[4], elen[4], klen[5], total = 1; /* the NUL */
     *json = NULL;
-    scene_uri = image_data_uri(scene, false, upload_timeout, &urc);
-    if (scene_uri)
-        product_uri = image_data_uri(product, true, upload_timeout, &urc);
-    if (!scene_uri || !product_uri) {
-        free(scene_uri);
-        free(product_uri);
-        return urc == -2 ? -2 : -1;
+    if (!scene_uri || !product_uri)
+        return -1;
+    for (int i = 0; i < 5; i++) {
+        klen[i] = strlen(keys[i]);
+        total += klen[i];
+        if (i < 4) {
+            vlen[i] = strlen(vals[i]);
+            elen[i] = sc_buf_json_str_len(vals[i], vlen[i]);
+            total += elen[i];
+        }
     }
-    return kontext_json(scene_uri, product_uri, prompt, "png", json);
+    char *out = malloc(total), *p = out;
+    if (!out)
+        return -1;
+    for (int i = 0; i < 5; i++) {
+        memcpy(p, keys[i], klen[i]);
+        p += klen[i];
+        if (i < 4)
+            p = sc_buf_json_str_write(p, vals[i], vlen[i], elen[i]);
+    }
+    *p = '\0';
+    *json = out;
+    return 0;
 }
 
 int sc_inputs_passes(const sc_inputs_file_t *f)
@@ -157,50 +114,6 @@ int sc_inputs_passes(const sc_inputs_file_t *f)
     return (f->format == SC_FMT_PNG || f->format == SC_FMT_JPEG) &&
            (f->orientation == 1 || f->orientation == 0) && longest >= 1 &&
            longest <= SC_INPUTS_PASS_MAX_SIDE;
-}
-
-/* The input string of one upload (the rule in inputs.h); NULL with *rc. */
-static char *file_uri(const sc_inputs_file_t *f, bool png, long long max_pixels,
-                      double upload_timeout, int *rc)
-{
-    *rc = -1;
-    if (!f->bytes || f->len == 0)
-        return NULL;
-    if (sc_inputs_passes(f)) {
-        char *uri = NULL, err[256];
-        int r = sc_files_input(f->bytes, f->len, sc_format_mime(f->format), upload_timeout, &uri,
-                               err, sizeof err);
-        if (r != 0) {
-            sc_log_warn("replicate: input image (%zu bytes) not usable: %s", f->len, err);
-            *rc = r;
-        } else {
-            *rc = 0;
-        }
-        return uri;
-    }
-    sc_image_t img = SC_IMAGE_INIT;
-    if (sc_codec_decode(f->bytes, f->len, max_pixels, &img, NULL) != SC_CODEC_OK)
-        return NULL;
-    char *uri = image_data_uri(&img, png, upload_timeout, rc);
-    sc_image_free(&img);
-    return uri;
-}
-
-int sc_inputs_kontext_files(const sc_inputs_file_t *scene, const sc_inputs_file_t *product,
-                            const char *prompt, const char *output_format, long long max_pixels,
-                            double upload_timeout, char **json)
-{
-    int urc = -1;
-    *json = NULL;
-    char *scene_uri = file_uri(scene, false, max_pixels, upload_timeout, &urc);
-    char *product_uri =
-        scene_uri ? file_uri(product, true, max_pixels, upload_timeout, &urc) : NULL;
-    if (!scene_uri || !product_uri) {
-        free(scene_uri);
-        free(product_uri);
-        return urc == -2 ? -2 : -1;
-    }
-    return kontext_json(scene_uri, product_uri, prompt, output_format, json);
 }
 
 /* ==== Kontext inputs in two steps (no request thread waits on an upload) ==== */
@@ -225,28 +138,12 @@ struct sc_inputs_job {
     void *ud;
 };
 
-/* Input i of the job from its file: a string now, or an upload to run. */
-static int prepare_one(sc_inputs_job_t *j, int i, const sc_inputs_file_t *f, bool png,
-                       long long max_pixels)
+/* Input i of the job from encoded bytes: a string now, or an upload to run.
+ * enc: bytes is our own encoding (malloc'd, taken over), else NULL and bytes
+ * are the caller's, also readable at offset 0 of fd when fd >= 0. */
+static int prepare_bytes(sc_inputs_job_t *j, int i, const uint8_t *bytes, size_t len,
+                         const char *mime, uint8_t *enc, int fd)
 {
-    const uint8_t *bytes = f->bytes;
-    size_t len = f->len;
-    const char *mime = png ? "image/png" : "image/jpeg";
-    uint8_t *enc = NULL;
-    if (!bytes || len == 0)
-        return -1;
-    if (sc_inputs_passes(f)) {
-        mime = sc_format_mime(f->format);
-    } else {
-        sc_image_t img = SC_IMAGE_INIT;
-        int rc = sc_codec_decode(bytes, len, max_pixels, &img, NULL) == SC_CODEC_OK
-                     ? model_encode(&img, png, &enc, &len)
-                     : -1;
-        sc_image_free(&img);
-        if (rc != 0)
-            return -1;
-        bytes = enc;
-    }
     int r = sc_files_resolve(bytes, len, mime, j->up[i].hash, &j->uri[i]);
     if (r != 1) {
         free(enc);
@@ -256,7 +153,7 @@ static int prepare_one(sc_inputs_job_t *j, int i, const sc_inputs_file_t *f, boo
     j->up[i].pending = true;
     j->up[i].mime = mime;
     j->up[i].len = len;
-    j->up[i].fd = enc || f->fd < 0 ? -1 : fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
+    j->up[i].fd = enc || fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (enc) {
         j->up[i].data = enc;
     } else if (j->up[i].fd < 0) {
@@ -266,6 +163,33 @@ static int prepare_one(sc_inputs_job_t *j, int i, const sc_inputs_file_t *f, boo
         memcpy(j->up[i].data, bytes, len);
     }
     return 0;
+}
+
+/* Input i from a decoded image: model_encode, PNG when png, else JPEG. */
+static int prepare_image(sc_inputs_job_t *j, int i, const sc_image_t *img, bool png)
+{
+    uint8_t *enc = NULL;
+    size_t len = 0;
+    if (model_encode(img, png, &enc, &len) != 0)
+        return -1;
+    return prepare_bytes(j, i, enc, len, png ? "image/png" : "image/jpeg", enc, -1);
+}
+
+/* Input i from an uploaded file: as it came, or decoded and re-encoded (the
+ * rule in inputs.h). */
+static int prepare_one(sc_inputs_job_t *j, int i, const sc_inputs_file_t *f, bool png,
+                       long long max_pixels)
+{
+    if (!f->bytes || f->len == 0)
+        return -1;
+    if (sc_inputs_passes(f))
+        return prepare_bytes(j, i, f->bytes, f->len, sc_format_mime(f->format), NULL, f->fd);
+    sc_image_t img = SC_IMAGE_INIT;
+    int rc = sc_codec_decode(f->bytes, f->len, max_pixels, &img, NULL) == SC_CODEC_OK
+                 ? prepare_image(j, i, &img, png)
+                 : -1;
+    sc_image_free(&img);
+    return rc;
 }
 
 void sc_inputs_job_free(sc_inputs_job_t *j)
@@ -282,18 +206,29 @@ void sc_inputs_job_free(sc_inputs_job_t *j)
     free(j);
 }
 
+/* An empty job (no input yet), or NULL. */
+static sc_inputs_job_t *job_new(const char *prompt, const char *output_format)
+{
+    sc_inputs_job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->up[0].fd = j->up[1].fd = -1;
+    snprintf(j->output_format, sizeof j->output_format, "%s",
+             output_format ? output_format : "png");
+    if (prompt && !(j->prompt = strdup(prompt))) {
+        sc_inputs_job_free(j);
+        return NULL;
+    }
+    return j;
+}
+
 int sc_inputs_kontext_prepare(const sc_inputs_file_t *scene, const sc_inputs_file_t *product,
                               const char *prompt, const char *output_format, long long max_pixels,
                               sc_inputs_job_t **out)
 {
     *out = NULL;
-    sc_inputs_job_t *j = calloc(1, sizeof *j);
-    if (!j)
-        return -1;
-    j->up[0].fd = j->up[1].fd = -1;
-    snprintf(j->output_format, sizeof j->output_format, "%s",
-             output_format ? output_format : "png");
-    if ((prompt && !(j->prompt = strdup(prompt))) || prepare_one(j, 0, scene, false, max_pixels) ||
+    sc_inputs_job_t *j = job_new(prompt, output_format);
+    if (!j || prepare_one(j, 0, scene, false, max_pixels) ||
         prepare_one(j, 1, product, true, max_pixels)) {
         sc_inputs_job_free(j);
         return -1;
@@ -311,10 +246,8 @@ int sc_inputs_job_json(sc_inputs_job_t *j, char **json)
 {
     *json = NULL;
     int rc = -1;
-    if (!sc_inputs_job_pending(j) && j->uri[0] && j->uri[1]) {
-        rc = kontext_json(j->uri[0], j->uri[1], j->prompt, j->output_format, json);
-        j->uri[0] = j->uri[1] = NULL; /* consumed */
-    }
+    if (!sc_inputs_job_pending(j))
+        rc = sc_inputs_kontext_json(j->uri[0], j->uri[1], j->prompt, j->output_format, json);
     sc_inputs_job_free(j);
     return rc;
 }
@@ -394,6 +327,92 @@ void sc_inputs_job_run(sc_inputs_job_t *j, double upload_timeout, sc_inputs_read
                               on_part_uploaded, p);
     }
     job_step_done(j);
+}
+
+/* ==== Blocking forms (tests, callers off the request path) ==== */
+
+/* The blocking caller's wait for ready; lives on its stack. */
+typedef struct job_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+    char *json;
+} job_wait_t;
+
+/* ready of a blocking run: on the I/O thread, or before sc_inputs_job_run
+ * returns. Signals under the lock: once it is released the waiter may return
+ * and w is gone. */
+static void on_job_ready(int rc, char *json, const char *err, void *ud)
+{
+    job_wait_t *w = ud;
+    (void)err; /* on_part_uploaded logged it */
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    w->json = json;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Runs j (consumed) and waits for its JSON. Never on the I/O thread (it
+ * answers the uploads); every upload ends within upload_timeout, so the wait
+ * is bounded. Returns 0, -1 or -2 as sc_inputs_job_run's ready. */
+static int job_wait(sc_inputs_job_t *j, double upload_timeout, char **json)
+{
+    job_wait_t w = {.done = false, .rc = -1};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    sc_inputs_job_run(j, upload_timeout, on_job_ready, &w);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    if (w.rc != 0) {
+        free(w.json);
+        return w.rc == -2 ? -2 : -1;
+    }
+    *json = w.json;
+    return 0;
+}
+
+int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
+                      char **json)
+{
+    return sc_inputs_kontext_ex(scene, product, prompt, SC_INPUTS_UPLOAD_TIMEOUT, json);
+}
+
+int sc_inputs_kontext_ex(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
+                         double upload_timeout, char **json)
+{
+    *json = NULL;
+    sc_inputs_job_t *j = job_new(prompt, "png");
+    if (!j || prepare_image(j, 0, scene, false) || prepare_image(j, 1, product, true)) {
+        sc_inputs_job_free(j);
+        return -1;
+    }
+    return job_wait(j, upload_timeout, json);
+}
+
+int sc_inputs_kontext_files(const sc_inputs_file_t *scene, const sc_inputs_file_t *product,
+                            const char *prompt, const char *output_format, long long max_pixels,
+                            double upload_timeout, char **json)
+{
+    sc_inputs_job_t *j = NULL;
+    *json = NULL;
+    if (sc_inputs_kontext_prepare(scene, product, prompt, output_format, max_pixels, &j) != 0)
+        return -1;
+    return job_wait(j, upload_timeout, json);
+}
+
+/* Serialises obj (consumed) into *json. Returns 0 or -1. */
+static int finish_json(cJSON *obj, char **json)
+{
+    *json = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    return *json ? 0 : -1;
 }
 
 int sc_inputs_scene(const char *prompt, const char *aspect_ratio, int has_seed, long long seed,

@@ -17,7 +17,11 @@
 /* Kontext (multi-image-kontext-pro): input_image_1 = scene, input_image_2 =
  * product, prompt (a default placement prompt when NULL/empty),
  * aspect_ratio "match_input_image", output_format "png". *json is malloc'd
- * (caller frees). Returns 0 or -1 (out of memory / encode failure). */
+ * (caller frees). Returns 0, -1 (out of memory / encode failure) or -2 (as
+ * sc_inputs_kontext_ex: an upload failed). sc_inputs_kontext,
+ * sc_inputs_kontext_ex and sc_inputs_kontext_files block while an upload runs
+ * (they are the two steps below plus a wait): for tests and callers off the
+ * request path, never on the client's I/O thread. */
 int sc_inputs_kontext(const sc_image_t *scene, const sc_image_t *product, const char *prompt,
                       char **json);
 
@@ -57,6 +61,16 @@ int sc_inputs_passes(const sc_inputs_file_t *f);
 int sc_inputs_kontext_files(const sc_inputs_file_t *scene, const sc_inputs_file_t *product,
                             const char *prompt, const char *output_format, long long max_pixels,
                             double upload_timeout, char **json);
+
+/* The Kontext input JSON from its two image strings (borrowed): {"prompt",
+ * "input_image_1", "input_image_2", "aspect_ratio": "match_input_image",
+ * "output_format" (NULL: "png"), "safety_tolerance": 2} in that order; prompt
+ * NULL/empty is the default one. Strings are escaped as sc_buf_json_str does
+ * (core/buf.h: bytes >= 0x80 go as they are, invalid UTF-8 included, as with
+ * cJSON). *json is malloc'd. Returns 0, or -1 (out of memory, or an image
+ * string is NULL). */
+int sc_inputs_kontext_json(const char *scene_uri, const char *product_uri, const char *prompt,
+                           const char *output_format, char **json);
 
 /* issue 11: the same inputs in two steps, so a request thread never waits on
  * a Files API upload (it would hold a compute thread for a round trip).

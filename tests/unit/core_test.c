@@ -15,6 +15,21 @@ static void test_buf(void)
     sc_buf_t b = SC_BUF_INIT;
     CHECK(sc_buf_json_str(&b, "a\"b\\c\n\x01") == 0);
     CHECK_STR(b.data, "\"a\\\"b\\\\c\\n\\u0001\"");
+    /* the sized pair behind it: runs copied whole, escapes between, no NUL written */
+    const char *s = "0123456789\"abcdefgh\b\xc3\xa9";
+    char out[64];
+    memset(out, '#', sizeof out);
+    size_t n = sc_buf_json_str_len(s, strlen(s));
+    CHECK_EQ_INT(n, 30);
+    CHECK(sc_buf_json_str_write(out, s, strlen(s), n) == out + n);
+    CHECK(memcmp(out, "\"0123456789\\\"abcdefgh\\u0008\xc3\xa9\"#", n + 1) == 0);
+    /* nothing to escape (len n + 2): copied whole */
+    s = "data:image/png;base64,iVBORw0KGgo+/=";
+    memset(out, '#', sizeof out);
+    n = sc_buf_json_str_len(s, strlen(s));
+    CHECK_EQ_INT(n, strlen(s) + 2);
+    CHECK(sc_buf_json_str_write(out, s, strlen(s), n) == out + n);
+    CHECK(memcmp(out, "\"data:image/png;base64,iVBORw0KGgo+/=\"#", n + 1) == 0);
     sc_buf_reset(&b);
     sc_buf_json_num(&b, 0.0 / 0.0);
     CHECK_STR(b.data, "null");

@@ -15,8 +15,11 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "fake_replicate.h"
+#include "image/codec.h"
+#include "replicate/base64.h"
 #include "replicate/client.h"
 #include "replicate/files.h"
+#include "replicate/inputs.h"
 #include "test.h"
 
 #define TOKEN "r8_unitTestFilesToken_41c2"
@@ -229,6 +232,72 @@ static void test_failures_are_api_errors(void)
     free(b);
 }
 
+/* The blocking Kontext inputs (replicate/inputs.h) are the two steps plus a
+ * wait: an input too big for a data URI is uploaded and the wait is answered
+ * from the I/O thread; a failed upload is -2. */
+static void test_kontext_inputs_blocking(void)
+{
+    configure("{}");
+    /* noise does not compress: a 400x400 RGB PNG is ~480 KB, over the data URI limit */
+    sc_image_t big = SC_IMAGE_INIT, small = SC_IMAGE_INIT;
+    CHECK_EQ_INT(sc_image_alloc(&big, 400, 400, 3), 0);
+    CHECK_EQ_INT(sc_image_alloc(&small, 40, 30, 4), 0);
+    uint8_t *noise = random_bytes(400 * 400 * 3, 6);
+    memcpy(big.pixels, noise, 400 * 400 * 3);
+    memset(small.pixels, 0x80, 40 * 30 * 4);
+    free(noise);
+    uint8_t *png = NULL, *tiny = NULL;
+    size_t png_len = 0, tiny_len = 0;
+    CHECK_EQ_INT(sc_codec_encode_png(&big, &png, &png_len), 0);
+    CHECK_EQ_INT(sc_codec_encode_png(&small, &tiny, &tiny_len), 0);
+    CHECK(sc_base64_encoded_len(png_len) > SC_FILES_DATA_URI_MAX);
+    sc_inputs_file_t scene = {png, png_len, SC_FMT_PNG, 400, 400, 1, -1};
+    sc_inputs_file_t product = {tiny, tiny_len, SC_FMT_PNG, 40, 30, 1, -1};
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "%s/v1/files/", test_fake_root);
+
+    char *json = NULL;
+    CHECK_EQ_INT(sc_inputs_kontext_files(&scene, &product, "p", "png", 0, 10, &json), 0);
+    cJSON *o = cJSON_Parse(json);
+    const char *u1 = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "input_image_1"));
+    const char *u2 = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "input_image_2"));
+    CHECK(u1 && strncmp(u1, prefix, strlen(prefix)) == 0);
+    CHECK(u2 && strncmp(u2, "data:image/png;base64,", 22) == 0);
+    cJSON_Delete(o);
+    free(json);
+    json = NULL;
+    CHECK_EQ_INT(file_posts(), 1);
+
+    /* decoded images (sc_inputs_kontext_ex): a noise scene of 800x800 as JPEG q90 is
+     * over the limit too */
+    sc_image_t noisy = SC_IMAGE_INIT;
+    CHECK_EQ_INT(sc_image_alloc(&noisy, 800, 800, 3), 0);
+    noise = random_bytes(800 * 800 * 3, 7);
+    memcpy(noisy.pixels, noise, 800 * 800 * 3);
+    free(noise);
+    CHECK_EQ_INT(sc_inputs_kontext_ex(&noisy, &small, NULL, 10, &json), 0);
+    o = cJSON_Parse(json);
+    u1 = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "input_image_1"));
+    CHECK(u1 && strncmp(u1, prefix, strlen(prefix)) == 0);
+    cJSON_Delete(o);
+    free(json);
+    json = NULL;
+    CHECK_EQ_INT(file_posts(), 2);
+
+    /* the Files API failing: -2 from both, *json NULL */
+    configure("{\"files_mode\": \"http500\"}");
+    CHECK_EQ_INT(sc_inputs_kontext_files(&scene, &product, "p", "png", 0, 10, &json), -2);
+    CHECK(json == NULL);
+    CHECK_EQ_INT(sc_inputs_kontext_ex(&noisy, &small, "p", 10, &json), -2);
+    CHECK(json == NULL);
+    configure("{}");
+    free(png);
+    free(tiny);
+    sc_image_free(&big);
+    sc_image_free(&small);
+    sc_image_free(&noisy);
+}
+
 int main(void)
 {
     char logdir[] = "/tmp/sc_files_test_XXXXXX";
@@ -242,6 +311,7 @@ int main(void)
     test_concurrent_same_bytes_one_upload();
     test_expiry_uploads_again();
     test_failures_are_api_errors();
+    test_kontext_inputs_blocking();
 
     sc_replicate_shutdown();
     sc_files_reset();

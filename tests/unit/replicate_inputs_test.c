@@ -229,8 +229,145 @@ static void test_kontext_files(void)
     sc_image_free(&big);
 }
 
+/* What kontext_json produced before the direct writer: the same object
+ * through cJSON_PrintUnformatted (the reference the writer must match). */
+static char *cjson_kontext(const char *scene, const char *product, const char *prompt,
+                           const char *output_format)
+{
+    static const char k_default[] =
+        "Place the product from the second image naturally into the scene of the first image, "
+        "keeping the scene unchanged";
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "prompt", prompt && *prompt ? prompt : k_default);
+    cJSON_AddStringToObject(o, "input_image_1", scene);
+    cJSON_AddStringToObject(o, "input_image_2", product);
+    cJSON_AddStringToObject(o, "aspect_ratio", "match_input_image");
+    cJSON_AddStringToObject(o, "output_format", output_format ? output_format : "png");
+    cJSON_AddNumberToObject(o, "safety_tolerance", 2);
+    char *t = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return t;
+}
+
+/* The writer's output parses to the expected object, keys in order. */
+static void check_kontext_object(const char *json, const char *scene, const char *product,
+                                 const char *prompt, const char *output_format)
+{
+    static const char *const keys[] = {"prompt",       "input_image_1", "input_image_2",
+                                       "aspect_ratio", "output_format", "safety_tolerance"};
+    cJSON *o = cJSON_Parse(json);
+    CHECK(cJSON_IsObject(o));
+    CHECK_EQ_INT(cJSON_GetArraySize(o), 6);
+    int k = 0;
+    for (const cJSON *c = o ? o->child : NULL; c && k < 6; c = c->next, k++)
+        CHECK_STR(c->string, keys[k]);
+    if (prompt && *prompt)
+        CHECK_STR(str(o, "prompt"), prompt);
+    else
+        CHECK(str(o, "prompt") && strstr(str(o, "prompt"), "second image") != NULL);
+    CHECK_STR(str(o, "input_image_1"), scene);
+    CHECK_STR(str(o, "input_image_2"), product);
+    CHECK_STR(str(o, "aspect_ratio"), "match_input_image");
+    CHECK_STR(str(o, "output_format"), output_format ? output_format : "png");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "safety_tolerance");
+    CHECK(cJSON_IsNumber(st) && st->valuedouble == 2);
+    cJSON_Delete(o);
+}
+
+static void test_kontext_json_writer(void)
+{
+    const char *scene = "data:image/jpeg;base64,/9j/4AAQSkZJRg+/==";
+    const char *product = "https://api.replicate.com/v1/files/abc/download?expiry=1&sig=x%2By";
+    /* prompts cJSON printed byte for byte the same way */
+    static const char *const same[] = {
+        "put the \"lamp\" on the desk",
+        "a back\\slash, a \\\" pair and a trailing \\",
+        "two\nlines\r\nand\ta tab",
+        "controls \x01\x02\x1f and DEL \x7f",
+        "caf\xc3\xa9 \xe2\x82\xac \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80",
+        "invalid UTF-8 goes as it is: \xff\xfe \xc3 \xed\xa0\x80",
+        "x",
+        "",
+        NULL,
+    };
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        char *json = NULL, *ref = cjson_kontext(scene, product, same[i], "jpg");
+        CHECK_EQ_INT(sc_inputs_kontext_json(scene, product, same[i], "jpg", &json), 0);
+        CHECK_STR(json, ref);
+        check_kontext_object(json, scene, product, same[i], "jpg");
+        free(json);
+        free(ref);
+    }
+    /* \b and \f: \u0008 / \u000c here, \b / \f from cJSON, the same string */
+    char *json = NULL;
+    CHECK_EQ_INT(sc_inputs_kontext_json(scene, product, "bs\b ff\f", NULL, &json), 0);
+    CHECK(json && strstr(json, "\"bs\\u0008 ff\\u000c\"") != NULL);
+    check_kontext_object(json, scene, product, "bs\b ff\f", NULL);
+    free(json);
+    /* image strings are escaped too, should one ever need it */
+    const char *odd = "data:x;\"q\"\\\n\x01";
+    CHECK_EQ_INT(sc_inputs_kontext_json(odd, odd, "p", "png", &json), 0);
+    check_kontext_object(json, odd, odd, "p", "png");
+    free(json);
+    /* a missing image string is refused */
+    json = (char *)"sentinel";
+    CHECK_EQ_INT(sc_inputs_kontext_json(NULL, product, "p", "png", &json), -1);
+    CHECK(json == NULL);
+
+    /* data URIs of ~340 KB and ~300 KB: byte for byte cJSON's */
+    size_t sizes[2] = {255000, 225000};
+    char *uri[2];
+    for (int k = 0; k < 2; k++) {
+        uint8_t *raw = malloc(sizes[k]);
+        uint32_t x = 2463534242u + (uint32_t)k;
+        for (size_t i = 0; i < sizes[k]; i++) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            raw[i] = (uint8_t)x;
+        }
+        const char *prefix = k ? "data:image/png;base64," : "data:image/jpeg;base64,";
+        uri[k] = malloc(strlen(prefix) + sc_base64_encoded_len(sizes[k]) + 1);
+        strcpy(uri[k], prefix);
+        sc_base64_encode(raw, sizes[k], uri[k] + strlen(prefix));
+        free(raw);
+    }
+    char *ref = cjson_kontext(uri[0], uri[1], "a \"big\" one", "png");
+    CHECK_EQ_INT(sc_inputs_kontext_json(uri[0], uri[1], "a \"big\" one", "png", &json), 0);
+    CHECK(json && ref && strlen(json) == strlen(ref) && strcmp(json, ref) == 0);
+    free(json);
+    free(ref);
+    free(uri[0]);
+    free(uri[1]);
+
+    /* random strings over the bytes near the escape rules, at every offset of
+     * the 8-byte scan: byte for byte cJSON's (\b and \f left out) */
+    static const unsigned char alphabet[] = {0x01, 0x09, 0x0a, 0x0d, 0x1f, ' ',  '!',  '"',  '#',
+                                             '[',  '\\', ']',  'a',  0x7f, 0x80, 0xa2, 0xdc, 0xff};
+    uint32_t x = 12345;
+    int mismatches = 0;
+    for (int n = 0; n < 3000; n++) {
+        char s[48];
+        size_t len = (size_t)(n % 40);
+        for (size_t i = 0; i < len; i++) {
+            x = x * 1103515245u + 12345u;
+            /* mostly plain bytes, so runs of 8+ happen */
+            s[i] = (x >> 16) % 4 ? 'A' + (char)((x >> 20) % 26)
+                                 : (char)alphabet[(x >> 8) % sizeof alphabet];
+        }
+        s[len] = '\0';
+        char *a = NULL, *r = cjson_kontext(s, "p", s, NULL);
+        if (sc_inputs_kontext_json(s, "p", s, NULL, &a) != 0 || !r || strcmp(a, r) != 0)
+            mismatches++;
+        free(a);
+        free(r);
+    }
+    CHECK_EQ_INT(mismatches, 0);
+}
+
 int main(void)
 {
+    test_kontext_json_writer();
     test_kontext_files();
     test_kontext_shape_and_downscale();
     test_scene_shape();
