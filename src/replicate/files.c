@@ -17,6 +17,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/oneshot.h"
 #include "replicate/base64.h"
 #include "replicate/client.h"
 
@@ -334,9 +335,7 @@ drop_source:
 
 /* sc_files_input's wait for its upload's answer. */
 typedef struct input_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
+    sc_oneshot_t done;
     int rc;
     char *url;
     char err[640];
@@ -345,15 +344,12 @@ typedef struct input_wait {
 static void on_input_done(int rc, const char *url, const char *err, void *ud)
 {
     input_wait_t *w = ud;
-    pthread_mutex_lock(&w->mu);
     w->rc = rc;
     w->url = url ? strdup(url) : NULL;
     if (rc == 0 && !w->url)
         w->rc = -1;
     snprintf(w->err, sizeof w->err, "%s", err ? err : (w->rc ? "out of memory" : ""));
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    sc_oneshot_signal(&w->done);
 }
 
 int sc_files_input(const uint8_t *bytes, size_t len, const char *mime, double timeout_s, char **out,
@@ -372,17 +368,11 @@ int sc_files_input(const uint8_t *bytes, size_t len, const char *mime, double ti
         return -1;
     }
     memcpy(copy, bytes, len);
-    input_wait_t w = {.done = false, .rc = -2};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
+    input_wait_t w = {.rc = -2};
+    sc_oneshot_init(&w.done);
     sc_files_upload_start(hash, mime, -1, copy, len, timeout_s, on_input_done, &w);
     /* every upload job ends (its deadline is timeout_s), so this wait is bounded */
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
+    sc_oneshot_wait(&w.done);
     if (w.rc != 0) {
         snprintf(err, errlen, "%s", w.err);
         free(w.url);

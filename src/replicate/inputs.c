@@ -7,7 +7,6 @@
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/oneshot.h"
 #include "image/codec.h"
 #include "image/format.h"
 #include "image/resize.h"
@@ -333,26 +333,20 @@ void sc_inputs_job_run(sc_inputs_job_t *j, double upload_timeout, sc_inputs_read
 
 /* The blocking caller's wait for ready; lives on its stack. */
 typedef struct job_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
+    sc_oneshot_t done;
     int rc;
     char *json;
 } job_wait_t;
 
 /* ready of a blocking run: on the I/O thread, or before sc_inputs_job_run
- * returns. Signals under the lock: once it is released the waiter may return
- * and w is gone. */
+ * returns. */
 static void on_job_ready(int rc, char *json, const char *err, void *ud)
 {
     job_wait_t *w = ud;
     (void)err; /* on_part_uploaded logged it */
-    pthread_mutex_lock(&w->mu);
     w->rc = rc;
     w->json = json;
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    sc_oneshot_signal(&w->done);
 }
 
 /* Runs j (consumed) and waits for its JSON. Never on the I/O thread (it
@@ -360,16 +354,10 @@ static void on_job_ready(int rc, char *json, const char *err, void *ud)
  * is bounded. Returns 0, -1 or -2 as sc_inputs_job_run's ready. */
 static int job_wait(sc_inputs_job_t *j, double upload_timeout, char **json)
 {
-    job_wait_t w = {.done = false, .rc = -1};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
+    job_wait_t w = {.rc = -1};
+    sc_oneshot_init(&w.done);
     sc_inputs_job_run(j, upload_timeout, on_job_ready, &w);
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
+    sc_oneshot_wait(&w.done);
     if (w.rc != 0) {
         free(w.json);
         return w.rc == -2 ? -2 : -1;
