@@ -32,6 +32,18 @@ def spool_metrics(srv):
     return {n.replace("scenecomp_upload_", ""): metric(text, n) for n in names}
 
 
+def spool_metrics_settled(srv, timeout=5.0):
+    """spool_metrics once the server has closed its spool files: a request's
+    files close when libmicrohttpd ends the request, which can come just after
+    the client has read the whole answer."""
+    deadline = time.time() + timeout
+    m = spool_metrics(srv)
+    while (m["spool_files"] or deleted_fds(srv.proc.pid)) and time.time() < deadline:
+        time.sleep(0.05)
+        m = spool_metrics(srv)
+    return m
+
+
 def deleted_fds(pid):
     """Descriptors of pid that point at deleted files (spooled uploads)."""
     n = 0
@@ -91,7 +103,7 @@ def test_pil_output_identical_whatever_is_spooled(server):
         assert r.status_code == 200, r.text
         assert r.headers["X-Composite-Method"] == "pil"
         outs[spool] = r.content
-        m = spool_metrics(srv)
+        m = spool_metrics_settled(srv)
         assert m["spooled_total"] == want_spooled, (spool, m)
         assert m["spool_files"] == 0 and m["spool_bytes"] == 0 and m["spool_errors_total"] == 0, m
         assert deleted_fds(srv.proc.pid) == 0
@@ -179,7 +191,7 @@ def test_spool_write_failure_is_a_503(server):
     body = assert_error(r, 503, "service_unavailable")
     assert "scene" in body["error"]["message"], body
     assert requests.get(srv.url("/health"), timeout=10).status_code == 200
-    m = spool_metrics(srv)
+    m = spool_metrics_settled(srv)
     assert m["spool_errors_total"] >= 1 and m["spool_files"] == 0 and m["spool_bytes"] == 0, m
     assert deleted_fds(srv.proc.pid) == 0
     assert stray_files(srv) == []
