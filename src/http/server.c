@@ -27,7 +27,14 @@
 
 #define SC_HTTP_CONNECTION_LIMIT 4096 /* above MAX_CONCURRENT_KONTEXT: each holds a connection */
 #define SC_HTTP_IDLE_TIMEOUT 60
-#define SC_HTTP_MEMORY_LIMIT (128 * 1024)
+/* Each connection's libmicrohttpd memory (its read buffer, request headers,
+ * response head). Up to 32 KiB libmicrohttpd takes it with malloc; above, with
+ * mmap, and the munmap at every connection's end flushes the TLB of every CPU
+ * the process runs on: at 128 KiB that was a third of the connection
+ * threads' CPU in a Kontext burst (MHD-worker 2.2-2.3 -> 1.5-1.7 ms per
+ * request at 32 KiB). The front door (door.c) keeps request heads within what
+ * this holds. */
+#define SC_HTTP_MEMORY_LIMIT (32 * 1024)
 #define SC_HTTP_BUSY_RETRY_AFTER "1" /* seconds, on a 503 server_busy */
 
 static struct MHD_Daemon *g_daemon;

@@ -194,7 +194,12 @@ def one_json_response(data):
     (b"GET /health HTTP/2.0\r\nHost: t\r\n\r\n", 505, "http_version_not_supported"),
     (b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 200000 + b"\r\n\r\n", 431,
      "headers_too_large"),
-], ids=["cl-negative", "cl-huge", "cl-junk", "http2", "huge-head"])
+    (b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 16400 + b"\r\n\r\n", 431,
+     "headers_too_large"),
+    (b"GET /health HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(100))
+     + b"\r\n", 431, "headers_too_large"),
+], ids=["cl-negative", "cl-huge", "cl-junk", "http2", "huge-head", "head-over-16k",
+        "101-header-lines"])
 def test_malformed_heads_get_one_json_answer(server, request_bytes, status, code):
     srv = server()
     data, closed = raw_exchange(srv.port, request_bytes)
@@ -202,6 +207,34 @@ def test_malformed_heads_get_one_json_answer(server, request_bytes, status, code
     assert (got_status, got_code) == (status, code)
     assert headers.get("connection") == "close" and closed
     assert requests.get(srv.url("/health"), timeout=10).status_code == 200
+
+
+def head_at_the_limits(request_line, extra=b""):
+    """A request head just inside the door's limits (16 KiB, 100 header lines):
+    what the door passes, libmicrohttpd's 32 KiB connection memory must hold."""
+    fixed = request_line + b"Host: t\r\n" + extra
+    lines = 100 - 1 - extra.count(b"\r\n")
+    room = 16 * 1024 - 200 - len(fixed)  # under the limit, whatever the body's framing
+    per = room // lines - len(b"X-H00: \r\n")
+    return fixed + b"".join(b"X-H%02d: %s\r\n" % (i, b"v" * per) for i in range(lines)) + b"\r\n"
+
+
+def test_a_head_at_the_limits_is_served(server):
+    srv = server()
+    head = head_at_the_limits(b"GET /health HTTP/1.1\r\n", b"Connection: close\r\n")
+    assert 15 * 1024 < len(head) < 16 * 1024 and head.count(b"\r\n") == 102, len(head)
+    data, _ = raw_exchange(srv.port, head)
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    # and an upload behind such a head: the body streams through the same memory
+    body = multipart_body(100_000)
+    head = head_at_the_limits(b"POST /api/composite HTTP/1.1\r\n",
+                              b"Connection: close\r\nContent-Type: multipart/form-data; boundary="
+                              + BOUNDARY + b"\r\nContent-Length: %d\r\n" % len(body))
+    data, _ = raw_exchange(srv.port, head + body, timeout=30)
+    resps, _ = parse_responses(data)
+    assert len(resps) == 1, data[:300]
+    status, _, answer = resps[0]
+    assert status == 200 and json.loads(answer)["method"] == "pil", data[:300]
 
 
 # ==== Request smuggling ====
