@@ -298,7 +298,7 @@ typedef struct answer {
 
 /* The scene's colour profile (kept for the encode), from the encoded upload
  * (no decode: issue 11). Returns 0, or -1 out of memory. */
-static int keying_inputs(sc_http_conn_t *c)
+static int scene_profile(sc_http_conn_t *c)
 {
     size_t icc_len = 0;
     if (sc_icc_extract(field_bytes(&c->f_scene), field_len(&c->f_scene), &c->scene_icc, &icc_len) <
@@ -896,6 +896,7 @@ static void kontext_inputs_ready(int rc, char *json, const char *err, void *ud)
     kontext_start_failed(c, SC_REP_API_ERROR, why);
 }
 
+/* Called by process with the uploads held; releases them on every path. */
 static enum MHD_Result start_kontext(sc_http_conn_t *c)
 {
     if (c->cfg->replicate_api_token[0] == '\0')
@@ -956,10 +957,9 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
     sc_inputs_file_t in[2];
     const sc_http_field_t *fs[2] = {&c->f_scene, &c->f_product};
     const sc_image_info_t *is[2] = {&c->probe.scene, &c->probe.product};
-    /* Held only until the inputs are prepared: an upload they need reads
-     * the spool file itself, and the wait that follows holds the spool
-     * files, not their bytes. */
-    int mrc = uploads_hold(c);
+    /* The uploads are held (process) only until the inputs are prepared:
+     * an upload they need reads the spool file itself, and the wait that
+     * follows holds the spool files, not their bytes. */
     for (int i = 0; i < 2; i++)
         in[i] = (sc_inputs_file_t){.bytes = field_bytes(fs[i]),
                                    .len = field_len(fs[i]),
@@ -969,10 +969,10 @@ static enum MHD_Result start_kontext(sc_http_conn_t *c)
                                    .orientation = is[i]->orientation,
                                    .fd = fs[i]->spool ? sc_spool_fd(fs[i]->spool) : -1};
     sc_inputs_job_t *ij = NULL;
-    int irc = slot && mrc == 0 ? sc_inputs_kontext_prepare(&in[0], &in[1], prompt,
-                                                           c->format == SC_FMT_JPEG ? "jpg" : "png",
-                                                           c->cfg->max_image_pixels, &ij)
-                               : -1;
+    int irc = slot ? sc_inputs_kontext_prepare(&in[0], &in[1], prompt,
+                                               c->format == SC_FMT_JPEG ? "jpg" : "png",
+                                               c->cfg->max_image_pixels, &ij)
+                   : -1;
     uploads_release(c);
     if (irc == 0 && !sc_inputs_job_pending(ij)) {
         irc = sc_inputs_job_json(ij, &json); /* frees ij */
@@ -1319,7 +1319,7 @@ static enum MHD_Result admit(sc_http_conn_t *c, sc_route_t *route_out, bool *go)
                          c->cfg->max_image_pixels, &c->params, &c->probe, &why) != 0)
         return image_error(c, &why);
     t_decode = sc_clock_mono() - t_decode;
-    if (keying_inputs(c) != 0)
+    if (scene_profile(c) != 0)
         return sc_http__send_error(c->mhd, 503, "service_unavailable",
                                    "out of memory reading the colour profiles");
     enum MHD_Result mr = MHD_YES;
@@ -1495,7 +1495,7 @@ static int inputs_load(sc_http_conn_t *c)
                          field_bytes(&c->f_product), field_len(&c->f_product),
                          c->cfg->max_image_pixels, &c->params, &c->probe, &why) != 0)
         return -1;
-    if (keying_inputs(c) != 0)
+    if (scene_profile(c) != 0)
         return -1;
     /* the mask, when the request had one */
     inputs_path(c, "mask", path, sizeof path);
