@@ -3,7 +3,7 @@
 
     kontext_scale.py --port P --pid SERVER_PID --scene S.jpg --product P.png
                      [--n 1000] [--delay-s 5] [--fake-port F] [--ramp-s R]
-                     [--distinct-scenes | --distinct-pixels] [--stage NAME]
+                     [--distinct-scenes | --distinct-pixels] [--stage NAME] [--dump F]
 
 Opens N connections to scenecomp (asyncio, one process, no thread per request),
 sends N POST /api/composite (format=jpeg, Accept: image/jpeg) at once (or, with
@@ -37,6 +37,9 @@ Prints one line:
 sent_* = from a request's start until its last byte was handed to the kernel (the
 client's write queue plus the server reading it); client_cpu_share = the client's
 CPU seconds / wall seconds (1.0 = the client saturated one core).
+
+--dump F writes one line per request (index, start s after the first, response ms,
+status): where in the run the slow ones started (a cold start, a stall).
 
 added = response time - the fake's delay (the time a request costs beyond the
 model itself). Exit status 1 when any request did not complete with method kontext.
@@ -156,7 +159,7 @@ async def one(port, req, results, sent, i, ready, go, ramp_s=0.0, n=1):
         await r.readexactly(n)
         dt = time.monotonic() - t0
         results[i] = (code, hdr.get("x-composite-method", "?")
-                      + ("/fallback" if hdr.get("x-composite-fallback") == "true" else ""), dt)
+                      + ("/fallback" if hdr.get("x-composite-fallback") == "true" else ""), dt, t0)
     except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
         results[i] = ("io", repr(e), time.monotonic() - t0)
     finally:
@@ -198,6 +201,7 @@ async def main():
     ap.add_argument("--distinct-pixels", action="store_true",
                     help="every scene re-encoded with its own pixels (defeats any cache)")
     ap.add_argument("--stage", default="", help="stage name (default kontext_N[_rampRs])")
+    ap.add_argument("--dump", default="", help="write one line per request: index, start s, latency ms, status")
     a = ap.parse_args()
 
     head, scene, tail = body_parts(a.scene, a.product)
@@ -241,6 +245,11 @@ async def main():
                 fake_max = json.load(f).get("max_inflight", -1)
         except (OSError, ValueError):
             pass
+    if a.dump:
+        with open(a.dump, "w") as f:
+            for i, r in enumerate(results):
+                if r:
+                    f.write(f"{i} {r[3] - t0 if len(r) > 3 else -1:.4f} {r[2] * 1000:.1f} {r[0]}\n")
     ok = [r for r in results if r and r[0] == 200 and r[1] == "kontext"]
     fb = [r for r in results if r and r[0] == 200 and r[1].endswith("/fallback")]
     errs = [r for r in results if not (r and r[0] == 200)]

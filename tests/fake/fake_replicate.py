@@ -15,6 +15,7 @@ chosen per test through a control API (not under /v1, no auth):
     POST /_control/config   JSON object merged into the config (see DEFAULTS)
     POST /_control/reset    config back to the CLI defaults, stats and predictions cleared
     GET  /_control/stats    counters, max predictions in flight, every request recorded,
+                            the output images encoded so far ("WxH.fmt"),
                             last_input (the input object of the last create)
 
 Modes (config "mode"): ok, slow, failed, http500, rate429, malformed_json,
@@ -160,6 +161,19 @@ def image_bytes(width, height, fmt):
             _IMG_CACHE[key] = (ctype, data)
             _IMG_MAKING.pop(key, None)
     return ctype, data
+
+
+def image_bytes_ahead(width, height, fmt):
+    """Starts image_bytes(width, height, fmt) on a thread of its own unless that image
+    is cached or being made. Called at create: the real service's output exists when
+    its prediction succeeds, so the first download of a size must not wait for the
+    fake to encode it (a 1080p PNG is ~120 ms of this process's CPU, which stalled
+    every prediction finishing in that window)."""
+    key = (width, height, fmt)
+    with _IMG_LOCK:
+        if key in _IMG_CACHE or key in _IMG_MAKING:
+            return
+    threading.Thread(target=image_bytes, args=key, daemon=True).start()
 
 
 _URI_CACHE = {}
@@ -1117,6 +1131,8 @@ class Handler(BaseHTTPRequestHandler):
             STATE.counters["creates"] += 1
             n = STATE.inflight(time.time())
             STATE.counters["max_inflight"] = max(STATE.counters["max_inflight"], n)
+        if p.override == "__none__":
+            image_bytes_ahead(p.out_w, p.out_h, p.fmt)
         headers = {"ratelimit-remaining": "599", "ratelimit-reset": "1"}
         prefer = self.headers.get("Prefer")
         if prefer is not None and cfg["honor_prefer"]:
@@ -1298,6 +1314,8 @@ class Handler(BaseHTTPRequestHandler):
                                 for fid, f in STATE.files.items()}
                 out["requests"] = list(STATE.requests)
                 out["last_input"] = STATE.last_input
+            with _IMG_LOCK:
+                out["output_images"] = sorted("%dx%d.%s" % k for k in _IMG_CACHE)
                 out["mode"] = STATE.cfg["mode"]
             return self._send(200, out)
         return self._send(404, {"error": "unknown control route"})

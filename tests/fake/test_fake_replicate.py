@@ -163,6 +163,21 @@ def test_async_create_object_and_polling(fake):
     assert st == 404
 
 
+def test_output_image_is_made_while_the_prediction_runs(fake):
+    # The real service's output exists when its prediction succeeds: the fake
+    # encodes it from the create on, so no download waits for the encode.
+    fake.configure(delay_ms=60000, output_width=321, output_height=123)
+    st, _, p = fake.api("POST", KONTEXT, kontext_input())
+    assert st == 201
+    for _ in range(200):
+        s = fake.stats()
+        if "321x123.png" in s["output_images"]:
+            break
+        time.sleep(0.05)
+    assert "321x123.png" in s["output_images"]
+    assert s["downloads"] == 0 and s["predictions"][p["id"]] != "succeeded"
+
+
 def test_prefer_wait_holds_until_done(fake):
     fake.configure(delay_ms=500)
     t0 = time.time()
