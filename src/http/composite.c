@@ -1380,7 +1380,7 @@ static enum MHD_Result admit(sc_http_conn_t *c, sc_route_t *route_out, bool *go)
     snprintf(rec->format, sizeof rec->format, "%s", sc_format_name(c->format));
     snprintf(rec->webhook_url, sizeof rec->webhook_url, "%s", webhook ? webhook : "");
     rec->respond_async = c->async;
-    if ((c->async && inputs_save(c) != 0) || sc_http__record_save_start(c) != 0) {
+    if ((c->async && inputs_save(c) != 0) || sc_http__record_save_start(c, key != NULL) != 0) {
         /* An async client can only learn the outcome from the record. */
         inputs_remove(c);
         free(c->rec);

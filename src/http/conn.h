@@ -204,8 +204,9 @@ bool sc_http__durable_track(sc_http_conn_t *c);
 void sc_http__durable_done(int err, void *c);
 /* The write-ahead gate of a Kontext start (records.c): a ticket that
  * completes once a metrics save covering the start just counted is durable
- * (sc_metrics_flush_ticket), for the Replicate job's opts.gate; NULL when
- * there is no committer (the caller then flushes synchronously). */
+ * (sc_metrics_start_gate: often at once, within a burst's reservation), for
+ * the Replicate job's opts.gate; NULL when there is no committer (the caller
+ * then flushes synchronously). */
 sc_durable_ticket_t *sc_http__count_gate(void);
 
 /* Compute pool (pool.c): nthreads threads running queued fn(arg), FIFO. */
@@ -309,8 +310,9 @@ enum MHD_Result sc_http__serve_output(sc_http_conn_t *c, const char *subdir, con
  * and queues the webhook. */
 int sc_http__record_save(const sc_http_conn_t *c);
 /* The same through the group committer, not waited for: the start record of
- * a sync composite (an async one's is written before its 202), an async
- * one's prediction id (sc_http__record_save_interim). Failures are logged. */
+ * a keyed sync composite (an async one's is written before its 202), an
+ * async one's prediction id (sc_http__record_save_interim). Failures are
+ * logged. */
 void sc_http__record_save_bg(const sc_http_conn_t *c);
 /* An interim state of the record (the prediction id, on the Replicate I/O
  * thread). An async composite's is queued at once: a restart resumes its
@@ -322,9 +324,14 @@ void sc_http__record_save_bg(const sc_http_conn_t *c);
  * it unwritten (one file write and one replaced file less per request). */
 #define SC_HTTP_INTERIM_DELAY_S 5.0
 void sc_http__record_save_interim(const sc_http_conn_t *c);
-/* The start record: an async composite's synchronously (its 202 follows),
- * a sync one's queued (sc_http__record_save_bg, 0). 0 or -1. */
-int sc_http__record_save_start(const sc_http_conn_t *c);
+/* The start record: an async composite's synchronously (its 202 follows).
+ * A sync one's is queued (sc_http__record_save_bg) when keyed (an
+ * Idempotency-Key repeat, maybe on another instance, answers from the record
+ * while the first runs), else deferred like an interim state: its client
+ * learns the id only from the answer, and a sync composite that ends within
+ * SC_HTTP_INTERIM_DELAY_S (every PIL one) then writes one record, not two.
+ * Returns 0 or -1. */
+int sc_http__record_save_start(const sc_http_conn_t *c, bool keyed);
 /* The output image: tracked (answered once durable) in c's own pool job,
  * queued untracked for detached work, written synchronously with no
  * committer. 0 or -1 (nothing written or queued). */

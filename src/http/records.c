@@ -160,10 +160,14 @@ void sc_http__record_save_interim(const sc_http_conn_t *c)
     sc_http__record_save_bg(c);
 }
 
-int sc_http__record_save_start(const sc_http_conn_t *c)
+int sc_http__record_save_start(const sc_http_conn_t *c, bool keyed)
 {
     if (c->async)
         return sc_http__record_save(c);
+    sc_durable_t *d = sc_durable_global();
+    if (!keyed && d &&
+        sc_record_save_deferred(d, c->cfg->output_dir, c->rec, SC_HTTP_INTERIM_DELAY_S) == 0)
+        return 0;
     sc_http__record_save_bg(c);
     return 0;
 }
@@ -185,7 +189,7 @@ int sc_http__output_save(sc_http_conn_t *c, const void *data, size_t len)
 sc_durable_ticket_t *sc_http__count_gate(void)
 {
     sc_durable_ticket_t *t = sc_durable_ticket_new(sc_replicate_wake);
-    if (t && sc_metrics_flush_ticket(t) == 0)
+    if (t && sc_metrics_start_gate(t) == 0)
         return t;
     sc_durable_ticket_unref(t);
     return NULL;

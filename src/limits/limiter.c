@@ -146,7 +146,7 @@ static double hour_wait(sc_limits_store_t *s, double now, int cap)
 {
     if (!s || !s->export_state || cap <= 0)
         return -1;
-    cJSON *st = s->export_state(s, now);
+    cJSON *st = s->export_state(s, now, 0);
     const cJSON *win = cJSON_GetObjectItemCaseSensitive(st, "hour_window");
     const cJSON *it;
     if (!cJSON_IsArray(win)) { /* out of memory, or a store with another shape */

@@ -353,7 +353,7 @@ static bool mem_available(sc_limits_store_t *s)
 
 /* {"hour_window": [[second, starts], ...] (wall seconds, oldest first),
  *  "date": "YYYY-MM-DD", "day_count": n}. Caller owns the result; NULL on out of memory. */
-static cJSON *mem_export(sc_limits_store_t *s, double now)
+static cJSON *mem_export(sc_limits_store_t *s, double now, long long reserved)
 {
     limits_memory_t *m = (limits_memory_t *)s;
     double *copy = NULL;
@@ -401,6 +401,21 @@ static cJSON *mem_export(sc_limits_store_t *s, double now)
         cJSON_AddItemToArray(pair, t);
         cJSON_AddItemToArray(pair, c);
         i = j;
+    }
+    if (reserved > 0) { /* after every real start: the window stays in order */
+        cJSON *pair = cJSON_CreateArray();
+        cJSON *t = cJSON_CreateNumber(ceil(now) + 1);
+        cJSON *c = cJSON_CreateNumber((double)reserved);
+        if (pair)
+            cJSON_AddItemToArray(arr, pair);
+        if (!pair || !t || !c) {
+            cJSON_Delete(t);
+            cJSON_Delete(c);
+            goto fail;
+        }
+        cJSON_AddItemToArray(pair, t);
+        cJSON_AddItemToArray(pair, c);
+        count += reserved;
     }
     sc_clock_utc_date((time_t)day * 86400, date);
     if (!cJSON_AddStringToObject(o, "date", date) ||

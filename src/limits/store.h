@@ -93,8 +93,12 @@ struct sc_limits_store {
     /* false while the store cannot answer (Redis unreachable). */
     bool (*available)(sc_limits_store_t *s);
     /* Persistence: the hour window and day counter as JSON (caller owns the
-     * result); import replaces them. NULL for stores that persist themselves. */
-    cJSON *(*export_state)(sc_limits_store_t *s, double now);
+     * result); import replaces them. NULL for stores that persist themselves.
+     * reserved: starts not made yet that the export already counts, as starts
+     * in the second after now (they may come up to a second later: restored,
+     * they must not leave the hour early), the metrics file's write-ahead
+     * reservation (metrics.h); 0 for the state as it is. */
+    cJSON *(*export_state)(sc_limits_store_t *s, double now, long long reserved);
     int (*import_state)(sc_limits_store_t *s, const cJSON *state, double now);
     /* Zeroes the hour window and day counter (admin reset); in-flight slots stay. */
     void (*reset)(sc_limits_store_t *s);

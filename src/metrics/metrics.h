@@ -90,5 +90,12 @@ int sc_metrics_flush(void);
  * waiters; the caller does not wait. Returns 0 (t will complete), or -1 when
  * there is no committer or metrics are not initialised (then sc_metrics_flush). */
 int sc_metrics_flush_ticket(sc_durable_ticket_t *t);
+/* The write-ahead gate of one Kontext start, counted (limiter take) before
+ * this call: t completes once a durable save covers it, at once when the
+ * newest save's reservation does (persist.c: each such save also counts up
+ * to 64 starts to come, the starts of the last second, so that a burst
+ * shares a few saves; a crash over-counts at most that many). Returns 0
+ * (t will complete), or -1 as sc_metrics_flush_ticket. */
+int sc_metrics_start_gate(sc_durable_ticket_t *t);
 
 #endif

@@ -30,8 +30,11 @@
 #define FILE_V1_REASONS SC_FB_CIRCUIT_OPEN
 
 /* g_io_mu orders whole saves so an older copy never overwrites a newer one;
- * the writer flags are guarded by sc_metrics__mu. */
+ * the writer flags are guarded by sc_metrics__mu. Lock order: g_io_mu, then
+ * g_flush_mu (the group-committed flushes and the write-ahead reservation,
+ * below), then sc_metrics__mu. */
 static pthread_mutex_t g_io_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t g_flush_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cond;
 static pthread_t g_thread;
 static int g_running; /* writer thread started */
@@ -144,17 +147,28 @@ done:
     return text;
 }
 
+static long long reservation_locked(double now, bool grow, long long *upto);
+
 /* The file's text from a copy of the state (caller holds g_io_mu; clears
- * g_dirty, which save_done sets again on failure). NULL when out of memory
- * or before init. */
-static char *snapshot_locked(double now)
+ * g_dirty, which save_done sets again on failure). grow: the save may make a
+ * new write-ahead reservation (a start gate's save); *upto (may be NULL) gets
+ * the starts it covers. NULL when out of memory or before init. */
+static char *snapshot_locked(double now, bool grow, long long *upto)
 {
     metrics_state_t *copy = malloc(sizeof *copy);
     sc_limits_store_t *store, *scene_store;
     cJSON *limiter = NULL, *scene_limiter = NULL;
     char *text = NULL;
+    long long covered;
     if (!copy || !g_path[0])
         goto done;
+    /* Decided before the export reads the store: the starts made in between
+     * are exported too, so the file covers at least `covered`. */
+    pthread_mutex_lock(&g_flush_mu);
+    long long reserved = reservation_locked(now, grow, &covered);
+    pthread_mutex_unlock(&g_flush_mu);
+    if (upto)
+        *upto = covered;
     pthread_mutex_lock(&sc_metrics__mu);
     *copy = sc_metrics__st;
     store = sc_metrics__store;
@@ -162,12 +176,12 @@ static char *snapshot_locked(double now)
     g_dirty = 0;
     pthread_mutex_unlock(&sc_metrics__mu);
     if (store && store->export_state) {
-        limiter = store->export_state(store, now);
+        limiter = store->export_state(store, now, reserved);
         if (!limiter)
             goto done;
     }
     if (scene_store && scene_store->export_state) {
-        scene_limiter = scene_store->export_state(scene_store, now);
+        scene_limiter = scene_store->export_state(scene_store, now, 0);
         if (!scene_limiter)
             goto done;
     }
@@ -207,7 +221,7 @@ int sc_metrics__save_now(double now)
         pthread_mutex_unlock(&g_io_mu);
         return -1;
     }
-    char *text = snapshot_locked(now);
+    char *text = snapshot_locked(now, false, NULL);
     int err = !text ? ENOMEM : sc_fs_write_atomic(g_path, text, strlen(text)) != 0 ? errno : 0;
     save_done(err);
     pthread_mutex_unlock(&g_io_mu);
@@ -230,16 +244,71 @@ int sc_metrics_flush(void)
 typedef struct waiter {
     struct waiter *next;
     sc_durable_ticket_t *t;
+    long long seq; /* a start gate's start (LLONG_MAX: a plain flush) */
 } waiter_t;
 
 typedef struct flush_job {
     waiter_t *covered;
+    long long upto; /* the starts its save covers, reservation included */
+    double at;      /* when its snapshot was taken */
     bool io_locked;
 } flush_job_t;
 
-static pthread_mutex_t g_flush_mu = PTHREAD_MUTEX_INITIALIZER;
 static waiter_t *g_waiters;
 static bool g_flush_queued;
+
+/* ---- The write-ahead reservation (issue 11) ----
+ * A Kontext start's create may leave once a save that counts it is durable
+ * (sc_metrics_start_gate). Each such save also counts, as starts in the
+ * second after it, a reservation: the starts of the last second minus one,
+ * at most RESERVE_MAX. The starts it covers then open at once, with no save
+ * of their own, for up to a second and within the same UTC day. Every later
+ * save keeps counting what was reserved and not yet started, and the last
+ * save at shutdown is exact. After a crash the restarted process counts at
+ * most the reservation more than really started: the limits err on the safe
+ * side. A lone start reserves nothing, so a quiet service's file stays exact.
+ * All under g_flush_mu. */
+#define RESERVE_MAX 64
+#define RESERVE_SECONDS 1.0
+
+static long long g_seq;                   /* starts gated so far */
+static long long g_promised;              /* the most starts a save has covered */
+static long long g_durable;               /* the same for the newest durable save ... */
+static double g_durable_at;               /* ... and when its snapshot was taken */
+static long g_rate_sec;                   /* the whole second of g_rate_now */
+static long long g_rate_now, g_rate_prev; /* starts in it and in the one before */
+static bool g_exact;                      /* shutdown: no start can come any more */
+
+static void rate_roll(double now)
+{
+    long sec = (long)floor(now);
+    if (sec != g_rate_sec) {
+        g_rate_prev = sec == g_rate_sec + 1 ? g_rate_now : 0;
+        g_rate_now = 0;
+        g_rate_sec = sec;
+    }
+}
+
+/* The starts a save at now must count beyond those made (caller holds
+ * g_flush_mu and g_io_mu, so saves decide in the order they land): what
+ * earlier saves covered, and with grow a new reservation. *upto gets the
+ * starts the save covers. */
+static long long reservation_locked(double now, bool grow, long long *upto)
+{
+    long long want = g_seq;
+    if (!g_exact) {
+        if (grow) {
+            rate_roll(now);
+            long long r = (g_rate_now > g_rate_prev ? g_rate_now : g_rate_prev) - 1;
+            want += r < 0 ? 0 : r > RESERVE_MAX ? RESERVE_MAX : r;
+        }
+        if (g_promised > want)
+            want = g_promised;
+        g_promised = want;
+    }
+    *upto = want;
+    return want - g_seq;
+}
 
 static void complete_waiters(waiter_t *w, int err)
 {
@@ -255,14 +324,15 @@ static void complete_waiters(waiter_t *w, int err)
 static int flush_produce(void *ud, char **data, size_t *len)
 {
     flush_job_t *fj = ud;
+    pthread_mutex_lock(&g_io_mu);
+    fj->io_locked = true;
     pthread_mutex_lock(&g_flush_mu);
     fj->covered = g_waiters;
     g_waiters = NULL;
     g_flush_queued = false;
     pthread_mutex_unlock(&g_flush_mu);
-    pthread_mutex_lock(&g_io_mu);
-    fj->io_locked = true;
-    *data = snapshot_locked(sc_clock_wall());
+    fj->at = sc_clock_wall();
+    *data = snapshot_locked(fj->at, true, &fj->upto);
     if (!*data)
         return ENOMEM;
     *len = strlen(*data);
@@ -272,24 +342,43 @@ static int flush_produce(void *ud, char **data, size_t *len)
 static void flush_done(int err, void *ud)
 {
     flush_job_t *fj = ud;
+    waiter_t *opened = NULL;
     if (fj->io_locked) {
         save_done(err);
+        pthread_mutex_lock(&g_flush_mu);
+        if (!err && fj->upto >= g_durable) {
+            g_durable = fj->upto;
+            g_durable_at = fj->at;
+            /* the gates that came after its snapshot and are within it */
+            for (waiter_t **p = &g_waiters; *p;) {
+                waiter_t *w = *p;
+                if (w->seq <= g_durable) {
+                    *p = w->next;
+                    w->next = opened;
+                    opened = w;
+                } else {
+                    p = &w->next;
+                }
+            }
+        }
+        pthread_mutex_unlock(&g_flush_mu);
         pthread_mutex_unlock(&g_io_mu);
     }
     complete_waiters(fj->covered, err);
+    complete_waiters(opened, 0);
     free(fj);
 }
 
-int sc_metrics_flush_ticket(sc_durable_ticket_t *t)
+/* Queues t (a start gate's seq, or LLONG_MAX) for the next save. */
+static int wait_for_save(sc_durable_ticket_t *t, long long seq)
 {
     sc_durable_t *d = sc_durable_global();
-    if (!d || !g_path[0])
-        return -1;
     waiter_t *w = malloc(sizeof *w);
     if (!w)
         return -1;
     sc_durable_ticket_ref(t);
     w->t = t;
+    w->seq = seq;
     pthread_mutex_lock(&g_flush_mu);
     w->next = g_waiters;
     g_waiters = w;
@@ -310,6 +399,31 @@ int sc_metrics_flush_ticket(sc_durable_ticket_t *t)
     pthread_mutex_unlock(&g_flush_mu);
     int rc = sc_metrics_flush();
     complete_waiters(all, rc == 0 ? 0 : EIO);
+    return 0;
+}
+
+int sc_metrics_flush_ticket(sc_durable_ticket_t *t)
+{
+    if (!sc_durable_global() || !g_path[0])
+        return -1;
+    return wait_for_save(t, LLONG_MAX);
+}
+
+int sc_metrics_start_gate(sc_durable_ticket_t *t)
+{
+    if (!sc_durable_global() || !g_path[0])
+        return -1;
+    double now = sc_clock_wall();
+    pthread_mutex_lock(&g_flush_mu);
+    long long seq = ++g_seq;
+    rate_roll(now);
+    g_rate_now++;
+    bool open = seq <= g_durable && now - g_durable_at < RESERVE_SECONDS &&
+                sc_metrics__day_of(now) == sc_metrics__day_of(g_durable_at);
+    pthread_mutex_unlock(&g_flush_mu);
+    if (!open)
+        return wait_for_save(t, seq);
+    sc_durable_ticket_complete(t, 0);
     return 0;
 }
 
@@ -587,6 +701,13 @@ int sc_metrics_init_with_scenes(const sc_config_t *cfg, sc_limits_store_t *store
         sc_log_error("[Metrics] LOGS_DIR path too long");
         return -1;
     }
+    pthread_mutex_lock(&g_flush_mu);
+    g_seq = g_promised = g_durable = 0;
+    g_durable_at = 0;
+    g_rate_sec = 0;
+    g_rate_now = g_rate_prev = 0;
+    g_exact = false;
+    pthread_mutex_unlock(&g_flush_mu);
     pthread_mutex_lock(&sc_metrics__mu);
     sc_metrics__state_zero(&sc_metrics__st, now);
     sc_metrics__cfg = cfg;
@@ -639,6 +760,9 @@ void sc_metrics_shutdown(void)
     if (!running)
         return;
     pthread_join(g_thread, NULL);
+    pthread_mutex_lock(&g_flush_mu);
+    g_exact = true; /* every start is over: the last file counts only real ones */
+    pthread_mutex_unlock(&g_flush_mu);
     sc_metrics__save_now(sc_clock_wall());
     pthread_mutex_lock(&sc_metrics__mu);
     g_running = 0;

@@ -149,7 +149,7 @@ static void test_export_import(void)
     for (int i = 0; i < 5; i++)
         CHECK_EQ_INT(sc_test_take(a, t0 + i * 1000, &caps), SC_LIMIT_OK);
     double now = t0 + 4000.5; /* starts at t0 and t0+... : t0 has expired */
-    cJSON *st = a->export_state(a, now);
+    cJSON *st = a->export_state(a, now, 0);
     CHECK(st != NULL);
     CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(st, "date")), "2026-03-01");
     CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(st, "hour_window")), 4);
@@ -157,6 +157,20 @@ static void test_export_import(void)
     CHECK_EQ_INT(counts(b, now).last_hour, 4);
     CHECK_EQ_INT(counts(b, now).today, 5);
     CHECK_EQ_INT(counts(b, now).in_flight, 0); /* slots are not persisted */
+    /* a reservation is exported as starts in the next second, counted by an import */
+    cJSON *rs = a->export_state(a, now, 7);
+    CHECK(rs != NULL);
+    cJSON *last = cJSON_GetArrayItem(cJSON_GetObjectItem(rs, "hour_window"), 4);
+    CHECK(last && cJSON_GetArrayItem(last, 0)->valuedouble == ceil(now) + 1 &&
+          cJSON_GetArrayItem(last, 1)->valuedouble == 7);
+    CHECK_EQ_INT(cJSON_GetObjectItem(rs, "day_count")->valuedouble, 12);
+    sc_limits_store_t *r = sc_limits_memory_new();
+    CHECK_EQ_INT(r->import_state(r, rs, now), 0);
+    CHECK_EQ_INT(counts(r, now).last_hour, 11);
+    CHECK_EQ_INT(counts(r, now).today, 12);
+    CHECK_EQ_INT(counts(a, now).today, 5); /* the store itself counts only real starts */
+    cJSON_Delete(rs);
+    r->destroy(r);
     /* the restored window still limits */
     sc_limits_caps_t four = {100, 4, 100};
     CHECK_EQ_INT(sc_test_take(b, now, &four), SC_LIMIT_HOURLY);
@@ -229,7 +243,7 @@ static void test_export_compact(void)
     for (int i = 0; i < 10; i++)
         CHECK_EQ_INT(sc_test_take(a, t0 + 1.0, &caps), SC_LIMIT_OK);
     double now = t0 + 60;
-    cJSON *st = a->export_state(a, now);
+    cJSON *st = a->export_state(a, now, 0);
     cJSON *win = cJSON_GetObjectItem(st, "hour_window");
     CHECK_EQ_INT(cJSON_GetArraySize(win), 1); /* every start in (t0, t0+1] */
     cJSON *pair = cJSON_GetArrayItem(win, 0);

@@ -570,6 +570,63 @@ static long long file_started(void)
     return n;
 }
 
+static long long file_day_count(void)
+{
+    char *t = slurp(g_file);
+    cJSON *j = t ? cJSON_Parse(t) : NULL;
+    cJSON *v = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "limiter"), "day_count");
+    long long n = cJSON_IsNumber(v) ? (long long)v->valuedouble : -1;
+    cJSON_Delete(j);
+    free(t);
+    return n;
+}
+
+/* The write-ahead reservation: a start gate opens only once the file on disk
+ * counts its start (what a restart after a crash would count), a run of starts
+ * shares a few saves, a lone start reserves nothing, and the last save at
+ * shutdown is exact. */
+static void test_start_gate_reservation(void)
+{
+    unlink(g_file);
+    sc_limits_store_t *st = sc_limits_memory_new();
+    CHECK_EQ_INT(sc_metrics_init(&g_cfg, st), 0);
+    sc_durable_opts_t o = {.fsync_hook = hook_fsync};
+    sc_durable_t *d = sc_durable_start(&o);
+    sc_durable_set_global(d);
+    sc_limits_caps_t caps = {100000, 100000, 100000};
+
+    CHECK_EQ_INT(sc_test_take(st, sc_clock_wall(), &caps), SC_LIMIT_OK);
+    sc_durable_ticket_t *t = sc_durable_ticket_new(NULL);
+    CHECK_EQ_INT(sc_metrics_start_gate(t), 0);
+    CHECK_EQ_INT(sc_durable_ticket_wait(t), 0);
+    sc_durable_ticket_unref(t);
+    CHECK_EQ_INT(file_day_count(), 1); /* nothing reserved */
+
+    enum { N = 400 };
+    int at_once = 0, bad = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ_INT(sc_test_take(st, sc_clock_wall(), &caps), SC_LIMIT_OK);
+        t = sc_durable_ticket_new(NULL);
+        CHECK_EQ_INT(sc_metrics_start_gate(t), 0);
+        at_once += sc_durable_ticket_state(t) == 1;
+        CHECK_EQ_INT(sc_durable_ticket_wait(t), 0);
+        sc_durable_ticket_unref(t);
+        if (file_day_count() < 2 + i) /* an open gate the disk does not count */
+            bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    sc_durable_stats_t ds;
+    sc_durable_stats(d, &ds);
+    CHECK(ds.writes >= 1 && ds.writes < N / 4); /* without the reservation: N + 1 */
+    CHECK(at_once > N / 2);
+    long long over = file_day_count() - (N + 1);
+    CHECK(over >= 0 && over <= 64); /* what a crash now would over-count */
+    sc_durable_stop(d);
+    sc_metrics_shutdown();
+    CHECK_EQ_INT(file_day_count(), N + 1);
+    st->destroy(st);
+}
+
 /* A ticket completes only once a save covering its count is durable; the
  * callers that arrive while a save is in its fsync share the next one. */
 static void test_flush_ticket(void)
@@ -647,6 +704,7 @@ int main(void)
     test_scene_store();
     test_unwritable();
     test_flush_ticket();
+    test_start_gate_reservation();
 
     sc_log_close();
     char log[256];
