@@ -15,7 +15,9 @@
 #      kontext_1000_ramp4s (arrivals over 4 s: VmHWM < 256 MiB, added p99 < 50 ms),
 #      kontext_1000_distinct (burst, every scene's bytes unique: JPEG COM segment),
 #      kontext_1000_distinct_pixels (burst, every scene's pixels unique; both report only),
-#      kontext_1000_1mp_output (burst, a 1392x784 model answer to resize; report only);
+#      kontext_1000_1mp_output (burst, a 1392x784 model answer to resize; report only),
+#      then fake_creates_1000: the fake alone taking the 1,000 creates of a burst
+#      (bench/fake_creates.py), the floor under kontext_1000 on this host;
 #      server, fake and client CPU per run
 #   7. outage drill (bench/outage_drill.py): 60 s of 100 % Kontext failures under
 #      steady load, then recovery; the `drill …` line (no failed request, breaker
@@ -360,8 +362,17 @@ PYEOF
     kontext_stage "$work" "kontext_${n}_small" "$work/scene.jpg" "$work/product.png" '{}'
     kontext_stage "$work" "kontext_${n}_small_ramp4s" "$work/scene.jpg" "$work/product.png" '{}' --ramp-s 4
   fi
+  # The floor under kontext_N on this host: the fake alone taking the N creates
+  # (bench/fake_creates.py, same inputs, nothing else running but its client).
+  curl -s -X POST "http://127.0.0.1:$KFPORT/_control/reset" >/dev/null
+  $PY bench/fake_creates.py --fake-port "$KFPORT" --pid "$KFPID" --scene "$scene" \
+    --product "$product" --n "$n" | tee -a "$OUT/kontext.txt" || true
   stop_tree "$KFPID"
   awk -v n="$n" '
+    /^tool=fake stage=fake_creates_/ {
+      for (i = 1; i <= NF; i++) { split($i, kv, "="); fc[kv[1]] = kv[2] }
+      next
+    }
     /^tool=scenecomp stage=kontext_/ {
       split("", f)
       for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
@@ -384,6 +395,9 @@ PYEOF
           v[s, "added_p50_ms"], v[s, "added_p99_ms"], (tms == "" ? "none" : "<" tms), met, v[s, "threads_max"],
           v[s, "client_max_inflight"], srv[s], fk[s], v[s, "client_cpu_share"], v[s, "sent_p99_ms"]
       }
+      if (fc["stage"] != "")
+        printf "ratio stage=%s completed=%s/%s p50_ms=%s p99_ms=%s target_ms=none met=n/a fake_cpu_ms_per_req=%s floor_of=kontext_%s\n",
+          fc["stage"], fc["completed"], n, fc["p50_ms"], fc["p99_ms"], fc["fake_cpu_ms_per_req"], n
     }' "$OUT/kontext.txt"
 }
 
