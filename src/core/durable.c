@@ -41,9 +41,11 @@ typedef struct entry {
     bool deferred;
     /* committer only */
     bool go;              /* split_due: committed in this round */
+    bool superseded;      /* split_due: a newer waiting write of its path replaces it */
     struct entry *winner; /* a later write of the same path in the batch: this one is
                              not written, it completes with the winner */
-    char tmp[PATH_MAX];
+    char *tmp;            /* the temp file's name, made when the write is committed: a
+                             deferred write waits without it */
     int fd;
     int err;
     bool renamed;
@@ -94,6 +96,7 @@ static void dir_of(const char *path, char *out, size_t n)
 
 static void entry_free(entry_t *e)
 {
+    free(e->tmp);
     free(e->path);
     free(e->data);
     free(e);
@@ -122,12 +125,17 @@ static int make_dir(sc_durable_t *d, const char *dir)
 /* Opens and fills e's temp file; sets e->err on failure. */
 static void write_temp(sc_durable_t *d, entry_t *e)
 {
-    e->fd = sc_fs_open_temp(e->path, O_WRONLY, 0644, e->tmp, sizeof e->tmp);
+    size_t cap = strlen(e->path) + sizeof SC_FS_TEMP_INFIX + 8;
+    if (!(e->tmp = malloc(cap))) {
+        e->err = ENOMEM;
+        return;
+    }
+    e->fd = sc_fs_open_temp(e->path, O_WRONLY, 0644, e->tmp, cap);
     if (e->fd < 0 && errno == ENOENT) {
         char dir[PATH_MAX];
         dir_of(e->path, dir, sizeof dir);
         if (make_dir(d, dir) == 0)
-            e->fd = sc_fs_open_temp(e->path, O_WRONLY, 0644, e->tmp, sizeof e->tmp);
+            e->fd = sc_fs_open_temp(e->path, O_WRONLY, 0644, e->tmp, cap);
     }
     if (e->fd < 0) {
         e->err = errno;
@@ -199,17 +207,20 @@ static long long coalesce(entry_t *batch, size_t n)
  * that still wait (*wait, order kept). A deferred write goes now when it is
  * due, when all is set (stop), or when a newer write of its path goes now:
  * deciding from the newest back, an older write of a path never stays behind
- * a newer one, so writes of one path still land in queue order. Without
- * memory everything goes now. */
-static entry_t *split_due(entry_t *cand, double now, bool all, entry_t **wait)
+ * a newer one, so writes of one path still land in queue order. A waiting
+ * deferred write with no done to call and a newer write of its path that
+ * waits too is superseded: it goes to *dropped, never written (the newer one
+ * carries its path, on its own delay). Without memory everything goes now. */
+static entry_t *split_due(entry_t *cand, double now, bool all, entry_t **wait, entry_t **dropped)
 {
     size_t n = 0;
     for (entry_t *e = cand; e; e = e->next)
         n++;
     entry_t **v = malloc(n * sizeof *v);
-    path_table_t t = {NULL, 0};
-    *wait = NULL;
-    if (!v || table_init(&t, n) != 0) {
+    path_table_t t = {NULL, 0}, newest = {NULL, 0};
+    *wait = *dropped = NULL;
+    if (!v || table_init(&t, n) != 0 || table_init(&newest, n) != 0) {
+        free(t.slot);
         free(v);
         return cand;
     }
@@ -217,15 +228,21 @@ static entry_t *split_due(entry_t *cand, double now, bool all, entry_t **wait)
     for (entry_t *e = cand; e; e = e->next)
         v[n++] = e;
     for (size_t i = n; i-- > 0;) {
-        entry_t **slot = table_slot(&t, v[i]->path);
+        entry_t **slot = table_slot(&t, v[i]->path), **seen = table_slot(&newest, v[i]->path);
         v[i]->go = all || !v[i]->deferred || v[i]->due <= now || *slot;
         if (v[i]->go && !*slot)
             *slot = v[i];
+        v[i]->superseded = !v[i]->go && !v[i]->done && *seen;
+        if (!*seen)
+            *seen = v[i];
     }
     entry_t *go = NULL, **go_tail = &go, **wait_tail = wait;
     for (size_t i = 0; i < n; i++) {
         v[i]->next = NULL;
-        if (v[i]->go) {
+        if (v[i]->superseded) {
+            v[i]->next = *dropped;
+            *dropped = v[i];
+        } else if (v[i]->go) {
             *go_tail = v[i];
             go_tail = &v[i]->next;
         } else {
@@ -233,6 +250,7 @@ static entry_t *split_due(entry_t *cand, double now, bool all, entry_t **wait)
             wait_tail = &v[i]->next;
         }
     }
+    free(newest.slot);
     free(t.slot);
     free(v);
     return go;
@@ -397,7 +415,21 @@ static void *committer_main(void *arg)
         while (*end)
             end = &(*end)->next;
         *end = taken;
-        entry_t *batch = split_due(wait, sc_clock_mono(), stopping, &wait);
+        entry_t *dropped;
+        entry_t *batch = split_due(wait, sc_clock_mono(), stopping, &wait, &dropped);
+        if (dropped) {
+            long long k = 0;
+            while (dropped) {
+                entry_t *next = dropped->next;
+                entry_free(dropped);
+                dropped = next;
+                k++;
+            }
+            pthread_mutex_lock(&d->mu);
+            d->st.writes += k;
+            d->st.coalesced += k;
+            pthread_mutex_unlock(&d->mu);
+        }
         if (batch)
             commit(d, batch);
     }

@@ -353,6 +353,24 @@ static bool mem_available(sc_limits_store_t *s)
 
 /* {"hour_window": [[second, starts], ...] (wall seconds, oldest first),
  *  "date": "YYYY-MM-DD", "day_count": n}. Caller owns the result; NULL on out of memory. */
+/* Appends [second, starts] to the hour window. 0 or -1 (out of memory). */
+static int window_pair_add(cJSON *arr, double sec, long long starts)
+{
+    cJSON *pair = cJSON_CreateArray();
+    cJSON *t = cJSON_CreateNumber(sec);
+    cJSON *c = cJSON_CreateNumber((double)starts);
+    if (pair)
+        cJSON_AddItemToArray(arr, pair);
+    if (!pair || !t || !c) {
+        cJSON_Delete(t);
+        cJSON_Delete(c);
+        return -1;
+    }
+    cJSON_AddItemToArray(pair, t);
+    cJSON_AddItemToArray(pair, c);
+    return 0;
+}
+
 static cJSON *mem_export(sc_limits_store_t *s, double now, long long reserved)
 {
     limits_memory_t *m = (limits_memory_t *)s;
@@ -388,35 +406,14 @@ static cJSON *mem_export(sc_limits_store_t *s, double now, long long reserved)
         size_t j = i;
         while (j < n && ceil(copy[j]) == sec)
             j++;
-        cJSON *pair = cJSON_CreateArray();
-        cJSON *t = cJSON_CreateNumber(sec);
-        cJSON *c = cJSON_CreateNumber((double)(j - i));
-        if (pair)
-            cJSON_AddItemToArray(arr, pair);
-        if (!pair || !t || !c) {
-            cJSON_Delete(t);
-            cJSON_Delete(c);
+        if (window_pair_add(arr, sec, (long long)(j - i)) != 0)
             goto fail;
-        }
-        cJSON_AddItemToArray(pair, t);
-        cJSON_AddItemToArray(pair, c);
         i = j;
     }
-    if (reserved > 0) { /* after every real start: the window stays in order */
-        cJSON *pair = cJSON_CreateArray();
-        cJSON *t = cJSON_CreateNumber(ceil(now) + 1);
-        cJSON *c = cJSON_CreateNumber((double)reserved);
-        if (pair)
-            cJSON_AddItemToArray(arr, pair);
-        if (!pair || !t || !c) {
-            cJSON_Delete(t);
-            cJSON_Delete(c);
-            goto fail;
-        }
-        cJSON_AddItemToArray(pair, t);
-        cJSON_AddItemToArray(pair, c);
-        count += reserved;
-    }
+    /* after every real start: the window stays in order */
+    if (reserved > 0 && window_pair_add(arr, ceil(now) + 1, reserved) != 0)
+        goto fail;
+    count += reserved > 0 ? reserved : 0;
     sc_clock_utc_date((time_t)day * 86400, date);
     if (!cJSON_AddStringToObject(o, "date", date) ||
         !cJSON_AddNumberToObject(o, "day_count", (double)count))

@@ -337,6 +337,43 @@ static void test_coalesce(void)
 /* The stats count coalesced writes; a coalesced write shares its winner's
  * failure; produced writes are never coalesced (each producer runs). */
 static int g_produced;
+/* A waiting deferred write with no done to call is dropped as soon as a newer
+ * deferred write of its path waits too (a sync record's start, then its
+ * prediction id): nothing is written for it, and the newer one keeps its own
+ * delay. One with a done still waits for the write that replaces it. */
+static void test_deferred_superseded(void)
+{
+    hook_reset();
+    sc_durable_opts_t o = {.fsync_hook = hook};
+    sc_durable_t *d = sc_durable_start(&o);
+    done_t a;
+    memset(&a, 0, sizeof a);
+    char pa[128], pb[128];
+    path_of(70, pa, sizeof pa);
+    path_of(71, pb, sizeof pb);
+    CHECK(sc_durable_write_deferred(d, pa, strdup("start"), 5, 30.0, NULL, NULL) == 0);
+    CHECK(sc_durable_write_deferred(d, pb, strdup("kept"), 4, 30.0, on_done, &a) == 0);
+    usleep(20 * 1000);
+    CHECK(sc_durable_write_deferred(d, pa, strdup("interim"), 7, 30.0, NULL, NULL) == 0);
+    CHECK(sc_durable_write_deferred(d, pb, strdup("newer"), 5, 30.0, NULL, NULL) == 0);
+    sc_durable_stats_t st = {0};
+    for (int i = 0; i < 300 && st.coalesced < 1; i++) {
+        usleep(10 * 1000);
+        sc_durable_stats(d, &st);
+    }
+    CHECK_EQ_INT(st.coalesced, 1); /* "start" only: "kept" has a caller to tell */
+    CHECK_EQ_INT(st.batches, 0);
+    CHECK(access(pa, F_OK) != 0 && access(pb, F_OK) != 0);
+    CHECK_EQ_INT(atomic_load(&a.calls), 0);
+    CHECK_EQ_INT(sc_durable_write_wait(d, pa, "final", 5), 0);
+    CHECK(file_is(pa, "final"));
+    sc_durable_stop(d);
+    CHECK(file_is(pb, "newer"));
+    CHECK_EQ_INT(atomic_load(&a.calls), 1);
+    CHECK_EQ_INT(atomic_load(&a.err), 0);
+    CHECK_EQ_INT(atomic_load(&h.files), 2); /* "final" and "newer" */
+}
+
 static int produce(void *ud, char **data, size_t *len);
 
 static void test_coalesce_errors_produced(void)
@@ -536,6 +573,7 @@ int main(void)
     test_missing_dir();
     test_deferred();
     test_deferred_order();
+    test_deferred_superseded();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     if (system(cmd) != 0)
