@@ -164,11 +164,10 @@ int sc_http__record_save_start(const sc_http_conn_t *c, bool keyed)
 {
     if (c->async)
         return sc_http__record_save(c);
-    sc_durable_t *d = sc_durable_global();
-    if (!keyed && d &&
-        sc_record_save_deferred(d, c->cfg->output_dir, c->rec, SC_HTTP_INTERIM_DELAY_S) == 0)
-        return 0;
-    sc_http__record_save_bg(c);
+    if (keyed)
+        sc_http__record_save_bg(c);
+    else
+        sc_http__record_save_interim(c);
     return 0;
 }
 

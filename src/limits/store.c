@@ -351,8 +351,6 @@ static bool mem_available(sc_limits_store_t *s)
     return true;
 }
 
-/* {"hour_window": [[second, starts], ...] (wall seconds, oldest first),
- *  "date": "YYYY-MM-DD", "day_count": n}. Caller owns the result; NULL on out of memory. */
 /* Appends [second, starts] to the hour window. 0 or -1 (out of memory). */
 static int window_pair_add(cJSON *arr, double sec, long long starts)
 {
@@ -371,6 +369,8 @@ static int window_pair_add(cJSON *arr, double sec, long long starts)
     return 0;
 }
 
+/* {"hour_window": [[second, starts], ...] (wall seconds, oldest first),
+ *  "date": "YYYY-MM-DD", "day_count": n}. Caller owns the result; NULL on out of memory. */
 static cJSON *mem_export(sc_limits_store_t *s, double now, long long reserved)
 {
     limits_memory_t *m = (limits_memory_t *)s;

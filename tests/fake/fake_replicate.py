@@ -174,6 +174,9 @@ def image_bytes_ahead(width, height, fmt):
     with _IMG_LOCK:
         if key in _IMG_CACHE or key in _IMG_MAKING:
             return
+        # registered now, not when the thread runs: the creates of a burst that
+        # come before it does start no thread of their own
+        _IMG_MAKING[key] = threading.Lock()
     threading.Thread(target=image_bytes, args=key, daemon=True).start()
 
 
