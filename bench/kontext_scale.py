@@ -32,11 +32,14 @@ Prints one line:
     p50_ms=… p99_ms=… added_p50_ms=… added_p99_ms=… vmhwm_mib=… rss_idle_mib=…
     threads_max=… threads_idle=… fake_max_inflight=… client_max_inflight=…
     upload_mb=… client_cpu_s=… client_cpu_share=… sent_p50_ms=… sent_p99_ms=…
-    sent_max_ms=…
+    sent_max_ms=… to_create_p50_ms=… to_create_p99_ms=…
 
 sent_* = from a request's start until its last byte was handed to the kernel (the
-client's write queue plus the server reading it); client_cpu_share = the client's
-CPU seconds / wall seconds (1.0 = the client saturated one core).
+client's write queue plus the server reading it); to_create_* (bursts only) = from
+the burst's start until a create reached the fake (the fake's own stamps): the part
+of the added latency spent before the model starts, the fake's queue included;
+client_cpu_share = the client's CPU seconds / wall seconds (1.0 = the client
+saturated one core).
 
 --dump F writes one line per request (index, start s after the first, response ms,
 status): where in the run the slow ones started (a cold start, a stall).
@@ -226,6 +229,7 @@ async def main():
         await ready.acquire()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
+    tw0 = time.time()  # the fake stamps requests with time.time()
     go.set()
     await asyncio.gather(*tasks)
     wall = time.monotonic() - t0
@@ -238,13 +242,21 @@ async def main():
     final = status(a.pid)
 
     fake_max = -1
+    to_create = []
     if a.fake_port:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{a.fake_port}/_control/stats",
-                                        timeout=10) as f:
-                fake_max = json.load(f).get("max_inflight", -1)
-        except (OSError, ValueError):
+                                        timeout=30) as f:
+                st = json.load(f)
+            fake_max = st.get("max_inflight", -1)
+            # when each create of this run reached the fake, after the burst began
+            to_create = [(r["t"] - tw0) * 1000 for r in st.get("requests", [])
+                         if r["method"] == "POST" and r["path"].endswith("/predictions")
+                         and r["t"] >= tw0]
+        except (OSError, ValueError, KeyError):
             pass
+    if a.ramp_s:
+        to_create = []  # a create's own start is not known when starts are spread
     if a.dump:
         with open(a.dump, "w") as f:
             for i, r in enumerate(results):
@@ -266,7 +278,9 @@ async def main():
           f"client_max_inflight={INFLIGHT['max']} upload_mb={upload_bytes / 1e6:.1f} "
           f"client_cpu_s={client_cpu:.2f} client_cpu_share={client_cpu / wall if wall else 0:.2f} "
           f"sent_p50_ms={pct(sent_ms, 50):.1f} sent_p99_ms={pct(sent_ms, 99):.1f} "
-          f"sent_max_ms={max(sent_ms, default=0):.1f}", flush=True)
+          f"sent_max_ms={max(sent_ms, default=0):.1f} "
+          f"to_create_p50_ms={pct(to_create, 50):.1f} to_create_p99_ms={pct(to_create, 99):.1f}",
+          flush=True)
     if errs or fb:
         kinds = {}
         for r in errs + fb:

@@ -30,11 +30,13 @@ or expired file makes the prediction fail. files_mode "http500" / "hang" fails
 or never answers uploads.
 
 Cost: a burst of 1,000 Kontext predictions with real-size inputs must not make the
-fake the bottleneck (bench/kontext_scale.py; a few ms of CPU per prediction). Hence
-multipart parsing with bytes.find, input images sized from their headers, large input
-strings shared by content with their JSON text cached, each output image encoded once,
-request headers parsed without the email package, a 100 ms GIL switch interval and
-glibc told to keep freed memory (see main).
+fake the bottleneck (bench/kontext_scale.py, bench/fake_creates.py). Hence one loop
+thread answering every request (tests/fake/http_loop.py: no GIL hand-offs, a held
+Prefer: wait is a timer), the predictions in flight counted from a heap of their end
+times, multipart parsing with bytes.find, input images sized from their headers,
+large input strings shared by content with their JSON text cached, each output image
+encoded once, request headers parsed without the email package and glibc told to
+keep freed memory (see main).
 
 Run: /usr/bin/python3 tests/fake/fake_replicate.py --port 0 --token T [--mode ok --delay-ms 200]
 [--quiet] prints `READY port=<port>` once listening on 127.0.0.1, then one line per
@@ -49,19 +51,22 @@ import copy
 import datetime
 import gc
 import hashlib
+import heapq
 import json
 import random
 import re
-import select
-import socket
 import string
 import struct
 import sys
 import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
+
+try:
+    from tests.fake import http_loop
+except ImportError:  # run as a script: its own directory is on sys.path
+    import http_loop
 
 KONTEXT = "flux-kontext-apps/multi-image-kontext-pro"
 SCHNELL = "black-forest-labs/flux-schnell"
@@ -574,7 +579,7 @@ class Prediction:
         self.n_outputs = int(inp.get("num_outputs", 1)) if model == SCHNELL else 1
         self.lifetime = cfg["output_lifetime_s"]
         self.override = cfg["output_override"]
-        self.changed = threading.Event()  # set by a cancel: ends a Prefer: wait early
+        self.waiters = []  # held creates (Prefer: wait) to look again at once on a cancel
 
     def status_at(self, t):
         if self.forced and t >= self.forced[1]:
@@ -600,6 +605,13 @@ class Prediction:
         if self.mode != "slow":
             cands.append(self.t_end)
         return min(cands) if cands else None
+
+    def out_of_flight_at(self):
+        """From when on status_at is terminal for good (inf: not known yet)."""
+        cands = [self.terminal_time() or float("inf")]
+        if self.input_error:
+            cands.append(self.t_start)
+        return min(cands)
 
     def settled(self, t):
         """True once status_at can never again return a non-terminal status (the
@@ -691,6 +703,8 @@ class State:
             clear_big()
             self.preds = {}
             self.live = {}  # the predictions that may still be in flight (see inflight)
+            self.ends = []  # heap of (out_of_flight_at, seq, pid) over self.live
+            self.seq = 0
             self.files = {}
             self.requests = []
             self.last_input = None
@@ -710,16 +724,30 @@ class State:
             return None
         return f
 
+    def watch(self, p):
+        """Count p in flight until p.out_of_flight_at() (under self.lock); again
+        after a cancel, which brings that time forward."""
+        self.live[p.id] = p
+        self.seq += 1
+        heapq.heappush(self.ends, (p.out_of_flight_at(), self.seq, p.id))
+
     def inflight(self, t):
-        """Predictions not terminal at t (under self.lock). Settled ones leave
-        self.live, so a burst of N creates costs O(in flight) each, not O(N)."""
-        n = 0
-        for pid, p in list(self.live.items()):
-            if p.status_at(t) not in TERMINAL:
-                n += 1
-            elif p.settled(t):
+        """Predictions not terminal at t (under self.lock). Each leaves self.live at
+        the time its heap entry names, so a burst of N creates costs O(log N) each,
+        not O(in flight) (a burst of 1,000 spent 0.2 ms per create counting)."""
+        ends = self.ends
+        while ends and ends[0][0] <= t:
+            _, _, pid = heapq.heappop(ends)
+            p = self.live.get(pid)
+            if p is None:
+                continue
+            when = p.out_of_flight_at()
+            if when <= t:
                 del self.live[pid]
-        return n
+            else:  # not yet after all: look again then
+                self.seq += 1
+                heapq.heappush(ends, (when, self.seq, pid))
+        return len(self.live)
 
 
 STATE = None
@@ -790,98 +818,24 @@ def problem(status, detail, title=None, **extra):
     return o
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "FakeReplicate/1.0"
-    # An answer leaves as two writes (headers, then body). With Nagle on, the
-    # body waits for the ACK of the headers, which a client on Linux may delay
-    # 40 ms: about half of all answers took 40 ms longer than the model's
-    # delay, which is not how the real service behaves.
-    disable_nagle_algorithm = True
+class Handler:
+    """One request, answered through an http_loop.Exchange (see http_loop for why
+    one loop thread and no thread per request)."""
+    __slots__ = ("ex", "server", "command", "path", "headers")
 
-    def log_message(self, fmt, *args):
-        """One line per answered request on stderr (request line and status only:
-        never headers, so never the token), unless --quiet."""
-        if not QUIET:
-            sys.stderr.write("fake-replicate: %s\n" % (fmt % args))
-            sys.stderr.flush()
-
-    # ---- plumbing ----
-
-    def parse_request(self):
-        """BaseHTTPRequestHandler.parse_request (Python 3.11) with the headers read by
-        read_headers instead of http.client.parse_headers (the email package)."""
-        self.command = None
-        self.request_version = version = self.default_request_version
-        self.close_connection = True
-        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        self.requestline = requestline
-        words = requestline.split()
-        if not words:
-            return False
-        if len(words) >= 3:
-            version = words[-1]
-            try:
-                if not version.startswith("HTTP/"):
-                    raise ValueError
-                base_version_number = version.split("/", 1)[1]
-                nums = base_version_number.split(".")
-                if len(nums) != 2:
-                    raise ValueError
-                version_number = int(nums[0]), int(nums[1])
-            except (ValueError, IndexError):
-                self.send_error(400, "Bad request version (%r)" % version)
-                return False
-            if version_number >= (1, 1) and self.protocol_version >= "HTTP/1.1":
-                self.close_connection = False
-            if version_number >= (2, 0):
-                self.send_error(505, "Invalid HTTP version (%s)" % base_version_number)
-                return False
-            self.request_version = version
-        if not 2 <= len(words) <= 3:
-            self.send_error(400, "Bad request syntax (%r)" % requestline)
-            return False
-        command, path = words[:2]
-        if len(words) == 2:
-            self.close_connection = True
-            if command != "GET":
-                self.send_error(400, "Bad HTTP/0.9 request type (%r)" % command)
-                return False
-        self.command, self.path = command, path
-        if self.path.startswith("//"):
-            self.path = "/" + self.path.lstrip("/")
-        try:
-            self.headers = read_headers(self.rfile)
-        except ValueError as err:
-            self.send_error(431, str(err))
-            return False
-        conntype = self.headers.get("Connection", "").lower()
-        if conntype == "close":
-            self.close_connection = True
-        elif conntype == "keep-alive" and self.protocol_version >= "HTTP/1.1":
-            self.close_connection = False
-        expect = self.headers.get("Expect", "")
-        if (expect.lower() == "100-continue" and self.protocol_version >= "HTTP/1.1"
-                and self.request_version >= "HTTP/1.1"):
-            if not self.handle_expect_100():
-                return False
-        return True
-
-    def _body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n > 0 else b""
+    def __init__(self, ex, server):
+        self.ex = ex
+        self.server = server
+        self.command = ex.command
+        self.path = ex.path
+        self.headers = ex.headers
 
     def _send(self, code, obj=None, ctype="application/json", raw=None, headers=None):
         if raw is None:
             raw = json.dumps(obj).encode() if obj is not None else b""
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(raw)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(raw)
+        hdrs = [("Content-Type", ctype), ("Content-Length", str(len(raw)))]
+        hdrs += list((headers or {}).items())
+        self.ex.respond(code, hdrs, raw)
 
     def _problem(self, code, detail, title=None, headers=None, **extra):
         self._send(code, problem(code, detail, title, **extra), "application/problem+json",
@@ -891,17 +845,7 @@ class Handler(BaseHTTPRequestHandler):
         """Accept the request and never answer: wait until the peer goes away."""
         with STATE.lock:
             STATE.counters["hangs"] += 1
-        self.close_connection = True
-        end = time.time() + 600
-        sock = self.connection
-        while time.time() < end and not getattr(self.server, "stopping", False):
-            r, _, _ = select.select([sock], [], [], 0.2)
-            if r:
-                try:
-                    if not sock.recv(1, socket.MSG_PEEK):
-                        return
-                except OSError:
-                    return
+        self.ex.hold()
 
     def _api_base(self):
         return "http://%s:%d%s" % (self.server.server_address[0], self.server.server_address[1],
@@ -945,20 +889,11 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- dispatch ----
 
-    def do_GET(self):
-        self._dispatch()
-
-    def do_POST(self):
-        self._dispatch()
-
-    def do_DELETE(self):
-        self._dispatch()
-
     def _dispatch(self):
-        try:
-            body = self._body()
-        except Exception:
-            return
+        if self.command not in ("GET", "POST", "DELETE"):
+            return self._send(501, raw=b"Unsupported method (%r)\n" % self.command.encode(),
+                              ctype="text/plain")
+        body = self.ex.body
         path = urlsplit(self.path).path
         if path.startswith("/_control/"):
             return self._control(path, body)
@@ -1118,7 +1053,7 @@ class Handler(BaseHTTPRequestHandler):
                       "description": "Cancel-After must be a duration of at least 5s"}]
                 return self._problem(422, "- Cancel-After must be a duration of at least 5s\n",
                                      "Invalid Cancel-After", invalid_fields=f)
-        pid = "".join(random.choice(ID_CHARS) for _ in range(26))
+        pid = "".join(random.choices(ID_CHARS, k=26))
         with STATE.lock:
             p = Prediction(pid, model, inp, cfg, self._base(), deadline_s)
             # Replicate fetches URL inputs; one of our Files API URLs that is
@@ -1131,7 +1066,7 @@ class Handler(BaseHTTPRequestHandler):
                     else:
                         STATE.counters["file_fetches"] += 1
             STATE.preds[pid] = p
-            STATE.live[pid] = p
+            STATE.watch(p)
             STATE.counters["creates"] += 1
             n = STATE.inflight(time.time())
             STATE.counters["max_inflight"] = max(STATE.counters["max_inflight"], n)
@@ -1144,21 +1079,36 @@ class Handler(BaseHTTPRequestHandler):
             if m:  # malformed values are ignored (async mode)
                 n = int(m.group(2)) if m.group(2) else 60
                 headers["Preference-Applied"] = prefer.strip()
-                end = p.created + n
-                quirk = cfg["mode"] == "processing_with_output"
-                while True:
-                    t = time.time()
-                    if t >= end:
-                        break
-                    if p.status_at(t) in TERMINAL or (quirk and p.output_ready(t)):
-                        break
-                    # sleep until the next state change or the wait's end, woken at
-                    # once by a cancel: one wake-up per held create, not a tick loop
-                    nxt = p.next_change(t)
-                    p.changed.wait(max(0.001, (min(end, nxt) if nxt else end) - t))
-                    p.changed.clear()
-        if cfg["mode"] == "malformed_json" and cfg["malformed_target"] == "create":
-            return self._send(201, raw=b'{"id": "' + pid.encode() + b'", "status": "start',
+                return self._hold_create(p, p.created + n, headers)
+        self._answer_create(p, headers)
+
+    def _hold_create(self, p, end, headers):
+        """Prefer: wait: answer when the prediction is terminal (or, in mode
+        processing_with_output, has its output) or at the wait's end, whichever
+        comes first. One timer per state change, and a cancel looks again at once
+        (Prediction.waiters): no thread sleeps, no tick loop."""
+        quirk = STATE.cfg["mode"] == "processing_with_output"
+
+        def look():
+            if self.ex.done:
+                return
+            if self.ex.closed:  # the client gave up: nobody to answer
+                self.ex.done = True
+                return
+            t = time.time()
+            if t >= end or p.status_at(t) in TERMINAL or (quirk and p.output_ready(t)):
+                if look in p.waiters:
+                    p.waiters.remove(look)
+                return self._answer_create(p, headers)
+            nxt = p.next_change(t)
+            self.server.call_at(min(end, nxt) if nxt else end, look)
+
+        p.waiters.append(look)
+        look()
+
+    def _answer_create(self, p, headers):
+        if STATE.cfg["mode"] == "malformed_json" and STATE.cfg["malformed_target"] == "create":
+            return self._send(201, raw=b'{"id": "' + p.id.encode() + b'", "status": "start',
                               headers=headers)
         self._send(201, raw=p.json(self._api_base(), quirk_output=True), headers=headers)
 
@@ -1186,7 +1136,9 @@ class Handler(BaseHTTPRequestHandler):
             t = time.time()
             if p.status_at(t) not in TERMINAL:
                 p.forced = ("canceled", t)
-                p.changed.set()
+                STATE.watch(p)
+                for look in list(p.waiters):
+                    self.server.call_at(0, look)
         self._send(200, raw=p.json(self._api_base()))
 
     # ---- Files API (§2.6) ----
@@ -1325,17 +1277,15 @@ class Handler(BaseHTTPRequestHandler):
         return self._send(404, {"error": "unknown control route"})
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # no list of request threads: with it every accept walks all live threads (a
-    # burst holds 1,000 of them) and server_close would join held/hung requests
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 1024
+def app(ex):
+    Handler(ex, LOOP)._dispatch()
+
+
+LOOP = None
 
 
 def main(argv=None):
-    global STATE, QUIET
+    global STATE, QUIET, LOOP
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--token", default="r8_fake_token")
@@ -1346,11 +1296,6 @@ def main(argv=None):
     defaults = copy.deepcopy(DEFAULTS)
     defaults.update(mode=args.mode, delay_ms=args.delay_ms, token=args.token)
     use_big_malloc_pools()
-    # Every thread waiting for the GIL wakes once per switch interval (5 ms by default)
-    # to ask for it: with a burst's 1,000 request threads runnable at once those
-    # wake-ups alone cost more CPU than the requests. The threads here block on I/O
-    # (releasing the GIL) long before any interval ends, so a long one costs nothing.
-    sys.setswitchinterval(0.1)
     STATE = State(defaults)
     QUIET = args.quiet
     # A full collection walks every object alive: mid-burst (1,000 requests and
@@ -1360,16 +1305,15 @@ def main(argv=None):
     # (gc.freeze() was worse: with nothing counted as long-lived, every 10th
     # middle collection became a full one, and creates cost 2-4 ms, not 1.2.)
     gc.set_threshold(700, 10, 1000)
-    srv = Server(("127.0.0.1", args.port), Handler)
-    sys.stdout.write("READY port=%d\n" % srv.server_address[1])
+    LOOP = http_loop.Loop(("127.0.0.1", args.port), app, read_headers, quiet=QUIET)
+    sys.stdout.write("READY port=%d\n" % LOOP.server_address[1])
     sys.stdout.flush()
     try:
-        srv.serve_forever(poll_interval=0.1)
+        LOOP.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        srv.stopping = True
-        srv.server_close()
+        LOOP.close()
 
 
 if __name__ == "__main__":
