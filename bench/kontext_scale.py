@@ -267,6 +267,8 @@ async def main():
     errs = [r for r in results if not (r and r[0] == 200)]
     lat = [r[2] * 1000 for r in ok]
     added = [x - a.delay_s * 1000 for x in lat]
+    def tc(p):
+        return f"{pct(to_create, p):.1f}" if to_create else "n/a"
     stage = a.stage or (f"kontext_{a.n}" + (f"_ramp{a.ramp_s:g}s" if a.ramp_s else ""))
     print(f"tool=scenecomp stage={stage} completed={len(ok)} kontext={len(ok)} "
           f"fallback={len(fb)} errors={len(errs)} "
@@ -279,7 +281,7 @@ async def main():
           f"client_cpu_s={client_cpu:.2f} client_cpu_share={client_cpu / wall if wall else 0:.2f} "
           f"sent_p50_ms={pct(sent_ms, 50):.1f} sent_p99_ms={pct(sent_ms, 99):.1f} "
           f"sent_max_ms={max(sent_ms, default=0):.1f} "
-          f"to_create_p50_ms={pct(to_create, 50):.1f} to_create_p99_ms={pct(to_create, 99):.1f}",
+          f"to_create_p50_ms={tc(50)} to_create_p99_ms={tc(99)}",
           flush=True)
     if errs or fb:
         kinds = {}

@@ -286,7 +286,9 @@ http_section() {
 # SC_BENCH_KONTEXT_SMALL=1 adds the tiny-input burst and ramp of before (160x120
 # scene, 64x64 product: the per-request overhead without image buffers; report only).
 # Lines per stage: the client's `tool=scenecomp stage=S …` (kontext_scale.py: added
-# latency, VmHWM, threads, the client's own CPU and write times), `tool=scenecomp
+# latency, VmHWM, threads, the client's own CPU and write times, and for bursts
+# to_create_*: how long after the burst began its creates reached the fake, i.e.
+# the part of the added latency spent before the model starts), `tool=scenecomp
 # stage=S_cpu srv_cpu_ms_per_req=… fake_cpu_ms_per_req=…`, and
 # `ratio stage=S … target_mib=… target_ms=… met=yes|no` (met=n/a: report only).
 # ==============================================================================
@@ -390,10 +392,11 @@ PYEOF
         all = v[s, "kontext"] + v[s, "errors"] + v[s, "fallback"]
         if (tms == "") met = "n/a"
         else met = (v[s, "kontext"] == n && all == n && v[s, "vmhwm_mib"] < tmib && v[s, "added_p99_ms"] < tms) ? "yes" : "no"
-        printf "ratio stage=%s completed=%s/%s fallback=%s errors=%s vmhwm_mib=%s target_mib=%s added_p50_ms=%s added_p99_ms=%s target_ms=%s met=%s threads_max=%s in_flight_together=%s srv_cpu_ms_per_req=%s fake_cpu_ms_per_req=%s client_cpu_share=%s sent_p99_ms=%s\n",
+        printf "ratio stage=%s completed=%s/%s fallback=%s errors=%s vmhwm_mib=%s target_mib=%s added_p50_ms=%s added_p99_ms=%s target_ms=%s met=%s threads_max=%s in_flight_together=%s srv_cpu_ms_per_req=%s fake_cpu_ms_per_req=%s client_cpu_share=%s sent_p99_ms=%s to_create_p99_ms=%s\n",
           s, v[s, "kontext"], all, v[s, "fallback"], v[s, "errors"], v[s, "vmhwm_mib"], (tmib == "" ? "none" : "<" tmib),
           v[s, "added_p50_ms"], v[s, "added_p99_ms"], (tms == "" ? "none" : "<" tms), met, v[s, "threads_max"],
-          v[s, "client_max_inflight"], srv[s], fk[s], v[s, "client_cpu_share"], v[s, "sent_p99_ms"]
+          v[s, "client_max_inflight"], srv[s], fk[s], v[s, "client_cpu_share"], v[s, "sent_p99_ms"],
+          (v[s, "to_create_p99_ms"] == "" ? "n/a" : v[s, "to_create_p99_ms"])
       }
       if (fc["stage"] != "")
         printf "ratio stage=%s completed=%s/%s p50_ms=%s p99_ms=%s target_ms=none met=n/a fake_cpu_ms_per_req=%s floor_of=kontext_%s\n",
