@@ -891,7 +891,7 @@ class Handler:
 
     def _dispatch(self):
         if self.command not in ("GET", "POST", "DELETE"):
-            return self._send(501, raw=b"Unsupported method (%r)\n" % self.command.encode(),
+            return self._send(501, raw=("Unsupported method (%r)\n" % self.command).encode(),
                               ctype="text/plain")
         body = self.ex.body
         path = urlsplit(self.path).path
