@@ -607,20 +607,12 @@ class Prediction:
         return min(cands) if cands else None
 
     def out_of_flight_at(self):
-        """From when on status_at is terminal for good (inf: not known yet)."""
+        """From when on status_at is terminal for good (inf: not known yet). Only
+        ever moves earlier (a cancel), never later."""
         cands = [self.terminal_time() or float("inf")]
         if self.input_error:
             cands.append(self.t_start)
         return min(cands)
-
-    def settled(self, t):
-        """True once status_at can never again return a non-terminal status (the
-        prediction leaves the in-flight set for good)."""
-        if self.forced and t >= self.forced[1]:
-            return True
-        if self.mode == "slow":
-            return False
-        return t >= self.t_end
 
     def next_change(self, t):
         """The next time after t at which status_at (or output_ready) may change."""
@@ -733,25 +725,17 @@ class State:
 
     def inflight(self, t):
         """Predictions not terminal at t (under self.lock). Each leaves self.live at
-        the time its heap entry names, so a burst of N creates costs O(log N) each,
-        not O(in flight) (a burst of 1,000 spent 0.2 ms per create counting)."""
+        its earliest heap entry (out_of_flight_at only moves earlier, and a cancel
+        pushes the new time; the older entry then finds it gone), so a burst of N
+        creates costs O(log N) each, not O(in flight) (a burst of 1,000 spent 0.2 ms
+        per create counting)."""
         ends = self.ends
         while ends and ends[0][0] <= t:
-            _, _, pid = heapq.heappop(ends)
-            p = self.live.get(pid)
-            if p is None:
-                continue
-            when = p.out_of_flight_at()
-            if when <= t:
-                del self.live[pid]
-            else:  # not yet after all: look again then
-                self.seq += 1
-                heapq.heappush(ends, (when, self.seq, pid))
+            self.live.pop(heapq.heappop(ends)[2], None)
         return len(self.live)
 
 
 STATE = None
-QUIET = False
 API_PREFIX = "/v1"
 
 
@@ -1090,15 +1074,14 @@ class Handler:
         quirk = STATE.cfg["mode"] == "processing_with_output"
 
         def look():
-            if self.ex.done:
+            if look not in p.waiters:  # answered, or the client gave up
                 return
             if self.ex.closed:  # the client gave up: nobody to answer
-                self.ex.done = True
+                p.waiters.remove(look)
                 return
             t = time.time()
             if t >= end or p.status_at(t) in TERMINAL or (quirk and p.output_ready(t)):
-                if look in p.waiters:
-                    p.waiters.remove(look)
+                p.waiters.remove(look)
                 return self._answer_create(p, headers)
             nxt = p.next_change(t)
             self.server.call_at(min(end, nxt) if nxt else end, look)
@@ -1285,7 +1268,7 @@ LOOP = None
 
 
 def main(argv=None):
-    global STATE, QUIET, LOOP
+    global STATE, LOOP
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--token", default="r8_fake_token")
@@ -1297,7 +1280,6 @@ def main(argv=None):
     defaults.update(mode=args.mode, delay_ms=args.delay_ms, token=args.token)
     use_big_malloc_pools()
     STATE = State(defaults)
-    QUIET = args.quiet
     # A full collection walks every object alive: mid-burst (1,000 requests and
     # predictions in flight) one held the GIL 21-44 ms, and every create and
     # answer behind it came 40-110 ms late. Considered after 1,000 collections of
@@ -1305,7 +1287,7 @@ def main(argv=None):
     # (gc.freeze() was worse: with nothing counted as long-lived, every 10th
     # middle collection became a full one, and creates cost 2-4 ms, not 1.2.)
     gc.set_threshold(700, 10, 1000)
-    LOOP = http_loop.Loop(("127.0.0.1", args.port), app, read_headers, quiet=QUIET)
+    LOOP = http_loop.Loop(("127.0.0.1", args.port), app, read_headers, quiet=args.quiet)
     sys.stdout.write("READY port=%d\n" % LOOP.server_address[1])
     sys.stdout.flush()
     try:

@@ -81,13 +81,12 @@ class Exchange:
 
 
 class _Conn:
-    __slots__ = ("loop", "sock", "fd", "inbuf", "out", "closed", "busy", "close_after",
+    __slots__ = ("loop", "sock", "inbuf", "out", "closed", "busy", "close_after",
                  "held_until", "mask", "continued")
 
     def __init__(self, loop, sock):
         self.loop = loop
         self.sock = sock
-        self.fd = sock.fileno()
         self.inbuf = bytearray()
         self.out = []            # memoryviews still to send
         self.closed = False
@@ -199,19 +198,18 @@ class _Conn:
                 "<h1>Error response</h1><p>Error code: %d</p><p>Message: %s.</p>"
                 "</body></html>\n" % (code, message)).encode("utf-8", "replace")
         self.close_after = True
-        self.answer(None, code, [("Content-Type", "text/html;charset=utf-8")], body,
-                    closing=True)
+        self.answer(None, code, [("Content-Type", "text/html;charset=utf-8")], body)
 
     # ---- writing ----
 
-    def answer(self, ex, code, headers, body, closing=False):
+    def answer(self, ex, code, headers, body):
         if self.closed:
             return
         lines = ["HTTP/1.1 %d %s\r\n" % (code, reason(code)),
                  "Server: %s\r\n" % self.loop.server_version,
                  "Date: %s\r\n" % self.loop.date()]
         lines += ["%s: %s\r\n" % kv for kv in headers]
-        if closing or self.close_after:
+        if self.close_after:
             lines.append("Connection: close\r\n")
         lines.append("\r\n")
         head = "".join(lines).encode("latin-1")
