@@ -5,9 +5,12 @@ Run: /usr/bin/python3 -m pytest -q tests/fake
 """
 
 import base64
+import json
 import os
 import re
+import socket
 import sys
+import threading
 import time
 import urllib.request
 
@@ -218,6 +221,85 @@ def test_cancel_counts_and_terminal_unchanged(fake):
     assert c2["status"] == "canceled"  # already terminal: unchanged
     s = fake.stats()
     assert s["cancels"] == 2 and s["inflight"] == 0 and s["max_inflight"] == 1
+
+
+def test_cancel_ends_a_held_prefer_wait(fake):
+    fake.configure(mode="slow")
+    out = {}
+
+    def held():
+        out["t0"] = time.time()
+        out["r"] = fake.api("POST", KONTEXT, kontext_input(), headers={"Prefer": "wait=60"})
+        out["t1"] = time.time()
+
+    th = threading.Thread(target=held)
+    th.start()
+    pid = None
+    for _ in range(100):
+        preds = fake.stats()["predictions"]
+        if preds:
+            pid = next(iter(preds))
+            break
+        time.sleep(0.05)
+    assert pid
+    t_cancel = time.time()
+    st, _, _ = fake.api("POST", "/predictions/%s/cancel" % pid)
+    th.join(10)
+    assert st == 200 and not th.is_alive()
+    st, _, p = out["r"]
+    assert st == 201 and p["id"] == pid and p["status"] == "canceled"
+    assert out["t1"] - t_cancel < 2  # woken by the cancel, not by the 60 s wait
+
+
+def raw_exchange(port, data, timeout=5):
+    """Sends data on one connection and reads until the fake closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return got
+            got += d
+
+
+def status_lines(raw):
+    return re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)
+
+
+def test_http_errors_close_the_connection(fake):
+    assert status_lines(raw_exchange(fake.port, b"GARBAGE\r\n\r\n")) == [b"400"]
+    assert status_lines(raw_exchange(fake.port, b"GET / HTTP/2.0\r\n\r\n")) == [b"505"]
+    big = b"GET /_control/stats HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n"
+    assert status_lines(raw_exchange(fake.port, big)) == [b"431"]
+    put = b"PUT /v1/files HTTP/1.1\r\nConnection: close\r\n\r\n"
+    assert status_lines(raw_exchange(fake.port, put)) == [b"501"]
+
+
+def test_http_keep_alive_pipelining_and_100_continue(fake):
+    # two requests in one write: both answered, in order, on one connection
+    two = (b"GET /_control/stats HTTP/1.1\r\n\r\n"
+           b"GET /v1/nothing HTTP/1.1\r\nAuthorization: Bearer " + TOKEN.encode()
+           + b"\r\nConnection: close\r\n\r\n")
+    assert status_lines(raw_exchange(fake.port, two)) == [b"200", b"404"]
+    # Expect: 100-continue: the interim answer comes before the body is sent
+    body = json.dumps(kontext_input()).encode()
+    head = ("POST /v1%s HTTP/1.1\r\nAuthorization: Bearer %s\r\nContent-Type: "
+            "application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n"
+            "Connection: close\r\n\r\n" % (KONTEXT, TOKEN, len(body))).encode()
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=5) as s:
+        s.sendall(head)
+        assert s.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+    assert status_lines(got) == [b"201"]
+    # HTTP/1.0 closes after its answer unless it asks for keep-alive
+    assert status_lines(raw_exchange(fake.port, b"GET /_control/stats HTTP/1.0\r\n\r\n")) == [b"200"]
 
 
 def test_cancel_after(fake):
